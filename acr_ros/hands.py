@@ -60,6 +60,9 @@ class HandResult:
     shape: Optional[np.ndarray] = None           # (10,) betas
     weak_camera: Optional[np.ndarray] = None     # (3,) s, tx, ty (ACR)
     vertices: Optional[np.ndarray] = None        # (778, 3) float32, metres, camera optical frame
+    # (21, 3, 3): orientation of each joint's frame in the camera frame, from MANO's kinematic
+    # chain (a fingertip takes its parent's); None for backends without MANO.
+    joint_rotations: Optional[np.ndarray] = None
 
     @property
     def wrist_position(self) -> np.ndarray:
