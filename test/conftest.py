@@ -1,0 +1,30 @@
+"""Shared fixtures. Everything here is synthetic: random weights in the official key layout and
+MANO-format pickles of random arrays. Their outputs are not hand reconstructions."""
+import os
+from pathlib import Path
+
+import pytest
+
+# DDS must stay on this machine, and concurrent runs must not hear each other.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+
+REPO = Path(__file__).resolve().parents[1]
+MEDIA = REPO / "acr_ros" / "data" / "samples"
+
+
+@pytest.fixture(scope="session")
+def mano_dir(tmp_path_factory) -> Path:
+    """A folder with MANO_LEFT.pkl / MANO_RIGHT.pkl of random arrays (plain numpy pickles)."""
+    from acr_ros.acr.synthetic import write_synthetic_mano
+
+    return write_synthetic_mano(tmp_path_factory.mktemp("mano"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def acr_checkpoint(tmp_path_factory) -> Path:
+    """Random ACR weights in the official checkpoint layout ('module.' keys), biased so that
+    both center maps fire: every pipeline stage runs. Not a hand model."""
+    from acr_ros.acr.checkpoint import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "wild.pkl", seed=0, detect="both")
