@@ -18,7 +18,8 @@ setup(
             "hands_node = acr_ros.hands_node:main",
             "image_source = acr_ros.image_source:main",
             "hands_recorder = acr_ros.hands_recorder:main",
-            "acr_demo = acr_ros.demo:main",
+            "acr_offline = acr_ros.offline:main",
+            "acr_ros_demo = acr_ros.demo:main",
         ],
     },
 )

@@ -83,6 +83,9 @@ class FrameResult:
 
     hands: list[HandResult] = field(default_factory=list)
     default_intrinsics: bool = True  # True: no camera intrinsics were given; depth approximate
+    # The intrinsics that placed the 3D points (the backend's default ones when default_intrinsics):
+    # projecting joints or vertices with them lands on the image, e.g. for overlays.
+    intrinsics: Optional[CameraIntrinsics] = None
 
 
 class HandBackend(Protocol):
@@ -107,6 +110,11 @@ class HandBackend(Protocol):
         timestamps (seconds) and streams (e.g. the camera topic) drive temporal smoothing,
         which is kept separately per stream and hand side.
         """
+
+    detection_threshold: float  # settable at run time
+
+    def set_smoothing(self, config) -> None:
+        """Turn temporal smoothing on (a SmoothingConfig) or off (None); forgets the filter state."""
 
     def reset(self) -> None:
         """Forget temporal state (smoothing)."""

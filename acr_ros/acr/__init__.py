@@ -1,0 +1,1 @@
+"""ROS-free ACR inference library: preprocessing, network, MANO, camera, smoothing."""

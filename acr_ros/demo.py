@@ -1,0 +1,178 @@
+"""The README's main command: the real ROS 2 graph on the bundled sample media.
+
+    acr_ros_demo [-o OUTPUT_DIR] [--backend auto|acr|mediapipe] [--checkpoint wild.pkl --mano-dir DIR]
+
+Starts the hands node and, for each sample (a clip and still photos), an image source process
+publishing it as Image + CameraInfo; records what the node publishes (overlays, `<name>_output.mp4`
+for the clip, a JSON summary per sample) and prints where it went. Equivalent on a ROS 2 install:
+`ros2 launch acr_ros hands.launch.py source:=video input:=<clip> rviz:=true`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+CAMERA_NAMESPACE = "/demo_camera"  # the source publishes image_raw and camera_info in it
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-o", "--output-dir", default="acr_ros_demo_output", type=Path)
+    parser.add_argument("--inputs", nargs="*", type=Path,
+                        help="media to play (default: the bundled samples)")
+    parser.add_argument("--backend", default="auto", choices=("auto", "acr", "mediapipe"))
+    parser.add_argument("--checkpoint", default="", help="ACR checkpoint wild.pkl")
+    parser.add_argument("--mano-dir", default="", help="folder with MANO_LEFT.pkl and MANO_RIGHT.pkl")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--rate", type=float, default=2.0, help="frames per second for still images")
+    return parser.parse_args(argv)
+
+
+def start(module: str, params: dict, log_path: Path, name: str, namespace: str = "/") -> subprocess.Popen:
+    params_file = log_path.with_suffix(".yaml")
+    params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+    log = open(log_path, "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={namespace}",
+         "--params-file", str(params_file)],
+        stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+class NodeStatus:
+    """Follows the hands node's /diagnostics to know when it has finished every frame it got."""
+
+    def __init__(self, node):
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        self.values: dict[str, str] = {}
+        self.updated_at = 0.0
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+    def _on_diagnostics(self, msg) -> None:
+        for status in msg.status:
+            if status.name.startswith("acr_hands"):
+                self.values = {kv.key: kv.value for kv in status.values}
+                self.updated_at = time.monotonic()
+
+    def settled(self) -> bool:
+        count = lambda key: int(self.values.get(key, "0"))  # noqa: E731
+        received = count("frames received")
+        return received > 0 and received == (count("frames published") + count("frames dropped")
+                                             + count("bad input frames") + count("inference errors"))
+
+
+def spin_until(executor, predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        executor.spin_once(timeout_sec=0.1)
+    return predicate()
+
+
+def play(executor, status: NodeStatus, media: Path, args, logs: Path) -> dict:
+    """Publishes one input through the graph and records the node's output; returns its summary."""
+    from rclpy.parameter import Parameter
+
+    from acr_ros.hands_recorder import HandsRecorder
+
+    video = media.suffix.lower() in VIDEO_SUFFIXES
+    recorder = HandsRecorder(parameter_overrides=[
+        Parameter("output_dir", value=str(args.output_dir)), Parameter("name", value=media.stem),
+        Parameter("video", value=video)])
+    executor.add_node(recorder)
+    assert spin_until(executor, lambda: recorder.count_publishers("/acr_hands/hands") > 0, 30), \
+        "the recorder did not discover the hands node"
+    source = start("acr_ros.image_source", {
+        "source": "video" if video else "image", "input": str(media), "loop": False,
+        "rate": 0.0 if video else args.rate, "repeat": 1 if video else 3,
+        "frame_id": "demo_camera_optical_frame", "wait_for_subscribers": 1, "reliable": True,
+    }, logs / f"source_{media.stem}.log", "image_source", CAMERA_NAMESPACE)
+    spin_until(executor, lambda: source.poll() is not None, 600)
+    source_done = time.monotonic()
+    # Done when a report newer than the source's end says every frame was handled (published,
+    # dropped or refused).
+    spin_until(executor, lambda: status.updated_at > source_done and status.settled(), 120)
+    spin_until(executor, lambda: False, 1.5)  # the last outputs in flight
+    path = recorder.finish()
+    executor.remove_node(recorder)
+    recorder.destroy_node()
+    return json.loads(path.read_text()) | {"summary_file": str(path), "source_exit": source.returncode}
+
+
+def describe(name: str, summary: dict) -> str:
+    frames = summary["frames"]
+    found = [frame["hands"] for frame in frames if frame["hands"]]
+    sides = sorted({hand["side"] for hands in found for hand in hands})
+    best = max((hand["score"] for hands in found for hand in hands), default=0.0)
+    return (f"  {name}: {len(frames)} frames out, {len(found)} with hands"
+            + (f" ({', '.join(sides)}; best score {best:.2f})" if found else ""))
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    inputs = args.inputs or sorted(p for p in SAMPLES.iterdir()
+                                   if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    logs = args.output_dir / "logs"
+    logs.mkdir(exist_ok=True)
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    rclpy.init()
+    executor = SingleThreadedExecutor()
+    probe = rclpy.create_node("acr_ros_demo")
+    executor.add_node(probe)
+    status = NodeStatus(probe)
+    node = start("acr_ros.hands_node", {
+        "backend": args.backend, "checkpoint": args.checkpoint, "mano_dir": args.mano_dir,
+        "device": args.device, "image_topics": [f"{CAMERA_NAMESPACE}/image_raw"], "qos_reliability": "reliable",
+    }, logs / "hands_node.log", "acr_hands")
+    summaries = {}
+    try:
+        if not spin_until(executor, lambda: node.poll() is not None or bool(status.values), 300):
+            raise RuntimeError("the hands node did not come up")
+        if node.poll() is not None:
+            print((logs / "hands_node.log").read_text(), file=sys.stderr)
+            return 1
+        for media in inputs:
+            print(f"playing {media.name} ...", flush=True)
+            summaries[media.name] = play(executor, status, media, args, logs)
+    finally:
+        stop(node)
+        executor.shutdown()
+        probe.destroy_node()
+        rclpy.try_shutdown()
+    backend_line = next((line for line in (logs / "hands_node.log").read_text().splitlines()
+                         if "hand backend:" in line), "")
+    report = {"backend": backend_line.split("hand backend:", 1)[-1].strip(), "inputs": summaries}
+    (args.output_dir / "summary.json").write_text(json.dumps(report, indent=1))
+    print(f"\nhand backend: {report['backend']}")
+    for name, summary in summaries.items():
+        print(describe(name, summary))
+    print(f"\noutputs (overlays, <name>_output.mp4, <name>_summary.json, logs): {args.output_dir.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

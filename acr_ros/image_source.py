@@ -1,0 +1,126 @@
+"""Publishes Image + CameraInfo from a webcam, a video file, an image folder or one image.
+
+    ros2 run acr_ros image_source --ros-args -p source:=video -p input:=clip.mp4 \
+        -r image_raw:=/camera/image_raw -r camera_info:=/camera/camera_info
+
+The seed demo's input modes as a ROS camera: frames are stamped when they are captured (webcam) or
+published (files), and CameraInfo carries the same stamp. Without fx/fy the camera is published as
+uncalibrated (K all zeros), and consumers fall back to their default intrinsics.
+"""
+from __future__ import annotations
+
+import sys
+import time
+
+import cv2
+import rclpy
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from acr_ros.image_conversion import bgr_to_image
+from acr_ros.media import open_media
+
+
+class ImageSource(Node):
+    def __init__(self, **node_options):
+        super().__init__("image_source", **node_options)
+        parameters = {
+            "source": ("auto", "auto (from input), webcam, video, folder or image"),
+            "input": ("0", "webcam id, video file, image folder or image file"),
+            "rate": (10.0, "frames per second for images and folders; 0 for a video: its own rate"),
+            "loop": (True, "start again at the end (false: exit after the last frame)"),
+            "repeat": (1, "publish each image or folder frame this many times"),
+            "frame_id": ("camera_optical_frame", "frame_id of the images (the camera optical frame)"),
+            "fx": (0.0, "focal length x in pixels (0: uncalibrated, K all zeros)"),
+            "fy": (0.0, "focal length y in pixels (0: same as fx)"),
+            "cx": (-1.0, "principal point x in pixels (negative: image centre)"),
+            "cy": (-1.0, "principal point y in pixels (negative: image centre)"),
+            "compressed": (False, "also publish image_raw/compressed (JPEG)"),
+            "reliable": (False, "publish with reliable QoS (default: sensor data, best effort)"),
+            "wait_for_subscribers": (0, "before the first frame, wait until this many subscribers "
+                                        "listen on image_raw"),
+        }
+        for name, (default, description) in parameters.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
+        qos = QoSProfile(depth=5) if self.param("reliable") else qos_profile_sensor_data
+        self.image_pub = self.create_publisher(Image, "image_raw", qos)
+        self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
+        self.compressed_pub = (self.create_publisher(CompressedImage, "image_raw/compressed", qos)
+                               if self.param("compressed") else None)
+
+    def param(self, name):
+        return self.get_parameter(name).value
+
+    def camera_info(self, header, width: int, height: int) -> CameraInfo:
+        info = CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob",
+                          d=[0.0] * 5)
+        fx = self.param("fx")
+        if fx > 0:
+            fy = self.param("fy") or fx
+            cx = self.param("cx") if self.param("cx") >= 0 else (width - 1) / 2
+            cy = self.param("cy") if self.param("cy") >= 0 else (height - 1) / 2
+            info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+            info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+            info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+        return info
+
+    def publish(self, bgr) -> None:
+        header = Image().header
+        header.stamp = self.get_clock().now().to_msg()
+        header.frame_id = self.param("frame_id")
+        self.image_pub.publish(bgr_to_image(bgr, header))
+        self.info_pub.publish(self.camera_info(header, bgr.shape[1], bgr.shape[0]))
+        if self.compressed_pub is not None:
+            ok, jpeg = cv2.imencode(".jpg", bgr)
+            if ok:
+                self.compressed_pub.publish(CompressedImage(header=header, format="jpeg", data=jpeg.tobytes()))
+
+    def wait_for_subscribers(self) -> None:
+        wanted = self.param("wait_for_subscribers")
+        deadline = time.monotonic() + 60
+        while rclpy.ok() and self.image_pub.get_subscription_count() < wanted and time.monotonic() < deadline:
+            rclpy.spin_once(self, timeout_sec=0.1)
+
+    def run(self) -> None:
+        """Publishes until the media ends (or forever with loop), pacing frames in real time."""
+        self.wait_for_subscribers()
+        while rclpy.ok():
+            media = open_media(self.param("input"), self.param("source"))
+            period = 1.0 / self.param("rate") if self.param("rate") > 0 else 1.0 / media.fps
+            repeat = 1 if media.kind in ("video", "webcam") else self.param("repeat")
+            next_time = time.monotonic()
+            for frame in media:
+                for _ in range(repeat):
+                    if media.kind != "webcam":  # a webcam paces itself
+                        time.sleep(max(0.0, next_time - time.monotonic()))
+                        next_time = max(next_time + period, time.monotonic() - period)
+                    self.publish(frame.image)
+                    rclpy.spin_once(self, timeout_sec=0)
+                    if not rclpy.ok():
+                        return
+            media.close()
+            if not self.param("loop"):
+                return
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    node = ImageSource()
+    try:
+        node.run()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (FileNotFoundError, ValueError) as error:  # bad input path or unreadable media
+        node.get_logger().fatal(str(error))
+        return 1
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,381 @@
+"""HandResult / FrameResult -> ROS messages: Hands, HandMesh, TF transforms and RViz markers.
+
+Pure functions: no node, no rclpy.init. Everything derived from an image carries that image's
+header (stamp = acquisition time, frame_id = camera optical frame); only mesh_msg takes a
+separate stamp (the node passes now(): the mesh belongs to no image).
+
+TF frames (children of the image's frame_id, all at one level, stamped with the image stamp):
+  ``{prefix}_{side}_wrist``       the wrist joint, oriented by HandResult.wrist_rotation (MANO's
+                                  global orientation: hand root frame -> camera frame)
+  ``{prefix}_{side}_{joint}``     the other 20 joints (JOINT_NAMES, e.g. hand_left_index_tip),
+                                  oriented by HandResult.joint_rotations when present; otherwise
+                                  x runs along the bone (parent joint -> joint), z is the wrist
+                                  frame's z made orthogonal to x, y = z cross x.
+  side is "left" or "right"; a leading "/" of the prefix is dropped (TF ids must not start with one).
+
+Markers (visualization_msgs/MarkerArray), namespace ``{ns}/{frame_id}/{kind}`` (``{ns}/{kind}``
+for an empty frame_id) with kind mesh | skeleton | joints | label and id 0 (left) or 1 (right):
+ids are stable per camera and side, so each frame's markers replace the previous ones in place.
+hand_markers() returns ADD markers for the hands present (and DELETE for a kind a present hand
+does not draw, e.g. no mesh); the caller deletes the markers of sides that disappeared with
+deletion_markers(sides, header) (the node remembers which sides it showed per camera). No
+DELETEALL: it would also wipe other publishers' markers on the same topic.
+
+Quaternions are (x, y, z, w), unit length, w >= 0, from rotation_to_quaternion() below (numpy,
+vectorised; tf_transformations is not used even where installed: one tested code path).
+"""
+from __future__ import annotations
+
+import array
+import itertools
+from collections import deque
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+from builtin_interfaces.msg import Duration, Time
+from geometry_msgs.msg import Point, Pose, Quaternion, Transform, TransformStamped, Vector3
+from sensor_msgs.msg import RegionOfInterest
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import Marker, MarkerArray
+
+from acr_ros.hands import JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES, RIGHT, FrameResult, HandResult
+from acr_ros.msg import Hand, HandMesh, Hands
+
+SIDES = (LEFT, RIGHT)
+SIDE_IDS = {LEFT: 0, RIGHT: 1}            # marker id per side
+SIDE_CONSTANTS = {LEFT: Hand.LEFT, RIGHT: Hand.RIGHT}
+SIDE_COLOURS = {LEFT: (0.46, 0.59, 0.64), RIGHT: (0.94, 0.71, 0.53)}
+MARKER_KINDS = ("mesh", "skeleton", "joints", "label")
+MESH_ALPHA = 0.8
+JOINT_DIAMETER = 0.008      # m, SPHERE_LIST scale
+BONE_WIDTH = 0.004          # m, LINE_LIST scale.x
+LABEL_HEIGHT = 0.02         # m, TEXT_VIEW_FACING scale.z
+LABEL_LIFT = 0.02           # m above (camera -y) the hand's highest joint
+_BONES = np.array([(JOINT_PARENTS[j], j) for j in range(1, NUM_JOINTS)], dtype=np.intp)  # (20, 2)
+
+
+# ---- small helpers -----------------------------------------------------------------------------
+def copy_header(header) -> Header:
+    """A new Header with the same stamp and frame_id (outputs never share the input's objects)."""
+    return Header(stamp=Time(sec=int(header.stamp.sec), nanosec=int(header.stamp.nanosec)),
+                  frame_id=str(header.frame_id))
+
+
+def _float32_array(values) -> array.array:
+    """A float32[] field value from any array-like, by one memcpy (not element by element)."""
+    out = array.array("f")
+    if values is not None:
+        out.frombytes(np.ascontiguousarray(values, dtype=np.float32).reshape(-1).tobytes())
+    return out
+
+
+def _uint32_array(values) -> array.array:
+    out = array.array("I")
+    if values is not None:
+        out.frombytes(np.ascontiguousarray(values, dtype=np.uint32).reshape(-1).tobytes())
+    return out
+
+
+# Point construction dominates marker building (4614 points per mesh). Point(x=, y=, z=) costs
+# about 1 us; creating the objects with __new__ and filling their slots through the slot
+# descriptors in C-level map() loops costs about 0.4 us. The slots are those of the rosidl
+# generated class; where they differ (another ROS release) the plain constructor is used.
+_POINT_SLOTS = all(hasattr(Point, s) for s in ("_x", "_y", "_z", "_check_fields"))
+if _POINT_SLOTS:
+    _set_x, _set_y, _set_z = Point._x.__set__, Point._y.__set__, Point._z.__set__
+    _set_check = Point._check_fields.__set__
+
+
+def points(xyz: np.ndarray, fast: Optional[bool] = None) -> list:
+    """(N, 3) array -> list of N geometry_msgs/Point (float64 values)."""
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    if fast is None:
+        fast = _POINT_SLOTS
+    if not fast:
+        return [Point(x=x, y=y, z=z) for x, y, z in xyz.tolist()]
+    n = len(xyz)
+    out = list(map(Point.__new__, itertools.repeat(Point, n)))
+    xs, ys, zs = xyz.T.tolist()
+    deque(map(_set_check, out, itertools.repeat(False, n)), maxlen=0)
+    deque(map(_set_x, out, xs), maxlen=0)
+    deque(map(_set_y, out, ys), maxlen=0)
+    deque(map(_set_z, out, zs), maxlen=0)
+    return out
+
+
+def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) as (x, y, z, w) with w >= 0.
+
+    Robust to slightly non-orthonormal input (float32 products): the matrix is first projected
+    onto the nearest rotation (SVD), then converted with Shepperd's method (the largest of
+    w, x, y, z is computed from the diagonal, the others from off-diagonal sums, so no division
+    by a small number). Non-finite input gives the identity (0, 0, 0, 1). At w == 0 (180 degree
+    turns) q and -q are both valid; the sign is then the one the method yields.
+    """
+    r = np.asarray(rotation, dtype=np.float64)
+    shape = r.shape[:-2]
+    r = r.reshape(-1, 3, 3)
+    finite = np.isfinite(r).all(axis=(1, 2))
+    r = np.where(finite[:, None, None], r, np.eye(3))
+    u, _, vt = np.linalg.svd(r)
+    d = np.sign(np.linalg.det(u @ vt))
+    d[d == 0] = 1.0
+    u[:, :, 2] *= d[:, None]
+    r = u @ vt
+    m00, m01, m02 = r[:, 0, 0], r[:, 0, 1], r[:, 0, 2]
+    m10, m11, m12 = r[:, 1, 0], r[:, 1, 1], r[:, 1, 2]
+    m20, m21, m22 = r[:, 2, 0], r[:, 2, 1], r[:, 2, 2]
+    # 4 * (w^2, x^2, y^2, z^2)
+    diag = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], axis=1)
+    pick = np.argmax(diag, axis=1)
+    s = 2.0 * np.sqrt(np.maximum(diag[np.arange(len(r)), pick], 1e-12))  # 4 * largest component
+    candidates = np.stack([
+        # (x, y, z, w) * s for each choice of the largest component
+        np.stack([m21 - m12, m02 - m20, m10 - m01, s * s / 4], axis=1),
+        np.stack([s * s / 4, m01 + m10, m02 + m20, m21 - m12], axis=1),
+        np.stack([m01 + m10, s * s / 4, m12 + m21, m02 - m20], axis=1),
+        np.stack([m02 + m20, m12 + m21, s * s / 4, m10 - m01], axis=1),
+    ], axis=1)
+    q = candidates[np.arange(len(r)), pick] / s[:, None]
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q[q[:, 3] < 0] *= -1.0
+    return q.reshape(shape + (4,))
+
+
+def _quaternion_msg(q) -> Quaternion:
+    return Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
+
+
+def _side(hand: HandResult) -> str:
+    if hand.side not in SIDE_CONSTANTS:
+        raise ValueError(f"hand side must be '{LEFT}' or '{RIGHT}', got {hand.side!r}")
+    return hand.side
+
+
+def _one_per_side(frame: FrameResult) -> list[HandResult]:
+    """The hands of a frame, at most one per side (the highest score), left first."""
+    best: dict[str, HandResult] = {}
+    for hand in frame.hands:
+        side = _side(hand)
+        if side not in best or hand.score > best[side].score:
+            best[side] = hand
+    return [best[s] for s in SIDES if s in best]
+
+
+def _box(hand: HandResult, width: int, height: int) -> RegionOfInterest:
+    keypoints = np.asarray(hand.keypoints, dtype=np.float64).reshape(-1, 2)
+    keypoints = keypoints[np.isfinite(keypoints).all(axis=1)]
+    if len(keypoints) == 0 or width <= 0 or height <= 0:
+        return RegionOfInterest()
+    x0, y0 = np.floor(keypoints.min(axis=0))
+    x1, y1 = np.ceil(keypoints.max(axis=0))
+    x0, x1 = int(np.clip(x0, 0, width)), int(np.clip(x1, 0, width))
+    y0, y1 = int(np.clip(y0, 0, height)), int(np.clip(y1, 0, height))
+    return RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0, do_rectify=False)
+
+
+# ---- Hands / HandMesh --------------------------------------------------------------------------
+def hand_to_msg(hand: HandResult, width: int, height: int) -> Hand:
+    """One HandResult as an acr_ros/Hand; box = keypoint bounding box clipped to width x height."""
+    side = _side(hand)
+    joints = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
+    keypoints = np.ascontiguousarray(hand.keypoints, dtype=np.float32).reshape(2 * NUM_JOINTS)
+    msg = Hand()
+    msg.side = SIDE_CONSTANTS[side]
+    msg.score = float(hand.score)
+    wrist = joints[0].tolist()
+    msg.wrist_pose = Pose(position=Point(x=wrist[0], y=wrist[1], z=wrist[2]),
+                          orientation=_quaternion_msg(rotation_to_quaternion(hand.wrist_rotation)))
+    msg.joints = points(joints)
+    msg.keypoints = keypoints.copy()
+    msg.box = _box(hand, int(width), int(height))
+    msg.global_orient = _float32_array(hand.global_orient)
+    msg.finger_pose = _float32_array(hand.finger_pose)
+    msg.shape = _float32_array(hand.shape)
+    msg.weak_camera = _float32_array(hand.weak_camera)
+    msg.vertices = _float32_array(hand.vertices)
+    return msg
+
+
+def frame_to_msg(frame: FrameResult, header, width: int, height: int, backend_name: str, model: str,
+                 checkpoint: str) -> Hands:
+    """All hands of one image as acr_ros/Hands, with the image's header (stamp and frame) copied."""
+    msg = Hands()
+    msg.header = copy_header(header)
+    msg.hands = [hand_to_msg(hand, width, height) for hand in frame.hands]
+    msg.image_width, msg.image_height = int(width), int(height)
+    msg.backend, msg.model, msg.checkpoint = str(backend_name), str(model), str(checkpoint or "")
+    msg.default_intrinsics = bool(frame.default_intrinsics)
+    return msg
+
+
+def _faces(faces, name: str) -> Optional[np.ndarray]:
+    if faces is None:
+        return None
+    faces = np.asarray(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"{name} must be (F, 3) triangles, got shape {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= NUM_VERTICES):
+        raise ValueError(f"{name} index outside [0, {NUM_VERTICES})")
+    return faces
+
+
+def mesh_msg(left_faces, right_faces, stamp) -> HandMesh:
+    """acr_ros/HandMesh from (F, 3) triangle arrays (None: empty); stamp = publication time."""
+    msg = HandMesh()
+    msg.header = Header(stamp=stamp, frame_id="")
+    msg.left_triangles = _uint32_array(_faces(left_faces, "left_faces"))
+    msg.right_triangles = _uint32_array(_faces(right_faces, "right_faces"))
+    return msg
+
+
+# ---- TF ----------------------------------------------------------------------------------------
+def frame_name(prefix: str, side: str, joint: str = "wrist") -> str:
+    """TF frame id of a hand joint, e.g. frame_name("hand", "left", "index_tip") = "hand_left_index_tip"."""
+    prefix = str(prefix).strip().lstrip("/")
+    return "_".join(part for part in (prefix, side, joint) if part)
+
+
+def joint_frames(hand: HandResult) -> np.ndarray:
+    """(21, 3, 3) orientation of each joint's TF frame in the camera frame (see module doc)."""
+    wrist = np.asarray(hand.wrist_rotation, dtype=np.float64).reshape(3, 3)
+    if hand.joint_rotations is not None:
+        rotations = np.array(hand.joint_rotations, dtype=np.float64).reshape(NUM_JOINTS, 3, 3)
+        rotations[0] = wrist
+        return rotations
+    joints = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
+    rotations = np.repeat(wrist[None], NUM_JOINTS, axis=0)
+    bone = joints[_BONES[:, 1]] - joints[_BONES[:, 0]]                       # (20, 3)
+    length = np.linalg.norm(bone, axis=1, keepdims=True)
+    x = bone / np.where(length > 1e-9, length, 1.0)
+    z = wrist[:, 2][None] - (x @ wrist[:, 2])[:, None] * x                    # wrist z, orthogonal to x
+    # a bone along the wrist's z: the wrist's y instead
+    z_alt = wrist[:, 1][None] - (x @ wrist[:, 1])[:, None] * x
+    z_norm = np.linalg.norm(z, axis=1, keepdims=True)
+    use_alt = z_norm < 1e-3
+    z = np.where(use_alt, z_alt, z)
+    z_norm = np.where(use_alt, np.linalg.norm(z_alt, axis=1, keepdims=True), z_norm)
+    z = z / np.maximum(z_norm, 1e-12)
+    y = np.cross(z, x)
+    frames = np.stack([x, y, z], axis=2)                                     # columns x, y, z
+    good = (length[:, 0] > 1e-9) & np.isfinite(frames).all(axis=(1, 2))
+    rotations[1:][good] = frames[good]
+    return rotations
+
+
+def hand_transforms(frame: FrameResult, header, prefix: str = "hand", joints: bool = True) -> list:
+    """geometry_msgs/TransformStamped for each hand's wrist (and, with joints=True, its other 20
+    joints), children of header.frame_id, stamped header.stamp. Frames with non-finite values are
+    left out (tf2 rejects them)."""
+    transforms = []
+    for hand in _one_per_side(frame):
+        positions = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
+        count = NUM_JOINTS if joints else 1
+        rotations = joint_frames(hand)[:count] if joints else np.asarray(
+            hand.wrist_rotation, dtype=np.float64).reshape(1, 3, 3)
+        finite = np.isfinite(positions[:count]).all(axis=1) & np.isfinite(rotations).all(axis=(1, 2))
+        quaternions = rotation_to_quaternion(rotations).tolist()
+        for j in range(count):
+            if not finite[j]:
+                continue
+            p, q = positions[j].tolist(), quaternions[j]
+            t = TransformStamped()
+            t.header = copy_header(header)
+            t.child_frame_id = frame_name(prefix, hand.side, JOINT_NAMES[j])
+            t.transform = Transform(translation=Vector3(x=p[0], y=p[1], z=p[2]),
+                                    rotation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3]))
+            transforms.append(t)
+    return transforms
+
+
+# ---- markers -----------------------------------------------------------------------------------
+def marker_namespace(ns: str, frame_id: str, kind: str) -> str:
+    return f"{ns}/{frame_id}/{kind}" if frame_id else f"{ns}/{kind}"
+
+
+def _marker(header, ns: str, kind: str, side: str, marker_type: int, lifetime: float = 0.0) -> Marker:
+    m = Marker()
+    m.header = copy_header(header)
+    m.ns = marker_namespace(ns, m.header.frame_id, kind)
+    m.id = SIDE_IDS[side]
+    m.type = marker_type
+    m.action = Marker.ADD
+    m.pose.orientation.w = 1.0
+    m.frame_locked = False
+    if lifetime > 0:
+        sec = int(lifetime)
+        m.lifetime = Duration(sec=sec, nanosec=int(round((lifetime - sec) * 1e9)) % 1_000_000_000)
+    return m
+
+
+def _colour(side: str, alpha: float = 1.0) -> ColorRGBA:
+    r, g, b = SIDE_COLOURS[side]
+    return ColorRGBA(r=r, g=g, b=b, a=float(alpha))
+
+
+def _delete(header, ns: str, kind: str, side: str) -> Marker:
+    m = _marker(header, ns, kind, side, Marker.TRIANGLE_LIST)
+    m.action = Marker.DELETE
+    return m
+
+
+def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optional[np.ndarray]],
+                 ns: str = "hands", mesh: bool = True, skeleton: bool = True, joints: bool = True,
+                 labels: bool = True, lifetime: float = 0.0) -> MarkerArray:
+    """RViz markers of the hands of one frame (see the module doc for namespaces, ids, deletion).
+
+    Per hand: TRIANGLE_LIST mesh (vertices[faces], side colour, alpha 0.8; only when the hand has
+    vertices and faces_by_side has that side's faces), LINE_LIST skeleton (20 bones), SPHERE_LIST
+    joints (8 mm), TEXT_VIEW_FACING label "<side> <score>" above the hand. lifetime > 0 (seconds)
+    lets RViz drop markers that are not refreshed, e.g. after the node stops.
+    """
+    out = MarkerArray()
+    for hand in _one_per_side(frame):
+        side = hand.side
+        xyz = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
+        drawn = set()
+        faces = faces_by_side.get(side) if faces_by_side else None
+        if mesh and hand.vertices is not None and faces is not None:
+            vertices = np.asarray(hand.vertices, dtype=np.float64).reshape(-1, 3)
+            faces = np.asarray(faces)
+            if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
+                raise ValueError(f"{side} faces index outside the {len(vertices)} vertices")
+            m = _marker(header, ns, "mesh", side, Marker.TRIANGLE_LIST, lifetime)
+            m.scale = Vector3(x=1.0, y=1.0, z=1.0)
+            m.color = _colour(side, MESH_ALPHA)
+            m.points = points(vertices[faces.reshape(-1)])
+            out.markers.append(m)
+            drawn.add("mesh")
+        if skeleton:
+            m = _marker(header, ns, "skeleton", side, Marker.LINE_LIST, lifetime)
+            m.scale = Vector3(x=BONE_WIDTH, y=0.0, z=0.0)
+            m.color = _colour(side)
+            m.points = points(xyz[_BONES.reshape(-1)])
+            out.markers.append(m)
+            drawn.add("skeleton")
+        if joints:
+            m = _marker(header, ns, "joints", side, Marker.SPHERE_LIST, lifetime)
+            m.scale = Vector3(x=JOINT_DIAMETER, y=JOINT_DIAMETER, z=JOINT_DIAMETER)
+            m.color = _colour(side)
+            m.points = points(xyz)
+            out.markers.append(m)
+            drawn.add("joints")
+        if labels:
+            m = _marker(header, ns, "label", side, Marker.TEXT_VIEW_FACING, lifetime)
+            finite = xyz[np.isfinite(xyz).all(axis=1)]
+            anchor = xyz[0] if len(finite) == 0 else finite.mean(axis=0)
+            top = finite[:, 1].min() if len(finite) else anchor[1]
+            m.pose.position = Point(x=float(anchor[0]), y=float(top - LABEL_LIFT), z=float(anchor[2]))
+            m.scale = Vector3(x=0.0, y=0.0, z=LABEL_HEIGHT)
+            m.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+            m.text = f"{side} {float(hand.score):.2f}"
+            out.markers.append(m)
+            drawn.add("label")
+        out.markers.extend(_delete(header, ns, kind, side) for kind in MARKER_KINDS if kind not in drawn)
+    return out
+
+
+def deletion_markers(sides, header, ns: str = "hands") -> MarkerArray:
+    """DELETE markers for every marker kind of the given sides (hands that disappeared)."""
+    return MarkerArray(markers=[_delete(header, ns, kind, side)
+                                for side in SIDES if side in set(sides) for kind in MARKER_KINDS])

@@ -1,0 +1,88 @@
+"""Two-hand reconstruction: the hands node, optionally an image source and RViz.
+
+    ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
+    ros2 launch acr_ros hands.launch.py source:=video input:=clip.mp4 rviz:=true
+    ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition, LaunchConfigurationNotEquals
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
+from launch_ros.substitutions import FindPackageShare
+
+# Launch arguments that override a node parameter of config/hands.yaml when given (non-empty).
+PARAMETER_ARGUMENTS = {
+    "backend": "auto, acr or mediapipe",
+    "checkpoint": "path to the ACR checkpoint wild.pkl",
+    "mano_dir": "folder with MANO_LEFT.pkl and MANO_RIGHT.pkl",
+    "device": "auto, cuda or cpu",
+}
+
+
+def hands_node(context):
+    overrides = {}
+    for name in PARAMETER_ARGUMENTS:
+        value = LaunchConfiguration(name).perform(context)
+        if value:
+            overrides[name] = value
+    return [Node(
+        package="acr_ros",
+        executable="hands_node",
+        name="acr_hands",
+        output="screen",
+        parameters=[LaunchConfiguration("params_file"), overrides],
+        remappings=[
+            ("image_raw", LaunchConfiguration("image")),
+            ("camera_info", LaunchConfiguration("camera_info")),
+        ],
+    )]
+
+
+def generate_launch_description():
+    share = FindPackageShare("acr_ros")
+    arguments = [
+        DeclareLaunchArgument("image", default_value="/camera/image_raw",
+                              description="camera image topic (sensor_msgs/Image)"),
+        DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
+                              description="CameraInfo of that camera"),
+        DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "hands.yaml"]),
+                              description="parameters of the hands node"),
+        DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
+                              description="start RViz with config/hands.rviz"),
+        DeclareLaunchArgument("source", default_value="none",
+                              choices=["none", "webcam", "video", "folder", "image"],
+                              description="also start an image source publishing on the image topics"),
+        DeclareLaunchArgument("input", default_value="0",
+                              description="the source's input: webcam id, video file, image folder or image"),
+        DeclareLaunchArgument("frame_id", default_value="camera_optical_frame",
+                              description="optical frame of the image source"),
+    ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
+         for name, text in PARAMETER_ARGUMENTS.items()]
+
+    image_source = Node(
+        package="acr_ros",
+        executable="image_source",
+        name="image_source",
+        output="screen",
+        parameters=[{
+            "source": LaunchConfiguration("source"),
+            # a webcam id like "0" must stay a string parameter
+            "input": ParameterValue(LaunchConfiguration("input"), value_type=str),
+            "frame_id": LaunchConfiguration("frame_id"),
+        }],
+        remappings=[
+            ("image_raw", LaunchConfiguration("image")),
+            ("camera_info", LaunchConfiguration("camera_info")),
+        ],
+        condition=LaunchConfigurationNotEquals("source", "none"),
+    )
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", PathJoinSubstitution([share, "config", "hands.rviz"])],
+        condition=IfCondition(LaunchConfiguration("rviz")),
+    )
+    return LaunchDescription(arguments + [OpaqueFunction(function=hands_node), image_source, rviz])

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: set-up (idempotent, quick when done), then the whole suite over real ROS 2.
+# Extra arguments go to pytest, e.g. scripts/test.sh -k node.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+"$ROOT/scripts/setup.sh"
+# DDS stays on this machine; concurrent runs need their own domain.
+export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
+export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((1 + $$ % 100))}
+cd "$ROOT"
+exec "${ACR_ROS_VENV:-$ROOT/.venv}/bin/python" -m pytest "$@"

@@ -1,0 +1,130 @@
+"""Running acr_ros executables as their own processes and talking to them over real DDS."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import rclpy
+import yaml
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class NodeProcess:
+    """An acr_ros module's main() run as `python -m`, with its parameters from a YAML file."""
+
+    def __init__(self, module: str, params: dict, tmp_path: Path, name: str = "acr_hands",
+                 remaps: dict | None = None):
+        params_file = tmp_path / f"{name}_params.yaml"
+        params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
+        self.log_path = tmp_path / f"{name}.log"
+        command = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}",
+                   "--params-file", str(params_file)]
+        for source, target in (remaps or {}).items():
+            command += ["-r", f"{source}:={target}"]
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> tuple[int, float]:
+        """Sends sig; returns (exit code, seconds it took to exit)."""
+        start = time.monotonic()
+        if self.alive():
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode, time.monotonic() - start
+
+
+class Probe:
+    """A test-side ROS node in its own context: publishers, recorded subscriptions, spinning."""
+
+    def __init__(self, name: str = "acr_test_probe"):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.received: dict[str, list] = {}
+
+    def record(self, msg_type, topic: str, qos=10) -> list:
+        messages = self.received.setdefault(topic, [])
+        self.node.create_subscription(msg_type, topic, messages.append, qos)
+        return messages
+
+    def publisher(self, msg_type, topic: str, qos=qos_profile_sensor_data):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float, process: NodeProcess | None = None
+                   ) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            if process is not None and not process.alive():
+                raise AssertionError(f"the node exited ({process.process.returncode}):\n{process.log()}")
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def wait_for_subscribers(self, publisher, timeout: float = 20.0, process: NodeProcess | None = None):
+        """Discovery, not a blind sleep: until the node's subscription matches ours."""
+        assert self.spin_until(lambda: publisher.get_subscription_count() > 0, timeout, process), \
+            f"no subscriber on {publisher.topic_name} after {timeout} s"
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def image_msg(bgr: np.ndarray, encoding: str = "bgr8", stamp=(1700000000, 123456789),
+              frame_id: str = "camera_optical_frame") -> Image:
+    """A sensor_msgs/Image of a BGR picture in one of the common encodings."""
+    import cv2
+
+    conversions = {
+        "bgr8": lambda im: im,
+        "rgb8": lambda im: im[..., ::-1],
+        "bgra8": lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2BGRA),
+        "rgba8": lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2RGBA),
+        "mono8": lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY),
+        "yuv422_yuy2": lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2YUV_YUY2),
+        "uyvy": lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2YUV_UYVY),
+    }
+    data = np.ascontiguousarray(conversions[encoding](bgr))
+    msg = Image(height=bgr.shape[0], width=bgr.shape[1], encoding=encoding, is_bigendian=0,
+                step=data.strides[0])
+    msg.data = data.tobytes()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def camera_info_msg(width: int, height: int, fx: float, fy: float | None = None, stamp=(1700000000, 123456789),
+                    frame_id: str = "camera_optical_frame") -> CameraInfo:
+    fy = fx if fy is None else fy
+    msg = CameraInfo(width=width, height=height, distortion_model="plumb_bob")
+    msg.k = [fx, 0.0, width / 2, 0.0, fy, height / 2, 0.0, 0.0, 1.0]
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+    msg.header.frame_id = frame_id
+    return msg
