@@ -41,7 +41,8 @@ class CameraIntrinsics:
         if k.size != 9 or not np.all(np.isfinite(k)):
             return None
         fx, fy, cx, cy = k[0], k[4], k[2], k[5]
-        if fx <= 0 or fy <= 0:
+        # Beyond these a K is garbage, not a camera (and would overflow float32 maths).
+        if not (0 < fx < 1e6 and 0 < fy < 1e6 and abs(cx) < 1e6 and abs(cy) < 1e6):
             return None
         return cls(float(fx), float(fy), float(cx), float(cy))
 
@@ -63,6 +64,13 @@ class HandResult:
     # (21, 3, 3): orientation of each joint's frame in the camera frame, from MANO's kinematic
     # chain (a fingertip takes its parent's); None for backends without MANO.
     joint_rotations: Optional[np.ndarray] = None
+
+    def is_finite(self) -> bool:
+        """True when no array holds NaN or Inf (and the score is finite)."""
+        arrays = (self.joints, self.keypoints, self.wrist_rotation, self.global_orient, self.finger_pose,
+                  self.shape, self.weak_camera, self.vertices, self.joint_rotations)
+        return bool(np.isfinite(self.score)) and all(
+            array is None or bool(np.all(np.isfinite(array))) for array in arrays)
 
     @property
     def wrist_position(self) -> np.ndarray:

@@ -162,6 +162,7 @@ class HandsNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.counters = Counters()
+        self._smoothing_changed = threading.Event()
         self.latency = LatencyStats()
         self.published = RateMeter()
         self._warned_at: dict[str, float] = {}
@@ -186,7 +187,6 @@ class HandsNode(Node):
         self.cameras = [self._subscribe(topic) for topic in self.get_parameter("image_topics").value]
         self._shown_sides: dict[str, set[str]] = {}  # per frame_id: sides with markers out
         self._wake = threading.Event()
-        self._smoothing_changed = threading.Event()
         self._stop = threading.Event()
         self._worker = threading.Thread(target=self._run, name="acr_hands_inference", daemon=True)
         self._worker.start()
@@ -317,25 +317,42 @@ class HandsNode(Node):
         if self._smoothing_changed.is_set():
             self._smoothing_changed.clear()
             self.backend.set_smoothing(self._smoothing_config())
+        for (_, header, bgr, _), result in zip(batch, self._reconstruct(batch)):
+            if result is not None:
+                self._publish(header, bgr, result)
+
+    def _reconstruct(self, batch) -> list[Optional[FrameResult]]:
+        """The backend's results, None for frames it failed on; a failure never takes the node down.
+
+        Out of accelerator memory, a batch is retried in halves (then the memory is freed and the
+        frame reported).
+        """
         try:
-            results = self.backend.reconstruct(
+            return self.backend.reconstruct(
                 images=[bgr for _, _, bgr, _ in batch],
                 intrinsics=[intrinsics for *_, intrinsics in batch],
                 timestamps=[stamp_seconds(header.stamp) for _, header, _, _ in batch],
                 streams=[camera.topic for camera, *_ in batch],
             )
-        except Exception as error:  # a failed batch must never take the node down
-            self.counters.add("inference_errors", f"{type(error).__name__}: {error}")
+        except Exception as error:
+            out_of_memory = "out of memory" in str(error).lower()
+            if out_of_memory:
+                _release_accelerator_memory()
+                if len(batch) > 1:
+                    self._warn("oom", f"out of accelerator memory on {len(batch)} frames: retrying in halves")
+                    half = len(batch) // 2
+                    return self._reconstruct(batch[:half]) + self._reconstruct(batch[half:])
+            self.counters.add("inference_errors", f"{type(error).__name__}: {error}", amount=len(batch))
             self._warn("inference", f"inference failed on {len(batch)} frame(s): {type(error).__name__}: "
                        f"{error}")
-            if "out of memory" in str(error).lower():
-                _release_accelerator_memory()
-            return
-        for (camera, header, bgr, _), result in zip(batch, results):
-            self._publish(header, bgr, result)
+            return [None] * len(batch)
 
     def _publish(self, header, bgr, result: FrameResult) -> None:
         height, width = bgr.shape[:2]
+        finite = [hand for hand in result.hands if hand.is_finite()]
+        if len(finite) < len(result.hands):
+            self.counters.add("non_finite_hands", "a hand had NaN or Inf values", len(result.hands) - len(finite))
+            result.hands = finite
         self.hands_pub.publish(ros_messages.frame_to_msg(
             result, header, width, height, self.backend.name, self.backend.model, self.backend.checkpoint))
         if self._param("publish_tf") and result.hands:
@@ -388,6 +405,7 @@ class HandsNode(Node):
             "bad input frames": str(bad),
             "last bad input": self.counters.reason("bad_input"),
             "inference errors": str(errors),
+            "hands with NaN/Inf dropped": str(self.counters.get("non_finite_hands")),
         }
         for camera in self.cameras:
             values[f"input rate {camera.topic} (Hz)"] = f"{camera.received.rate():.2f}"

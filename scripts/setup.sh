@@ -101,7 +101,9 @@ step acr_ros-interfaces "$(fingerprint "$ROOT"/msg/*.msg "$ROOT/CMakeLists.txt" 
 # Editable install in compat mode: the source tree goes on sys.path, where it joins the
 # generated acr_ros.msg modules in site-packages (see acr_ros/__init__.py).
 install_package() {
-  "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat
+  local log=$VENV/.acr_ros_build/pip-editable.log
+  "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT" --config-settings editable_mode=compat >"$log" 2>&1 \
+    || { cat "$log" >&2; return 1; }
 }
 step acr_ros "$(fingerprint "$ROOT/setup.py")" install_package
 
