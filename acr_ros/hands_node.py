@@ -154,8 +154,9 @@ class Camera:
 
 
 class HandsNode(Node):
-    def __init__(self, backend_factory=None):
-        super().__init__("acr_hands")
+    def __init__(self, backend_factory=None, **node_options):
+        """backend_factory() -> (backend, reason) replaces the parameter-driven choice (tests)."""
+        super().__init__("acr_hands", **node_options)
         for param in PARAMS:
             self.declare_parameter(param.name, param.default, _descriptor(param))
         self.add_on_set_parameters_callback(self._validate_parameters)

@@ -74,8 +74,12 @@ def _scale(image: np.ndarray) -> float:
 
 
 def draw_mesh(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, k: CameraIntrinsics,
-              colour_bgr: tuple, alpha: float = MESH_ALPHA) -> Optional[tuple[int, int, int, int]]:
-    """Draws a shaded mesh in place; returns the touched box (x0, y0, x1, y1) or None if not visible."""
+              colour_bgr: tuple, alpha: float = MESH_ALPHA, cull: bool = True
+              ) -> Optional[tuple[int, int, int, int]]:
+    """Draws a shaded mesh in place; returns the touched box (x0, y0, x1, y1) or None if not visible.
+
+    cull: skip the faces turned away from the camera (about half of a closed mesh's).
+    """
     v = np.asarray(vertices, dtype=np.float64)
     if not np.isfinite(v).all() or v[:, 2].min() <= 1e-3:
         return None
@@ -90,6 +94,17 @@ def draw_mesh(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, k: Cam
         return None
     tri = v[faces]                                          # (F, 3, 3)
     normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    if cull:
+        # Back-face culling, whatever the winding: the sign of the signed volume tells whether the
+        # normals point out of the mesh; a face whose outward normal points away from the camera
+        # (at the origin) is hidden by the front of a closed mesh. Skipped if the volume is ~0.
+        volume = np.einsum("ij,ij->", tri[:, 0], normals)
+        scale = np.abs(np.einsum("ij,ij->i", tri[:, 0], normals)).sum()
+        if abs(volume) > 1e-3 * scale:
+            front = np.einsum("ij,ij->i", normals, tri.mean(axis=1)) * np.sign(volume) < 0
+            tri, faces, normals = tri[front], faces[front], normals[front]
+            if not len(faces):
+                return None
     normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
     # Two-sided Lambert: independent of the winding of the faces (the MANO left hand is mirrored).
     shade = _AMBIENT + (1.0 - _AMBIENT) * np.abs(normals @ _LIGHT)
@@ -101,10 +116,10 @@ def draw_mesh(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, k: Cam
     fill = cv2.fillConvexPoly
     for p, c in zip(pts, colours):
         fill(canvas, p, c, cv2.LINE_8, _SHIFT)
-    mask = canvas.max(axis=2) > 0  # every shaded colour is non-zero (ambient term, colours > 0)
+    mask = cv2.cvtColor(canvas, cv2.COLOR_BGR2GRAY)  # > 0 exactly on the mesh: shaded channels are >= 1
     region = image[y0:y1, x0:x1]
     blended = cv2.addWeighted(canvas, alpha, region, 1.0 - alpha, 0.0)
-    np.copyto(region, blended, where=mask[:, :, None])
+    cv2.copyTo(blended, mask, region)  # writes into the image through the view
     return x0, y0, x1, y1
 
 

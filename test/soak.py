@@ -1,0 +1,117 @@
+"""Soak run: the hands node fed 640x480 frames at 30 Hz, watched for crashes, memory growth, queueing
+and latency drift.
+
+    python test/soak.py --minutes 30 [--backend mediapipe] [--json out.json]
+
+test_reliability.py runs it for 2 minutes in CI; the 30-minute figures are in docs/reliability.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+from ros_harness import REPO, NodeProcess, Probe, image_msg  # noqa: E402
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its children (the ROS wheels re-execute python once)."""
+    total = 0
+    for candidate in [pid] + _children(pid):
+        try:
+            for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+    return children + [g for c in children for g in _children(c)]
+
+
+def soak(seconds: float, warmup: float, backend: str = "mediapipe", rate: float = 30.0, params=None) -> dict:
+    from acr_ros.msg import Hands
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+
+    frame = cv2.resize(cv2.imread(str(REPO / "acr_ros" / "data" / "samples" / "magic.jpg")), (640, 480))
+    tmp = Path(tempfile.mkdtemp(prefix="acr_soak_"))
+    process = NodeProcess("acr_ros.hands_node", dict(backend=backend, image_topics=["/soak/image_raw"],
+                                                     **(params or {})), tmp)
+    probe = Probe("soak_probe")
+    latencies: list[tuple[float, float]] = []  # (receive time, stamp-to-receive latency)
+    probe.node.create_subscription(Hands, "/acr_hands/hands", lambda m: latencies.append(
+        (time.time(), time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))), 100)
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
+    publisher = probe.publisher(Image, "/soak/image_raw")
+    try:
+        probe.wait_for_subscribers(publisher, timeout=120, process=process)
+        start = time.monotonic()
+        memory: list[tuple[float, int]] = []
+        sent = 0
+        while time.monotonic() - start < seconds:
+            now = time.time()
+            msg = image_msg(frame, stamp=(int(now), int((now % 1) * 1e9)))
+            publisher.publish(msg)
+            sent += 1
+            if not memory or time.monotonic() - start - memory[-1][0] >= 2.0:
+                memory.append((time.monotonic() - start, rss_bytes(process.process.pid)))
+            next_frame = start + sent / rate
+            probe.spin_until(lambda: time.monotonic() >= next_frame, max(0.0, next_frame - time.monotonic()),
+                             process)
+        probe.spin_until(lambda: False, 2.0)
+        assert process.alive(), process.log()
+        values = {kv.key: kv.value for kv in diagnostics[-1].status[0].values}
+    finally:
+        code, stop_seconds = process.stop()
+        probe.close()
+    after_warmup = [rss for t, rss in memory if t >= warmup]
+    t0 = time.time() - (time.monotonic() - start)
+    measured = [lat for received, lat in latencies if received - t0 >= warmup]
+    third = max(1, len(measured) // 3)
+    return {
+        "seconds": seconds, "rate_hz": rate, "backend": backend, "frames_sent": sent,
+        "hands_messages": len(latencies),
+        "frames_received": int(values["frames received"]), "frames_dropped": int(values["frames dropped"]),
+        "rss_after_warmup_mb": after_warmup[0] / 2**20, "rss_end_mb": after_warmup[-1] / 2**20,
+        "rss_growth": after_warmup[-1] / after_warmup[0] - 1.0,
+        "latency_p50_first_third_ms": float(np.median(measured[:third])) * 1e3,
+        "latency_p50_last_third_ms": float(np.median(measured[-third:])) * 1e3,
+        "latency_p95_ms": float(np.percentile(measured, 95)) * 1e3,
+        "exit_code": code, "shutdown_seconds": stop_seconds,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--backend", default="mediapipe")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+    result = soak(args.minutes * 60, warmup=60.0, backend=args.backend)
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.json:
+        args.json.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Faults a lab robot meets, survived by the hands node: soak, publisher restarts, missing camera_info,
+wrong topic types, random input, accelerator out-of-memory."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import String
+
+from acr_ros.hands import FrameResult
+from ros_harness import camera_info_msg, image_msg
+from soak import soak
+from test_node import RELIABLE, Session, magic_bgr
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    s = Session(tmp_path_factory.mktemp("reliability"), dict(backend="mediapipe"))
+    yield s
+    code, _ = s.close()
+    assert code == 0
+
+
+@pytest.mark.slow
+def test_soak_two_minutes_at_30_hz():
+    result = soak(120.0, warmup=30.0, backend="mediapipe")
+    print(result)
+    assert result["exit_code"] == 0 and result["shutdown_seconds"] < 2.0
+    assert result["rss_growth"] < 0.05, result
+    # Frames it cannot process in time are dropped and counted, never queued: all are accounted for,
+    # and latency does not build up.
+    assert result["hands_messages"] + result["frames_dropped"] >= result["frames_received"] - 2
+    assert result["latency_p50_last_third_ms"] <= max(1.5 * result["latency_p50_first_third_ms"],
+                                                      result["latency_p50_first_third_ms"] + 30.0), result
+    assert result["latency_p95_ms"] < 1000.0, result
+
+
+def test_camera_publisher_stops_and_restarts(session):
+    session.send(image_msg(magic_bgr(), stamp=(1700003000, 0)))
+    session.answer((1700003000, 0))
+    session.probe.node.destroy_publisher(session.images["cam0"])
+    session.probe.spin_until(lambda: False, 1.0)
+    session.images["cam0"] = session.probe.publisher(Image, "/cam0/image_raw", RELIABLE)
+    session.probe.wait_for_subscribers(session.images["cam0"], process=session.process)
+    session.send(image_msg(magic_bgr(), stamp=(1700003001, 0)))
+    assert session.answer((1700003001, 0)).hands
+
+
+def test_camera_info_missing_then_appearing(session):
+    # No camera_info has been sent in this session yet (the tests above send none).
+    s = session
+    s.send(image_msg(magic_bgr(), stamp=(1700003100, 0)))
+    assert s.answer((1700003100, 0)).default_intrinsics
+    info = camera_info_msg(640, 360, 700.0, stamp=(1700003101, 0))
+    s.send(image_msg(magic_bgr(), stamp=(1700003101, 0)), info=info)
+    assert not s.answer((1700003101, 0)).default_intrinsics
+
+
+def test_a_topic_of_the_wrong_type_is_ignored(session):
+    wrong_image = session.probe.node.create_publisher(String, "/cam0/image_raw", 10)
+    wrong_info = session.probe.node.create_publisher(String, "/cam0/camera_info", 10)
+    for _ in range(5):
+        wrong_image.publish(String(data="not an image"))
+        wrong_info.publish(String(data="not a camera_info"))
+    session.send(image_msg(magic_bgr(), stamp=(1700003200, 0)))
+    assert session.answer((1700003200, 0)).hands
+    assert session.process.alive()
+    session.probe.node.destroy_publisher(wrong_image)
+    session.probe.node.destroy_publisher(wrong_info)
+
+
+ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "yuv422_yuy2", "uyvy",
+             "bayer_rggb8", "32FC1", "nonsense", ""]
+
+
+@st.composite
+def random_image(draw):
+    width, height = draw(st.integers(0, 64)), draw(st.integers(0, 48))
+    msg = Image(width=width, height=height, encoding=draw(st.sampled_from(ENCODINGS)),
+                is_bigendian=draw(st.integers(0, 1)), step=draw(st.integers(0, 300)))
+    msg.data = draw(st.binary(max_size=4 * 64 * 48))
+    return msg
+
+
+@st.composite
+def random_camera_info(draw):
+    values = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.just(0.0))
+    return CameraInfo(width=draw(st.integers(0, 5000)), height=draw(st.integers(0, 5000)),
+                      k=draw(st.lists(values, min_size=9, max_size=9)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(image=random_image(), info=random_camera_info())
+def test_random_images_and_camera_info_never_break_the_node(session, image, info):
+    image.header.stamp.sec, info.header.stamp.sec = 1700003300, 1700003300
+    session.send(image, info=info)
+    good = (1700003301, len(session.hands))
+    info.header.stamp.sec, info.header.stamp.nanosec = good
+    session.send(image_msg(magic_bgr(), stamp=good), info=info)
+    answer = session.answer(good)
+    for hand in answer.hands:
+        values = [hand.wrist_pose.position.z, *hand.keypoints, *(c for p in hand.joints for c in (p.x, p.y, p.z))]
+        assert np.all(np.isfinite(values))
+
+
+class OutOfMemoryBackend:
+    """Fails like a GPU out of memory on batches of more than one image."""
+
+    name, model, checkpoint, detection_threshold = "oom-test", "fault injection", "", 0.5
+
+    def __init__(self):
+        self.batch_sizes = []
+
+    def faces(self, side):
+        return None
+
+    def reconstruct(self, images, intrinsics, timestamps, streams):
+        self.batch_sizes.append(len(images))
+        if len(images) > 1:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [FrameResult()]
+
+    def set_smoothing(self, config):
+        pass
+
+    def reset(self):
+        pass
+
+
+def test_out_of_memory_retries_smaller_batches():
+    import rclpy
+
+    from acr_ros.hands_node import Camera, HandsNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    backend = OutOfMemoryBackend()
+    node = HandsNode(backend_factory=lambda: (backend, "fault injection"), context=context)
+    try:
+        header = image_msg(magic_bgr()).header
+        batch = [(Camera(f"cam{i}"), header, magic_bgr(), None) for i in range(4)]
+        results = node._reconstruct(batch)
+        assert len(results) == 4 and all(isinstance(r, FrameResult) for r in results)
+        assert backend.batch_sizes == [4, 2, 1, 1, 2, 1, 1]
+        assert node.counters.get("inference_errors") == 0
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
