@@ -314,6 +314,9 @@ class ManoLayer(nn.Module):
         super().__init__()
         if left.side != LEFT or right.side != RIGHT:
             raise ValueError("ManoLayer(left, right) needs the left then the right model")
+        for m in (left, right):
+            if tuple(np.asarray(m.parents).tolist()) != MANO_PARENTS:
+                raise ValueError(f"{m.side} model: parents are not the MANO kinematic tree")
         models = (left, right)
 
         def stack(name, reshape=None):
@@ -334,6 +337,9 @@ class ManoLayer(nn.Module):
         self.register_buffer("tips", torch.tensor([TIP_VERTICES[LEFT], TIP_VERTICES[RIGHT]]), persistent=False)
         self.register_buffer("reorder", torch.tensor(REORDER_21), persistent=False)
         self.register_buffer("rotation_source", torch.tensor(ROTATION_SOURCE_21), persistent=False)
+        self.register_buffer("level_joints", torch.tensor(_LEVELS), persistent=False)
+        self.register_buffer("level_parents", torch.tensor(((0,) * 5,) + _LEVELS[:-1]), persistent=False)
+        self.register_buffer("level_order", torch.tensor(_LEVEL_ORDER), persistent=False)
         self._faces = {LEFT: left.faces, RIGHT: right.faces}
 
     @classmethod
@@ -369,22 +375,18 @@ class ManoLayer(nn.Module):
         pose_feat = (rots - eye).reshape(n, 135)
         v_posed = v_shaped + torch.matmul(pose_feat.unsqueeze(0), self.posedirs)[side, rows].view(n, NUM_VERTS, 3)
 
-        # Kinematic chain, level by level (5 fingers at once).
+        # Kinematic chain, level by level (5 fingers at once). Index tensors are buffers: a
+        # Python-list index would be uploaded (and synced) on every call on CUDA.
         g_rot = [root_rot.unsqueeze(1)]
         g_pos = [joints[:, :1]]
-        prev = 0
-        prev_idx = [0] * 5
-        for level in _LEVELS:
-            idx = list(level)
-            rel = (joints[:, idx] - joints[:, prev_idx]).unsqueeze(-1)                   # (N,5,3,1)
-            p_rot, p_pos = g_rot[prev], g_pos[prev]
+        for lev in range(len(_LEVELS)):
+            idx, parent_idx = self.level_joints[lev], self.level_parents[lev]
+            rel = (joints[:, idx] - joints[:, parent_idx]).unsqueeze(-1)                 # (N,5,3,1)
+            p_rot, p_pos = g_rot[lev], g_pos[lev]
             g_pos.append(torch.matmul(p_rot, rel).squeeze(-1) + p_pos)
-            g_rot.append(torch.matmul(p_rot, rots[:, [i - 1 for i in idx]]))
-            prev += 1
-            prev_idx = idx
-        order = list(_LEVEL_ORDER)
-        glob_rot = torch.cat(g_rot, 1)[:, order]                                         # (N,16,3,3)
-        glob_pos = torch.cat(g_pos, 1)[:, order]                                         # (N,16,3)
+            g_rot.append(torch.matmul(p_rot, rots[:, idx - 1]))
+        glob_rot = torch.cat(g_rot, 1)[:, self.level_order]                              # (N,16,3,3)
+        glob_pos = torch.cat(g_pos, 1)[:, self.level_order]                              # (N,16,3)
 
         # Skinning: per-joint affine transforms (rest pose -> posed), blended by the weights.
         trans = glob_pos - torch.matmul(glob_rot, joints.unsqueeze(-1)).squeeze(-1)

@@ -1,0 +1,135 @@
+"""Weak-perspective camera, closed-form translation and the batched least-squares translation."""
+import pytest
+import torch
+
+from acr_ros.acr.camera import (camera_translation, default_intrinsics, estimate_translation, intrinsics_tensor,
+                                normalized_to_original, perspective_project, project_to_original,
+                                weak_perspective)
+from acr_ros.acr.preprocess import letterbox, letterbox_tensor
+from acr_ros.hands import CameraIntrinsics
+
+LBS = [letterbox(1080, 1920), letterbox(1280, 720), letterbox(101, 200), letterbox(512, 512), letterbox(7, 3)]
+
+
+def _hand_points(n, seed=0, dtype=torch.float64):
+    """Root-aligned, hand-sized point sets (about 10 cm across), (n, 21, 3)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 21, 3, generator=g, dtype=dtype) - 0.5) * torch.tensor([0.12, 0.12, 0.05], dtype=dtype)
+
+
+def _cams(n, seed=1, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    s = 3.0 + 9.0 * torch.rand(n, generator=g, dtype=dtype)   # depth 0.4 .. 1.6 m (Tz = 4.94 / s)
+    t = (torch.rand(n, 2, generator=g, dtype=dtype) - 0.5) * 1.4
+    return torch.cat([s[:, None], t], 1)
+
+
+def test_weak_perspective_and_original_pixels():
+    pts = _hand_points(len(LBS))
+    cam = _cams(len(LBS))
+    uv = weak_perspective(pts, cam)
+    torch.testing.assert_close(uv, cam[:, None, :1] * pts[..., :2] + cam[:, None, 1:])
+    lp = letterbox_tensor(LBS, dtype=torch.float64)
+    px = project_to_original(pts, cam, lp)
+    for i, lb in enumerate(LBS):
+        torch.testing.assert_close(px[i], lb.normalized_to_original(uv[i]))
+    torch.testing.assert_close(normalized_to_original(uv, lp), px)
+
+
+def test_closed_form_default_equals_official_conversion():
+    cam = _cams(len(LBS))
+    lp = letterbox_tensor(LBS, dtype=torch.float64)
+    t = camera_translation(cam, lp)
+    s, tx, ty = cam.unbind(-1)
+    torch.testing.assert_close(t, torch.stack([tx / s, ty / s, 1265.0 / (256.0 * s)], -1), rtol=1e-12, atol=1e-12)
+    # Same with the defaults passed explicitly, as a tensor or as a list with None entries.
+    torch.testing.assert_close(camera_translation(cam, lp, default_intrinsics(lp)), t)
+    k = intrinsics_tensor([None] * len(LBS), LBS, dtype=torch.float64)
+    torch.testing.assert_close(camera_translation(cam, lp, k), t)
+
+
+def test_closed_form_with_real_intrinsics():
+    n = len(LBS)
+    cam = _cams(n).float()
+    lp = letterbox_tensor(LBS)
+    given = [CameraIntrinsics(900.0, 910.0, lb.width / 2 + 13, lb.height / 2 - 7) if i % 2 == 0 else None
+             for i, lb in enumerate(LBS)]
+    k = intrinsics_tensor(given, LBS)
+    t = camera_translation(cam, lp, k)
+    assert t.shape == (n, 3) and t.dtype == torch.float32
+    default = camera_translation(cam, lp)
+    torch.testing.assert_close(t[1::2], default[1::2])          # None rows: official camera
+    assert (t[0::2] - default[0::2]).abs().max() > 1e-3            # given rows: differ
+    # The root projects where the weak-perspective camera puts it...
+    root_px = perspective_project(torch.zeros(n, 1, 3), k, t)
+    torch.testing.assert_close(root_px, normalized_to_original(cam[:, None, 1:], lp), rtol=0, atol=1e-3)
+    # ...and small offsets at the root scale alike: f_mean / Tz = s S / 2 pixels per metre.
+    fmean = (k[:, 0] + k[:, 1]) / 2
+    torch.testing.assert_close(fmean / t[:, 2], cam[:, 0] * lp[:, 0] / 2, rtol=1e-5, atol=0)
+    # A 3x3 K gives the same as [fx, fy, cx, cy].
+    kk = torch.zeros(n, 3, 3)
+    kk[:, 0, 0], kk[:, 1, 1], kk[:, 0, 2], kk[:, 1, 2], kk[:, 2, 2] = k[:, 0], k[:, 1], k[:, 2], k[:, 3], 1
+    torch.testing.assert_close(camera_translation(cam, lp, kk), t)
+    with pytest.raises(ValueError):
+        camera_translation(cam, lp, torch.zeros(n, 5))
+
+
+def test_least_squares_recovers_a_perspective_translation_exactly():
+    n = 6
+    g = torch.Generator().manual_seed(3)
+    pts = _hand_points(n, seed=4)
+    t_true = torch.stack([torch.rand(n, generator=g, dtype=torch.float64) * 0.4 - 0.2,
+                          torch.rand(n, generator=g, dtype=torch.float64) * 0.4 - 0.2,
+                          0.3 + torch.rand(n, generator=g, dtype=torch.float64)], -1)
+    k = torch.stack([600 + 800 * torch.rand(n, generator=g, dtype=torch.float64),
+                     600 + 800 * torch.rand(n, generator=g, dtype=torch.float64),
+                     300 + 100 * torch.rand(n, generator=g, dtype=torch.float64),
+                     200 + 100 * torch.rand(n, generator=g, dtype=torch.float64)], -1)
+    px = perspective_project(pts, k, t_true)
+    torch.testing.assert_close(estimate_translation(pts, px, k), t_true, rtol=0, atol=1e-9)
+    # Weights: corrupted points with weight 0 do not matter; with weight 1 they do.
+    bad = px.clone()
+    bad[:, :3] += 40.0
+    w = torch.ones(n, 21, dtype=torch.float64)
+    w[:, :3] = 0
+    torch.testing.assert_close(estimate_translation(pts, bad, k, w), t_true, rtol=0, atol=1e-9)
+    assert (estimate_translation(pts, bad, k) - t_true).abs().max() > 1e-3
+    # float32 inputs give float32 out, still accurate (the solve runs in float64).
+    t32 = estimate_translation(pts.float(), px.float(), k.float())
+    assert t32.dtype == torch.float32
+    torch.testing.assert_close(t32.double(), t_true, rtol=0, atol=1e-4)
+
+
+def test_least_squares_agrees_with_closed_form_on_weak_perspective_data():
+    n = len(LBS)
+    pts = _hand_points(n, seed=5)
+    cam = _cams(n, seed=6)
+    lp = letterbox_tensor(LBS, dtype=torch.float64)
+    k = default_intrinsics(lp)
+    px = project_to_original(pts, cam, lp)   # what the official code feeds its PnP
+    ls = estimate_translation(pts, px, k)
+    closed = camera_translation(cam, lp)
+    rel = (ls - closed).norm(dim=-1) / closed.norm(dim=-1)
+    assert rel.max() < 0.02, rel
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_without_sync():
+    n = len(LBS)
+    pts, cam = _hand_points(n).float(), _cams(n).float()
+    lp_cpu = letterbox_tensor(LBS)
+    ref_t = camera_translation(cam, lp_cpu)
+    ref_ls = estimate_translation(pts, project_to_original(pts, cam, lp_cpu), default_intrinsics(lp_cpu))
+    pts, cam = pts.cuda(), cam.cuda()
+    estimate_translation(pts, pts[..., :2], default_intrinsics(letterbox_tensor(LBS, "cuda")))  # warm-up
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        lp = letterbox_tensor(LBS, "cuda")
+        k = intrinsics_tensor([None] * n, LBS, "cuda")
+        t = camera_translation(cam, lp, k)
+        ls = estimate_translation(pts, project_to_original(pts, cam, lp), k)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    torch.testing.assert_close(t.cpu(), ref_t, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(ls.cpu(), ref_ls, rtol=1e-4, atol=1e-5)

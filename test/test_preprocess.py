@@ -1,0 +1,167 @@
+"""Preprocessing: the official letterbox geometry and pixels, and the on-device fast path."""
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from acr_ros.acr.preprocess import Letterbox, letterbox, letterbox_tensor, preprocess_batch, preprocess_exact
+
+SAMPLES = Path(__file__).resolve().parents[1] / "acr_ros" / "data" / "samples"
+
+
+def imgaug_paddings(height, width):
+    """imgaug.compute_paddings_to_reach_aspect_ratio(shape, 1.0), transcribed: (top, right, bottom, left)."""
+    top = right = bottom = left = 0
+    ratio = width / height
+    if ratio < 1.0:
+        diff = height - width
+        right, left = int(np.ceil(diff / 2)), int(np.floor(diff / 2))
+    elif ratio > 1.0:
+        diff = width - height
+        top, bottom = int(np.floor(diff / 2)), int(np.ceil(diff / 2))
+    return top, right, bottom, left
+
+
+# --- geometry ------------------------------------------------------------------------------------
+
+def test_letterbox_examples_from_the_spec():
+    lb = letterbox(1080, 1920)
+    assert lb.offsets == (1920, 1920, 0, 0, 0, 0, 420, 0, 420, 0)
+    lb = letterbox(101, 200)  # wider than tall: pad top/bottom, odd pixel at the bottom
+    assert (lb.size, lb.pad_top, lb.pad_bottom, lb.pad_left, lb.pad_right) == (200, 49, 50, 0, 0)
+    lb = letterbox(200, 101)  # taller than wide: pad left/right, odd pixel on the right
+    assert (lb.size, lb.pad_top, lb.pad_bottom, lb.pad_left, lb.pad_right) == (200, 0, 0, 49, 50)
+    assert letterbox(64, 64) == Letterbox(64, 64, 64, 0, 0, 0, 0, 512)
+    with pytest.raises(ValueError):
+        letterbox(0, 5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5000), st.integers(1, 5000))
+def test_letterbox_is_imgaugs_rule(h, w):
+    lb = letterbox(h, w)
+    assert (lb.pad_top, lb.pad_right, lb.pad_bottom, lb.pad_left) == imgaug_paddings(h, w)
+    assert lb.size == max(h, w) == h + lb.pad_top + lb.pad_bottom == w + lb.pad_left + lb.pad_right
+
+
+@pytest.mark.parametrize("hw", [(1080, 1920), (1920, 1080), (101, 200), (333, 333), (7, 2)])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_point_mappings_round_trip(hw, backend):
+    lb = letterbox(*hw)
+    rng = np.random.default_rng(0)
+    xy = rng.uniform(-50, 2000, (4, 6, 2))
+    if backend == "torch":
+        xy = torch.from_numpy(xy)
+    back = lb.input_to_original(lb.original_to_input(xy))
+    assert type(back) is type(xy) and back.shape == (4, 6, 2)
+    np.testing.assert_allclose(np.asarray(back), np.asarray(xy), atol=1e-9)
+    np.testing.assert_allclose(np.asarray(lb.normalized_to_original(lb.original_to_normalized(xy))),
+                               np.asarray(xy), atol=1e-9)
+    # Image corners land on the pad borders; the square's centre is normalised (0, 0).
+    h, w = hw
+    corners = np.array([[0.0, 0.0], [w, h]])
+    u = lb.original_to_normalized(corners)
+    np.testing.assert_allclose(u[0], [2 * lb.pad_left / lb.size - 1, 2 * lb.pad_top / lb.size - 1])
+    np.testing.assert_allclose(u[1], [1 - 2 * lb.pad_right / lb.size, 1 - 2 * lb.pad_bottom / lb.size])
+    np.testing.assert_allclose(lb.normalized_to_original(np.zeros(2)),
+                               [lb.size / 2 - lb.pad_left, lb.size / 2 - lb.pad_top])
+    # 512-input pixels and normalised coords agree: pixel = (u + 1) * 256.
+    np.testing.assert_allclose(lb.input_to_original((u + 1) * 256), corners, atol=1e-9)
+
+
+def test_letterbox_tensor():
+    lbs = [letterbox(1080, 1920), letterbox(200, 101)]
+    t = letterbox_tensor(lbs)
+    assert t.dtype == torch.float32 and t.shape == (2, 3)
+    assert t.tolist() == [[1920, 0, 420], [200, 49, 0]]
+
+
+# --- pixels --------------------------------------------------------------------------------------
+
+def test_preprocess_exact_matches_the_official_steps():
+    rng = np.random.default_rng(1)
+    bgr = rng.integers(0, 256, (101, 200, 3), dtype=np.uint8)
+    out, lb = preprocess_exact(bgr)
+    assert out.shape == (512, 512, 3) and out.dtype == np.uint8
+    # Official: channel reversal, np.pad with 255 (what imgaug's constant pad does), cv2 INTER_CUBIC.
+    top, right, bottom, left = imgaug_paddings(101, 200)
+    padded = np.pad(bgr[:, :, ::-1], ((top, bottom), (left, right), (0, 0)), constant_values=255)
+    np.testing.assert_array_equal(out, cv2.resize(padded, (512, 512), interpolation=cv2.INTER_CUBIC))
+    assert lb == letterbox(101, 200)
+
+
+def test_preprocess_exact_colour_and_white_padding():
+    blue = np.zeros((100, 300, 3), np.uint8)
+    blue[..., 0] = 255  # BGR blue
+    out, lb = preprocess_exact(blue)
+    assert lb.pad_top == 100 and lb.pad_bottom == 100
+    assert (out[:150] == 255).all() and (out[-150:] == 255).all()  # white bands
+    mid = out[256]
+    assert (mid[:, 2] == 255).all() and (mid[:, :2] == 0).all()    # RGB: blue is channel 2
+
+
+def _test_images():
+    rng = np.random.default_rng(2)
+    images = [cv2.imread(str(p)) for p in sorted(SAMPLES.glob("*.jpg"))]
+    sizes = [(480, 640), (640, 480), (101, 200), (200, 101), (513, 511), (37, 1000), (1, 1), (1, 2), (2, 1),
+             (3, 5), (7, 3)]
+    images += [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]
+    # A smooth synthetic "photo" (gradients and edges) besides the noise.
+    yy, xx = np.mgrid[0:300, 0:500]
+    smooth = np.stack([xx % 256, yy % 256, (xx + yy) // 4 % 256], -1).astype(np.uint8)
+    cv2.circle(smooth, (250, 150), 80, (0, 0, 255), -1)
+    return images + [smooth]
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA")])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_preprocess_batch_within_one_level_of_exact(device):
+    images = _test_images()
+    if device == "cuda":
+        preprocess_batch(images[:1], device)  # warm-up
+        torch.cuda.set_sync_debug_mode("error")  # the upload and the resize must not sync
+    try:
+        x, lbs = preprocess_batch(images, device)
+    finally:
+        if device == "cuda":
+            torch.cuda.set_sync_debug_mode(0)
+    x = x.cpu()
+    assert x.shape == (len(images), 3, 512, 512) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1
+    worst = 0
+    for img, xi, lb in zip(images, x, lbs):
+        exact, lb_exact = preprocess_exact(img)
+        assert lb == lb_exact
+        levels = (xi.permute(1, 2, 0).numpy() + 1) / 2 * 255
+        # The fast path emits exact uint8 levels scaled to [-1, 1].
+        np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+        worst = max(worst, np.abs(levels - exact.astype(np.float64)).max())
+    assert worst <= 1.0 + 1e-3
+
+
+def test_preprocess_batch_mixed_sizes_keep_their_slots():
+    rng = np.random.default_rng(3)
+    a = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (90, 50, 3), dtype=np.uint8)
+    c = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    x, lbs = preprocess_batch([a, b, c], "cpu")
+    for i, img in enumerate((a, b, c)):
+        alone, _ = preprocess_batch([img], "cpu")
+        assert torch.equal(x[i], alone[0])
+        assert lbs[i] == letterbox(*img.shape[:2])
+    assert not torch.equal(x[0], x[2])
+
+
+def test_preprocess_rejects_bad_images():
+    for bad in (np.zeros((10, 10), np.uint8), np.zeros((10, 10, 3), np.float32), np.zeros((10, 10, 4), np.uint8)):
+        with pytest.raises(ValueError):
+            preprocess_exact(bad)
+        with pytest.raises(ValueError):
+            preprocess_batch([bad])
