@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
+from acr_ros.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+
 SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv"}
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 CAMERA_NAMESPACE = "/demo_camera"  # the source publishes image_raw and camera_info in it
 
 
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     inputs = args.inputs or sorted(p for p in SAMPLES.iterdir()
-                                   if p.suffix.lower() in VIDEO_SUFFIXES | IMAGE_SUFFIXES)
+                                   if p.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     logs = args.output_dir / "logs"
     logs.mkdir(exist_ok=True)

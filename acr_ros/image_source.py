@@ -88,8 +88,10 @@ class ImageSource(Node):
         """Publishes until the media ends (or forever with loop), pacing frames in real time."""
         self.wait_for_subscribers()
         while rclpy.ok():
-            media = open_media(self.param("input"), self.param("source"))
-            period = 1.0 / self.param("rate") if self.param("rate") > 0 else 1.0 / media.fps
+            media = open_media(self.param("input"))
+            if self.param("source") not in ("auto", media.kind):
+                raise ValueError(f"source is '{self.param('source')}' but {self.param('input')} is a {media.kind}")
+            period = 1.0 / (self.param("rate") or media.fps or 10.0)
             repeat = 1 if media.kind in ("video", "webcam") else self.param("repeat")
             next_time = time.monotonic()
             for frame in media:

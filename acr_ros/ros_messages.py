@@ -29,7 +29,7 @@ from __future__ import annotations
 import array
 import itertools
 from collections import deque
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
