@@ -33,7 +33,13 @@ from visualization_msgs.msg import MarkerArray
 from acr_ros import ros_messages
 from acr_ros.diagnostics import Counters, LatencyStats, RateMeter
 from acr_ros.hands import CameraIntrinsics, FrameResult
-from acr_ros.image_conversion import ImageConversionError, bgr_to_image, compressed_to_bgr, image_to_bgr
+from acr_ros.image_conversion import (
+    DEFAULT_MAX_PIXELS,
+    ImageConversionError,
+    bgr_to_image,
+    compressed_to_bgr,
+    image_to_bgr,
+)
 from acr_ros.msg import HandMesh, Hands
 
 try:  # a real ROS install has tf2_ros; without it, publish the same TFMessage on /tf ourselves
@@ -82,7 +88,7 @@ PARAMS = (
     Param("qos_reliability", "best_effort", "Image subscription reliability: best_effort (sensor data, "
           "REP 2003) or reliable", True, choices=("best_effort", "reliable")),
     Param("qos_depth", 5, "Image subscription queue depth", True, int_range=(1, 100)),
-    Param("max_image_pixels", 3840 * 2160, "Larger images are rejected (counted on diagnostics)",
+    Param("max_image_pixels", DEFAULT_MAX_PIXELS, "Larger images are rejected (counted on diagnostics)",
           int_range=(1, 100_000_000)),
     Param("publish_tf", True, "Publish TF frames of the hands"),
     Param("tf_joints", True, "Publish a TF frame for each of the 21 joints (false: wrists only)"),
@@ -202,11 +208,12 @@ class HandsNode(Node):
             return None
         from acr_ros.acr.smoothing import SmoothingConfig
 
+        min_cutoff, beta = self._param("smoothing.min_cutoff"), self._param("smoothing.beta")
         return SmoothingConfig(
-            min_cutoff=self._param("smoothing.min_cutoff"),
-            beta=self._param("smoothing.beta"),
+            pose_min_cutoff=min_cutoff, orient_min_cutoff=min_cutoff,
+            pose_beta=beta, orient_beta=beta, betas_beta=beta,
+            betas_min_cutoff=self._param("smoothing.shape_min_cutoff"),
             d_cutoff=self._param("smoothing.d_cutoff"),
-            shape_min_cutoff=self._param("smoothing.shape_min_cutoff"),
         )
 
     def _create_backend(self):

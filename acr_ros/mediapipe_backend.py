@@ -44,8 +44,11 @@ Conventions of the results
     MANO fields, vertices and joint_rotations: None; faces() returns None.
 
 Tracking: video mode keeps one MediaPipe graph per stream (never shared between cameras), so a
-hand tracked in one stream never leaks into another; static_image_mode=True runs detection on
-every image instead.
+hand tracked in one stream never leaks into another, and starts a stream afresh when its image
+size changes. MediaPipe's tracking runs palm detection again only on the frame after it lost a
+hand, and a scene cut can leave a tracked ghost hand for a frame: for unrelated photos set
+static_image_mode=True (settable; the offline CLI does it for images and folders), which runs
+palm detection on every image.
 """
 from __future__ import annotations
 
@@ -101,9 +104,6 @@ def _import_hands():
             for name, module in stubs.items():
                 if sys.modules.get(name) is module:
                     del sys.modules[name]
-        # protobuf 4.25 warns on every graph output of the legacy API.
-        warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated",
-                                category=UserWarning)
         return hands
 
 
@@ -119,9 +119,9 @@ def mediapipe_version() -> Optional[str]:
         return None
 
 
-def default_intrinsics(width: int, height: int) -> CameraIntrinsics:
+def default_intrinsics(width: int, height: int, focal_scale: float = DEFAULT_FOCAL_SCALE) -> CameraIntrinsics:
     """The documented default camera of an uncalibrated image (ACR's, scaled to the image)."""
-    f = DEFAULT_FOCAL_SCALE * max(width, height)
+    f = focal_scale * max(width, height)
     return CameraIntrinsics(fx=f, fy=f, cx=width / 2.0, cy=height / 2.0)
 
 
@@ -211,10 +211,25 @@ class _OneEuro:
         return self.x.copy()
 
 
+def _one_euro_parameters(config) -> tuple[float, float, float]:
+    """(min_cutoff, beta, d_cutoff) of a smoothing config: min_cutoff/beta, or the pose_* fields of
+    acr_ros.acr.smoothing.SmoothingConfig; defaults 4.0 Hz, 0.7, 1.0 Hz (the official ACR values)."""
+    def pick(*names, default):
+        for name in names:
+            value = getattr(config, name, None)
+            if value is not None:
+                return float(value)
+        return default
+
+    return (pick("min_cutoff", "pose_min_cutoff", default=4.0), pick("beta", "pose_beta", default=0.7),
+            pick("d_cutoff", default=1.0))
+
+
 @dataclass
 class _Stream:
     hands: object  # mediapipe Hands graph of this stream
-    filters: dict  # side -> _OneEuro on the joints
+    filters: dict  # side -> (_OneEuro of the joints, _OneEuro of the keypoints)
+    size: tuple    # (width, height) of the stream's images
 
 
 class MediaPipeBackend:
@@ -225,9 +240,10 @@ class MediaPipeBackend:
     model_complexity: 1 = hand_landmark_full (default), 0 = hand_landmark_lite.
     static_image_mode: detect on every image, no tracking between frames.
     mirrored_input: the images are mirrored (selfie preview): keep MediaPipe's labels as they are.
-    smoothing: None, or a config with min_cutoff, beta, d_cutoff (e.g. acr_ros.acr.smoothing.
-        SmoothingConfig): a One-Euro filter on the 3D joints per stream and side (metres and
-        seconds), the keypoints re-projected from them.
+    smoothing: None, or a config with min_cutoff (or pose_min_cutoff), beta (or pose_beta) and
+        d_cutoff, e.g. acr_ros.acr.smoothing.SmoothingConfig: One-Euro filters per stream and
+        side on the 3D joints (metres, seconds) and on the keypoints (normalised image
+        coordinates, (u - cx) / fx).
     default_focal_scale: focal of uncalibrated images, as a multiple of the long image side.
     """
 
@@ -244,7 +260,7 @@ class MediaPipeBackend:
                       f"{'full' if model_complexity else 'lite'}, bundled)")
         self.tracking_threshold = float(tracking_threshold)
         self.model_complexity = int(model_complexity)
-        self.static_image_mode = bool(static_image_mode)
+        self._static_image_mode = bool(static_image_mode)
         self.mirrored_input = bool(mirrored_input)
         self.default_focal_scale = float(default_focal_scale)
         self.max_streams = int(max_streams)
@@ -269,6 +285,18 @@ class MediaPipeBackend:
             if value != self._detection_threshold:
                 self._detection_threshold = value
                 self._close_streams()  # the graphs take it at construction
+
+    @property
+    def static_image_mode(self) -> bool:
+        return self._static_image_mode
+
+    @static_image_mode.setter
+    def static_image_mode(self, value: bool) -> None:
+        """True: palm detection on every image (independent photos); False: tracking (video)."""
+        with self._lock:
+            if bool(value) != self._static_image_mode:
+                self._static_image_mode = bool(value)
+                self._close_streams()
 
     def faces(self, side: str) -> Optional[np.ndarray]:
         return None
@@ -313,8 +341,12 @@ class MediaPipeBackend:
                 pass
         self._streams.clear()
 
-    def _stream(self, name: str) -> _Stream:
+    def _stream(self, name: str, size: tuple) -> _Stream:
         stream = self._streams.get(name)
+        if stream is not None and stream.size != size:
+            # Another image size: the tracked regions mean nothing there; start afresh.
+            self._streams.pop(name).hands.close()
+            stream = None
         if stream is None:
             if len(self._streams) >= self.max_streams:  # forget the oldest stream
                 oldest = next(iter(self._streams))
@@ -324,7 +356,7 @@ class MediaPipeBackend:
                 model_complexity=self.model_complexity,
                 min_detection_confidence=self._detection_threshold,
                 min_tracking_confidence=self.tracking_threshold)
-            stream = self._streams[name] = _Stream(hands, {})
+            stream = self._streams[name] = _Stream(hands, {}, size)
         return stream
 
     def _one(self, image: np.ndarray, k: Optional[CameraIntrinsics], t: float, stream_name: str) -> FrameResult:
@@ -336,10 +368,11 @@ class MediaPipeBackend:
         height, width = image.shape[:2]
         used_default = k is None
         if k is None:
-            f = self.default_focal_scale * max(width, height)
-            k = CameraIntrinsics(fx=f, fy=f, cx=width / 2.0, cy=height / 2.0)
-        stream = self._stream(stream_name)
-        out = stream.hands.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+            k = default_intrinsics(width, height, self.default_focal_scale)
+        stream = self._stream(stream_name, (width, height))
+        with warnings.catch_warnings():  # protobuf 4.25 warns on every output of the legacy API
+            warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
+            out = stream.hands.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         found = []
         if out.multi_hand_landmarks:
             for lms, world, handedness in zip(out.multi_hand_landmarks, out.multi_hand_world_landmarks,
@@ -361,14 +394,14 @@ class MediaPipeBackend:
             joints = xyz + solve_translation(xyz, uv, k)
             keypoints = uv
             if self._smoothing is not None:
-                filt = stream.filters.get(side)
-                if filt is None:
-                    filt = stream.filters[side] = _OneEuro(
-                        float(getattr(self._smoothing, "min_cutoff", 4.0)),
-                        float(getattr(self._smoothing, "beta", 0.7)),
-                        float(getattr(self._smoothing, "d_cutoff", 1.0)))
-                joints = filt(joints, t)
-                keypoints = project(joints, k)
+                filters = stream.filters.get(side)
+                if filters is None:
+                    config = _one_euro_parameters(self._smoothing)
+                    filters = stream.filters[side] = (_OneEuro(*config), _OneEuro(*config))
+                joints = filters[0](joints, t)
+                # Keypoints in normalised image coordinates: speeds comparable to the joints' m/s.
+                centre, focal = np.array([k.cx, k.cy]), np.array([k.fx, k.fy])
+                keypoints = filters[1]((keypoints - centre) / focal, t) * focal + centre
             hands.append(HandResult(
                 side=side, score=score,
                 joints=joints.astype(np.float32),

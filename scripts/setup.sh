@@ -58,8 +58,13 @@ install_torch() {
 }
 step torch "$TORCH_SPEC" install_torch
 
-install_python_deps() { "${PIP[@]}" -r "$ROOT/scripts/requirements.txt"; }
-step python-deps "$(fingerprint "$ROOT/scripts/requirements.txt")" install_python_deps
+# mediapipe's declared dependencies (a GUI OpenCV, jax, matplotlib, sounddevice) are unused by its
+# hands solution and would clash with the headless OpenCV: its real needs are in requirements.txt.
+install_python_deps() {
+  "${PIP[@]}" -r "$ROOT/scripts/requirements.txt"
+  "${PIP[@]}" --no-deps mediapipe==0.10.14
+}
+step python-deps "$(fingerprint "$ROOT/scripts/requirements.txt" "$ROOT/scripts/setup.sh")" install_python_deps
 
 # The message wheels' exported CMake targets name the include paths of the manylinux build
 # machine; point them at this interpreter's (needed to build any interface package).

@@ -24,7 +24,7 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def magic_bgr() -> np.ndarray:
-    """A real photo of a right hand, downscaled to 640x360."""
+    """A real photo of a LEFT hand (see acr_ros/data/samples/README.md), downscaled to 640x360."""
     return cv2.resize(cv2.imread(str(MEDIA / "magic.jpg")), (640, 360), interpolation=cv2.INTER_AREA)
 
 
@@ -93,7 +93,7 @@ def test_raw_encodings_give_hands_with_the_image_stamp_and_frame(mediapipe_sessi
     assert (msg.image_width, msg.image_height) == (640, 360)
     assert msg.backend == "mediapipe"
     if encoding != "mono8":  # colour is not needed to find the hand, but only colour is asserted
-        assert [hand.side for hand in msg.hands] == [Hand.RIGHT]
+        assert [hand.side for hand in msg.hands] == [Hand.LEFT]
     for hand in msg.hands:
         joints = np.array([[p.x, p.y, p.z] for p in hand.joints])
         assert np.all(np.isfinite(joints)) and np.all(joints[:, 2] > 0)  # metres, in front of the camera
@@ -140,8 +140,8 @@ def test_tf_markers_overlay_and_diagnostics(mediapipe_session):
     transforms = stamped()
     assert {t.header.frame_id for t in transforms} == {frame_id}
     names = {t.child_frame_id for t in transforms}
-    assert "hand_right_wrist" in names and "hand_right_index_tip" in names
-    assert not any(name.startswith("hand_left") for name in names)
+    assert "hand_left_wrist" in names and "hand_left_index_tip" in names
+    assert not any(name.startswith("hand_right") for name in names)
     # Markers: stamped like the image; skeleton and joints for a hand without a mesh.
     assert s.probe.spin_until(lambda: any(m.markers and m.markers[-1].header.stamp.sec == stamp[0]
                                           for m in s.markers), 10)
@@ -222,7 +222,7 @@ def test_compressed_input_and_a_corrupt_jpeg(tmp_path):
         s.send(good)
         msg = s.answer((1700000701, 0))
         assert msg.header.frame_id == "compressed_frame"
-        assert [hand.side for hand in msg.hands] == [Hand.RIGHT]
+        assert [hand.side for hand in msg.hands] == [Hand.LEFT]
         assert not [m for m in s.hands if m.header.stamp.sec == 1700000700]
     finally:
         code, _ = s.close()
@@ -232,13 +232,13 @@ def test_compressed_input_and_a_corrupt_jpeg(tmp_path):
 def test_two_cameras_keep_their_own_stamps_and_frames(tmp_path):
     s = Session(tmp_path, dict(backend="mediapipe"), topics=("left_cam", "right_cam"))
     try:
-        flipped = cv2.flip(magic_bgr(), 1)  # a mirrored right hand looks like a left hand
+        flipped = cv2.flip(magic_bgr(), 1)  # a mirrored left hand looks like a right hand
         s.send(image_msg(magic_bgr(), stamp=(1700000800, 1), frame_id="left_cam_optical"), topic="left_cam")
         s.send(image_msg(flipped, stamp=(1700000800, 2), frame_id="right_cam_optical"), topic="right_cam")
         first, second = s.answer((1700000800, 1)), s.answer((1700000800, 2))
         assert first.header.frame_id == "left_cam_optical" and second.header.frame_id == "right_cam_optical"
-        assert [h.side for h in first.hands] == [Hand.RIGHT]
-        assert [h.side for h in second.hands] == [Hand.LEFT]
+        assert [h.side for h in first.hands] == [Hand.LEFT]
+        assert [h.side for h in second.hands] == [Hand.RIGHT]
     finally:
         code, _ = s.close()
     assert code == 0
@@ -269,7 +269,7 @@ def test_parameters_are_validated_and_applied_at_run_time(mediapipe_session):
     stamp = (1700000900, 0)
     mediapipe_session.send(image_msg(magic_bgr(), stamp=stamp))
     mediapipe_session.answer(stamp)
-    assert probe.spin_until(lambda: any(t.child_frame_id == "operator_right_wrist" and t.header.stamp.sec == stamp[0]
+    assert probe.spin_until(lambda: any(t.child_frame_id == "operator_left_wrist" and t.header.stamp.sec == stamp[0]
                                         for m in mediapipe_session.tf for t in m.transforms), 10)
     # A detection threshold above any confidence removes the hands.
     strict = _set_parameter(probe, "detection_threshold",

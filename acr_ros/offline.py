@@ -1,0 +1,366 @@
+"""Offline hand reconstruction on images, folders, videos and webcams (the seed demo's modes).
+
+    acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID ...] [-o OUTPUT_DIR] [-t]
+                [--backend auto|acr|mediapipe] [--checkpoint wild.pkl] [--mano-dir DIR]
+                [--device auto] [--precision auto] [--threshold T] [--no-render]
+
+Without --inputs it runs on the bundled samples (acr_ros/data/samples: its images as a folder,
+and the clip). The backend is chosen like the node's: ACR when --checkpoint and --mano-dir point
+at existing files, the embedded MediaPipe backend otherwise (no download needed).
+
+Outputs in OUTPUT_DIR (default ./acr_output), for an input named NAME:
+    image   NAME_output.jpg                     the input with the hands drawn
+    folder  NAME/<image>_output.jpg + NAME_output.mp4
+    video   NAME_output.mp4                     (webcam: webcam<ID>_output.mp4)
+    all     NAME_results.npz                    the results, below
+Overlays show the shaded MANO mesh when the backend has one (ACR), the skeleton otherwise;
+--no-render skips them (results only).
+
+-t/--temporal: One-Euro smoothing, per hand side, with the node's default parameters. ACR smooths
+the MANO pose and shape (the seed demo's -t); the MediaPipe backend smooths the 3D joints and
+re-projects the keypoints from them.
+
+NAME_results.npz (numpy.load, no pickle) holds one row per frame and one row per hand:
+    backend, model, checkpoint          () str: which model made them
+    frame_name (F,) str, frame_timestamp (F,) float64 s, frame_size (F, 2) int (width, height),
+    default_intrinsics (F,) bool, intrinsics (F, 4) float64 fx, fy, cx, cy used (NaN if unknown)
+    hand_frame (N,) int                 row of the hand's frame in the frame arrays
+    side (N,) str 'left'/'right', score (N,) float32
+    joints (N, 21, 3) m, camera optical frame; keypoints (N, 21, 2) px; box (N, 4) int x, y, w, h
+    wrist_position (N, 3) m; wrist_rotation (N, 3, 3); wrist_quaternion (N, 4) x, y, z, w
+    global_orient (N, 3), finger_pose (N, 45), shape (N, 10), weak_camera (N, 3),
+    vertices (N, 778, 3) m, joint_rotations (N, 21, 3, 3)   NaN where the backend gives none
+                                        (MediaPipe: no MANO fields, no vertices)
+These are the per-hand fields of acr_ros/Hand (joint order: acr_ros.hands.JOINT_NAMES).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from acr_ros.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult
+from acr_ros.media import MediaSource, open_media
+
+SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
+DEFAULT_OUTPUT = Path("acr_output")
+
+
+# ---- results file ---------------------------------------------------------------------------------
+def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions (x, y, z, w), w >= 0."""
+    r = np.asarray(rotation, dtype=np.float64)
+    shape = r.shape[:-2]
+    r = r.reshape(-1, 3, 3)
+    u, _, vt = np.linalg.svd(r)                      # nearest rotation
+    d = np.where(np.linalg.det(u @ vt) < 0, -1.0, 1.0)
+    u[:, :, 2] *= d[:, None]
+    r = u @ vt
+    w = np.sqrt(np.maximum(0.0, 1 + r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2])) / 2
+    x = np.sqrt(np.maximum(0.0, 1 + r[:, 0, 0] - r[:, 1, 1] - r[:, 2, 2])) / 2
+    y = np.sqrt(np.maximum(0.0, 1 - r[:, 0, 0] + r[:, 1, 1] - r[:, 2, 2])) / 2
+    z = np.sqrt(np.maximum(0.0, 1 - r[:, 0, 0] - r[:, 1, 1] + r[:, 2, 2])) / 2
+    x = np.copysign(x, r[:, 2, 1] - r[:, 1, 2])
+    y = np.copysign(y, r[:, 0, 2] - r[:, 2, 0])
+    z = np.copysign(z, r[:, 1, 0] - r[:, 0, 1])
+    q = np.stack([x, y, z, w], axis=1)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return q.reshape(shape + (4,))
+
+
+_OPTIONAL_FIELDS = {  # HandResult field -> shape per hand
+    "global_orient": (3,), "finger_pose": (45,), "shape": (10,), "weak_camera": (3,),
+    "vertices": (NUM_VERTICES, 3), "joint_rotations": (NUM_JOINTS, 3, 3),
+}
+
+
+class ResultsRecorder:
+    """Collects FrameResults of one input and writes NAME_results.npz (format: module doc)."""
+
+    def __init__(self, backend):
+        self.meta = {"backend": backend.name, "model": backend.model, "checkpoint": backend.checkpoint}
+        self.frames: dict[str, list] = {k: [] for k in
+                                        ("frame_name", "frame_timestamp", "frame_size", "default_intrinsics",
+                                         "intrinsics")}
+        self.hands: dict[str, list] = {k: [] for k in
+                                       ("hand_frame", "side", "score", "joints", "keypoints", "box",
+                                        "wrist_position", "wrist_rotation", *_OPTIONAL_FIELDS)}
+
+    def add(self, name: str, timestamp: float, width: int, height: int, result: FrameResult) -> None:
+        row = len(self.frames["frame_name"])
+        k = result.intrinsics
+        self.frames["frame_name"].append(name)
+        self.frames["frame_timestamp"].append(float(timestamp))
+        self.frames["frame_size"].append((int(width), int(height)))
+        self.frames["default_intrinsics"].append(bool(result.default_intrinsics))
+        self.frames["intrinsics"].append((k.fx, k.fy, k.cx, k.cy) if k is not None else (np.nan,) * 4)
+        for hand in result.hands:
+            h = self.hands
+            h["hand_frame"].append(row)
+            h["side"].append(hand.side)
+            h["score"].append(float(hand.score))
+            h["joints"].append(np.asarray(hand.joints, np.float32).reshape(NUM_JOINTS, 3))
+            h["keypoints"].append(np.asarray(hand.keypoints, np.float32).reshape(NUM_JOINTS, 2))
+            h["box"].append(hand.box(int(width), int(height)))
+            h["wrist_position"].append(np.asarray(hand.joints, np.float32)[0])
+            h["wrist_rotation"].append(np.asarray(hand.wrist_rotation, np.float32).reshape(3, 3))
+            for field, shape in _OPTIONAL_FIELDS.items():
+                value = getattr(hand, field, None)
+                h[field].append(np.full(shape, np.nan, np.float32) if value is None
+                                else np.asarray(value, np.float32).reshape(shape))
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frames["frame_name"])
+
+    @property
+    def num_hands(self) -> int:
+        return len(self.hands["hand_frame"])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {k: np.array(v) for k, v in self.meta.items()}
+        out["frame_name"] = np.array(self.frames["frame_name"], dtype=str)
+        out["frame_timestamp"] = np.array(self.frames["frame_timestamp"], np.float64)
+        out["frame_size"] = np.array(self.frames["frame_size"], np.int64).reshape(-1, 2)
+        out["default_intrinsics"] = np.array(self.frames["default_intrinsics"], bool)
+        out["intrinsics"] = np.array(self.frames["intrinsics"], np.float64).reshape(-1, 4)
+        shapes = {"hand_frame": (), "side": (), "score": (), "joints": (NUM_JOINTS, 3),
+                  "keypoints": (NUM_JOINTS, 2), "box": (4,), "wrist_position": (3,), "wrist_rotation": (3, 3),
+                  **_OPTIONAL_FIELDS}
+        dtypes = {"hand_frame": np.int64, "side": str, "box": np.int64}
+        for key, shape in shapes.items():
+            values = self.hands[key]
+            dtype = dtypes.get(key, np.float32)
+            out[key] = (np.array(values, dtype=dtype).reshape((-1,) + shape) if values
+                        else np.zeros((0,) + shape, dtype=dtype if dtype is not str else "<U5"))
+        out["wrist_quaternion"] = rotation_to_quaternion(out["wrist_rotation"]).astype(np.float32)
+        return out
+
+    def save(self, path: Path) -> Path:
+        np.savez_compressed(path, **self.arrays())
+        return path
+
+
+# ---- video writing --------------------------------------------------------------------------------
+class VideoOutput:
+    """mp4 (mp4v) writer opened on the first frame; later frames of another size are letterboxed."""
+
+    def __init__(self, path: Path, fps: float):
+        self.path, self.fps = path, float(fps) if fps and fps > 0 else 30.0
+        self.writer: Optional[cv2.VideoWriter] = None
+        self.size: Optional[tuple[int, int]] = None
+        self.frames = 0
+
+    def write(self, image: np.ndarray) -> None:
+        if self.writer is None:
+            h, w = image.shape[:2]
+            self.size = (w - w % 2, h - h % 2)  # even sizes for the encoder
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise RuntimeError(f"cannot write {self.path} (no mp4v encoder in this OpenCV)")
+        self.writer.write(_fit(image, self.size))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+            self.writer = None
+
+
+def _fit(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    w, h = size
+    ih, iw = image.shape[:2]
+    if (iw, ih) == (w, h):
+        return image
+    if (iw - iw % 2, ih - ih % 2) == (w, h):
+        return np.ascontiguousarray(image[:h, :w])
+    s = min(w / iw, h / ih)
+    nw, nh = max(1, round(iw * s)), max(1, round(ih * s))
+    resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA)
+    out = np.zeros((h, w, 3), np.uint8)
+    x0, y0 = (w - nw) // 2, (h - nh) // 2
+    out[y0:y0 + nh, x0:x0 + nw] = resized
+    return out
+
+
+# ---- command line -----------------------------------------------------------------------------------
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="acr_offline", description=__doc__.split("\n\n")[0],
+        epilog="Results format and outputs: see the module documentation (python -m pydoc acr_ros.offline).")
+    parser.add_argument("-i", "--inputs", nargs="+", default=None,
+                        help="images, folders of images, videos or webcam ids (integers); "
+                             "default: the bundled samples")
+    parser.add_argument("-o", "--output-dir", type=Path, default=DEFAULT_OUTPUT, help="default: ./acr_output")
+    parser.add_argument("-t", "--temporal", action="store_true", help="One-Euro temporal smoothing")
+    parser.add_argument("--backend", default="auto", choices=("auto", "acr", "mediapipe"))
+    parser.add_argument("--checkpoint", default="", help="ACR checkpoint wild.pkl (ACR README, Google Drive)")
+    parser.add_argument("--mano-dir", default="", help="folder with MANO_LEFT.pkl and MANO_RIGHT.pkl "
+                                                       "(https://mano.is.tue.mpg.de)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (ACR)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="ACR")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="detection threshold (ACR: center-map peak, default 0.35; "
+                             "MediaPipe: detection confidence, default 0.5)")
+    parser.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+                        help="camera intrinsics in pixels of the inputs (default: the documented "
+                             "default focal, depth approximate)")
+    parser.add_argument("--no-render", action="store_true", help="write results only, no overlays or mp4")
+    parser.add_argument("--fps", type=float, default=30.0, help="frame rate of folder inputs (timestamps, mp4)")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop each input after this many frames")
+    parser.add_argument("--batch-size", type=int, default=1, help="frames per forward pass (video, folder)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def default_inputs() -> list[str]:
+    clips = sorted(p for p in SAMPLES.glob("*.mp4"))
+    return [str(SAMPLES)] + [str(p) for p in clips]
+
+
+def smoothing_config(enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from acr_ros.acr.smoothing import SmoothingConfig
+    except ImportError:  # the MediaPipe backend reads min_cutoff, beta and d_cutoff only
+        from types import SimpleNamespace
+
+        return SimpleNamespace(min_cutoff=4.0, beta=0.7, d_cutoff=1.0, shape_min_cutoff=0.6)
+    return SmoothingConfig()
+
+
+def _faces(backend) -> dict:
+    return {side: backend.faces(side) for side in ("left", "right")}
+
+
+def process_input(backend, source: MediaSource, spec: str, output_dir: Path, render: bool,
+                  intrinsics: Optional[CameraIntrinsics], batch_size: int = 1,
+                  max_frames: Optional[int] = None, quiet: bool = False) -> dict:
+    """Runs one input through the backend; writes its outputs; returns a summary dict."""
+    from acr_ros.render import draw_hands
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    name = source.name
+    recorder = ResultsRecorder(backend)
+    faces = _faces(backend)
+    video: Optional[VideoOutput] = None
+    frames_dir: Optional[Path] = None
+    outputs: list[Path] = []
+    if render and source.kind in ("video", "webcam", "folder"):
+        video = VideoOutput(output_dir / f"{name}_output.mp4", source.fps or 30.0)
+    if render and source.kind == "folder":
+        frames_dir = output_dir / name
+        frames_dir.mkdir(parents=True, exist_ok=True)
+    total = source.length if max_frames is None else min(source.length or max_frames, max_frames)
+    bar = None
+    if tqdm is not None and not quiet and source.kind != "image":
+        bar = tqdm(total=total, desc=name, unit="frame", disable=None)
+    if hasattr(backend, "static_image_mode"):  # MediaPipe: track in videos, detect in every photo
+        backend.static_image_mode = source.kind in ("image", "folder")
+    backend.reset()
+    started = time.perf_counter()
+    interrupted = False
+
+    def flush(batch):
+        results = backend.reconstruct([f.image for f in batch], [intrinsics] * len(batch),
+                                      [f.timestamp for f in batch], [spec] * len(batch))
+        for frame, result in zip(batch, results):
+            h, w = frame.image.shape[:2]
+            recorder.add(frame.name, frame.timestamp, w, h, result)
+            if render:
+                overlay = draw_hands(frame.image, result, faces)
+                if video is not None:
+                    video.write(overlay)
+                if frames_dir is not None:
+                    cv2.imwrite(str(frames_dir / f"{frame.name}_output.jpg"), overlay)
+                elif source.kind == "image":
+                    path = output_dir / f"{name}_output.jpg"
+                    cv2.imwrite(str(path), overlay)
+                    outputs.append(path)
+        if bar is not None:
+            bar.update(len(batch))
+
+    try:
+        batch = []
+        count = 0
+        for frame in source:
+            batch.append(frame)
+            count += 1
+            if len(batch) >= max(1, batch_size) or source.kind == "webcam":
+                flush(batch)
+                batch = []
+            if max_frames is not None and count >= max_frames:
+                break
+        if batch:
+            flush(batch)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+        source.close()
+        if video is not None:
+            video.close()
+            if video.frames:
+                outputs.append(video.path)
+        if frames_dir is not None:
+            outputs.append(frames_dir)
+    elapsed = time.perf_counter() - started
+    outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
+    return {"input": spec, "name": name, "frames": recorder.num_frames, "hands": recorder.num_hands,
+            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from acr_ros.backends import create_backend
+
+    inputs = args.inputs or default_inputs()
+    intrinsics = CameraIntrinsics(*args.intrinsics) if args.intrinsics else None
+    try:
+        backend, reason = create_backend(
+            args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir, device=args.device,
+            precision=args.precision, detection_threshold=args.threshold,
+            smoothing=smoothing_config(args.temporal))
+    except (ValueError, ImportError) as error:
+        print(f"acr_offline: {error}", file=sys.stderr)
+        return 2
+    print(f"backend: {backend.name} ({reason}); model {backend.model}"
+          + (f", weights {backend.checkpoint}" if backend.checkpoint else ""))
+    if args.temporal:
+        print("temporal smoothing: on (One-Euro, per hand side)")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    status = 0
+    for spec in inputs:
+        try:
+            source = open_media(spec, folder_fps=args.fps, max_frames=args.max_frames)
+        except (OSError, ValueError) as error:
+            print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
+            status = 1
+            continue
+        summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics,
+                                args.batch_size, args.max_frames, args.quiet)
+        rate = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
+        print(f"{summary['name']}: {summary['frames']} frame(s), {summary['hands']} hand(s), "
+              f"{rate:.1f} frames/s" + (" (interrupted)" if summary["interrupted"] else ""))
+        for path in summary["outputs"]:
+            print(f"  {path}")
+        if summary["interrupted"]:
+            break
+    close = getattr(backend, "close", None)
+    if callable(close):
+        close()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

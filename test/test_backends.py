@@ -1,0 +1,137 @@
+"""Backend selection: auto falls back to the embedded backend with a reason; acr fails clearly."""
+import importlib.util
+
+import pytest
+
+from acr_ros.backends import acr_files_problem, create_backend
+
+HAVE_ACR = (importlib.util.find_spec("acr_ros.acr") is not None
+            and importlib.util.find_spec("acr_ros.acr.pipeline") is not None)
+needs_acr = pytest.mark.skipif(not HAVE_ACR, reason="acr_ros.acr.pipeline not available yet")
+
+
+@pytest.fixture
+def fake_files(tmp_path):
+    ckpt = tmp_path / "wild.pkl"
+    ckpt.write_bytes(b"not a checkpoint")
+    mano = tmp_path / "mano"
+    mano.mkdir()
+    for name in ("MANO_LEFT.pkl", "MANO_RIGHT.pkl"):
+        (mano / name).write_bytes(b"x")
+    return ckpt, mano
+
+
+def test_auto_without_files_uses_mediapipe():
+    backend, reason = create_backend("auto")
+    try:
+        assert backend.name == "mediapipe"
+        assert reason.startswith("ACR checkpoint not configured (parameter checkpoint)")
+        assert "embedded MediaPipe backend" in reason
+    finally:
+        backend.close()
+
+
+def test_auto_reasons(tmp_path, fake_files):
+    ckpt, mano = fake_files
+    problem = acr_files_problem(str(tmp_path / "nope.pkl"), str(mano))
+    assert problem[0] == "checkpoint" and "not found at" in problem[1] and "nope.pkl" in problem[1]
+    assert "Google Drive" in problem[1]
+    problem = acr_files_problem(str(ckpt), "")
+    assert problem[0] == "mano" and "not configured (parameter mano_dir)" in problem[1]
+    (mano / "MANO_LEFT.pkl").unlink()
+    problem = acr_files_problem(str(ckpt), str(mano))
+    assert problem[0] == "mano" and "MANO_LEFT.pkl not found in" in problem[1]
+    assert str(mano.resolve()) in problem[1] and "https://mano.is.tue.mpg.de" in problem[1]
+
+    backend, reason = create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), detection_threshold=0.4)
+    try:
+        assert backend.name == "mediapipe" and backend.detection_threshold == pytest.approx(0.4)
+        assert reason == f"MANO_LEFT.pkl not found in {mano.resolve()}; using the embedded MediaPipe backend"
+    finally:
+        backend.close()
+
+
+def test_files_present(fake_files):
+    ckpt, mano = fake_files
+    assert acr_files_problem(str(ckpt), str(mano)) is None
+
+
+def test_explicit_acr_names_the_missing_file(tmp_path, fake_files):
+    ckpt, mano = fake_files
+    with pytest.raises(ValueError) as info:
+        create_backend("acr", checkpoint="", mano_dir=str(mano))
+    assert "checkpoint" in str(info.value) and "wild.pkl" in str(info.value)
+    with pytest.raises(ValueError) as info:
+        create_backend("acr", checkpoint=str(tmp_path / "missing.pkl"), mano_dir=str(mano))
+    assert str((tmp_path / "missing.pkl").resolve()) in str(info.value)
+    (mano / "MANO_RIGHT.pkl").unlink()
+    with pytest.raises(ValueError) as info:
+        create_backend("acr", checkpoint=str(ckpt), mano_dir=str(mano))
+    message = str(info.value)
+    assert "MANO_RIGHT.pkl" in message and str(mano.resolve()) in message
+    assert "mano.is.tue.mpg.de" in message and "never redistributed" in message
+
+
+@pytest.mark.skipif(importlib.util.find_spec("acr_ros.acr.checkpoint") is None
+                    or importlib.util.find_spec("acr_ros.acr.mano") is None, reason="acr_ros.acr not there yet")
+def test_error_types_are_the_acr_ones(tmp_path, fake_files):
+    from acr_ros.acr.checkpoint import CheckpointError
+    from acr_ros.acr.mano import ManoFileError
+
+    ckpt, mano = fake_files
+    with pytest.raises(CheckpointError):
+        create_backend("acr", checkpoint=str(tmp_path / "missing.pkl"), mano_dir=str(mano))
+    with pytest.raises(ManoFileError):
+        create_backend("acr", checkpoint=str(ckpt), mano_dir=str(tmp_path / "no_mano"))
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="unknown backend"):
+        create_backend("openpose")
+
+
+def test_explicit_mediapipe_ignores_acr_options(fake_files):
+    ckpt, mano = fake_files
+    backend, reason = create_backend("MediaPipe", checkpoint=str(ckpt), mano_dir=str(mano),
+                                     suppress_duplicate_hands=True)
+    try:
+        assert backend.name == "mediapipe" and reason == "backend mediapipe requested"
+        assert backend.faces("left") is None
+    finally:
+        backend.close()
+
+
+@needs_acr
+def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
+    """Selection and arguments only (the real ACR backend runs in test_offline.py)."""
+    import acr_ros.acr.pipeline as pipeline
+
+    made = {}
+
+    class FakeACR:
+        name = "acr"
+
+        def __init__(self, checkpoint, mano_dir, **kwargs):
+            made.update(checkpoint=checkpoint, mano_dir=mano_dir, **kwargs)
+
+    monkeypatch.setattr(pipeline, "ACRBackend", FakeACR)
+    ckpt, mano = fake_files
+    smoothing = object()
+    backend, reason = create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), device="cpu",
+                                     precision="fp32", detection_threshold=0.5, smoothing=smoothing,
+                                     suppress_duplicate_hands=True)
+    assert isinstance(backend, FakeACR)
+    assert reason == f"ACR checkpoint and MANO files found: wild.pkl, MANO from {mano}"
+    assert made == dict(checkpoint=str(ckpt), mano_dir=str(mano), device="cpu", precision="fp32",
+                        detection_threshold=0.5, smoothing=smoothing, suppress_duplicate_hands=True)
+    made.clear()
+    backend, reason = create_backend("acr", checkpoint=str(ckpt), mano_dir=str(mano))
+    assert isinstance(backend, FakeACR) and reason.startswith("backend acr requested")
+    assert "detection_threshold" not in made  # None: the backend's own default (0.35)
+
+
+@needs_acr
+def test_auto_with_a_wrong_checkpoint_raises(fake_files):
+    ckpt, mano = fake_files  # both exist but are garbage: an error, not a silent fallback
+    with pytest.raises(ValueError):
+        create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), device="cpu")

@@ -1,0 +1,224 @@
+"""The offline CLI (acr_offline) and its media iteration, on the bundled samples.
+
+MediaPipe runs the real embedded model; ACR (when acr_ros.acr.pipeline exists) runs on the
+synthetic fixtures of conftest.py, random weights: only the structure of its outputs is checked.
+"""
+import importlib.util
+import shutil
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from acr_ros import offline
+from acr_ros.media import FolderSource, VideoSource, WebcamSource, open_media
+
+from conftest import MEDIA
+
+CLIP = MEDIA / "magic_clip.mp4"
+HAVE_ACR = (importlib.util.find_spec("acr_ros.acr") is not None
+            and importlib.util.find_spec("acr_ros.acr.pipeline") is not None)
+needs_acr = pytest.mark.skipif(not HAVE_ACR, reason="acr_ros.acr.pipeline not available yet")
+
+PER_HAND = {"hand_frame": (), "side": (), "score": (), "joints": (21, 3), "keypoints": (21, 2), "box": (4,),
+            "wrist_position": (3,), "wrist_rotation": (3, 3), "wrist_quaternion": (4,), "global_orient": (3,),
+            "finger_pose": (45,), "shape": (10,), "weak_camera": (3,), "vertices": (778, 3),
+            "joint_rotations": (21, 3, 3)}
+PER_FRAME = {"frame_name": (), "frame_timestamp": (), "frame_size": (2,), "default_intrinsics": (),
+             "intrinsics": (4,)}
+
+
+def load(path):
+    with np.load(path) as data:  # no pickle needed
+        return {k: data[k] for k in data.files}
+
+
+def check_results(path, frames, backend):
+    r = load(path)
+    assert set(r) == set(PER_HAND) | set(PER_FRAME) | {"backend", "model", "checkpoint"}
+    assert str(r["backend"]) == backend
+    for key, shape in PER_FRAME.items():
+        assert r[key].shape == (frames,) + shape, key
+    n = len(r["hand_frame"])
+    for key, shape in PER_HAND.items():
+        assert r[key].shape == (n,) + shape, key
+    if n:
+        assert set(r["side"]) <= {"left", "right"}
+        assert np.isfinite(r["joints"]).all() and (r["joints"][..., 2] > 0).all()
+        assert np.allclose(r["wrist_position"], r["joints"][:, 0])
+        assert np.allclose(np.linalg.norm(r["wrist_quaternion"], axis=1), 1, atol=1e-5)
+        assert (r["hand_frame"] >= 0).all() and (r["hand_frame"] < frames).all()
+        # The quaternion is the rotation's.
+        q = r["wrist_quaternion"][0].astype(float)
+        x, y, z, w = q
+        rot = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        assert np.allclose(rot, r["wrist_rotation"][0], atol=1e-4)
+    if backend == "mediapipe":  # the intrinsics that placed the hands (ACR may leave them unknown: NaN)
+        assert np.isfinite(r["intrinsics"]).all()
+    return r
+
+
+def video_frames(path):
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def run_cli(*args):
+    return offline.main([*map(str, args), "-q"])
+
+
+# ---- MediaPipe ----------------------------------------------------------------------------------
+def test_image(tmp_path):
+    assert run_cli("--inputs", MEDIA / "magic.jpg", "-o", tmp_path, "--backend", "mediapipe") == 0
+    overlay = cv2.imread(str(tmp_path / "magic_output.jpg"))
+    source = cv2.imread(str(MEDIA / "magic.jpg"))
+    assert overlay.shape == source.shape
+    assert np.mean(np.abs(overlay.astype(int) - source.astype(int)).max(axis=2) > 40) > 0.002
+    r = check_results(tmp_path / "magic_results.npz", 1, "mediapipe")
+    assert list(r["side"]) == ["left"]
+    assert np.isnan(r["vertices"]).all() and np.isnan(r["finger_pose"]).all()
+    assert bool(r["default_intrinsics"][0]) and r["frame_name"][0] == "magic"
+
+
+def test_folder(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("magic.jpg", "two_hands.jpg", "portrait.jpg"):
+        shutil.copy(MEDIA / name, folder / name)
+    out = tmp_path / "out"
+    assert run_cli("--inputs", folder, "-o", out, "--intrinsics", 700, 700, 480, 270) == 0
+    for name in ("magic", "two_hands", "portrait"):
+        assert (out / "photos" / f"{name}_output.jpg").is_file()
+    assert video_frames(out / "photos_output.mp4") == 3
+    r = check_results(out / "photos_results.npz", 3, "mediapipe")
+    assert list(r["frame_name"]) == ["magic", "portrait", "two_hands"]
+    assert not r["default_intrinsics"].any() and np.allclose(r["intrinsics"], [700, 700, 480, 270])
+    # Photos are independent: two hands in two_hands.jpg, one in each other photo.
+    assert np.bincount(r["hand_frame"], minlength=3).tolist() == [1, 1, 2]
+
+
+def test_clip_with_smoothing(tmp_path):
+    assert run_cli("--inputs", CLIP, "-o", tmp_path, "-t") == 0
+    assert video_frames(tmp_path / "magic_clip_output.mp4") == 30
+    r = check_results(tmp_path / "magic_clip_results.npz", 30, "mediapipe")
+    assert np.all(np.diff(r["frame_timestamp"]) > 0)
+    assert r["frame_timestamp"][1] == pytest.approx(1 / 12, abs=1e-3)
+    sides = {int(f): s for f, s in zip(r["hand_frame"], r["side"])}
+    # The clip pans over magic.jpg (a left hand), then over its mirror image (a right hand).
+    assert sum(sides.get(i) == "left" for i in range(15)) >= 13
+    assert sum(sides.get(i) == "right" for i in range(15, 30)) >= 13
+
+
+def test_no_render_and_max_frames(tmp_path):
+    assert run_cli("--inputs", CLIP, "-o", tmp_path, "--no-render", "--max-frames", "4") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["magic_clip_results.npz"]
+    check_results(tmp_path / "magic_clip_results.npz", 4, "mediapipe")
+
+
+def test_bad_inputs(tmp_path, capsys):
+    assert run_cli("--inputs", tmp_path / "missing.jpg", "-o", tmp_path) == 1
+    assert "missing.jpg" in capsys.readouterr().err
+    assert run_cli("--backend", "acr", "--checkpoint", tmp_path / "wild.pkl", "-o", tmp_path) == 2
+    err = capsys.readouterr().err
+    assert "wild.pkl" in err and "Google Drive" in err
+
+
+def test_default_inputs_are_the_samples():
+    inputs = offline.default_inputs()
+    assert inputs[0] == str(MEDIA) and str(CLIP) in inputs
+
+
+# ---- media iteration ------------------------------------------------------------------------------
+def test_folder_order_and_video_timestamps(tmp_path):
+    for name in ("10.png", "2.png", "1.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    img = np.zeros((4, 6, 3), np.uint8)
+    for name in ("10.png", "2.png", "1.png"):
+        cv2.imwrite(str(tmp_path / name), img)
+    source = open_media(str(tmp_path), folder_fps=10)
+    assert isinstance(source, FolderSource)
+    frames = list(source)
+    assert [f.name for f in frames] == ["1", "2", "10"] and [f.timestamp for f in frames] == [0, 0.1, 0.2]
+
+    video = open_media(str(CLIP))
+    assert isinstance(video, VideoSource) and video.fps == pytest.approx(12) and video.length == 30
+    stamps = [f.timestamp for f in video]
+    assert len(stamps) == 30 and stamps[:3] == pytest.approx([0, 1 / 12, 2 / 12])
+
+
+class FakeCamera:
+    """A VideoCapture stand-in: frames numbered in pixel (0, 0), produced faster than consumed."""
+
+    def __init__(self, frames=200):
+        self.count, self.frames, self.released = 0, frames, False
+        self.lock = threading.Lock()
+
+    def isOpened(self):
+        return True
+
+    def get(self, prop):
+        return 30.0 if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def read(self):
+        with self.lock:
+            if self.count >= self.frames or self.released:
+                return False, None
+            self.count += 1
+            img = np.zeros((8, 8, 3), np.uint8)
+            img[0, 0, 0] = self.count % 256
+            img[0, 0, 1] = self.count // 256
+        threading.Event().wait(0.001)
+        return True, img
+
+    def release(self):
+        self.released = True
+
+
+def test_webcam_never_repeats_a_frame():
+    camera = FakeCamera()
+    source = WebcamSource(0, max_frames=15, capture=camera)
+    seen = []
+    for frame in source:
+        seen.append((frame.index, int(frame.image[0, 0, 0]) + 256 * int(frame.image[0, 0, 1])))
+        threading.Event().wait(0.005)  # a slow consumer: frames are dropped, never repeated
+    assert len(seen) == 15
+    indices = [i for i, _ in seen]
+    assert indices == sorted(set(indices))                       # strictly increasing
+    assert all(pixel == i + 1 for i, pixel in seen)              # the frame is the one numbered
+    assert camera.released
+
+
+def test_webcam_stops_when_the_camera_fails():
+    source = WebcamSource(0, capture=FakeCamera(frames=5), timeout=2.0)
+    frames = list(source)
+    assert 1 <= len(frames) <= 5
+
+
+# ---- ACR (synthetic weights: structure only) ---------------------------------------------------------
+@needs_acr
+def test_acr_image_folder_and_clip(tmp_path, acr_checkpoint, mano_dir):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(MEDIA / "two_hands.jpg", folder / "two_hands.jpg")
+    out = tmp_path / "out"
+    # One run (the network loads once): an image, a folder and the clip (2 frames), smoothed.
+    assert run_cli("--inputs", MEDIA / "magic.jpg", folder, CLIP, "--max-frames", 2, "-t",
+                   "--backend", "acr", "--checkpoint", acr_checkpoint, "--mano-dir", mano_dir,
+                   "--device", "cpu", "-o", out) == 0
+    assert (out / "magic_output.jpg").is_file()
+    assert (out / "photos" / "two_hands_output.jpg").is_file()
+    assert video_frames(out / "photos_output.mp4") == 1
+    assert video_frames(out / "magic_clip_output.mp4") == 2
+    for name, frames in (("magic", 1), ("photos", 1), ("magic_clip", 2)):
+        r = check_results(out / f"{name}_results.npz", frames, "acr")
+        assert len(r["side"])  # the synthetic weights fire on every image (detect="both")
+        assert np.isfinite(r["vertices"]).all() and np.isfinite(r["finger_pose"]).all()
+        assert np.isfinite(r["shape"]).all() and np.isfinite(r["global_orient"]).all()
+        assert np.isfinite(r["weak_camera"]).all()
