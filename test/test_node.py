@@ -31,24 +31,29 @@ def magic_bgr() -> np.ndarray:
 class Session:
     """A running hands node plus a probe wired to all its inputs and outputs."""
 
-    def __init__(self, tmp_path, params: dict, topics=("cam0",)):
+    def __init__(self, tmp_path, params: dict, topics=("cam0",), name="acr_hands"):
+        """name: the node's name, so that sessions alive at the same time keep to their own topics."""
+        self.name = name
+        self.camera_topics = {t: f"/{name}_{t}" for t in topics}  # short name -> camera namespace
         self.process = NodeProcess("acr_ros.hands_node", dict(
-            image_topics=[f"/{t}/image_raw" for t in topics], qos_reliability="reliable", **params), tmp_path)
+            image_topics=[f"{ns}/image_raw" for ns in self.camera_topics.values()], qos_reliability="reliable",
+            **params), tmp_path, name=name)
         self.probe = Probe()
-        self.hands = self.probe.record(Hands, "/acr_hands/hands")
-        self.markers = self.probe.record(MarkerArray, "/acr_hands/markers")
-        self.overlays = self.probe.record(Image, "/acr_hands/overlay", 2)
+        self.hands = self.probe.record(Hands, f"/{name}/hands")
+        self.markers = self.probe.record(MarkerArray, f"/{name}/markers")
+        self.overlays = self.probe.record(Image, f"/{name}/overlay", 2)
         self.tf = self.probe.record(TFMessage, "/tf", 100)
         self.diagnostics = self.probe.record(DiagnosticArray, "/diagnostics")
         compressed = params.get("compressed", False)
         self.images = {t: self.probe.publisher(CompressedImage if compressed else Image,
-                                               f"/{t}/image_raw" + ("/compressed" if compressed else ""),
-                                               RELIABLE) for t in topics}
-        self.infos = {t: self.probe.publisher(CameraInfo, f"/{t}/camera_info", RELIABLE) for t in topics}
+                                               f"{ns}/image_raw" + ("/compressed" if compressed else ""),
+                                               RELIABLE) for t, ns in self.camera_topics.items()}
+        self.infos = {t: self.probe.publisher(CameraInfo, f"{ns}/camera_info", RELIABLE)
+                      for t, ns in self.camera_topics.items()}
         for publisher in self.images.values():
             self.probe.wait_for_subscribers(publisher, timeout=60, process=self.process)
         # The node's output publishers exist once its inputs do; wait until ours are matched too.
-        assert self.probe.spin_until(lambda: self.probe.node.count_publishers("/acr_hands/hands") > 0, 10)
+        assert self.probe.spin_until(lambda: self.probe.node.count_publishers(f"/{name}/hands") > 0, 10)
 
     def send(self, msg, topic="cam0", info=None):
         if info is not None:
@@ -113,8 +118,9 @@ def test_camera_info_places_the_hand_metrically(mediapipe_session):
         assert not msg.default_intrinsics
         depths[focal] = msg.hands[0].wrist_pose.position.z
     assert plain.default_intrinsics
-    # The same hand pixels under twice the focal length are twice as far away.
-    assert depths[1000.0] / depths[500.0] == pytest.approx(2.0, rel=0.05)
+    # The same hand pixels under twice the focal length are about twice as far away (not exactly:
+    # the perspective fit of a hand a few cm deep moves its centre, not its wrist, by 2x).
+    assert depths[1000.0] / depths[500.0] == pytest.approx(2.0, rel=0.15)
 
 
 def test_uncalibrated_and_nan_camera_info_fall_back_to_the_default(mediapipe_session):
@@ -133,10 +139,10 @@ def test_tf_markers_overlay_and_diagnostics(mediapipe_session):
     stamp, frame_id = (1700000400, 5), "tf_test_optical_frame"
     s.send(image_msg(magic_bgr(), stamp=stamp, frame_id=frame_id))
     s.answer(stamp)
-    # TF: a wrist frame and one per joint, children of the image frame, at the image stamp.
+    # TF: one frame per joint (the wrist frame is joint 0), children of the image frame, at its stamp.
     stamped = lambda: [t for m in s.tf for t in m.transforms  # noqa: E731
                        if (t.header.stamp.sec, t.header.stamp.nanosec) == stamp]
-    assert s.probe.spin_until(lambda: len(stamped()) >= 22, 10)
+    assert s.probe.spin_until(lambda: len(stamped()) >= 21, 10)
     transforms = stamped()
     assert {t.header.frame_id for t in transforms} == {frame_id}
     names = {t.child_frame_id for t in transforms}
@@ -164,7 +170,7 @@ def test_tf_markers_overlay_and_diagnostics(mediapipe_session):
     values = {kv.key: kv.value for kv in status.values}
     assert values["backend"] == "mediapipe"
     assert int(values["frames published"]) >= 2
-    assert "latency p50 (ms)" in values and "input rate /cam0/image_raw (Hz)" in values
+    assert "latency p50 (ms)" in values and "input rate /acr_hands_cam0/image_raw (Hz)" in values
 
 
 def test_a_hand_that_disappears_has_its_markers_deleted(mediapipe_session):
@@ -197,21 +203,24 @@ def _bad_images():
 
 def test_bad_input_is_counted_and_the_next_good_frame_is_answered(mediapipe_session):
     s = mediapipe_session
+    bad_count = lambda: int({kv.key: kv.value for kv in s.diagnostics[-1].status[0].values}  # noqa: E731
+                            ["bad input frames"]) if s.diagnostics else 0
+    start = bad_count()
     for index, (label, msg) in enumerate(_bad_images().items()):
         msg.header.stamp.sec, msg.header.stamp.nanosec = 1700000600, index
         s.send(msg)
+        # Counted on /diagnostics (before the good frame, which would otherwise replace it unseen).
+        assert s.probe.spin_until(lambda: bad_count() >= start + index + 1, 10, s.process), label
         good = (1700000610, index)
         s.send(image_msg(magic_bgr(), stamp=good))
         assert s.answer(good).hands, label
         assert not [m for m in s.hands if (m.header.stamp.sec, m.header.stamp.nanosec) == (1700000600, index)]
-    assert s.probe.spin_until(lambda: int({kv.key: kv.value for kv in s.diagnostics[-1].status[0].values}
-                                           ["bad input frames"]) >= 5, 5)
     assert s.process.alive()
-    assert "unsupported encoding" in s.process.log().lower() or "64FC4" in s.process.log()
+    assert "64FC4" in s.process.log()  # the throttled warning names the problem
 
 
 def test_compressed_input_and_a_corrupt_jpeg(tmp_path):
-    s = Session(tmp_path, dict(backend="mediapipe", compressed=True))
+    s = Session(tmp_path, dict(backend="mediapipe", compressed=True), name="compressed_hands")
     try:
         ok, jpeg = cv2.imencode(".jpg", magic_bgr())
         corrupt = CompressedImage(format="jpeg", data=jpeg.tobytes()[:200] + bytes(300))
@@ -230,7 +239,7 @@ def test_compressed_input_and_a_corrupt_jpeg(tmp_path):
 
 
 def test_two_cameras_keep_their_own_stamps_and_frames(tmp_path):
-    s = Session(tmp_path, dict(backend="mediapipe"), topics=("left_cam", "right_cam"))
+    s = Session(tmp_path, dict(backend="mediapipe"), topics=("left_cam", "right_cam"), name="stereo_hands")
     try:
         flipped = cv2.flip(magic_bgr(), 1)  # a mirrored left hand looks like a right hand
         s.send(image_msg(magic_bgr(), stamp=(1700000800, 1), frame_id="left_cam_optical"), topic="left_cam")
@@ -244,8 +253,8 @@ def test_two_cameras_keep_their_own_stamps_and_frames(tmp_path):
     assert code == 0
 
 
-def _set_parameter(probe: Probe, name: str, value: ParameterValue):
-    client = probe.node.create_client(SetParameters, "/acr_hands/set_parameters")
+def _set_parameter(probe: Probe, name: str, value: ParameterValue, node: str = "acr_hands"):
+    client = probe.node.create_client(SetParameters, f"/{node}/set_parameters")
     assert client.wait_for_service(timeout_sec=10)
     future = client.call_async(SetParameters.Request(parameters=[Parameter(name=name, value=value)]))
     assert probe.spin_until(future.done, 10)
@@ -285,12 +294,12 @@ def test_parameters_are_validated_and_applied_at_run_time(mediapipe_session):
 def test_acr_backend_publishes_meshes_joint_frames_and_mano(tmp_path, acr_checkpoint, mano_dir):
     """Random weights biased to fire (NOT a hand model): checks structure, units and stamps only."""
     s = Session(tmp_path, dict(backend="acr", checkpoint=str(acr_checkpoint), mano_dir=str(mano_dir),
-                               device="cpu"))
+                               device="cpu"), name="acr_session")
     try:
         from acr_ros.msg import HandMesh
         from rclpy.qos import DurabilityPolicy
 
-        meshes = s.probe.record(HandMesh, "/acr_hands/mesh", QoSProfile(
+        meshes = s.probe.record(HandMesh, "/acr_session/mesh", QoSProfile(
             depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE))
         stamp = (1700001000, 42)
         s.send(image_msg(magic_bgr(), stamp=stamp, frame_id="acr_frame"),
@@ -329,7 +338,7 @@ def test_missing_model_files_exit_with_a_clear_message(tmp_path):
 
 
 def test_sigterm_shuts_down_within_two_seconds(tmp_path):
-    s = Session(tmp_path, dict(backend="mediapipe"))
+    s = Session(tmp_path, dict(backend="mediapipe"), name="sigterm_hands")
     s.send(image_msg(magic_bgr(), stamp=(1700001100, 0)))
     s.answer((1700001100, 0))
     code, seconds = s.process.stop(signal.SIGTERM)

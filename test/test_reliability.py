@@ -10,14 +10,14 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from acr_ros.hands import FrameResult
-from ros_harness import camera_info_msg, image_msg
+from ros_harness import Probe, camera_info_msg, image_msg
 from soak import soak
 from test_node import RELIABLE, Session, magic_bgr
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
-    s = Session(tmp_path_factory.mktemp("reliability"), dict(backend="mediapipe"))
+    s = Session(tmp_path_factory.mktemp("reliability"), dict(backend="mediapipe"), name="reliability_hands")
     yield s
     code, _ = s.close()
     assert code == 0
@@ -42,7 +42,7 @@ def test_camera_publisher_stops_and_restarts(session):
     session.answer((1700003000, 0))
     session.probe.node.destroy_publisher(session.images["cam0"])
     session.probe.spin_until(lambda: False, 1.0)
-    session.images["cam0"] = session.probe.publisher(Image, "/cam0/image_raw", RELIABLE)
+    session.images["cam0"] = session.probe.publisher(Image, "/reliability_hands_cam0/image_raw", RELIABLE)
     session.probe.wait_for_subscribers(session.images["cam0"], process=session.process)
     session.send(image_msg(magic_bgr(), stamp=(1700003001, 0)))
     assert session.answer((1700003001, 0)).hands
@@ -59,16 +59,19 @@ def test_camera_info_missing_then_appearing(session):
 
 
 def test_a_topic_of_the_wrong_type_is_ignored(session):
-    wrong_image = session.probe.node.create_publisher(String, "/cam0/image_raw", 10)
-    wrong_info = session.probe.node.create_publisher(String, "/cam0/camera_info", 10)
-    for _ in range(5):
-        wrong_image.publish(String(data="not an image"))
-        wrong_info.publish(String(data="not a camera_info"))
-    session.send(image_msg(magic_bgr(), stamp=(1700003200, 0)))
-    assert session.answer((1700003200, 0)).hands
-    assert session.process.alive()
-    session.probe.node.destroy_publisher(wrong_image)
-    session.probe.node.destroy_publisher(wrong_info)
+    other = Probe("wrong_type_probe")  # one participant cannot hold two types on one topic
+    try:
+        wrong_image = other.node.create_publisher(String, "/reliability_hands_cam0/image_raw", 10)
+        wrong_info = other.node.create_publisher(String, "/reliability_hands_cam0/camera_info", 10)
+        for _ in range(5):
+            wrong_image.publish(String(data="not an image"))
+            wrong_info.publish(String(data="not a camera_info"))
+            other.spin_until(lambda: False, 0.05)
+        session.send(image_msg(magic_bgr(), stamp=(1700003200, 0)))
+        assert session.answer((1700003200, 0)).hands
+        assert session.process.alive()
+    finally:
+        other.close()
 
 
 ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "yuv422_yuy2", "uyvy",
