@@ -95,9 +95,10 @@ def play(executor, status: NodeStatus, media: Path, args, logs: Path) -> dict:
     from acr_ros.hands_recorder import HandsRecorder
 
     video = media.suffix.lower() in VIDEO_SUFFIXES
-    recorder = HandsRecorder(parameter_overrides=[
-        Parameter("output_dir", value=str(args.output_dir)), Parameter("name", value=media.stem),
-        Parameter("video", value=video)])
+    recorder = HandsRecorder(
+        parameter_overrides=[Parameter("output_dir", value=str(args.output_dir)),
+                             Parameter("name", value=media.stem), Parameter("video", value=video)],
+        cli_args=["--ros-args", "-r", "hands:=/acr_hands/hands", "-r", "overlay:=/acr_hands/overlay"])
     executor.add_node(recorder)
     assert spin_until(executor, lambda: recorder.count_publishers("/acr_hands/hands") > 0, 30), \
         "the recorder did not discover the hands node"

@@ -1,0 +1,117 @@
+"""What can be checked of the launch file, the parameters file and the RViz config without the ROS 2
+`launch` package (not installable here): every executable, file, topic and parameter they name
+exists and matches. Running `ros2 launch` itself needs a real Jazzy install (see README)."""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from acr_ros.hands_node import PARAMS
+
+REPO = Path(__file__).resolve().parents[1]
+LAUNCH = REPO / "launch" / "hands.launch.py"
+
+
+def launch_calls(name: str) -> list[ast.Call]:
+    tree = ast.parse(LAUNCH.read_text())
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", None)) == name]
+
+
+def keyword(call: ast.Call, name: str):
+    return next((k.value for k in call.keywords if k.arg == name), None)
+
+
+def installed_executables() -> set[str]:
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    programs = re.search(r"install\(PROGRAMS(.*?)DESTINATION", cmake, re.S).group(1).split()
+    return {Path(p).name for p in programs}
+
+
+def test_every_node_of_the_launch_file_is_an_installed_executable():
+    nodes = launch_calls("Node")
+    assert len(nodes) == 3
+    ours = [n for n in nodes if ast.literal_eval(keyword(n, "package")) == "acr_ros"]
+    assert {ast.literal_eval(keyword(n, "executable")) for n in ours} == {"hands_node", "image_source"}
+    for node in ours:
+        executable = ast.literal_eval(keyword(node, "executable"))
+        assert executable in installed_executables()
+        assert (REPO / "scripts" / executable).exists()
+    # setup.py declares the same entry points for the pip path
+    setup = (REPO / "setup.py").read_text()
+    assert "hands_node = acr_ros.hands_node:main" in setup and "image_source = acr_ros.image_source:main" in setup
+
+
+def test_files_named_by_the_launch_file_exist_and_are_installed():
+    text = LAUNCH.read_text()
+    for name in re.findall(r'"config", "([^"]+)"', text):
+        assert (REPO / "config" / name).exists(), name
+    assert "install(DIRECTORY launch config DESTINATION share/${PROJECT_NAME})" in (REPO / "CMakeLists.txt").read_text()
+
+
+def declared_arguments() -> dict[str, ast.Call]:
+    return {c.args[0].value: c for c in launch_calls("DeclareLaunchArgument")
+            if c.args and isinstance(c.args[0], ast.Constant)}
+
+
+def test_launch_arguments_match_the_node_and_the_source():
+    declared = declared_arguments()
+    assert {"image", "camera_info", "params_file", "rviz", "source", "input", "frame_id"} <= set(declared)
+    # PARAMETER_ARGUMENTS (plain data: read without importing `launch`) become launch arguments
+    # overriding node parameters of the same names.
+    tree = ast.parse(LAUNCH.read_text())
+    overrides = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                     and n.targets[0].id == "PARAMETER_ARGUMENTS")
+    assert set(overrides) <= {p.name for p in PARAMS}
+    assert "for name, text in PARAMETER_ARGUMENTS.items()" in LAUNCH.read_text()
+    # The source modes offered are the ones the image source understands.
+    source_arg = declared["source"]
+    choices = set(ast.literal_eval(keyword(source_arg, "choices")))
+    from acr_ros.media import FolderSource, ImageSource, VideoSource, WebcamSource
+    assert choices - {"none"} == {cls.kind for cls in (FolderSource, ImageSource, VideoSource, WebcamSource)}
+
+
+def test_remapped_topics_are_the_ones_the_nodes_use():
+    text = LAUNCH.read_text()
+    assert '("image_raw", LaunchConfiguration("image"))' in text
+    assert '("camera_info", LaunchConfiguration("camera_info"))' in text
+    defaults = yaml.safe_load((REPO / "config" / "hands.yaml").read_text())["/**"]["ros__parameters"]
+    assert defaults["image_topics"] == ["image_raw"]  # remapped by the launch file
+    source = (REPO / "acr_ros" / "image_source.py").read_text()
+    assert '"image_raw"' in source and '"camera_info"' in source
+
+
+def flatten(params: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in params.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_params_file_sets_exactly_the_declared_parameters_with_their_types_and_defaults():
+    values = flatten(yaml.safe_load((REPO / "config" / "hands.yaml").read_text())["/**"]["ros__parameters"])
+    declared = {p.name: p for p in PARAMS}
+    assert set(values) == set(declared)
+    for name, value in values.items():
+        default = declared[name].default
+        assert type(value) is type(default), name
+        assert value == default, f"{name}: yaml {value!r} but the node declares {default!r}"
+        if declared[name].choices:
+            assert value in declared[name].choices
+
+
+@pytest.mark.parametrize("topic", ["/acr_hands/markers", "/acr_hands/overlay"])
+def test_rviz_config_shows_the_node_outputs(topic):
+    config = yaml.safe_load((REPO / "config" / "hands.rviz").read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    assert topic in [d.get("Topic", {}).get("Value") for d in displays]
+    assert "rviz_default_plugins/TF" in [d["Class"] for d in displays]
+    launch_source = LAUNCH.read_text()
+    assert 'default_value="camera_optical_frame"' in launch_source
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "camera_optical_frame"
+    assert 'name="acr_hands"' in launch_source  # the node name the topics above assume
