@@ -23,22 +23,6 @@ MANO_HELP = ("MANO_LEFT.pkl and MANO_RIGHT.pkl come from https://mano.is.tue.mpg
              "(--mano-dir) to the folder holding them (e.g. mano_v1_2/models)")
 
 
-def _checkpoint_error(message: str) -> Exception:
-    try:
-        from acr_ros.acr.checkpoint import CheckpointError
-    except ImportError:
-        return FileNotFoundError(message)
-    return CheckpointError(message)
-
-
-def _mano_error(message: str) -> Exception:
-    try:
-        from acr_ros.acr.mano import ManoFileError
-    except ImportError:
-        return FileNotFoundError(message)
-    return ManoFileError(message)
-
-
 def acr_files_problem(checkpoint: str, mano_dir: str) -> Optional[tuple[str, str]]:
     """None when the ACR files are configured and exist, else (kind, message).
 
@@ -90,7 +74,10 @@ def create_backend(backend: str = "auto", checkpoint: str = "", mano_dir: str = 
             return acr, f"{reason}: {Path(checkpoint).name}, MANO from {Path(mano_dir).expanduser()}"
         kind, message = problem
         if choice == "acr":
-            raise (_checkpoint_error if kind == "checkpoint" else _mano_error)(message)
+            from acr_ros.acr.checkpoint import CheckpointError
+            from acr_ros.acr.mano import ManoFileError
+
+            raise (CheckpointError if kind == "checkpoint" else ManoFileError)(message)
         reason = f"{_short(message)}; using the embedded MediaPipe backend"
     else:
         reason = "backend mediapipe requested"
