@@ -1,0 +1,284 @@
+"""Latency and throughput of the ACR pipeline, stage by stage, with a reference-style baseline.
+
+    python -m acr_ros.acr.benchmark [--device cpu cuda] [--batch 1 8] [--precision fp32 fp16]
+                                    [--sizes 640x480 1920x1080] [--iterations 20] [--compile]
+
+Uses RANDOM weights in the official layout and SYNTHETIC MANO files (the cost of every stage is
+the same as with the real files; the outputs are not hands). Per stage (preprocess, network,
+parser, MANO + camera, readback) the p50/p95 latency comes from runs with a device
+synchronisation between stages; "total" is timed separately end to end, without the extra
+synchronisations, and gives the throughput. The baseline is our own model run the plain way:
+fp32, eager, unfolded BatchNorm, contiguous layout, every head map dense, the parser on the dense
+maps, one MANO call per side and the translation in numpy (batch 1, as the official demo), run
+before anything tunes the process (the CPU pipeline sets glibc malloc thresholds, see
+pipeline.tune_cpu_allocator).
+Prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+STAGES = ("preprocess", "network", "parser", "mano", "readback")
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _pct(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values) * 1000.0
+    return float(np.percentile(a, 50)), float(np.percentile(a, 95))
+
+
+def test_images(size: tuple[int, int], batch: int, seed: int = 0) -> list[np.ndarray]:
+    import cv2
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    return [cv2.resize(rng.integers(0, 256, (9, 16, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+            for _ in range(batch)]
+
+
+def time_pipeline(pipe, images, iterations: int, warmup: int) -> dict:
+    """Per-stage times (synchronised between stages) and end-to-end times (not)."""
+    from acr_ros.acr.camera import intrinsics_tensor
+    from acr_ros.acr.preprocess import letterbox_tensor
+
+    dev = pipe.device
+    stages = {s: [] for s in STAGES}
+    totals = []
+    for it in range(warmup + iterations):
+        t0 = time.perf_counter()
+        x, lbs = pipe.preprocess(images)
+        lp = letterbox_tensor(lbs, dev)
+        k = intrinsics_tensor([None] * len(images), lbs, dev)
+        _sync(dev)
+        t1 = time.perf_counter()
+        out = pipe.network(x)
+        _sync(dev)
+        t2 = time.perf_counter()
+        d = pipe.decode(out)
+        _sync(dev)
+        t3 = time.perf_counter()
+        res = pipe.mano(d, lp, k)
+        _sync(dev)
+        t4 = time.perf_counter()
+        pipe.readback(res)
+        t5 = time.perf_counter()
+        if it >= warmup:
+            for name, a, b in zip(STAGES, (t0, t1, t2, t3, t4), (t1, t2, t3, t4, t5)):
+                stages[name].append(b - a)
+    for it in range(warmup // 2 + iterations):
+        _sync(dev)
+        t0 = time.perf_counter()
+        pipe(images)
+        totals.append(time.perf_counter() - t0)
+    totals = totals[warmup // 2:]
+    return {"stages": {k: _pct(v) for k, v in stages.items()}, "total": _pct(totals)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Baseline: the plain, reference-style flow on our own model
+
+
+class Baseline:
+    """fp32 eager dense ACR, the way the official demo runs it (one image at a time)."""
+
+    def __init__(self, net, mano, device: torch.device):
+        import copy
+
+        self.net = copy.deepcopy(net).float().to(device).eval()
+        self.mano = copy.deepcopy(mano).to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def stages(self, image: np.ndarray) -> dict:
+        from acr_ros.acr import parser
+        from acr_ros.acr.preprocess import preprocess_exact
+
+        dev = self.device
+        t = [time.perf_counter()]
+        rgb, lb = preprocess_exact(image)
+        x = torch.from_numpy(rgb)[None].to(dev).permute(0, 3, 1, 2).float() / 255.0 * 2.0 - 1.0
+        _sync(dev)
+        t.append(time.perf_counter())
+        maps = self.net.forward_dense(x)
+        _sync(dev)
+        t.append(time.perf_counter())
+        centers = torch.cat([maps["l_center_map"], maps["r_center_map"]], 1)
+        scores, cells, detected = parser.detect_centers(centers)
+        det = detected[0].tolist()
+        flat = cells[0].tolist()
+        rows = []
+        for s, key in enumerate(("l_params_maps", "r_params_maps")):
+            rows.append(maps[key][0].flatten(1)[:, flat[s] if det[s] else 0].clone())
+        if all(det):
+            dy, dx = divmod(flat[0], 64)[0] - divmod(flat[1], 64)[0], flat[0] % 64 - flat[1] % 64
+            if np.hypot(dy, dx) <= 32:
+                rows[0][3:] += maps["l_prior_maps"][0].flatten(1)[:, flat[1]]
+                rows[1][3:] += maps["r_prior_maps"][0].flatten(1)[:, flat[0]]
+        decoded = [parser.decode_params(r[None]) for r in rows]
+        _sync(dev)
+        t.append(time.perf_counter())
+        hands = []
+        for s, d in enumerate(decoded):
+            out = self.mano(torch.tensor([s], device=dev), d["global_orient"], d["finger_pose"], d["betas"])
+            j3d = out.joints[0].cpu().numpy()
+            verts = out.vertices[0].cpu().numpy()
+            cam = d["cam"][0].cpu().numpy().astype(np.float64)
+            pj2d = (cam[0] * j3d[:, :2] + cam[1:]) + 1
+            kp = pj2d * lb.size / 2 - np.array([lb.pad_left, lb.pad_top])
+            trans = np.array([cam[1] / cam[0], cam[2] / cam[0], 2 * 1265.0 / (512 * cam[0])])
+            hands.append((j3d + trans, verts + trans, kp))
+        t.append(time.perf_counter())
+        t.append(time.perf_counter())  # the numpy copies happened inside the MANO stage
+        return dict(zip(STAGES, np.diff(t)))
+
+    def time(self, image: np.ndarray, iterations: int, warmup: int) -> dict:
+        stages = {s: [] for s in STAGES}
+        totals = []
+        for it in range(warmup + iterations):
+            _sync(self.device)
+            t0 = time.perf_counter()
+            st = self.stages(image)
+            total = time.perf_counter() - t0
+            if it >= warmup:
+                for k, v in st.items():
+                    stages[k].append(v)
+                totals.append(total)
+        return {"stages": {k: _pct(v) for k, v in stages.items()}, "total": _pct(totals)}
+
+
+# ------------------------------------------------------------------------------------------------
+
+
+def _row(device, precision, batch, size, mode, r) -> str:
+    st = r["stages"]
+    cells = [f"{st[s][0]:.1f} / {st[s][1]:.1f}" for s in STAGES]
+    p50, p95 = r["total"]
+    return (f"| {device} | {precision} | {batch} | {size[0]}x{size[1]} | {mode} | " + " | ".join(cells)
+            + f" | **{p50:.1f}** / {p95:.1f} | {batch * 1000.0 / p50:.1f} |")
+
+
+HEADER = ("| device | precision | batch | input | mode | preprocess | network | parser | MANO+camera | readback "
+          "| total p50 / p95 | img/s |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, h = text.lower().split("x")
+    return int(w), int(h)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", nargs="+", default=None,
+                    help="cpu and/or cuda (default: cpu, plus cuda when available)")
+    ap.add_argument("--batch", nargs="+", type=int, default=[1, 8])
+    ap.add_argument("--precision", nargs="+", default=None,
+                    help="fp32 / fp16 / bf16 (default: fp32 on CPU; fp32 and fp16 on CUDA)")
+    ap.add_argument("--sizes", nargs="+", type=parse_size, default=[(640, 480), (1920, 1080)],
+                    help="input sizes WxH (default 640x480 1920x1080)")
+    ap.add_argument("--iterations", type=int, default=None, help="timed runs (default 50 CUDA, 10 CPU)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed runs first (default 10 CUDA, 2 CPU)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd network")
+    ap.add_argument("--only-compiled", action="store_true", help="with --compile: skip the eager runs")
+    ap.add_argument("--cuda-graphs", action="store_true", help="also time the network in CUDA graphs")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the reference-style baseline")
+    ap.add_argument("--baseline-iterations", type=int, default=None)
+    args = ap.parse_args(argv)
+
+    from acr_ros.acr.checkpoint import random_acr_network
+    from acr_ros.acr.mano import ManoLayer
+    from acr_ros.acr.pipeline import ACRPipeline
+    from acr_ros.acr.synthetic import write_synthetic_mano
+
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    print("# ACR benchmark\n")
+    print(f"- date: {datetime.date.today().isoformat()}; torch {torch.__version__}; python {platform.python_version()}")
+    print("- weights: RANDOM (official layout) + SYNTHETIC MANO: timings only, the outputs are not hands")
+    print("- per stage: p50 / p95 ms with a synchronisation between stages; total: end to end, p50 / p95 ms;"
+          " img/s = batch / total p50")
+    print(f"- command: python -m acr_ros.acr.benchmark {' '.join(argv if argv is not None else sys.argv[1:])}\n")
+
+    net = random_acr_network(0, "both")
+    with tempfile.TemporaryDirectory() as tmp:
+        mano = ManoLayer.from_directory(write_synthetic_mano(tmp, seed=0))
+    rows = []
+    for dev_name in devices:
+        device = torch.device(dev_name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            print(f"(skipping {dev_name}: CUDA not available)")
+            continue
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        label = device_name(device)
+        print(f"- {dev_name}: {label}")
+        precisions = args.precision or (["fp32", "fp16"] if device.type == "cuda" else ["fp32"])
+        iters = args.iterations or (50 if device.type == "cuda" else 10)
+        warm = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 2)
+        if not args.no_baseline:  # first: before a CPU pipeline tunes the process's allocator
+            base = Baseline(net, mano, device)
+            b_iters = args.baseline_iterations or max(3, iters // 2)
+            for size in args.sizes:
+                r = base.time(test_images(size, 1)[0], b_iters, 1)
+                rows.append(_row(dev_name, "fp32", 1, size, "baseline (dense eager)", r))
+                print(rows[-1], flush=True)
+        modes = [] if args.only_compiled else [("eager", {})]
+        if args.compile:
+            modes.append(("compiled", {"compile": True}))
+        if args.cuda_graphs and device.type == "cuda":
+            modes.append(("CUDA graphs", {"cuda_graphs": True}))
+        for precision in precisions:
+            for mode, opts in modes:
+                t0 = time.perf_counter()
+                pipe = ACRPipeline(net, mano, device, precision, **opts)
+                for batch in args.batch:
+                    for size in args.sizes:
+                        images = test_images(size, batch)
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore")
+                            r = time_pipeline(pipe, images, iters, warm)
+                        rows.append(_row(dev_name, precision, batch, size, mode, r))
+                        print(rows[-1], flush=True)
+                if mode == "compiled":
+                    print(f"  (compiled {precision} set-up and runs took {time.perf_counter() - t0:.0f} s)")
+    print("\n" + HEADER)
+    for r in rows:
+        print(r)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
