@@ -24,6 +24,7 @@ from rcl_interfaces.msg import (
     ParameterType,
     SetParametersResult,
 )
+from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -164,7 +165,9 @@ class HandsNode(Node):
         """backend_factory() -> (backend, reason) replaces the parameter-driven choice (tests)."""
         super().__init__("acr_hands", **node_options)
         for param in PARAMS:
-            self.declare_parameter(param.name, param.default, _descriptor(param))
+            value = self.declare_parameter(param.name, param.default, _descriptor(param)).value
+            if param.choices and value not in param.choices:
+                raise ValueError(f"parameter {param.name} is {value!r}; expected one of {', '.join(param.choices)}")
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
@@ -444,8 +447,8 @@ def main(args=None) -> int:
     rclpy.init(args=args)
     try:
         node = HandsNode()
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        # Model files missing or wrong: say exactly what and where, no traceback.
+    except (ValueError, FileNotFoundError, ImportError, ParameterException, NameValidationException) as error:
+        # Model files or parameters wrong: say exactly what and where, no traceback.
         rclpy.logging.get_logger("acr_hands").fatal(str(error))
         rclpy.try_shutdown()
         return 1

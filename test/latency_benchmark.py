@@ -1,0 +1,84 @@
+"""End-to-end latency of the hands node: image stamp to `~/hands` received in another process.
+
+    python test/latency_benchmark.py [--backend mediapipe acr] [--sizes 640x480 1920x1080] [--frames 30]
+
+One frame at a time (the next is sent once the previous answer arrived), so this is latency
+without queueing: DDS transport both ways, conversion, inference, message building. The ACR
+backend runs random weights in the official layout with synthetic MANO files: the same cost as the
+real model, not hand reconstructions. Prints a markdown table (docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+from ros_harness import REPO, NodeProcess, Probe, image_msg  # noqa: E402
+from test_node import RELIABLE  # noqa: E402
+
+
+def measure(backend: str, size: tuple[int, int], frames: int, device: str, tmp: Path) -> list[float]:
+    from acr_ros.msg import Hands
+    from sensor_msgs.msg import Image
+
+    params = dict(backend=backend, image_topics=["/bench/image_raw"], qos_reliability="reliable",
+                  device=device, publish_overlay=False)
+    if backend == "acr":
+        from acr_ros.acr.checkpoint import write_random_checkpoint
+        from acr_ros.acr.synthetic import write_synthetic_mano
+
+        params.update(checkpoint=str(write_random_checkpoint(tmp / "wild.pkl", detect="both")),
+                      mano_dir=str(write_synthetic_mano(tmp / "mano")))
+    image = cv2.resize(cv2.imread(str(REPO / "acr_ros" / "data" / "samples" / "magic.jpg")), size)
+    process = NodeProcess("acr_ros.hands_node", params, tmp, name=f"bench_{backend}")
+    probe = Probe("latency_probe")
+    answers: list[float] = []
+    probe.node.create_subscription(Hands, f"/bench_{backend}/hands", lambda m: answers.append(
+        time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)), 10)
+    publisher = probe.publisher(Image, "/bench/image_raw", RELIABLE)
+    try:
+        probe.wait_for_subscribers(publisher, timeout=120, process=process)
+        for index in range(frames + 3):  # 3 warm-up frames
+            count = len(answers)
+            now = time.time()
+            publisher.publish(image_msg(image, stamp=(int(now), int((now % 1) * 1e9))))
+            assert probe.spin_until(lambda: len(answers) > count, 120, process), process.log()
+    finally:
+        process.stop()
+        probe.close()
+    return answers[3:]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", nargs="+", default=["mediapipe", "acr"])
+    parser.add_argument("--sizes", nargs="+", default=["640x480", "1920x1080"])
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+    print(f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"device {args.device}")
+    print("| backend | input | frames | latency p50 (ms) | p95 (ms) |\n|---|---|---|---|---|")
+    for backend in args.backend:
+        for size in args.sizes:
+            width, height = map(int, size.split("x"))
+            with tempfile.TemporaryDirectory() as tmp:
+                latencies = np.array(measure(backend, (width, height), args.frames, args.device, Path(tmp))) * 1e3
+            print(f"| {backend} | {size} | {len(latencies)} | {np.percentile(latencies, 50):.1f} | "
+                  f"{np.percentile(latencies, 95):.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
