@@ -78,7 +78,8 @@ class NodeStatus:
         count = lambda key: int(self.values.get(key, "0"))  # noqa: E731
         received = count("frames received")
         return received > 0 and received == (count("frames published") + count("frames dropped")
-                                             + count("bad input frames") + count("inference errors"))
+                                             + count("bad input frames") + count("inference errors")
+                                             + count("internal errors"))
 
 
 def spin_until(executor, predicate, timeout: float) -> bool:

@@ -21,7 +21,6 @@ from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
     ParameterDescriptor,
-    ParameterType,
     SetParametersResult,
 )
 from rclpy.exceptions import NameValidationException, ParameterException
@@ -71,8 +70,10 @@ PARAMS = (
     Param("device", "auto", "Inference device: auto (CUDA when available), cuda, cuda:N or cpu", True),
     Param("precision", "auto", "Network precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
           True, choices=("auto", "fp32", "fp16", "bf16")),
-    Param("detection_threshold", 0.35, "ACR: keep a hand when its raw center-map peak exceeds this; "
-          "MediaPipe: minimum detection confidence", float_range=(0.0, 10.0)),
+    Param("detection_threshold", 0.35, "ACR: keep a hand when its raw center-map peak (no sigmoid) "
+          "exceeds this", float_range=(0.0, 10.0)),
+    Param("mediapipe_min_confidence", 0.5, "MediaPipe: minimum palm-detection confidence",
+          float_range=(0.0, 1.0)),
     Param("suppress_duplicate_hands", False, "ACR: when the left and right detections fall on the same "
           "hand, keep only the stronger (off = official behaviour)", True),
     Param("smoothing.enabled", False, "One-Euro temporal smoothing of MANO pose and shape (the seed demo's -t)"),
@@ -161,6 +162,8 @@ class Camera:
 
 
 class HandsNode(Node):
+    REPORTED = ("bad_input", "inference_errors", "internal_errors")  # counters that set the level
+
     def __init__(self, backend_factory=None, **node_options):
         """backend_factory() -> (backend, reason) replaces the parameter-driven choice (tests)."""
         super().__init__("acr_hands", **node_options)
@@ -172,12 +175,14 @@ class HandsNode(Node):
         self.add_post_set_parameters_callback(self._apply_parameters)
 
         self.counters = Counters()
+        self._reported: dict[str, int] = {}
         self._smoothing_changed = threading.Event()
         self.latency = LatencyStats()
         self.published = RateMeter()
         self._warned_at: dict[str, float] = {}
 
         self.backend, reason = (backend_factory or self._create_backend)()
+        self.backend.detection_threshold = self._param(self._threshold_parameter())
         self.get_logger().info(f"hand backend: {self.backend.name} ({reason}); model {self.backend.model}"
                                + (f", weights {self.backend.checkpoint}" if self.backend.checkpoint else ""))
 
@@ -228,7 +233,6 @@ class HandsNode(Node):
             mano_dir=self._param("mano_dir"),
             device=self._param("device"),
             precision=self._param("precision"),
-            detection_threshold=self._param("detection_threshold"),
             smoothing=self._smoothing_config(),
             suppress_duplicate_hands=self._param("suppress_duplicate_hands"),
         )
@@ -274,11 +278,12 @@ class HandsNode(Node):
                                            reason="frame_prefix must be non-empty, without '/' or spaces")
         return SetParametersResult(successful=True)
 
+    def _threshold_parameter(self) -> str:
+        return "mediapipe_min_confidence" if self.backend.name == "mediapipe" else "detection_threshold"
+
     def _apply_parameters(self, params) -> None:
-        if not hasattr(self, "backend"):  # declaring the parameters at start-up
-            return
         for param in params:
-            if param.name == "detection_threshold":
+            if param.name == self._threshold_parameter():
                 self.backend.detection_threshold = float(param.value)
             elif param.name.startswith("smoothing."):
                 self._smoothing_changed.set()
@@ -294,15 +299,17 @@ class HandsNode(Node):
         while not self._stop.is_set():
             self._wake.wait(timeout=0.2)
             self._wake.clear()
-            batch = []
-            for camera in self.cameras:
-                msg = camera.take_frame()
-                if msg is not None:
-                    frame = self._convert(camera, msg)
-                    if frame is not None:
-                        batch.append(frame)
-            if batch:
-                self._process(batch)
+            frames = [(camera, msg) for camera in self.cameras if (msg := camera.take_frame()) is not None]
+            if not frames:
+                continue
+            try:
+                batch = [frame for frame in (self._convert(*item) for item in frames) if frame is not None]
+                if batch:
+                    self._process(batch)
+            except Exception as error:  # the worker must outlive any one batch
+                self.counters.add("internal_errors", f"{type(error).__name__}: {error}", len(frames))
+                self.get_logger().error(f"frames lost to an internal error: {type(error).__name__}: {error}",
+                                        throttle_duration_sec=5.0)
 
     def _convert(self, camera: Camera, msg):
         max_pixels = self._param("max_image_pixels")
@@ -328,7 +335,10 @@ class HandsNode(Node):
         if self._smoothing_changed.is_set():
             self._smoothing_changed.clear()
             self.backend.set_smoothing(self._smoothing_config())
-        for (_, header, bgr, _), result in zip(batch, self._reconstruct(batch)):
+        results = self._reconstruct(batch)
+        if self._stop.is_set():  # shutting down: the publishers may be gone
+            return
+        for (_, header, bgr, _), result in zip(batch, results):
             if result is not None:
                 self._publish(header, bgr, result)
 
@@ -376,7 +386,7 @@ class HandsNode(Node):
 
             overlay = draw_hands(bgr, result, self._faces())
             self.overlay_pub.publish(bgr_to_image(overlay, header))
-        self.latency.add(time.time() - stamp_seconds(header.stamp))
+        self.latency.add(self.get_clock().now().nanoseconds * 1e-9 - stamp_seconds(header.stamp))
         self.published.tick()
         self.counters.add("published")
 
@@ -397,11 +407,16 @@ class HandsNode(Node):
     def _publish_diagnostics(self) -> None:
         p50, p95 = self.latency.percentiles(50, 95)
         dropped, bad = self.counters.get("dropped"), self.counters.get("bad_input")
-        errors = self.counters.get("inference_errors")
+        errors, internal = self.counters.get("inference_errors"), self.counters.get("internal_errors")
+        # The level says what happened since the previous report, so it recovers.
+        new = {name: self.counters.get(name) - self._reported.get(name, 0) for name in self.REPORTED}
+        self._reported = {name: self.counters.get(name) for name in self.REPORTED}
         level, message = DiagnosticStatus.OK, "running"
-        if errors or bad:
-            level, message = DiagnosticStatus.WARN, (self.counters.reason("inference_errors")
-                                                     or self.counters.reason("bad_input"))
+        if new["internal_errors"] or new["inference_errors"]:
+            name = "internal_errors" if new["internal_errors"] else "inference_errors"
+            level, message = DiagnosticStatus.ERROR, self.counters.reason(name)
+        elif new["bad_input"]:
+            level, message = DiagnosticStatus.WARN, self.counters.reason("bad_input")
         values = {
             "backend": self.backend.name,
             "model": self.backend.model,
@@ -416,6 +431,7 @@ class HandsNode(Node):
             "bad input frames": str(bad),
             "last bad input": self.counters.reason("bad_input"),
             "inference errors": str(errors),
+            "internal errors": str(internal),
             "hands with NaN/Inf dropped": str(self.counters.get("non_finite_hands")),
         }
         for camera in self.cameras:
@@ -429,9 +445,12 @@ class HandsNode(Node):
         self.diagnostics_pub.publish(array)
 
     def shutdown(self) -> None:
+        """Stops the worker (within 1.5 s: a batch still running finishes unpublished) and frees the model."""
         self._stop.set()
         self._wake.set()
         self._worker.join(timeout=1.5)
+        if not self._worker.is_alive():
+            self.backend.close()
 
 
 def _release_accelerator_memory() -> None:

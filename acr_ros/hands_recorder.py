@@ -22,7 +22,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
-from acr_ros.image_conversion import image_to_bgr
+from acr_ros.image_conversion import ImageConversionError, image_to_bgr
 from acr_ros.msg import Hand, Hands
 
 SIDE_NAMES = {Hand.LEFT: "left", Hand.RIGHT: "right"}
@@ -63,7 +63,6 @@ class HandsRecorder(Node):
         self.output_dir.mkdir(parents=True, exist_ok=True)
 
         self.summaries: list[dict] = []
-        self.overlays: dict[tuple[int, int], object] = {}  # stamp -> BGR, until written
         self._writer = None
         self._written = 0
         self._last_message = None
@@ -79,17 +78,25 @@ class HandsRecorder(Node):
             self.done.set()
 
     def _on_overlay(self, msg: Image) -> None:
-        bgr = image_to_bgr(msg)
-        if self.video:
+        try:
+            bgr = image_to_bgr(msg)
+        except ImageConversionError as error:
+            self.get_logger().warning(f"overlay not recorded: {error}", throttle_duration_sec=5.0)
+            return
+        if not self.video:
+            cv2.imwrite(str(self.output_dir / f"{self.name}_{self._written:05d}.jpg"), bgr)
+        else:
+            size = (bgr.shape[1], bgr.shape[0])
             if self._writer is None:
                 path = self.output_dir / f"{self.name}_output.mp4"
-                self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
-                                               (bgr.shape[1], bgr.shape[0]))
-                self._video_size = (bgr.shape[1], bgr.shape[0])
-            if (bgr.shape[1], bgr.shape[0]) == self._video_size:
-                self._writer.write(bgr)
-        else:
-            cv2.imwrite(str(self.output_dir / f"{self.name}_{self._written:05d}.jpg"), bgr)
+                self._writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
+                self._video_size = size
+                if not self._writer.isOpened():
+                    raise RuntimeError(f"cannot write {path}")
+            if size != self._video_size:  # an mp4 has one frame size
+                self.get_logger().warning("overlay of another size not recorded", throttle_duration_sec=5.0)
+                return
+            self._writer.write(bgr)
         self._written += 1
 
     def _check_idle(self) -> None:

@@ -30,14 +30,14 @@ class ImageSource(Node):
         parameters = {
             "source": ("auto", "auto (from input), webcam, video, folder or image"),
             "input": ("0", "webcam id, video file, image folder or image file"),
-            "rate": (10.0, "frames per second for images and folders; 0 for a video: its own rate"),
+            "rate": (10.0, "frames per second (0: a video's own rate)"),
             "loop": (True, "start again at the end (false: exit after the last frame)"),
             "repeat": (1, "publish each image or folder frame this many times"),
             "frame_id": ("camera_optical_frame", "frame_id of the images (the camera optical frame)"),
             "fx": (0.0, "focal length x in pixels (0: uncalibrated, K all zeros)"),
             "fy": (0.0, "focal length y in pixels (0: same as fx)"),
-            "cx": (-1.0, "principal point x in pixels (negative: image centre)"),
-            "cy": (-1.0, "principal point y in pixels (negative: image centre)"),
+            "cx": (-1.0, "principal point x in pixels (negative: image centre, width / 2)"),
+            "cy": (-1.0, "principal point y in pixels (negative: image centre, height / 2)"),
             "compressed": (False, "also publish image_raw/compressed (JPEG)"),
             "reliable": (False, "publish with reliable QoS (default: sensor data, best effort)"),
             "wait_for_subscribers": (0, "before the first frame, wait until this many subscribers "
@@ -60,8 +60,9 @@ class ImageSource(Node):
         fx = self.param("fx")
         if fx > 0:
             fy = self.param("fy") or fx
-            cx = self.param("cx") if self.param("cx") >= 0 else (width - 1) / 2
-            cy = self.param("cy") if self.param("cy") >= 0 else (height - 1) / 2
+            # Pixel coordinates have their origin at the top-left pixel's corner (as in Hand.msg).
+            cx = self.param("cx") if self.param("cx") >= 0 else width / 2
+            cy = self.param("cy") if self.param("cy") >= 0 else height / 2
             info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
             info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
             info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
@@ -88,24 +89,27 @@ class ImageSource(Node):
         """Publishes until the media ends (or forever with loop), pacing frames in real time."""
         self.wait_for_subscribers()
         while rclpy.ok():
-            media = open_media(self.param("input"))
-            if self.param("source") not in ("auto", media.kind):
-                raise ValueError(f"source is '{self.param('source')}' but {self.param('input')} is a {media.kind}")
-            period = 1.0 / (self.param("rate") or media.fps or 10.0)
-            repeat = 1 if media.kind in ("video", "webcam") else self.param("repeat")
-            next_time = time.monotonic()
-            for frame in media:
-                for _ in range(repeat):
-                    if media.kind != "webcam":  # a webcam paces itself
-                        time.sleep(max(0.0, next_time - time.monotonic()))
-                        next_time = max(next_time + period, time.monotonic() - period)
-                    self.publish(frame.image)
-                    rclpy.spin_once(self, timeout_sec=0)
-                    if not rclpy.ok():
-                        return
-            media.close()
+            with open_media(self.param("input")) as media:
+                if self.param("source") not in ("auto", media.kind):
+                    raise ValueError(f"source is '{self.param('source')}' but {self.param('input')} is a "
+                                     f"{media.kind}")
+                self._play(media)
             if not self.param("loop"):
                 return
+
+    def _play(self, media) -> None:
+        period = 1.0 / (self.param("rate") or media.fps or 10.0)
+        repeat = 1 if media.kind in ("video", "webcam") else self.param("repeat")
+        next_time = time.monotonic()
+        for frame in media:
+            for _ in range(repeat):
+                if media.kind != "webcam":  # a webcam paces itself
+                    time.sleep(max(0.0, next_time - time.monotonic()))
+                    next_time = max(next_time + period, time.monotonic() - period)
+                self.publish(frame.image)
+                rclpy.spin_once(self, timeout_sec=0)
+                if not rclpy.ok():
+                    return
 
 
 def main(args=None) -> int:

@@ -6,11 +6,18 @@
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition, LaunchConfigurationNotEquals
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
+
+# Remapping matches whole names: the compressed sibling needs its own rule.
+CAMERA_REMAPPINGS = [
+    ("image_raw", LaunchConfiguration("image")),
+    ("image_raw/compressed", [LaunchConfiguration("image"), "/compressed"]),
+    ("camera_info", LaunchConfiguration("camera_info")),
+]
 
 # Launch arguments that override a node parameter of config/hands.yaml when given (non-empty).
 PARAMETER_ARGUMENTS = {
@@ -33,10 +40,7 @@ def hands_node(context):
         name="acr_hands",
         output="screen",
         parameters=[LaunchConfiguration("params_file"), overrides],
-        remappings=[
-            ("image_raw", LaunchConfiguration("image")),
-            ("camera_info", LaunchConfiguration("camera_info")),
-        ],
+        remappings=CAMERA_REMAPPINGS,
     )]
 
 
@@ -72,11 +76,8 @@ def generate_launch_description():
             "input": ParameterValue(LaunchConfiguration("input"), value_type=str),
             "frame_id": LaunchConfiguration("frame_id"),
         }],
-        remappings=[
-            ("image_raw", LaunchConfiguration("image")),
-            ("camera_info", LaunchConfiguration("camera_info")),
-        ],
-        condition=LaunchConfigurationNotEquals("source", "none"),
+        remappings=CAMERA_REMAPPINGS,
+        condition=IfCondition(NotEqualsSubstitution(LaunchConfiguration("source"), "none")),
     )
     rviz = Node(
         package="rviz2",

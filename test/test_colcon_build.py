@@ -47,7 +47,7 @@ def workspace(tmp_path_factory) -> Path:
 def test_colcon_installs_interfaces_nodes_launch_and_config(workspace):
     install = workspace / "install" / "acr_ros"
     assert (install / "include" / "acr_ros" / "acr_ros" / "msg" / "hands.hpp").exists()
-    for executable in ("hands_node", "image_source", "hands_recorder", "acr_offline"):
+    for executable in ("hands_node", "image_source", "hands_recorder", "acr_offline", "acr_ros_demo"):
         assert os.access(install / "lib" / "acr_ros" / executable, os.X_OK), executable
     for name in ("launch/hands.launch.py", "config/hands.yaml", "config/hands.rviz", "package.xml"):
         assert (install / "share" / "acr_ros" / name).exists(), name

@@ -74,9 +74,14 @@ def test_launch_arguments_match_the_node_and_the_source():
 
 
 def test_remapped_topics_are_the_ones_the_nodes_use():
-    text = LAUNCH.read_text()
-    assert '("image_raw", LaunchConfiguration("image"))' in text
-    assert '("camera_info", LaunchConfiguration("camera_info"))' in text
+    tree = ast.parse(LAUNCH.read_text())
+    table = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "CAMERA_REMAPPINGS")
+    remapped = {entry.elts[0].value for entry in table.elts}
+    # Every camera topic either node uses, the compressed sibling included (remaps match whole names).
+    assert remapped == {"image_raw", "image_raw/compressed", "camera_info"}
+    for node in launch_calls("Node"):
+        if ast.literal_eval(keyword(node, "package")) == "acr_ros":
+            assert getattr(keyword(node, "remappings"), "id", None) == "CAMERA_REMAPPINGS"
     defaults = yaml.safe_load((REPO / "config" / "hands.yaml").read_text())["/**"]["ros__parameters"]
     assert defaults["image_topics"] == ["image_raw"]  # remapped by the launch file
     source = (REPO / "acr_ros" / "image_source.py").read_text()

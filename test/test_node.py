@@ -280,15 +280,19 @@ def test_parameters_are_validated_and_applied_at_run_time(mediapipe_session):
     mediapipe_session.answer(stamp)
     assert probe.spin_until(lambda: any(t.child_frame_id == "operator_left_wrist" and t.header.stamp.sec == stamp[0]
                                         for m in mediapipe_session.tf for t in m.transforms), 10)
-    # A detection threshold above any confidence removes the hands.
-    strict = _set_parameter(probe, "detection_threshold",
+    # A detection confidence above any the backend gives removes the hands.
+    strict = _set_parameter(probe, "mediapipe_min_confidence",
                             ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=1.0))
     assert strict.successful
     stamp = (1700000901, 0)
     mediapipe_session.send(image_msg(magic_bgr(), stamp=stamp))
     assert mediapipe_session.answer(stamp).hands == []
-    _set_parameter(probe, "detection_threshold",
-                   ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=0.5))
+    # Back to the defaults, for the tests that share this node.
+    for name, value in (("mediapipe_min_confidence", 0.5), ("detection_threshold", 0.35)):
+        assert _set_parameter(probe, name, ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                                          double_value=value)).successful
+    assert _set_parameter(probe, "frame_prefix", ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                                string_value="hand")).successful
 
 
 def test_acr_backend_publishes_meshes_joint_frames_and_mano(tmp_path, acr_checkpoint, mano_dir):

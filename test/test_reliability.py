@@ -131,6 +131,9 @@ class OutOfMemoryBackend:
     def reset(self):
         pass
 
+    def close(self):
+        self.closed = True
+
 
 def test_out_of_memory_retries_smaller_batches():
     import rclpy
@@ -152,3 +155,4 @@ def test_out_of_memory_retries_smaller_batches():
         node.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
+    assert backend.closed  # the model is released on shutdown

@@ -1,0 +1,46 @@
+"""The image source node as its own process: Image + CameraInfo pairs with one stamp, from an image,
+a folder and a video; a clear exit on a bad input."""
+import cv2
+import numpy as np
+import pytest
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CameraInfo, Image
+
+from conftest import MEDIA
+from ros_harness import NodeProcess, Probe
+
+
+@pytest.mark.parametrize("input_name, expected_frames", [("magic.jpg", 2), ("magic_clip.mp4", 30)])
+def test_publishes_images_with_camera_info_of_the_same_stamp(tmp_path, input_name, expected_frames):
+    probe = Probe("source_probe")
+    try:
+        namespace = f"/source_{input_name.split('.')[0]}"
+        images = probe.record(Image, f"{namespace}/image_raw", QoSProfile(depth=100))
+        infos = probe.record(CameraInfo, f"{namespace}/camera_info", QoSProfile(depth=100))
+        process = NodeProcess("acr_ros.image_source", dict(
+            input=str(MEDIA / input_name), loop=False, repeat=2, rate=20.0, reliable=True, fx=500.0,
+            frame_id="test_optical_frame", wait_for_subscribers=1), tmp_path, name="image_source",
+            remaps={"__ns": namespace})
+        assert probe.spin_until(lambda: process.process.poll() is not None, 60)
+        assert process.process.returncode == 0, process.log()
+        probe.spin_until(lambda: len(infos) >= len(images) >= expected_frames, 5)
+    finally:
+        probe.close()
+    assert len(images) == expected_frames
+    first = images[0]
+    reference = cv2.imread(str(MEDIA / input_name)) if input_name.endswith(".jpg") else None
+    assert first.encoding == "bgr8" and first.header.frame_id == "test_optical_frame"
+    if reference is not None:
+        assert np.array_equal(np.frombuffer(first.data, np.uint8).reshape(reference.shape), reference)
+    stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in images]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)  # increasing
+    assert {(i.header.stamp.sec, i.header.stamp.nanosec) for i in infos} >= set(stamps)
+    info = infos[0]
+    assert list(info.k) == [500.0, 0.0, first.width / 2, 0.0, 500.0, first.height / 2, 0.0, 0.0, 1.0]
+
+
+def test_a_missing_input_exits_with_a_clear_message(tmp_path):
+    process = NodeProcess("acr_ros.image_source", dict(input=str(tmp_path / "nothing.mp4")), tmp_path,
+                          name="image_source")
+    code = process.process.wait(timeout=60)
+    assert code == 1 and "nothing.mp4" in process.log() and "Traceback" not in process.log()
