@@ -61,10 +61,10 @@ step torch "$TORCH_SPEC" install_torch
 # mediapipe's declared dependencies (a GUI OpenCV, jax, matplotlib, sounddevice) are unused by its
 # hands solution and would clash with the headless OpenCV: its real needs are in requirements.txt.
 install_python_deps() {
-  "${PIP[@]}" -r "$ROOT/scripts/requirements.txt"
+  "${PIP[@]}" -r "$ROOT/scripts/requirements-dev.txt"
   "${PIP[@]}" --no-deps mediapipe==0.10.14
 }
-step python-deps "$(fingerprint "$ROOT/scripts/requirements.txt" "$ROOT/scripts/setup.sh")" install_python_deps
+step python-deps "$(fingerprint "$ROOT"/scripts/requirements*.txt "$ROOT/scripts/setup.sh")" install_python_deps
 
 # The message wheels' exported CMake targets name the include paths of the manylinux build
 # machine; point them at this interpreter's (needed to build any interface package).
@@ -77,7 +77,7 @@ repoint_cmake_exports() {
     -e "s#/opt/python/cp3[0-9]+-cp3[0-9]+/include/python3\.[0-9]+#$pyinc#g" \
     "$VENV"/share/*/cmake/export_*__rosidl_generator_pyExport.cmake
 }
-step cmake-exports "$(fingerprint "$ROOT/scripts/requirements-ros.txt" "$ROOT/scripts/requirements.txt")" repoint_cmake_exports
+step cmake-exports "$(fingerprint "$ROOT"/scripts/requirements*.txt)" repoint_cmake_exports
 
 # Builds the ament_cmake package $1 in folder $2 into the venv prefix; further arguments go to cmake.
 build_interfaces() {
