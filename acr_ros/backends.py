@@ -12,15 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-BACKENDS = ("auto", "acr", "mediapipe")
-MANO_FILES = ("MANO_LEFT.pkl", "MANO_RIGHT.pkl")
+from acr_ros.model_files import CHECKPOINT_HELP, MANO_FILES, MANO_HELP
 
-CHECKPOINT_HELP = ("the ACR weights are wild.pkl, from the Google Drive link in the ACR README "
-                   "(github.com/ZhengdiYu/Arbitrary-Hands-3D-Reconstruction); set the parameter "
-                   "checkpoint (--checkpoint) to its path")
-MANO_HELP = ("MANO_LEFT.pkl and MANO_RIGHT.pkl come from https://mano.is.tue.mpg.de (free registration, "
-             "licence-gated: they are never redistributed with acr_ros); set the parameter mano_dir "
-             "(--mano-dir) to the folder holding them (e.g. mano_v1_2/models)")
+BACKENDS = ("auto", "acr", "mediapipe")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # of the ACR network; auto: fp16 on CUDA, fp32 on CPU
 
 
 def acr_files_problem(checkpoint: str, mano_dir: str) -> Optional[tuple[str, str]]:
@@ -39,7 +34,7 @@ def acr_files_problem(checkpoint: str, mano_dir: str) -> Optional[tuple[str, str
     folder = Path(mano_dir).expanduser()
     if not folder.is_dir():
         return "mano", f"MANO folder {folder.resolve()} does not exist: {MANO_HELP}"
-    for name in MANO_FILES:
+    for name in MANO_FILES.values():
         if not (folder / name).is_file():
             return "mano", f"{name} not found in {folder.resolve()}: {MANO_HELP}"
     return None

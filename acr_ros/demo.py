@@ -20,9 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from acr_ros.media import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from acr_ros.backends import BACKENDS
+from acr_ros.media import VIDEO_SUFFIXES, sample_inputs
 
-SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 CAMERA_NAMESPACE = "/demo_camera"  # the source publishes image_raw and camera_info in it
 
 
@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("-o", "--output-dir", default="acr_ros_demo_output", type=Path)
     parser.add_argument("--inputs", nargs="*", type=Path,
                         help="media to play (default: the bundled samples)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "acr", "mediapipe"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--checkpoint", default="", help="ACR checkpoint wild.pkl")
     parser.add_argument("--mano-dir", default="", help="folder with MANO_LEFT.pkl and MANO_RIGHT.pkl")
     parser.add_argument("--device", default="auto")
@@ -132,8 +132,7 @@ def describe(name: str, summary: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    inputs = args.inputs or sorted(p for p in SAMPLES.iterdir()
-                                   if p.suffix.lower() in VIDEO_SUFFIXES + IMAGE_SUFFIXES)
+    inputs = args.inputs or sample_inputs()
     args.output_dir.mkdir(parents=True, exist_ok=True)
     logs = args.output_dir / "logs"
     logs.mkdir(exist_ok=True)

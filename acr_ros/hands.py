@@ -14,6 +14,11 @@ import numpy as np
 LEFT, RIGHT = "left", "right"
 NUM_JOINTS = 21
 NUM_VERTICES = 778
+# ACR's colours (RGB 0-1), used for overlays and RViz markers alike.
+SIDE_COLOURS = {LEFT: (0.46, 0.59, 0.64), RIGHT: (0.94, 0.71, 0.53)}
+# ACR's camera (SPEC §6): focal length in pixels of its square network input.
+ACR_FOCAL_LENGTH = 1265.0
+ACR_INPUT_SIZE = 512
 
 # Joint names in output order (wrist, then thumb to pinky, each base to tip).
 JOINT_NAMES = ("wrist",) + tuple(
@@ -46,6 +51,63 @@ class CameraIntrinsics:
             return None
         return cls(float(fx), float(fy), float(cx), float(cy))
 
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """Pinhole projection of (N, 3) camera-frame points (z > 0) to (N, 2) float64 pixels."""
+        p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        return p[:, :2] * (self.fx, self.fy) / p[:, 2:] + (self.cx, self.cy)
+
+
+def default_intrinsics(width: int, height: int) -> CameraIntrinsics:
+    """ACR's default camera of an uncalibrated width x height image, in its original pixels.
+
+    The image is letterboxed to an S x S square, S = max(width, height), the odd padding pixel
+    going to the bottom / right (preprocess.letterbox); the focal is 1265 px at the 512 px input,
+    i.e. 1265 S / 512, and the principal point is the centre of the square.
+    """
+    size = max(width, height)
+    pad_left, pad_top = (size - width) // 2, (size - height) // 2
+    f = ACR_FOCAL_LENGTH * size / ACR_INPUT_SIZE
+    return CameraIntrinsics(f, f, size / 2 - pad_left, size / 2 - pad_top)
+
+
+def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) as (x, y, z, w) with w >= 0.
+
+    Robust to slightly non-orthonormal input (float32 products): the matrix is first projected
+    onto the nearest rotation (SVD), then converted with Shepperd's method (the largest of
+    w, x, y, z is computed from the diagonal, the others from off-diagonal sums, so no division
+    by a small number). Non-finite input gives the identity (0, 0, 0, 1). At w == 0 (180 degree
+    turns) q and -q are both valid; the sign is then the one the method yields.
+    """
+    r = np.asarray(rotation, dtype=np.float64)
+    shape = r.shape[:-2]
+    r = r.reshape(-1, 3, 3)
+    finite = np.isfinite(r).all(axis=(1, 2))
+    r = np.where(finite[:, None, None], r, np.eye(3))
+    u, _, vt = np.linalg.svd(r)
+    d = np.sign(np.linalg.det(u @ vt))
+    d[d == 0] = 1.0
+    u[:, :, 2] *= d[:, None]
+    r = u @ vt
+    m00, m01, m02 = r[:, 0, 0], r[:, 0, 1], r[:, 0, 2]
+    m10, m11, m12 = r[:, 1, 0], r[:, 1, 1], r[:, 1, 2]
+    m20, m21, m22 = r[:, 2, 0], r[:, 2, 1], r[:, 2, 2]
+    # 4 * (w^2, x^2, y^2, z^2)
+    diag = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], axis=1)
+    pick = np.argmax(diag, axis=1)
+    s = 2.0 * np.sqrt(np.maximum(diag[np.arange(len(r)), pick], 1e-12))  # 4 * largest component
+    candidates = np.stack([
+        # (x, y, z, w) * s for each choice of the largest component
+        np.stack([m21 - m12, m02 - m20, m10 - m01, s * s / 4], axis=1),
+        np.stack([s * s / 4, m01 + m10, m02 + m20, m21 - m12], axis=1),
+        np.stack([m01 + m10, s * s / 4, m12 + m21, m02 - m20], axis=1),
+        np.stack([m02 + m20, m12 + m21, s * s / 4, m10 - m01], axis=1),
+    ], axis=1)
+    q = candidates[np.arange(len(r)), pick] / s[:, None]
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    q[q[:, 3] < 0] *= -1.0
+    return q.reshape(shape + (4,))
+
 
 @dataclass
 class HandResult:
@@ -77,9 +139,13 @@ class HandResult:
         return self.joints[0]
 
     def box(self, width: int, height: int) -> tuple[int, int, int, int]:
-        """(x, y, w, h) of the keypoints, clipped to a width x height image."""
-        x0, y0 = np.floor(self.keypoints.min(axis=0))
-        x1, y1 = np.ceil(self.keypoints.max(axis=0))
+        """(x, y, w, h) of the finite keypoints, clipped to a width x height image; all 0 if none."""
+        keypoints = np.asarray(self.keypoints, dtype=np.float64).reshape(-1, 2)
+        keypoints = keypoints[np.isfinite(keypoints).all(axis=1)]
+        if len(keypoints) == 0 or width <= 0 or height <= 0:
+            return 0, 0, 0, 0
+        x0, y0 = np.floor(keypoints.min(axis=0))
+        x1, y1 = np.ceil(keypoints.max(axis=0))
         x0, x1 = int(np.clip(x0, 0, width)), int(np.clip(x1, 0, width))
         y0, y1 = int(np.clip(y0, 0, height)), int(np.clip(y1, 0, height))
         return x0, y0, x1 - x0, y1 - y0
@@ -126,3 +192,12 @@ class HandBackend(Protocol):
 
     def reset(self) -> None:
         """Forget temporal state (smoothing)."""
+
+    def close(self) -> None:
+        """Release the models (graphs, networks, GPU memory); the backend is unusable afterwards."""
+
+
+def check_batch(images: Sequence, intrinsics: Sequence, timestamps: Sequence, streams: Sequence) -> None:
+    """The argument check of HandBackend.reconstruct: one intrinsics, timestamp and stream per image."""
+    if not len(intrinsics) == len(timestamps) == len(streams) == len(images):
+        raise ValueError("images, intrinsics, timestamps and streams must have the same length")

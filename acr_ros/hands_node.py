@@ -31,6 +31,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 from acr_ros import ros_messages
+from acr_ros.backends import BACKENDS, PRECISIONS
 from acr_ros.diagnostics import Counters, LatencyStats, RateMeter
 from acr_ros.hands import CameraIntrinsics, FrameResult
 from acr_ros.image_conversion import (
@@ -62,14 +63,14 @@ class Param:
 PARAMS = (
     Param("backend", "auto", "Hand model: 'acr', 'mediapipe' (embedded, no download), or 'auto' "
           "(ACR when checkpoint and MANO files are configured, else mediapipe)", True,
-          choices=("auto", "acr", "mediapipe")),
+          choices=BACKENDS),
     Param("checkpoint", "", "Path to the ACR checkpoint wild.pkl (from the ACR README's Google Drive link)",
           True),
     Param("mano_dir", "", "Folder holding MANO_LEFT.pkl and MANO_RIGHT.pkl (https://mano.is.tue.mpg.de)",
           True),
     Param("device", "auto", "Inference device: auto (CUDA when available), cuda, cuda:N or cpu", True),
     Param("precision", "auto", "Network precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
-          True, choices=("auto", "fp32", "fp16", "bf16")),
+          True, choices=PRECISIONS),
     Param("detection_threshold", 0.35, "ACR: keep a hand when its raw center-map peak (no sigmoid) "
           "exceeds this", float_range=(0.0, 10.0)),
     Param("mediapipe_min_confidence", 0.5, "MediaPipe: minimum palm-detection confidence",

@@ -1,8 +1,7 @@
 """sensor_msgs Image / CompressedImage <-> BGR uint8 numpy arrays, without cv_bridge.
 
 Every input is validated before its pixel data is touched; anything unusable raises
-ImageConversionError (a ValueError) with a short, specific reason, and ``error.kind`` names the
-category ("encoding", "size", "too_large", "step", "data", "decode") for diagnostics counters.
+ImageConversionError (a ValueError) whose message is a short, specific reason.
 
 One code path per encoding (table below). cv_bridge, where it is importable, is used only for
 encodings this module does not handle itself; it adds nothing for the ones it does, and it copies.
@@ -44,11 +43,6 @@ DEFAULT_MAX_PIXELS = 4096 * 2304
 
 class ImageConversionError(ValueError):
     """An image message that cannot be turned into a BGR array; ``str(error)`` is the reason."""
-
-    def __init__(self, reason: str, kind: str = "invalid"):
-        super().__init__(reason)
-        self.reason = reason
-        self.kind = kind
 
 
 # encoding -> (layout, channels, bytes per sample, OpenCV conversion to BGR or None)
@@ -111,16 +105,16 @@ def _byte_buffer(data) -> np.ndarray:
         try:
             buf = np.asarray(data, dtype=np.uint8).reshape(-1)
         except (TypeError, ValueError, OverflowError):
-            raise ImageConversionError("data is not a byte buffer", "data") from None
+            raise ImageConversionError("data is not a byte buffer") from None
     return buf
 
 
 def _check_size(width: int, height: int, max_pixels: Optional[int], what: str = "image") -> None:
     if width <= 0 or height <= 0:
-        raise ImageConversionError(f"empty {what} ({width}x{height})", "size")
+        raise ImageConversionError(f"empty {what} ({width}x{height})")
     if max_pixels and width * height > max_pixels:
         raise ImageConversionError(
-            f"{what} too large: {width}x{height} = {width * height} px > max_pixels {max_pixels}", "too_large")
+            f"{what} too large: {width}x{height} = {width * height} px > max_pixels {max_pixels}")
 
 
 def _cv_call(function, *args):
@@ -128,7 +122,7 @@ def _cv_call(function, *args):
         return function(*args)
     except cv2.error as error:
         message = str(error).strip().splitlines()[-1] if str(error).strip() else "error"
-        raise ImageConversionError(f"OpenCV conversion failed: {message}", "decode") from None
+        raise ImageConversionError(f"OpenCV conversion failed: {message}") from None
 
 
 def image_to_bgr(msg, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -146,26 +140,26 @@ def image_to_bgr(msg, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndar
         bridge = _bridge()
         if bridge is None or key in _REJECTED:
             reason = _REJECTED.get(key, f"unsupported encoding '{encoding}'")
-            raise ImageConversionError(reason, "encoding")
+            raise ImageConversionError(reason)
         return _via_cv_bridge(bridge, msg, encoding, width, height, step, max_pixels)
 
     layout, channels, sample_bytes, code = spec
     _check_size(width, height, max_pixels)
     if layout in ("yuv422", "nv") and width % 2:
-        raise ImageConversionError(f"odd width {width} for {encoding} (2 px share chroma)", "size")
+        raise ImageConversionError(f"odd width {width} for {encoding} (2 px share chroma)")
     if layout == "nv" and height % 2:
-        raise ImageConversionError(f"odd height {height} for {encoding} (2 rows share chroma)", "size")
+        raise ImageConversionError(f"odd height {height} for {encoding} (2 rows share chroma)")
     if layout == "bayer" and (width < 2 or height < 2):
-        raise ImageConversionError(f"{encoding} needs at least 2x2 px, got {width}x{height}", "size")
+        raise ImageConversionError(f"{encoding} needs at least 2x2 px, got {width}x{height}")
     row_bytes = width * channels * sample_bytes
     if step < row_bytes:
         raise ImageConversionError(
-            f"step {step} < {row_bytes} bytes of a {width} px {encoding} row", "step")
+            f"step {step} < {row_bytes} bytes of a {width} px {encoding} row")
     rows = height * 3 // 2 if layout == "nv" else height
     buf = _byte_buffer(msg.data)
     if buf.size < step * rows:
         raise ImageConversionError(
-            f"data length {buf.size} < step*rows = {step}*{rows} = {step * rows}", "data")
+            f"data length {buf.size} < step*rows = {step}*{rows} = {step * rows}")
 
     # (rows, row_bytes) view honouring the row padding; no copy.
     plane = buf[: step * rows].reshape(rows, step)[:, :row_bytes]
@@ -191,14 +185,14 @@ def _via_cv_bridge(bridge, msg, encoding, width, height, step, max_pixels) -> np
     _check_size(width, height, max_pixels)
     size = len(msg.data)
     if step <= 0 or size < step * height:
-        raise ImageConversionError(f"data length {size} < step*height = {step}*{height}", "data")
+        raise ImageConversionError(f"data length {size} < step*height = {step}*{height}")
     try:
         bgr = bridge.imgmsg_to_cv2(msg, desired_encoding="bgr8")
     except Exception as error:  # cv_bridge raises CvBridgeError, TypeError, cv2.error...
-        raise ImageConversionError(f"unsupported encoding '{encoding}' ({error})", "encoding") from None
+        raise ImageConversionError(f"unsupported encoding '{encoding}' ({error})") from None
     bgr = np.asarray(bgr)
     if bgr.dtype != np.uint8 or bgr.shape != (height, width, 3):
-        raise ImageConversionError(f"cv_bridge gave {bgr.dtype} {bgr.shape} for '{encoding}'", "encoding")
+        raise ImageConversionError(f"cv_bridge gave {bgr.dtype} {bgr.shape} for '{encoding}'")
     return np.ascontiguousarray(bgr)
 
 
@@ -255,28 +249,27 @@ def compressed_to_bgr(msg, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np
     """
     fmt = str(msg.format).strip().lower()
     if "compresseddepth" in fmt:
-        raise ImageConversionError(f"compressedDepth is a depth format, not a camera image ('{msg.format}')",
-                                   "encoding")
+        raise ImageConversionError(f"compressedDepth is a depth format, not a camera image ('{msg.format}')")
     buf = _byte_buffer(msg.data)
     if buf.size == 0:
-        raise ImageConversionError("empty compressed payload", "data")
+        raise ImageConversionError("empty compressed payload")
     head = buf[:16].tobytes()
     if head.startswith(_JPEG_MAGIC):
         codec, size = "JPEG", _jpeg_size(buf.tobytes())
     elif head.startswith(_PNG_MAGIC):
         codec, size = "PNG", _png_size(buf[:24].tobytes())
     else:
-        raise ImageConversionError(f"payload is neither JPEG nor PNG (format '{msg.format}')", "decode")
+        raise ImageConversionError(f"payload is neither JPEG nor PNG (format '{msg.format}')")
     if size is None:
-        raise ImageConversionError(f"corrupt {codec} header", "decode")
+        raise ImageConversionError(f"corrupt {codec} header")
     width, height = size
     _check_size(width, height, max_pixels, f"{codec} image")
     bgr = _cv_call(cv2.imdecode, buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
-        raise ImageConversionError(f"corrupt {codec} payload", "decode")
+        raise ImageConversionError(f"corrupt {codec} payload")
     if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape != (height, width, 3):
         raise ImageConversionError(
-            f"{codec} decoded to {bgr.dtype} {bgr.shape}, header says {width}x{height}", "decode")
+            f"{codec} decoded to {bgr.dtype} {bgr.shape}, header says {width}x{height}")
     target = fmt.rsplit("compressed", 1)[1].split() if "compressed" in fmt else []
     if target and target[0] in ("rgb8", "rgba8", "rgb16", "rgba16"):
         bgr = bgr[:, :, ::-1]
@@ -285,15 +278,18 @@ def compressed_to_bgr(msg, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np
 
 # ---- output ------------------------------------------------------------------------------------
 def bgr_to_image(bgr: np.ndarray, header):
-    """A (H, W, 3) uint8 BGR array as a bgr8 sensor_msgs/Image with the given header (one copy)."""
+    """A (H, W, 3) uint8 BGR array as a bgr8 sensor_msgs/Image with a copy of the given header
+    (one copy of the pixels)."""
     from sensor_msgs.msg import Image
+
+    from acr_ros.ros_messages import copy_header
 
     bgr = np.asarray(bgr)
     if bgr.dtype != np.uint8 or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise ValueError(f"bgr_to_image needs an (H, W, 3) uint8 array, got {bgr.dtype} {bgr.shape}")
     bgr = np.ascontiguousarray(bgr)
     msg = Image()
-    msg.header = header
+    msg.header = copy_header(header)  # never the caller's object (e.g. the input image's header)
     msg.height, msg.width = int(bgr.shape[0]), int(bgr.shape[1])
     msg.encoding = "bgr8"
     msg.is_bigendian = 0

@@ -28,6 +28,12 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+SAMPLES_DIR = Path(__file__).resolve().parent / "data" / "samples"  # the bundled sample media
+
+
+def sample_inputs() -> list[Path]:
+    """The bundled sample images and videos, sorted by name."""
+    return sorted(p for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
 
 
 @dataclass
@@ -71,7 +77,7 @@ class MediaSource:
         self.close()
 
 
-class ImageSource(MediaSource):
+class ImageFileSource(MediaSource):
     kind = "image"
 
     def __init__(self, path: Path):
@@ -203,10 +209,10 @@ def open_media(spec, folder_fps: float = 30.0, max_frames: Optional[int] = None)
         raise FileNotFoundError(f"no such input: {path}")
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return ImageSource(path)
+        return ImageFileSource(path)
     if suffix in VIDEO_SUFFIXES:
         return VideoSource(path)
     # Unknown suffix: try as an image, then as a video.
     if cv2.haveImageReader(str(path)):
-        return ImageSource(path)
+        return ImageFileSource(path)
     return VideoSource(path)

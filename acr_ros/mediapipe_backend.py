@@ -33,10 +33,10 @@ Conventions of the results
         hand is only returned once palm detection passed detection_threshold).
     joints: MediaPipe's world landmarks (metres, about the hand's geometric centre, camera axes),
         moved by the translation that best puts them on the 2D landmarks under the camera K
-        (linear least squares on the pinhole equations). Without intrinsics the default focal is
-        the ACR one, f = 1265 / 512 * max(width, height) px with the principal point at the image
-        centre (the same default as the ACR backend, so both agree), and
-        FrameResult.default_intrinsics is True. Depth then follows the assumed focal.
+        (linear least squares on the pinhole equations). Without intrinsics the camera is ACR's
+        default, acr_ros.hands.default_intrinsics (f = 1265 / 512 * max(width, height) px, the
+        principal point at the centre of ACR's letterbox square; the ACR backend uses the same, so
+        both agree), and FrameResult.default_intrinsics is True. Depth then follows the assumed focal.
     wrist_rotation: a palm frame from the wrist, index MCP and pinky MCP: x from the wrist toward
         the midpoint of the index and pinky MCPs (along the fingers), y toward the thumb side
         (index MCP minus pinky MCP, made orthogonal to x), z = x cross y (out of the back of a
@@ -53,20 +53,20 @@ palm detection on every image.
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
 import threading
 import types
 import warnings
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Optional, Sequence
 
 import numpy as np
 
-from acr_ros.hands import LEFT, NUM_JOINTS, RIGHT, CameraIntrinsics, FrameResult, HandResult
+from acr_ros.acr.smoothing import ArrayOneEuroFilter, SmoothingConfig
+from acr_ros.hands import (LEFT, NUM_JOINTS, RIGHT, CameraIntrinsics, FrameResult, HandResult, check_batch,
+                           default_intrinsics)
 
-# ACR's camera: f = 1265 px on the 512 px padded square (SPEC §6), i.e. 1265/512 of the long side.
-DEFAULT_FOCAL_SCALE = 1265.0 / 512.0
 MEDIAPIPE_VERSION = "0.10.14"
 INSTALL_HINT = (f"the embedded hand backend needs mediapipe {MEDIAPIPE_VERSION} (its wheel bundles the "
                 f"hand models; 1.x does not): pip install 'protobuf>=4.25.3,<5' attrs && "
@@ -110,19 +110,9 @@ def _import_hands():
 def mediapipe_version() -> Optional[str]:
     """The installed mediapipe version, or None (read from the metadata, without importing it)."""
     try:
-        from importlib.metadata import PackageNotFoundError, version
-    except ImportError:  # pragma: no cover
-        return None
-    try:
         return version("mediapipe")
     except PackageNotFoundError:
         return None
-
-
-def default_intrinsics(width: int, height: int, focal_scale: float = DEFAULT_FOCAL_SCALE) -> CameraIntrinsics:
-    """The documented default camera of an uncalibrated image (ACR's, scaled to the image)."""
-    f = focal_scale * max(width, height)
-    return CameraIntrinsics(fx=f, fy=f, cx=width / 2.0, cy=height / 2.0)
 
 
 def solve_translation(points: np.ndarray, keypoints: np.ndarray, k: CameraIntrinsics,
@@ -156,13 +146,6 @@ def solve_translation(points: np.ndarray, keypoints: np.ndarray, k: CameraIntrin
     return t
 
 
-def project(points: np.ndarray, k: CameraIntrinsics) -> np.ndarray:
-    """Pinhole projection (N, 3) -> (N, 2) pixels."""
-    p = np.asarray(points, dtype=np.float64)
-    z = np.maximum(p[:, 2], 1e-6)
-    return np.stack([k.fx * p[:, 0] / z + k.cx, k.fy * p[:, 1] / z + k.cy], axis=1)
-
-
 def palm_rotation(joints: np.ndarray) -> np.ndarray:
     """(3, 3) palm frame -> camera frame from wrist, index MCP and pinky MCP (see module doc)."""
     j = np.asarray(joints, dtype=np.float64)
@@ -181,54 +164,10 @@ def palm_rotation(joints: np.ndarray) -> np.ndarray:
     return np.stack([x, y, z], axis=1).astype(np.float32)
 
 
-class _OneEuro:
-    """One-Euro filter on an array (Casiez et al. 2012), in the array's own units per second."""
-
-    def __init__(self, min_cutoff: float, beta: float, d_cutoff: float):
-        self.min_cutoff, self.beta, self.d_cutoff = min_cutoff, beta, d_cutoff
-        self.x: Optional[np.ndarray] = None
-        self.dx: Optional[np.ndarray] = None
-        self.t: Optional[float] = None
-
-    @staticmethod
-    def _alpha(cutoff, dt):
-        tau = 1.0 / (2.0 * math.pi * cutoff)
-        return 1.0 / (1.0 + tau / dt)
-
-    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
-        if self.x is None or self.t is None or t <= self.t:
-            self.x, self.dx, self.t = x.copy(), np.zeros_like(x), t
-            return x
-        dt = t - self.t
-        dx = (x - self.x) / dt
-        a_d = self._alpha(self.d_cutoff, dt)
-        self.dx = a_d * dx + (1 - a_d) * self.dx
-        cutoff = self.min_cutoff + self.beta * np.abs(self.dx)
-        a = self._alpha(cutoff, dt)
-        self.x = a * x + (1 - a) * self.x
-        self.t = t
-        return self.x.copy()
-
-
-def _one_euro_parameters(config) -> tuple[float, float, float]:
-    """(min_cutoff, beta, d_cutoff) of a smoothing config: min_cutoff/beta, or the pose_* fields of
-    acr_ros.acr.smoothing.SmoothingConfig; defaults 4.0 Hz, 0.7, 1.0 Hz (the official ACR values)."""
-    def pick(*names, default):
-        for name in names:
-            value = getattr(config, name, None)
-            if value is not None:
-                return float(value)
-        return default
-
-    return (pick("min_cutoff", "pose_min_cutoff", default=4.0), pick("beta", "pose_beta", default=0.7),
-            pick("d_cutoff", default=1.0))
-
-
 @dataclass
 class _Stream:
     hands: object  # mediapipe Hands graph of this stream
-    filters: dict  # side -> (_OneEuro of the joints, _OneEuro of the keypoints)
+    filters: dict  # side -> (ArrayOneEuroFilter of the joints, ArrayOneEuroFilter of the keypoints)
     size: tuple    # (width, height) of the stream's images
 
 
@@ -240,11 +179,9 @@ class MediaPipeBackend:
     model_complexity: 1 = hand_landmark_full (default), 0 = hand_landmark_lite.
     static_image_mode: detect on every image, no tracking between frames.
     mirrored_input: the images are mirrored (selfie preview): keep MediaPipe's labels as they are.
-    smoothing: None, or a config with min_cutoff (or pose_min_cutoff), beta (or pose_beta) and
-        d_cutoff, e.g. acr_ros.acr.smoothing.SmoothingConfig: One-Euro filters per stream and
-        side on the 3D joints (metres, seconds) and on the keypoints (normalised image
-        coordinates, (u - cx) / fx).
-    default_focal_scale: focal of uncalibrated images, as a multiple of the long image side.
+    smoothing: None, or a SmoothingConfig: One-Euro filters (its pose_min_cutoff, pose_beta and
+        d_cutoff) per stream and side on the 3D joints (metres, seconds) and on the keypoints
+        (normalised image coordinates, (u - cx) / fx).
     """
 
     name = "mediapipe"
@@ -252,8 +189,8 @@ class MediaPipeBackend:
 
     def __init__(self, detection_threshold: float = 0.5, tracking_threshold: float = 0.5,
                  model_complexity: int = 1, static_image_mode: bool = False,
-                 mirrored_input: bool = False, smoothing=None,
-                 default_focal_scale: float = DEFAULT_FOCAL_SCALE, max_streams: int = 16):
+                 mirrored_input: bool = False, smoothing: Optional[SmoothingConfig] = None,
+                 max_streams: int = 16):
         self._hands_module = _import_hands()
         version = mediapipe_version() or "?"
         self.model = (f"MediaPipe Hands {version} (palm detection + hand landmark "
@@ -262,7 +199,6 @@ class MediaPipeBackend:
         self.model_complexity = int(model_complexity)
         self._static_image_mode = bool(static_image_mode)
         self.mirrored_input = bool(mirrored_input)
-        self.default_focal_scale = float(default_focal_scale)
         self.max_streams = int(max_streams)
         self._smoothing = smoothing
         self._streams: dict[str, _Stream] = {}
@@ -301,7 +237,7 @@ class MediaPipeBackend:
     def faces(self, side: str) -> Optional[np.ndarray]:
         return None
 
-    def set_smoothing(self, config) -> None:
+    def set_smoothing(self, config: Optional[SmoothingConfig]) -> None:
         with self._lock:
             self._smoothing = config
             for stream in self._streams.values():
@@ -312,6 +248,7 @@ class MediaPipeBackend:
             self._close_streams()
 
     def close(self) -> None:
+        """Closes every stream's MediaPipe graph (a later reconstruct would open new ones)."""
         self.reset()
 
     def __enter__(self):
@@ -322,12 +259,7 @@ class MediaPipeBackend:
 
     def reconstruct(self, images: Sequence[np.ndarray], intrinsics: Sequence[Optional[CameraIntrinsics]],
                     timestamps: Sequence[float], streams: Sequence[str]) -> list[FrameResult]:
-        n = len(images)
-        intrinsics = list(intrinsics) if intrinsics is not None else [None] * n
-        timestamps = list(timestamps) if timestamps is not None else [0.0] * n
-        streams = list(streams) if streams is not None else [""] * n
-        if not len(intrinsics) == len(timestamps) == len(streams) == n:
-            raise ValueError("images, intrinsics, timestamps and streams must have the same length")
+        check_batch(images, intrinsics, timestamps, streams)
         with self._lock:
             return [self._one(img, k, float(t), str(s))
                     for img, k, t, s in zip(images, intrinsics, timestamps, streams)]
@@ -368,7 +300,7 @@ class MediaPipeBackend:
         height, width = image.shape[:2]
         used_default = k is None
         if k is None:
-            k = default_intrinsics(width, height, self.default_focal_scale)
+            k = default_intrinsics(width, height)
         stream = self._stream(stream_name, (width, height))
         with warnings.catch_warnings():  # protobuf 4.25 warns on every output of the legacy API
             warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
@@ -396,8 +328,8 @@ class MediaPipeBackend:
             if self._smoothing is not None:
                 filters = stream.filters.get(side)
                 if filters is None:
-                    config = _one_euro_parameters(self._smoothing)
-                    filters = stream.filters[side] = (_OneEuro(*config), _OneEuro(*config))
+                    filters = stream.filters[side] = (ArrayOneEuroFilter(self._smoothing),
+                                                      ArrayOneEuroFilter(self._smoothing))
                 joints = filters[0](joints, t)
                 # Keypoints in normalised image coordinates: speeds comparable to the joints' m/s.
                 centre, focal = np.array([k.cx, k.cy]), np.array([k.fx, k.fy])

@@ -16,9 +16,10 @@ Outputs in OUTPUT_DIR (default ./acr_output), for an input named NAME:
 Overlays show the shaded MANO mesh when the backend has one (ACR), the skeleton otherwise;
 --no-render skips them (results only).
 
--t/--temporal: One-Euro smoothing, per hand side, with the node's default parameters. ACR smooths
-the MANO pose and shape (the seed demo's -t); the MediaPipe backend smooths the 3D joints and
-re-projects the keypoints from them.
+-t/--temporal: One-Euro smoothing per hand side (acr_ros.acr.smoothing.SmoothingConfig defaults,
+as the node). ACR smooths the MANO pose and shape (the seed demo's -t); the MediaPipe backend
+smooths the 3D joints and, separately, the 2D keypoints (in normalised image coordinates), both
+with the finger-pose parameters.
 
 NAME_results.npz (numpy.load, no pickle) holds one row per frame and one row per hand:
     backend, model, checkpoint          () str: which model made them
@@ -44,35 +45,14 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from acr_ros.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult
-from acr_ros.media import MediaSource, open_media
+from acr_ros.backends import BACKENDS, PRECISIONS
+from acr_ros.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
+from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, open_media, sample_inputs
 
-SAMPLES = Path(__file__).resolve().parent / "data" / "samples"
 DEFAULT_OUTPUT = Path("acr_output")
 
 
 # ---- results file ---------------------------------------------------------------------------------
-def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotation matrices -> (..., 4) unit quaternions (x, y, z, w), w >= 0."""
-    r = np.asarray(rotation, dtype=np.float64)
-    shape = r.shape[:-2]
-    r = r.reshape(-1, 3, 3)
-    u, _, vt = np.linalg.svd(r)                      # nearest rotation
-    d = np.where(np.linalg.det(u @ vt) < 0, -1.0, 1.0)
-    u[:, :, 2] *= d[:, None]
-    r = u @ vt
-    w = np.sqrt(np.maximum(0.0, 1 + r[:, 0, 0] + r[:, 1, 1] + r[:, 2, 2])) / 2
-    x = np.sqrt(np.maximum(0.0, 1 + r[:, 0, 0] - r[:, 1, 1] - r[:, 2, 2])) / 2
-    y = np.sqrt(np.maximum(0.0, 1 - r[:, 0, 0] + r[:, 1, 1] - r[:, 2, 2])) / 2
-    z = np.sqrt(np.maximum(0.0, 1 - r[:, 0, 0] - r[:, 1, 1] + r[:, 2, 2])) / 2
-    x = np.copysign(x, r[:, 2, 1] - r[:, 1, 2])
-    y = np.copysign(y, r[:, 0, 2] - r[:, 2, 0])
-    z = np.copysign(z, r[:, 1, 0] - r[:, 0, 1])
-    q = np.stack([x, y, z, w], axis=1)
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    return q.reshape(shape + (4,))
-
-
 _OPTIONAL_FIELDS = {  # HandResult field -> shape per hand
     "global_orient": (3,), "finger_pose": (45,), "shape": (10,), "weak_camera": (3,),
     "vertices": (NUM_VERTICES, 3), "joint_rotations": (NUM_JOINTS, 3, 3),
@@ -198,12 +178,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "default: the bundled samples")
     parser.add_argument("-o", "--output-dir", type=Path, default=DEFAULT_OUTPUT, help="default: ./acr_output")
     parser.add_argument("-t", "--temporal", action="store_true", help="One-Euro temporal smoothing")
-    parser.add_argument("--backend", default="auto", choices=("auto", "acr", "mediapipe"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument("--checkpoint", default="", help="ACR checkpoint wild.pkl (ACR README, Google Drive)")
     parser.add_argument("--mano-dir", default="", help="folder with MANO_LEFT.pkl and MANO_RIGHT.pkl "
                                                        "(https://mano.is.tue.mpg.de)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (ACR)")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"), help="ACR")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="ACR")
     parser.add_argument("--threshold", type=float, default=None,
                         help="detection threshold (ACR: center-map peak, default 0.35; "
                              "MediaPipe: detection confidence, default 0.5)")
@@ -219,20 +199,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def default_inputs() -> list[str]:
-    clips = sorted(p for p in SAMPLES.glob("*.mp4"))
-    return [str(SAMPLES)] + [str(p) for p in clips]
-
-
-def smoothing_config(enabled: bool):
-    if not enabled:
-        return None
-    try:
-        from acr_ros.acr.smoothing import SmoothingConfig
-    except ImportError:  # the MediaPipe backend reads min_cutoff, beta and d_cutoff only
-        from types import SimpleNamespace
-
-        return SimpleNamespace(min_cutoff=4.0, beta=0.7, d_cutoff=1.0, shape_min_cutoff=0.6)
-    return SmoothingConfig()
+    """The bundled samples: the folder (its images as a sequence) and each clip."""
+    clips = [p for p in sample_inputs() if p.suffix.lower() in VIDEO_SUFFIXES]
+    return [str(SAMPLES_DIR)] + [str(p) for p in clips]
 
 
 def _faces(backend) -> dict:
@@ -243,12 +212,10 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
                   intrinsics: Optional[CameraIntrinsics], batch_size: int = 1,
                   max_frames: Optional[int] = None, quiet: bool = False) -> dict:
     """Runs one input through the backend; writes its outputs; returns a summary dict."""
+    from tqdm import tqdm
+
     from acr_ros.render import draw_hands
 
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
     name = source.name
     recorder = ResultsRecorder(backend)
     faces = _faces(backend)
@@ -262,9 +229,9 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
         frames_dir.mkdir(parents=True, exist_ok=True)
     total = source.length if max_frames is None else min(source.length or max_frames, max_frames)
     bar = None
-    if tqdm is not None and not quiet and source.kind != "image":
+    if not quiet and source.kind != "image":
         bar = tqdm(total=total, desc=name, unit="frame", disable=None)
-    if hasattr(backend, "static_image_mode"):  # MediaPipe: track in videos, detect in every photo
+    if backend.name == "mediapipe":  # track in videos, detect in every photo
         backend.static_image_mode = source.kind in ("image", "folder")
     backend.reset()
     started = time.perf_counter()
@@ -322,6 +289,7 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from acr_ros.acr.smoothing import SmoothingConfig
     from acr_ros.backends import create_backend
 
     inputs = args.inputs or default_inputs()
@@ -330,7 +298,7 @@ def main(argv=None) -> int:
         backend, reason = create_backend(
             args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir, device=args.device,
             precision=args.precision, detection_threshold=args.threshold,
-            smoothing=smoothing_config(args.temporal))
+            smoothing=SmoothingConfig() if args.temporal else None)
     except (ValueError, ImportError) as error:
         print(f"acr_offline: {error}", file=sys.stderr)
         return 2
@@ -356,9 +324,7 @@ def main(argv=None) -> int:
             print(f"  {path}")
         if summary["interrupted"]:
             break
-    close = getattr(backend, "close", None)
-    if callable(close):
-        close()
+    backend.close()
     return status
 
 

@@ -5,8 +5,8 @@
 A hand with vertices and faces is drawn as a shaded mesh: vertices projected with the frame's
 intrinsics, triangles painter-sorted far to near, two-sided Lambert shading, blended with alpha 0.9
 over the image like the official ACR renderer. Otherwise (MediaPipe, or no faces) a skeleton is
-drawn along JOINT_PARENTS. Colours are ACR's: left (0.46, 0.59, 0.64), right (0.94, 0.71, 0.53)
-in RGB. A small label (side and score) sits above each hand.
+drawn along JOINT_PARENTS. Colours are ACR's (acr_ros.hands.SIDE_COLOURS). A small label (side
+and score) sits above each hand.
 
 Only the pixels of each hand's bounding box are touched (no full-frame blend, no resize): a
 778-vertex MANO hand on a 1080p frame takes about 2-3 ms (see test_render.py).
@@ -18,16 +18,17 @@ from typing import Mapping, Optional
 import cv2
 import numpy as np
 
-from acr_ros.hands import JOINT_PARENTS, LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult
+from acr_ros.hands import JOINT_PARENTS, SIDE_COLOURS, CameraIntrinsics, FrameResult, HandResult
 
-# ACR's colours (RGB 0-1) and their BGR uint8 equivalents.
-COLOURS_RGB = {LEFT: (0.46, 0.59, 0.64), RIGHT: (0.94, 0.71, 0.53)}
-COLOURS_BGR = {side: tuple(int(round(255 * c)) for c in reversed(rgb)) for side, rgb in COLOURS_RGB.items()}
+COLOURS_BGR = {side: tuple(int(round(255 * c)) for c in reversed(rgb)) for side, rgb in SIDE_COLOURS.items()}
 
 MESH_ALPHA = 0.9
 _AMBIENT = 0.35
 _LIGHT = np.array([0.25, -0.35, -1.0]) / np.linalg.norm([0.25, -0.35, -1.0])  # from above-left of the camera
 _SHIFT = 4  # fixed-point bits of the polygon coordinates (sub-pixel accuracy)
+# Projected points are clipped to +-_LIMIT px: OpenCV takes int32 fixed-point coordinates, and a
+# wild but finite point (e.g. 3e8 px) would overflow them; anything this far out is off-image anyway.
+_LIMIT = float(1 << 20)
 
 
 def _faces_for(faces, side: str) -> Optional[np.ndarray]:
@@ -84,9 +85,7 @@ def draw_mesh(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, k: Cam
     if not np.isfinite(v).all() or v[:, 2].min() <= 1e-3:
         return None
     h, w = image.shape[:2]
-    uv = np.empty((len(v), 2))
-    uv[:, 0] = k.fx * v[:, 0] / v[:, 2] + k.cx
-    uv[:, 1] = k.fy * v[:, 1] / v[:, 2] + k.cy
+    uv = np.clip(k.project(v), -_LIMIT, _LIMIT)
     x0, y0 = np.floor(uv.min(axis=0)).astype(int)
     x1, y1 = np.ceil(uv.max(axis=0)).astype(int) + 1
     x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
@@ -129,8 +128,8 @@ def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, colour_bgr: tuple) -
     s = _scale(image)
     thickness = max(1, int(round(3 * s)))
     radius = max(2, int(round(4 * s)))
-    pts = np.round(kp * (1 << _SHIFT)).astype(np.int64)
     finite = np.isfinite(kp).all(axis=1)
+    pts = np.round(np.clip(np.nan_to_num(kp), -_LIMIT, _LIMIT) * (1 << _SHIFT)).astype(np.int64)
     for j, parent in enumerate(JOINT_PARENTS):
         if parent >= 0 and finite[j] and finite[parent]:
             cv2.line(image, tuple(pts[parent].tolist()), tuple(pts[j].tolist()), colour_bgr, thickness,

@@ -21,8 +21,8 @@ does not draw, e.g. no mesh); the caller deletes the markers of sides that disap
 deletion_markers(sides, header) (the node remembers which sides it showed per camera). No
 DELETEALL: it would also wipe other publishers' markers on the same topic.
 
-Quaternions are (x, y, z, w), unit length, w >= 0, from rotation_to_quaternion() below (numpy,
-vectorised; tf_transformations is not used even where installed: one tested code path).
+Quaternions are (x, y, z, w), unit length, w >= 0, from acr_ros.hands.rotation_to_quaternion()
+(numpy, vectorised; tf_transformations is not used even where installed: one tested code path).
 """
 from __future__ import annotations
 
@@ -38,13 +38,13 @@ from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from acr_ros.hands import JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES, RIGHT, FrameResult, HandResult
+from acr_ros.hands import (JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES, RIGHT, SIDE_COLOURS, FrameResult,
+                           HandResult, rotation_to_quaternion)
 from acr_ros.msg import Hand, HandMesh, Hands
 
 SIDES = (LEFT, RIGHT)
 SIDE_IDS = {LEFT: 0, RIGHT: 1}            # marker id per side
 SIDE_CONSTANTS = {LEFT: Hand.LEFT, RIGHT: Hand.RIGHT}
-SIDE_COLOURS = {LEFT: (0.46, 0.59, 0.64), RIGHT: (0.94, 0.71, 0.53)}
 MARKER_KINDS = ("mesh", "skeleton", "joints", "label")
 MESH_ALPHA = 0.8
 JOINT_DIAMETER = 0.008      # m, SPHERE_LIST scale
@@ -103,45 +103,6 @@ def points(xyz: np.ndarray, fast: Optional[bool] = None) -> list:
     return out
 
 
-def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
-    """Rotation matrices (..., 3, 3) -> unit quaternions (..., 4) as (x, y, z, w) with w >= 0.
-
-    Robust to slightly non-orthonormal input (float32 products): the matrix is first projected
-    onto the nearest rotation (SVD), then converted with Shepperd's method (the largest of
-    w, x, y, z is computed from the diagonal, the others from off-diagonal sums, so no division
-    by a small number). Non-finite input gives the identity (0, 0, 0, 1). At w == 0 (180 degree
-    turns) q and -q are both valid; the sign is then the one the method yields.
-    """
-    r = np.asarray(rotation, dtype=np.float64)
-    shape = r.shape[:-2]
-    r = r.reshape(-1, 3, 3)
-    finite = np.isfinite(r).all(axis=(1, 2))
-    r = np.where(finite[:, None, None], r, np.eye(3))
-    u, _, vt = np.linalg.svd(r)
-    d = np.sign(np.linalg.det(u @ vt))
-    d[d == 0] = 1.0
-    u[:, :, 2] *= d[:, None]
-    r = u @ vt
-    m00, m01, m02 = r[:, 0, 0], r[:, 0, 1], r[:, 0, 2]
-    m10, m11, m12 = r[:, 1, 0], r[:, 1, 1], r[:, 1, 2]
-    m20, m21, m22 = r[:, 2, 0], r[:, 2, 1], r[:, 2, 2]
-    # 4 * (w^2, x^2, y^2, z^2)
-    diag = np.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], axis=1)
-    pick = np.argmax(diag, axis=1)
-    s = 2.0 * np.sqrt(np.maximum(diag[np.arange(len(r)), pick], 1e-12))  # 4 * largest component
-    candidates = np.stack([
-        # (x, y, z, w) * s for each choice of the largest component
-        np.stack([m21 - m12, m02 - m20, m10 - m01, s * s / 4], axis=1),
-        np.stack([s * s / 4, m01 + m10, m02 + m20, m21 - m12], axis=1),
-        np.stack([m01 + m10, s * s / 4, m12 + m21, m02 - m20], axis=1),
-        np.stack([m02 + m20, m12 + m21, s * s / 4, m10 - m01], axis=1),
-    ], axis=1)
-    q = candidates[np.arange(len(r)), pick] / s[:, None]
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    q[q[:, 3] < 0] *= -1.0
-    return q.reshape(shape + (4,))
-
-
 def _quaternion_msg(q) -> Quaternion:
     return Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
 
@@ -162,18 +123,6 @@ def _one_per_side(frame: FrameResult) -> list[HandResult]:
     return [best[s] for s in SIDES if s in best]
 
 
-def _box(hand: HandResult, width: int, height: int) -> RegionOfInterest:
-    keypoints = np.asarray(hand.keypoints, dtype=np.float64).reshape(-1, 2)
-    keypoints = keypoints[np.isfinite(keypoints).all(axis=1)]
-    if len(keypoints) == 0 or width <= 0 or height <= 0:
-        return RegionOfInterest()
-    x0, y0 = np.floor(keypoints.min(axis=0))
-    x1, y1 = np.ceil(keypoints.max(axis=0))
-    x0, x1 = int(np.clip(x0, 0, width)), int(np.clip(x1, 0, width))
-    y0, y1 = int(np.clip(y0, 0, height)), int(np.clip(y1, 0, height))
-    return RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0, height=y1 - y0, do_rectify=False)
-
-
 # ---- Hands / HandMesh --------------------------------------------------------------------------
 def hand_to_msg(hand: HandResult, width: int, height: int) -> Hand:
     """One HandResult as an acr_ros/Hand; box = keypoint bounding box clipped to width x height."""
@@ -188,7 +137,8 @@ def hand_to_msg(hand: HandResult, width: int, height: int) -> Hand:
                           orientation=_quaternion_msg(rotation_to_quaternion(hand.wrist_rotation)))
     msg.joints = points(joints)
     msg.keypoints = keypoints.copy()
-    msg.box = _box(hand, int(width), int(height))
+    x, y, w, h = hand.box(int(width), int(height))
+    msg.box = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
     msg.global_orient = _float32_array(hand.global_orient)
     msg.finger_pose = _float32_array(hand.finger_pose)
     msg.shape = _float32_array(hand.shape)
@@ -199,10 +149,11 @@ def hand_to_msg(hand: HandResult, width: int, height: int) -> Hand:
 
 def frame_to_msg(frame: FrameResult, header, width: int, height: int, backend_name: str, model: str,
                  checkpoint: str) -> Hands:
-    """All hands of one image as acr_ros/Hands, with the image's header (stamp and frame) copied."""
+    """The hands of one image as acr_ros/Hands (at most one per side, as Hands.msg promises), with
+    the image's header (stamp and frame) copied."""
     msg = Hands()
     msg.header = copy_header(header)
-    msg.hands = [hand_to_msg(hand, width, height) for hand in frame.hands]
+    msg.hands = [hand_to_msg(hand, width, height) for hand in _one_per_side(frame)]
     msg.image_width, msg.image_height = int(width), int(height)
     msg.backend, msg.model, msg.checkpoint = str(backend_name), str(model), str(checkpoint or "")
     msg.default_intrinsics = bool(frame.default_intrinsics)

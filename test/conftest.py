@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from acr_ros.media import SAMPLES_DIR as MEDIA  # the bundled sample media, for the tests
+
 # DDS must stay on this machine, and concurrent runs must not hear each other.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 
-REPO = Path(__file__).resolve().parents[1]
-MEDIA = REPO / "acr_ros" / "data" / "samples"
 
 
 @pytest.fixture(scope="session")

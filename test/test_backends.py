@@ -1,13 +1,7 @@
 """Backend selection: auto falls back to the embedded backend with a reason; acr fails clearly."""
-import importlib.util
-
 import pytest
 
 from acr_ros.backends import acr_files_problem, create_backend
-
-HAVE_ACR = (importlib.util.find_spec("acr_ros.acr") is not None
-            and importlib.util.find_spec("acr_ros.acr.pipeline") is not None)
-needs_acr = pytest.mark.skipif(not HAVE_ACR, reason="acr_ros.acr.pipeline not available yet")
 
 
 @pytest.fixture
@@ -72,8 +66,6 @@ def test_explicit_acr_names_the_missing_file(tmp_path, fake_files):
     assert "mano.is.tue.mpg.de" in message and "never redistributed" in message
 
 
-@pytest.mark.skipif(importlib.util.find_spec("acr_ros.acr.checkpoint") is None
-                    or importlib.util.find_spec("acr_ros.acr.mano") is None, reason="acr_ros.acr not there yet")
 def test_error_types_are_the_acr_ones(tmp_path, fake_files):
     from acr_ros.acr.checkpoint import CheckpointError
     from acr_ros.acr.mano import ManoFileError
@@ -101,7 +93,6 @@ def test_explicit_mediapipe_ignores_acr_options(fake_files):
         backend.close()
 
 
-@needs_acr
 def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     """Selection and arguments only (the real ACR backend runs in test_offline.py)."""
     import acr_ros.acr.pipeline as pipeline
@@ -130,7 +121,6 @@ def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     assert "detection_threshold" not in made  # None: the backend's own default (0.35)
 
 
-@needs_acr
 def test_auto_with_a_wrong_checkpoint_raises(fake_files):
     ckpt, mano = fake_files  # both exist but are garbage: an error, not a silent fallback
     with pytest.raises(ValueError):

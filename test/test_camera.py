@@ -1,10 +1,10 @@
 """Weak-perspective camera, closed-form translation and the batched least-squares translation."""
+import numpy as np
 import pytest
 import torch
 
-from acr_ros.acr.camera import (camera_translation, default_intrinsics, estimate_translation, intrinsics_tensor,
-                                normalized_to_original, perspective_project, project_to_original,
-                                weak_perspective)
+from acr_ros.acr.camera import (camera_translation, estimate_translation, intrinsics_tensor, normalized_to_original,
+                                project_to_original, weak_perspective)
 from acr_ros.acr.preprocess import letterbox, letterbox_tensor
 from acr_ros.hands import CameraIntrinsics
 
@@ -15,6 +15,18 @@ def _hand_points(n, seed=0, dtype=torch.float64):
     """Root-aligned, hand-sized point sets (about 10 cm across), (n, 21, 3)."""
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(n, 21, 3, generator=g, dtype=dtype) - 0.5) * torch.tensor([0.12, 0.12, 0.05], dtype=dtype)
+
+
+def _project(points, k, translation):
+    """(N, P, 3) points + (N, 3) translation -> (N, P, 2) pixels, with CameraIntrinsics.project per row."""
+    p = (points + translation[:, None, :]).double().numpy()
+    rows = [CameraIntrinsics(*row).project(q) for row, q in zip(k.tolist(), p)]
+    return torch.from_numpy(np.stack(rows)).to(points.dtype)
+
+
+def _default_k(lbs=LBS, device="cpu", dtype=torch.float64):
+    """The official default camera of each letterbox, (N, 4)."""
+    return intrinsics_tensor([None] * len(lbs), lbs, device, dtype)
 
 
 def _cams(n, seed=1, dtype=torch.float64):
@@ -32,20 +44,16 @@ def test_weak_perspective_and_original_pixels():
     lp = letterbox_tensor(LBS, dtype=torch.float64)
     px = project_to_original(pts, cam, lp)
     for i, lb in enumerate(LBS):
-        torch.testing.assert_close(px[i], lb.normalized_to_original(uv[i]))
+        torch.testing.assert_close(px[i], (uv[i] + 1) * lb.size / 2 - torch.tensor([lb.pad_left, lb.pad_top]))
     torch.testing.assert_close(normalized_to_original(uv, lp), px)
 
 
 def test_closed_form_default_equals_official_conversion():
     cam = _cams(len(LBS))
     lp = letterbox_tensor(LBS, dtype=torch.float64)
-    t = camera_translation(cam, lp)
+    t = camera_translation(cam, lp, _default_k())
     s, tx, ty = cam.unbind(-1)
     torch.testing.assert_close(t, torch.stack([tx / s, ty / s, 1265.0 / (256.0 * s)], -1), rtol=1e-12, atol=1e-12)
-    # Same with the defaults passed explicitly, as a tensor or as a list with None entries.
-    torch.testing.assert_close(camera_translation(cam, lp, default_intrinsics(lp)), t)
-    k = intrinsics_tensor([None] * len(LBS), LBS, dtype=torch.float64)
-    torch.testing.assert_close(camera_translation(cam, lp, k), t)
 
 
 def test_closed_form_with_real_intrinsics():
@@ -57,11 +65,11 @@ def test_closed_form_with_real_intrinsics():
     k = intrinsics_tensor(given, LBS)
     t = camera_translation(cam, lp, k)
     assert t.shape == (n, 3) and t.dtype == torch.float32
-    default = camera_translation(cam, lp)
+    default = camera_translation(cam, lp, _default_k(dtype=torch.float32))
     torch.testing.assert_close(t[1::2], default[1::2])          # None rows: official camera
     assert (t[0::2] - default[0::2]).abs().max() > 1e-3            # given rows: differ
     # The root projects where the weak-perspective camera puts it...
-    root_px = perspective_project(torch.zeros(n, 1, 3), k, t)
+    root_px = _project(torch.zeros(n, 1, 3), k, t)
     torch.testing.assert_close(root_px, normalized_to_original(cam[:, None, 1:], lp), rtol=0, atol=1e-3)
     # ...and small offsets at the root scale alike: f_mean / Tz = s S / 2 pixels per metre.
     fmean = (k[:, 0] + k[:, 1]) / 2
@@ -85,7 +93,7 @@ def test_least_squares_recovers_a_perspective_translation_exactly():
                      600 + 800 * torch.rand(n, generator=g, dtype=torch.float64),
                      300 + 100 * torch.rand(n, generator=g, dtype=torch.float64),
                      200 + 100 * torch.rand(n, generator=g, dtype=torch.float64)], -1)
-    px = perspective_project(pts, k, t_true)
+    px = _project(pts, k, t_true)
     torch.testing.assert_close(estimate_translation(pts, px, k), t_true, rtol=0, atol=1e-9)
     # Weights: corrupted points with weight 0 do not matter; with weight 1 they do.
     bad = px.clone()
@@ -105,10 +113,10 @@ def test_least_squares_agrees_with_closed_form_on_weak_perspective_data():
     pts = _hand_points(n, seed=5)
     cam = _cams(n, seed=6)
     lp = letterbox_tensor(LBS, dtype=torch.float64)
-    k = default_intrinsics(lp)
+    k = _default_k()
     px = project_to_original(pts, cam, lp)   # what the official code feeds its PnP
     ls = estimate_translation(pts, px, k)
-    closed = camera_translation(cam, lp)
+    closed = camera_translation(cam, lp, k)
     rel = (ls - closed).norm(dim=-1) / closed.norm(dim=-1)
     assert rel.max() < 0.02, rel
 
@@ -119,10 +127,11 @@ def test_cuda_without_sync():
     n = len(LBS)
     pts, cam = _hand_points(n).float(), _cams(n).float()
     lp_cpu = letterbox_tensor(LBS)
-    ref_t = camera_translation(cam, lp_cpu)
-    ref_ls = estimate_translation(pts, project_to_original(pts, cam, lp_cpu), default_intrinsics(lp_cpu))
+    k_cpu = _default_k(dtype=torch.float32)
+    ref_t = camera_translation(cam, lp_cpu, k_cpu)
+    ref_ls = estimate_translation(pts, project_to_original(pts, cam, lp_cpu), k_cpu)
     pts, cam = pts.cuda(), cam.cuda()
-    estimate_translation(pts, pts[..., :2], default_intrinsics(letterbox_tensor(LBS, "cuda")))  # warm-up
+    estimate_translation(pts, pts[..., :2], _default_k(device="cuda", dtype=torch.float32))  # warm-up
     torch.cuda.set_sync_debug_mode("error")
     try:
         lp = letterbox_tensor(LBS, "cuda")

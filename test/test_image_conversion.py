@@ -190,29 +190,28 @@ def bad(encoding="rgb8", width=4, height=3, step=12, data=36, **kwargs):
     return msg
 
 
-@pytest.mark.parametrize("msg,kind,words", [
-    (bad(encoding="32FC1"), "encoding", "32FC1"),
-    (bad(encoding="16UC1"), "encoding", "depth"),
-    (bad(encoding="nv24"), "encoding", "unsupported encoding 'nv24'"),
-    (bad(encoding=""), "encoding", "unsupported encoding"),
-    (bad(width=0, step=0, data=0), "size", "empty image (0x3)"),
-    (bad(height=0, data=0), "size", "empty image (4x0)"),
-    (bad(step=11), "step", "step 11 < 12"),
-    (bad(step=0), "step", "step 0"),
-    (bad(data=35), "data", "data length 35 < step*rows"),
-    (bad(data=0), "data", "data length 0"),
-    (bad(encoding="yuyv", width=3, step=6, data=18), "size", "odd width 3"),
-    (bad(encoding="uyvy", width=5, step=10, data=30), "size", "odd width 5"),
-    (bad(encoding="nv12", width=4, height=3, step=4, data=24), "size", "odd height 3"),
-    (bad(encoding="nv21", width=4, height=4, step=4, data=23), "data", "data length 23"),
-    (bad(encoding="bayer_rggb8", width=1, height=4, step=1, data=4), "size", "at least 2x2"),
-    (bad(encoding="mono16", width=4, height=3, step=7, data=21), "step", "step 7 < 8"),
-    (bad(width=7680, height=4320, step=7680 * 3, data=0), "too_large", "7680x4320"),
+@pytest.mark.parametrize("msg,words", [
+    (bad(encoding="32FC1"), "32FC1"),
+    (bad(encoding="16UC1"), "depth"),
+    (bad(encoding="nv24"), "unsupported encoding 'nv24'"),
+    (bad(encoding=""), "unsupported encoding"),
+    (bad(width=0, step=0, data=0), "empty image (0x3)"),
+    (bad(height=0, data=0), "empty image (4x0)"),
+    (bad(step=11), "step 11 < 12"),
+    (bad(step=0), "step 0"),
+    (bad(data=35), "data length 35 < step*rows"),
+    (bad(data=0), "data length 0"),
+    (bad(encoding="yuyv", width=3, step=6, data=18), "odd width 3"),
+    (bad(encoding="uyvy", width=5, step=10, data=30), "odd width 5"),
+    (bad(encoding="nv12", width=4, height=3, step=4, data=24), "odd height 3"),
+    (bad(encoding="nv21", width=4, height=4, step=4, data=23), "data length 23"),
+    (bad(encoding="bayer_rggb8", width=1, height=4, step=1, data=4), "at least 2x2"),
+    (bad(encoding="mono16", width=4, height=3, step=7, data=21), "step 7 < 8"),
+    (bad(width=7680, height=4320, step=7680 * 3, data=0), "7680x4320"),
 ])
-def test_bad_images_raise_with_reason(msg, kind, words):
+def test_bad_images_raise_with_reason(msg, words):
     with pytest.raises(ImageConversionError) as info:
         image_to_bgr(msg)
-    assert info.value.kind == kind
     assert words in str(info.value)
     assert isinstance(info.value, ValueError)
 
@@ -361,25 +360,24 @@ def jpeg_with_size(width, height) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize("payload,fmt,kind,words", [
-    (b"", "jpeg", "data", "empty compressed payload"),
-    (b"\x00" * 100, "jpeg", "decode", "neither JPEG nor PNG"),
-    (encode(".bmp", IMAGE), "bmp", "decode", "neither JPEG nor PNG"),
-    (JPEG[:2], "jpeg", "decode", "neither JPEG nor PNG"),
-    (JPEG[:20], "jpeg", "decode", "corrupt JPEG header"),
-    (PNG[:20], "png", "decode", "corrupt PNG header"),
-    (PNG, "16UC1; compressedDepth png", "encoding", "compressedDepth"),
-    (png_with_size(7680, 4320), "png", "too_large", "PNG image too large: 7680x4320"),
-    (jpeg_with_size(7680, 4320), "jpeg", "too_large", "JPEG image too large: 7680x4320"),
-    (jpeg_with_size(0, 48), "jpeg", "size", "empty JPEG image (0x48)"),
-    (png_with_size(64, 0), "png", "size", "empty PNG image (64x0)"),
-    (PNG[:200], "png", "decode", "corrupt PNG payload"),
-    (png_with_size(65, 48), "png", "decode", "corrupt PNG payload"),
+@pytest.mark.parametrize("payload,fmt,words", [
+    (b"", "jpeg", "empty compressed payload"),
+    (b"\x00" * 100, "jpeg", "neither JPEG nor PNG"),
+    (encode(".bmp", IMAGE), "bmp", "neither JPEG nor PNG"),
+    (JPEG[:2], "jpeg", "neither JPEG nor PNG"),
+    (JPEG[:20], "jpeg", "corrupt JPEG header"),
+    (PNG[:20], "png", "corrupt PNG header"),
+    (PNG, "16UC1; compressedDepth png", "compressedDepth"),
+    (png_with_size(7680, 4320), "png", "PNG image too large: 7680x4320"),
+    (jpeg_with_size(7680, 4320), "jpeg", "JPEG image too large: 7680x4320"),
+    (jpeg_with_size(0, 48), "jpeg", "empty JPEG image (0x48)"),
+    (png_with_size(64, 0), "png", "empty PNG image (64x0)"),
+    (PNG[:200], "png", "corrupt PNG payload"),
+    (png_with_size(65, 48), "png", "corrupt PNG payload"),
 ])
-def test_bad_compressed_raise_with_reason(payload, fmt, kind, words):
+def test_bad_compressed_raise_with_reason(payload, fmt, words):
     with pytest.raises(ImageConversionError) as info:
         compressed_to_bgr(compressed(payload, fmt))
-    assert info.value.kind == kind
     assert words in str(info.value)
 
 
@@ -401,6 +399,7 @@ def test_bgr_to_image_round_trip():
     msg = bgr_to_image(view, header)
     assert (msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian) == ("bgr8", 40, 30, 120, 0)
     assert msg.header.frame_id == "cam" and msg.header.stamp.sec == 12 and msg.header.stamp.nanosec == 34
+    assert msg.header is not header and msg.header.stamp is not header.stamp  # a copy, not the caller's
     assert len(msg.data) == 30 * 40 * 3
     np.testing.assert_array_equal(image_to_bgr(msg), BGR)
 

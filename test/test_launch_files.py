@@ -69,8 +69,8 @@ def test_launch_arguments_match_the_node_and_the_source():
     # The source modes offered are the ones the image source understands.
     source_arg = declared["source"]
     choices = set(ast.literal_eval(keyword(source_arg, "choices")))
-    from acr_ros.media import FolderSource, ImageSource, VideoSource, WebcamSource
-    assert choices - {"none"} == {cls.kind for cls in (FolderSource, ImageSource, VideoSource, WebcamSource)}
+    from acr_ros.media import FolderSource, ImageFileSource, VideoSource, WebcamSource
+    assert choices - {"none"} == {cls.kind for cls in (FolderSource, ImageFileSource, VideoSource, WebcamSource)}
 
 
 def test_remapped_topics_are_the_ones_the_nodes_use():

@@ -196,14 +196,13 @@ def test_detection_threshold_and_faces(backend):
 
 
 def test_smoothing_follows_a_still_hand():
-    from types import SimpleNamespace
-
-    from acr_ros.mediapipe_backend import MediaPipeBackend, project
+    from acr_ros.acr.smoothing import SmoothingConfig
+    from acr_ros.mediapipe_backend import MediaPipeBackend
 
     img = image("magic.jpg")
     with MediaPipeBackend(static_image_mode=True) as plain:
         raw = run(plain, img).hands[0]
-    with MediaPipeBackend(smoothing=SimpleNamespace(min_cutoff=1.0, beta=0.0, d_cutoff=1.0)) as b:
+    with MediaPipeBackend(smoothing=SmoothingConfig(pose_min_cutoff=1.0, pose_beta=0.0, d_cutoff=1.0)) as b:
         first = b.reconstruct([img], [None], [0.0], ["s"])[0]
         moved = np.ascontiguousarray(np.roll(img, 40, axis=1))  # the hand jumps 40 px right
         second = b.reconstruct([moved], [None], [0.1], ["s"])[0]
@@ -211,8 +210,8 @@ def test_smoothing_follows_a_still_hand():
         # Smoothed: the jump is only partly followed, in 2D and in 3D.
         shift = hand.keypoints[:, 0].mean() - first.hands[0].keypoints[:, 0].mean()
         assert 2 < shift < 38
-        u = project(hand.joints, second.intrinsics)[:, 0].mean()
-        u_first = project(first.hands[0].joints, first.intrinsics)[:, 0].mean()
+        u = second.intrinsics.project(hand.joints)[:, 0].mean()
+        u_first = first.intrinsics.project(first.hands[0].joints)[:, 0].mean()
         assert 1 < u - u_first < 38
         assert first.hands[0].keypoints == pytest.approx(raw.keypoints, abs=3)
         b.set_smoothing(None)
@@ -221,19 +220,29 @@ def test_smoothing_follows_a_still_hand():
 
 
 def test_solve_translation_recovers_a_known_placement():
-    from acr_ros.mediapipe_backend import project, solve_translation
+    from acr_ros.mediapipe_backend import solve_translation
 
     rng = np.random.default_rng(1)
     local = rng.normal(scale=0.04, size=(21, 3))
     k = CameraIntrinsics(900.0, 910.0, 320.0, 240.0)
     t_true = np.array([0.05, -0.03, 0.6])
-    uv = project(local + t_true, k)
+    uv = k.project(local + t_true)
     assert solve_translation(local, uv, k) == pytest.approx(t_true, abs=1e-6)
 
 
-def test_default_focal_is_documented():
-    from acr_ros.mediapipe_backend import DEFAULT_FOCAL_SCALE, default_intrinsics
+@pytest.mark.parametrize("height,width", [(211, 301), (301, 211), (101, 200), (7, 3), (480, 640)])
+def test_both_backends_share_the_default_camera(backend, height, width):
+    """ACR's default (SPEC §6): f = 1265 S / 512, the principal point at the centre of the letterbox
+    square (the odd padding pixel at the bottom / right), for the MediaPipe and the ACR backend."""
+    import torch
 
-    k = default_intrinsics(1920, 1080)
-    assert k.fx == k.fy == pytest.approx(1920 * 1265 / 512) and DEFAULT_FOCAL_SCALE == 1265 / 512
-    assert (k.cx, k.cy) == (960.0, 540.0)
+    from acr_ros.acr.camera import intrinsics_tensor
+    from acr_ros.acr.preprocess import letterbox
+
+    size = max(height, width)
+    pad_top, pad_left = (size - height) // 2, (size - width) // 2
+    expected = (1265 * size / 512, 1265 * size / 512, size / 2 - pad_left, size / 2 - pad_top)
+    mediapipe = run(backend, np.zeros((height, width, 3), np.uint8)).intrinsics
+    acr = intrinsics_tensor([None], [letterbox(height, width)], dtype=torch.float64)[0].tolist()
+    assert (mediapipe.fx, mediapipe.fy, mediapipe.cx, mediapipe.cy) == pytest.approx(expected, rel=1e-12)
+    assert acr == pytest.approx(expected, rel=1e-12)

@@ -7,12 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from acr_ros.acr import parser
+from acr_ros.acr import reference as ref
 from acr_ros.acr.checkpoint import random_acr_network
 from acr_ros.acr.hrnet import HRNetW32, SegmNet
 from acr_ros.acr.network import (ACRNet, FastACR, LocallyConnected, _PatchTowers, coord_maps, fold_batchnorm,
                                  fuse_conv_activations, mkldnn_fusion_available)
-
-import acr_reference as ref
 
 KEYS = Path(__file__).resolve().parent / "data" / "official_state_dict_keys.txt"
 
@@ -133,7 +132,7 @@ def test_fast_network_equals_the_dense_maps(net, images):
     torch.testing.assert_close(out["priors"][:, 1], _dense_at(dense["r_prior_maps"], cells[:, 0]), rtol=1e-4, atol=2e-4)
     assert not out["prior_applied"].any()  # 89 cells apart
     assert torch.equal(out["params"], out["params_raw"])
-    # ACRNet.forward_dense (used by the benchmark baseline) is the same official computation.
+    # ACRNet.forward_dense (used by the random-checkpoint calibration) is the same official computation.
     with torch.no_grad():
         again = net.forward_dense(images)
     for key in ("l_params_maps", "r_center_map", "l_prior_maps", "segms"):

@@ -7,9 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acr_ros.acr import parser
+from acr_ros.acr import reference as ref
 from acr_ros.acr.rotation import rot6d_to_matrix
-
-import acr_reference as ref
 
 
 def maps_with(peaks_left=(), peaks_right=(), base=-0.5, batch=1):

@@ -1,4 +1,4 @@
-"""The fast ACR pipeline against a plain transcription of the official flow (test/acr_reference.py),
+"""The fast ACR pipeline against a plain transcription of the official flow (acr_ros/acr/reference.py),
 and the HandBackend built on it. Random weights + synthetic MANO: structure and numerics only."""
 import warnings
 
@@ -7,14 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from acr_ros.acr.checkpoint import CheckpointError, random_acr_network, write_random_checkpoint
+from acr_ros.acr import reference as ref
+from acr_ros.acr.checkpoint import CheckpointError, random_acr_network
 from acr_ros.acr.mano import ManoFileError, ManoLayer
 from acr_ros.acr.pipeline import ACRBackend, ACRPipeline
 from acr_ros.acr.preprocess import letterbox
 from acr_ros.acr.smoothing import SmoothingConfig
-from acr_ros.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult
-
-import acr_reference as ref
+from acr_ros.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult, default_intrinsics
 
 FAR = {"left": (0, 63), "right": (63, 0)}      # grid corners, 89 cells apart: no prior
 NEAR = {"left": (30, 30), "right": (32, 31)}   # 2.2 cells apart: a duplicate candidate
@@ -149,6 +148,7 @@ def test_backend_fills_every_field(backend):
                                  [1.0, 1.0], ["cam0", "cam1"])
     assert len(frames) == 2 and all(isinstance(f, FrameResult) for f in frames)
     assert [f.default_intrinsics for f in frames] == [False, True]
+    assert [f.intrinsics for f in frames] == [k, default_intrinsics(200, 360)]  # the K that placed the hands
     for f, lb, intr in zip(frames, [letterbox(480, 640), letterbox(360, 200)], [k, None]):
         assert [h.side for h in f.hands] == [LEFT, RIGHT]
         for h in f.hands:
@@ -189,6 +189,12 @@ def test_backend_threshold_and_errors(backend, acr_checkpoint, tmp_path):
         ACRBackend(acr_checkpoint, tmp_path, device="cpu", precision="fp8")
 
 
+def test_backend_close_drops_the_model(acr_checkpoint, mano_dir):
+    closing = ACRBackend(acr_checkpoint, mano_dir, device="cpu")
+    closing.close()
+    assert closing.pipeline is None and closing.smoother is None
+
+
 def test_backend_smoothing_is_per_stream_and_resettable(acr_checkpoint, mano_dir, backend):
     smooth = ACRBackend(acr_checkpoint, mano_dir, device="cpu", smoothing=SmoothingConfig())
     a, b = smooth_image(240, 320, 10), smooth_image(240, 320, 11)
@@ -214,7 +220,7 @@ def test_backend_smoothing_is_per_stream_and_resettable(acr_checkpoint, mano_dir
     for h, r in zip(off.hands, raw_a.hands):
         np.testing.assert_allclose(h.finger_pose, r.finger_pose, atol=1e-5)
     smooth.set_smoothing(SmoothingConfig(pose_min_cutoff=1.0))
-    assert smooth.smoother is not None and smooth.smoothing.pose_min_cutoff == 1.0
+    assert smooth.smoother.config.pose_min_cutoff == 1.0
 
 
 def test_compile_failures_fall_back_to_eager(mano, both_net, monkeypatch):

@@ -1,6 +1,4 @@
 """Preprocessing: the official letterbox geometry and pixels, and the on-device fast path."""
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -8,9 +6,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from acr_ros.acr.camera import normalized_to_original
 from acr_ros.acr.preprocess import Letterbox, letterbox, letterbox_tensor, preprocess_batch, preprocess_exact
 
-SAMPLES = Path(__file__).resolve().parents[1] / "acr_ros" / "data" / "samples"
+from conftest import MEDIA
 
 
 def imgaug_paddings(height, width):
@@ -49,28 +48,16 @@ def test_letterbox_is_imgaugs_rule(h, w):
 
 
 @pytest.mark.parametrize("hw", [(1080, 1920), (1920, 1080), (101, 200), (333, 333), (7, 2)])
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_point_mappings_round_trip(hw, backend):
-    lb = letterbox(*hw)
-    rng = np.random.default_rng(0)
-    xy = rng.uniform(-50, 2000, (4, 6, 2))
-    if backend == "torch":
-        xy = torch.from_numpy(xy)
-    back = lb.input_to_original(lb.original_to_input(xy))
-    assert type(back) is type(xy) and back.shape == (4, 6, 2)
-    np.testing.assert_allclose(np.asarray(back), np.asarray(xy), atol=1e-9)
-    np.testing.assert_allclose(np.asarray(lb.normalized_to_original(lb.original_to_normalized(xy))),
-                               np.asarray(xy), atol=1e-9)
-    # Image corners land on the pad borders; the square's centre is normalised (0, 0).
+def test_normalized_coordinates_land_on_the_padded_square(hw):
     h, w = hw
-    corners = np.array([[0.0, 0.0], [w, h]])
-    u = lb.original_to_normalized(corners)
-    np.testing.assert_allclose(u[0], [2 * lb.pad_left / lb.size - 1, 2 * lb.pad_top / lb.size - 1])
-    np.testing.assert_allclose(u[1], [1 - 2 * lb.pad_right / lb.size, 1 - 2 * lb.pad_bottom / lb.size])
-    np.testing.assert_allclose(lb.normalized_to_original(np.zeros(2)),
-                               [lb.size / 2 - lb.pad_left, lb.size / 2 - lb.pad_top])
-    # 512-input pixels and normalised coords agree: pixel = (u + 1) * 256.
-    np.testing.assert_allclose(lb.input_to_original((u + 1) * 256), corners, atol=1e-9)
+    lb = letterbox(h, w)
+    # The image's corners in normalised input coords, and the square's centre (0, 0).
+    uv = torch.tensor([[[2 * lb.pad_left / lb.size - 1, 2 * lb.pad_top / lb.size - 1],
+                        [1 - 2 * lb.pad_right / lb.size, 1 - 2 * lb.pad_bottom / lb.size],
+                        [0.0, 0.0]]], dtype=torch.float64)
+    px = normalized_to_original(uv, letterbox_tensor([lb], dtype=torch.float64))[0]
+    expected = [[0.0, 0.0], [w, h], [lb.size / 2 - lb.pad_left, lb.size / 2 - lb.pad_top]]
+    np.testing.assert_allclose(px.numpy(), expected, atol=1e-9)
 
 
 def test_letterbox_tensor():
@@ -106,7 +93,7 @@ def test_preprocess_exact_colour_and_white_padding():
 
 def _test_images():
     rng = np.random.default_rng(2)
-    images = [cv2.imread(str(p)) for p in sorted(SAMPLES.glob("*.jpg"))]
+    images = [cv2.imread(str(p)) for p in sorted(MEDIA.glob("*.jpg"))]
     sizes = [(480, 640), (640, 480), (101, 200), (200, 101), (513, 511), (37, 1000), (1, 1), (1, 2), (2, 1),
              (3, 5), (7, 3)]
     images += [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in sizes]

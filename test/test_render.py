@@ -30,7 +30,7 @@ def ellipsoid(rings=26, segments=30, radii=(0.09, 0.05, 0.03), centre=(0.0, 0.0,
 
 
 def project(p, k=K):
-    return np.stack([k.fx * p[:, 0] / p[:, 2] + k.cx, k.fy * p[:, 1] / p[:, 2] + k.cy], 1).astype(np.float32)
+    return k.project(p).astype(np.float32)
 
 
 def skeleton_hand(side=RIGHT, centre=(0.0, 0.0, 0.6), score=0.87):
@@ -198,3 +198,19 @@ def test_speed_of_a_mano_sized_mesh_at_1080p():
     ms = (time.perf_counter() - start) / n * 1e3
     print(f"\nmesh overlay, {len(hand.vertices)} vertices / {len(faces)} faces, 1080p: {ms:.1f} ms")
     assert ms < 60  # typically 2-4 ms on one CPU core
+
+
+def test_huge_finite_coordinates_do_not_crash():
+    """Garbage but finite points (beyond OpenCV's int32 fixed-point range) are drawn clipped."""
+    hand = skeleton_hand()
+    hand.keypoints = hand.keypoints.copy()
+    hand.keypoints[4] = (3e8, -3e8)
+    hand.keypoints[8] = (1e30, 5.0)
+    out = draw_hands(background(), FrameResult(hands=[hand]), skeleton=True)
+    assert changed(out, background()).any()
+    mesh, faces = mesh_hand()
+    mesh.vertices = mesh.vertices.copy()
+    mesh.vertices[:5, 2] = 1.0001e-3     # just in front of the camera: projects ~1e6-1e8 px out
+    mesh.vertices[:5, 0] = 0.3
+    out = draw_hands(background(), FrameResult(hands=[mesh], intrinsics=K), {RIGHT: faces})
+    assert changed(out, background()).any()

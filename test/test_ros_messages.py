@@ -17,7 +17,8 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from acr_ros import ros_messages as rm
-from acr_ros.hands import JOINT_NAMES, JOINT_PARENTS, NUM_VERTICES, FrameResult, HandResult
+from acr_ros.hands import (JOINT_NAMES, JOINT_PARENTS, NUM_VERTICES, SIDE_COLOURS, FrameResult, HandResult,
+                           rotation_to_quaternion)
 from acr_ros.msg import Hand, HandMesh, Hands
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ S = math.sqrt(0.5)
     ((0, 0, math.pi), (0, 0, 1, 0)),
 ])
 def test_known_rotations(axis_angle, expected):
-    q = rm.rotation_to_quaternion(rodrigues(axis_angle))
+    q = rotation_to_quaternion(rodrigues(axis_angle))
     if expected[3] == 0:  # 180 degrees: q and -q are the same rotation
         q = q * np.sign(q[np.argmax(np.abs(q))])
     np.testing.assert_allclose(q, expected, atol=1e-9)
@@ -104,7 +105,7 @@ def test_known_rotations(axis_angle, expected):
 def test_exact_matrices_and_axis_permutation():
     # camera optical frame -> x forward / y left / z up body frame: a permutation matrix
     r = np.array([[0, 0, 1], [-1, 0, 0], [0, -1, 0]], dtype=float)
-    q = rm.rotation_to_quaternion(r)
+    q = rotation_to_quaternion(r)
     np.testing.assert_allclose(q, (-0.5, 0.5, -0.5, 0.5), atol=1e-12)
     np.testing.assert_allclose(quaternion_matrix(q), r, atol=1e-12)
 
@@ -116,7 +117,7 @@ def test_random_rotations_batch():
         axis = rng.normal(size=3)
         axis_angles.append(axis / np.linalg.norm(axis) * rng.uniform(0, math.pi - 1e-6))
     rotations = np.stack([rodrigues(v) for v in axis_angles]).reshape(50, 10, 3, 3)
-    q = rm.rotation_to_quaternion(rotations)
+    q = rotation_to_quaternion(rotations)
     assert q.shape == (50, 10, 4)
     q = q.reshape(-1, 4)
     np.testing.assert_allclose(np.linalg.norm(q, axis=1), 1, atol=1e-12)
@@ -128,17 +129,36 @@ def test_random_rotations_batch():
         np.testing.assert_allclose(quaternion_matrix(qi), r, atol=1e-9)
 
 
+@pytest.mark.parametrize("axis", [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, -1, 0), (0, 1, 1), (-1, 0, 1), (1, 1, 1),
+                                  (1, -2, 3)])
+def test_exact_half_turns(axis):
+    """180 degrees: R = 2 a a^T - I exactly (w = 0, several components and off-diagonals ~0)."""
+    a = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    r = 2 * np.outer(a, a) - np.eye(3)
+    q = rotation_to_quaternion(r)
+    assert q[3] == pytest.approx(0, abs=1e-12)
+    np.testing.assert_allclose(np.abs(q[:3] @ a), 1, atol=1e-12)  # the axis, either sign
+    np.testing.assert_allclose(quaternion_matrix(q), r, atol=1e-12)
+
+
+def test_random_matrices_round_trip():
+    rng = np.random.default_rng(7)
+    rotations = np.stack([random_rotation(rng) for _ in range(300)])
+    q = rotation_to_quaternion(rotations)
+    np.testing.assert_allclose(np.stack([quaternion_matrix(qi) for qi in q]), rotations, atol=1e-12)
+
+
 def test_noisy_degenerate_and_non_finite_matrices():
     rng = np.random.default_rng(4)
     r = random_rotation(rng)
     noisy = (r * 1.01 + rng.normal(scale=1e-3, size=(3, 3))).astype(np.float32)
-    q = rm.rotation_to_quaternion(noisy)
+    q = rotation_to_quaternion(noisy)
     assert abs(np.linalg.norm(q) - 1) < 1e-12
     np.testing.assert_allclose(quaternion_matrix(q), r, atol=5e-3)
     for m in (np.zeros((3, 3)), np.full((3, 3), np.nan), np.diag([1.0, 1.0, -1.0])):
-        q = rm.rotation_to_quaternion(m)
+        q = rotation_to_quaternion(m)
         assert np.isfinite(q).all() and abs(np.linalg.norm(q) - 1) < 1e-12 and q[3] >= 0
-    np.testing.assert_array_equal(rm.rotation_to_quaternion(np.full((3, 3), np.inf)), (0, 0, 0, 1))
+    np.testing.assert_array_equal(rotation_to_quaternion(np.full((3, 3), np.inf)), (0, 0, 0, 1))
 
 
 # ---- Hand / Hands ------------------------------------------------------------------------------
@@ -205,6 +225,12 @@ def test_frame_to_msg(frame, header):
     assert empty.hands == [] and empty.default_intrinsics is True
 
 
+def test_frame_to_msg_keeps_one_hand_per_side(header):
+    weak, strong, right = make_hand("left", 0, score=0.4), make_hand("left", 2, score=0.8), make_hand("right", 1)
+    msg = rm.frame_to_msg(FrameResult(hands=[right, weak, strong]), header, 640, 480, "acr", "m", "")
+    assert [(h.side, h.score) for h in msg.hands] == [(Hand.LEFT, pytest.approx(0.8)), (Hand.RIGHT, pytest.approx(0.9))]
+
+
 def test_hands_serialisation_round_trip(frame, header):
     msg = rm.frame_to_msg(frame, header, 1280, 720, "acr", "model", "ckpt")
     data = serialize_message(msg)
@@ -218,7 +244,9 @@ def test_hands_serialisation_round_trip(frame, header):
         np.testing.assert_array_equal(got.keypoints, hand.keypoints.reshape(-1))
         np.testing.assert_allclose([[p.x, p.y, p.z] for p in got.joints], hand.joints, atol=1e-7)
         np.testing.assert_array_equal(np.asarray(got.finger_pose, np.float32), hand.finger_pose)
-    assert back.hands[0] == msg.hands[0] or np.array_equal(back.hands[0].keypoints, msg.hands[0].keypoints)
+    # The fields not compared above survive too (score: float32 on the wire).
+    got, sent = back.hands[0], msg.hands[0]
+    assert (got.box, got.wrist_pose) == (sent.box, sent.wrist_pose) and got.score == pytest.approx(sent.score, rel=1e-7)
 
 
 def test_mesh_msg():
@@ -321,7 +349,7 @@ def test_marker_layout(frame, header):
         expected = hand.vertices[FACES_BY_SIDE[side]].reshape(-1, 3)
         got = np.array([[p.x, p.y, p.z] for p in mesh.points])
         np.testing.assert_array_equal(got, expected.astype(np.float64))
-        assert (mesh.color.r, mesh.color.g, mesh.color.b) == pytest.approx(rm.SIDE_COLOURS[side])
+        assert (mesh.color.r, mesh.color.g, mesh.color.b) == pytest.approx(SIDE_COLOURS[side])
         assert mesh.color.a == pytest.approx(0.8) and len(mesh.colors) == 0
         assert (mesh.scale.x, mesh.scale.y, mesh.scale.z) == (1.0, 1.0, 1.0)
         assert mesh.pose.orientation.w == 1.0

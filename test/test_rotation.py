@@ -1,13 +1,11 @@
 """Rotation conversions: conventions and numerics of the official ACR code."""
-import math
 
 import cv2
 import numpy as np
-import pytest
 import torch
 import torch.nn.functional as F
 
-from acr_ros.acr.rotation import axis_angle_to_matrix, matrix_to_axis_angle, matrix_to_quaternion, rot6d_to_matrix
+from acr_ros.acr.rotation import axis_angle_to_matrix, matrix_to_axis_angle, rot6d_to_matrix
 
 
 # --- Transcriptions of the official functions (acr/utils.py, mano/manolayer.py) as references ----
@@ -148,33 +146,3 @@ def test_axis_angle_round_trip_batched():
 def test_matrix_to_axis_angle_nan_becomes_zero():
     out = matrix_to_axis_angle(torch.full((2, 3, 3), float("nan")))
     assert torch.equal(out, torch.zeros(2, 3))
-
-
-# --- quaternion ----------------------------------------------------------------------------------
-
-def _expected_quat_xyzw(aa):
-    angle = np.linalg.norm(aa, axis=-1, keepdims=True)
-    axis = aa / np.maximum(angle, 1e-300)
-    q = np.concatenate([axis * np.sin(angle / 2), np.cos(angle / 2)], -1)
-    return np.where(q[..., 3:] < 0, -q, q)
-
-
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_matrix_to_quaternion(backend):
-    rng = np.random.default_rng(5)
-    aa = rng.normal(size=(6, 5, 3))
-    aa = aa / np.linalg.norm(aa, axis=-1, keepdims=True) * rng.uniform(0, math.pi - 1e-3, (6, 5, 1))
-    special = np.array([[math.pi, 0, 0], [0, math.pi, 0], [0, 0, math.pi], [0, 0, 0], [0.5, 0, 0]])
-    r = axis_angle_to_matrix(torch.from_numpy(np.concatenate([aa.reshape(-1, 3), special]))).numpy()
-    arg = r if backend == "numpy" else torch.from_numpy(r)
-    q = matrix_to_quaternion(arg)
-    assert isinstance(q, np.ndarray if backend == "numpy" else torch.Tensor)
-    q = np.asarray(q)
-    assert q.shape == (35, 4)
-    exp = _expected_quat_xyzw(np.concatenate([aa.reshape(-1, 3), special]))
-    # q and -q are the same rotation (w = 0 for the half turns): compare up to sign.
-    err = np.minimum(np.abs(q - exp).max(-1), np.abs(q + exp).max(-1))
-    assert err.max() < 1e-7
-    np.testing.assert_allclose(np.linalg.norm(q, axis=-1), 1.0, atol=1e-12)
-    assert (q[:, 3] >= 0).all()
-    assert matrix_to_quaternion(r.astype(np.float32).reshape(7, 5, 3, 3)).dtype == np.float32

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from acr_ros.acr.smoothing import HandSmoother, SmoothingConfig
+from acr_ros.acr.smoothing import ArrayOneEuroFilter, HandSmoother, SmoothingConfig
 
 
 # --- The official filter (acr/utils.py, from minimal-hand), transcribed; freq per call added -----
@@ -75,8 +75,14 @@ def _run_official(go, fp, be, detected, freqs=None):
     return out_go, out_fp, out_be
 
 
+def _step(smoother, stream, timestamp, global_orient, finger_pose, betas, detected):
+    """One frame: (2, 3, 3), (2, 45), (2, 10), (2,) -> smoothed (2, 3, 3), (2, 45), (2, 10)."""
+    out = smoother([stream], [timestamp], global_orient[None], finger_pose[None], betas[None], detected[None])
+    return tuple(o[0] for o in out)
+
+
 def _run_ours(smoother, go, fp, be, detected, stamps, stream="cam"):
-    outs = [smoother.step(stream, stamps[f], go[f], fp[f], be[f], detected[f]) for f in range(go.shape[0])]
+    outs = [_step(smoother, stream, stamps[f], go[f], fp[f], be[f], detected[f]) for f in range(go.shape[0])]
     return tuple(torch.stack(o) for o in zip(*outs))
 
 
@@ -172,25 +178,32 @@ def test_streams_are_independent_and_batches_equal_sequential_calls():
             torch.testing.assert_close(got, exp[f], rtol=1e-12, atol=1e-12)
         for got, exp in zip(results[("b", f)], ref_b):
             torch.testing.assert_close(got, exp[f], rtol=1e-12, atol=1e-12)
-    assert sorted(batched.streams) == ["a", "b"]
+    assert sorted(batched._states) == ["a", "b"]
 
 
-def test_reset_one_stream_or_all():
+def test_reset_forgets_every_stream():
     n = 4
     go, fp, be = _sequence(n, seed=5)
     det = torch.ones(2, dtype=torch.bool)
     sm = HandSmoother()
     for f in range(3):
-        sm.step("a", f / 30, go[f], fp[f], be[f], det)
-        sm.step("b", f / 30, go[f], fp[f], be[f], det)
-    sm.reset("a")
-    out_a = sm.step("a", 3 / 30, go[3], fp[3], be[3], det)
-    out_b = sm.step("b", 3 / 30, go[3], fp[3], be[3], det)
-    assert torch.equal(out_a[1], fp[3])            # forgotten: first sample again
-    assert (out_b[1] - fp[3]).abs().max() > 1e-3   # still smoothing
+        _step(sm, "a", f / 30, go[f], fp[f], be[f], det)
+        _step(sm, "b", f / 30, go[f], fp[f], be[f], det)
+    out_b = _step(sm, "b", 3 / 30, go[3], fp[3], be[3], det)
+    assert (out_b[1] - fp[3]).abs().max() > 1e-3   # smoothing
     sm.reset()
-    assert sm.streams == []
-    assert torch.equal(sm.step("b", 1.0, go[0], fp[0], be[0], det)[1], fp[0])
+    assert sm._states == {}
+    for stream in ("a", "b"):                      # forgotten: first sample again
+        assert torch.equal(_step(sm, stream, 1.0, go[0], fp[0], be[0], det)[1], fp[0])
+
+
+def test_array_filter_is_the_official_filter():
+    """The MediaPipe backend's numpy filter runs the same step, with the finger-pose parameters."""
+    x = np.random.default_rng(9).normal(size=(6, 21, 3))
+    ours = ArrayOneEuroFilter(SmoothingConfig(pose_min_cutoff=1.0, pose_beta=0.3))
+    official = OneEuroFilter(1.0, 0.3)
+    for f in range(len(x)):
+        np.testing.assert_allclose(ours(x[f], f / 30), official.process(x[f]), rtol=1e-9, atol=1e-12)
 
 
 def test_config_and_float32():
@@ -218,10 +231,10 @@ def test_cuda_without_sync():
     ref = _run_ours(HandSmoother(), go, fp, be, det, stamps)
     sm = HandSmoother()
     args = [t.cuda() for t in (go, fp, be, det)]
-    outs = [sm.step("cam", stamps[0], *(a[0] for a in args))]  # warm-up, first frame
+    outs = [_step(sm, "cam", stamps[0], *(a[0] for a in args))]  # warm-up, first frame
     torch.cuda.set_sync_debug_mode("error")
     try:
-        outs += [sm.step("cam", stamps[f], *(a[f] for a in args)) for f in range(1, n)]
+        outs += [_step(sm, "cam", stamps[f], *(a[f] for a in args)) for f in range(1, n)]
         both = sm(["x", "y"], [0.0, 0.0], *(a[:2] for a in args))  # a batch of two streams
     finally:
         torch.cuda.set_sync_debug_mode(0)
@@ -236,8 +249,8 @@ def test_config_changes_take_effect():
     go, fp, be = _sequence(n, seed=8)
     det = torch.ones(2, dtype=torch.bool)
     sm = HandSmoother()
-    sm.step("a", 0.0, go[0], fp[0], be[0], det)
+    _step(sm, "a", 0.0, go[0], fp[0], be[0], det)
     sm.config.pose_min_cutoff = 1e9  # no smoothing at all
-    out = sm.step("a", 1 / 30, go[1], fp[1], be[1], det)
+    out = _step(sm, "a", 1 / 30, go[1], fp[1], be[1], det)
     torch.testing.assert_close(out[1], fp[1], rtol=0, atol=1e-6)
     assert (out[2] - be[1]).abs().max() > 1e-3  # betas keep their own cutoff

@@ -7,10 +7,10 @@ Uses RANDOM weights in the official layout and SYNTHETIC MANO files (the cost of
 the same as with the real files; the outputs are not hands). Per stage (preprocess, network,
 parser, MANO + camera, readback) the p50/p95 latency comes from runs with a device
 synchronisation between stages; "total" is timed separately end to end, without the extra
-synchronisations, and gives the throughput. The baseline is our own model run the plain way:
-fp32, eager, unfolded BatchNorm, contiguous layout, every head map dense, the parser on the dense
-maps, one MANO call per side and the translation in numpy (batch 1, as the official demo), run
-before anything tunes the process (the CPU pipeline sets glibc malloc thresholds, see
+synchronisations, and gives the throughput. The baseline is our own model run the plain way
+(acr_ros.acr.reference, the official flow transcribed): fp32, eager, unfolded BatchNorm, contiguous
+layout, every head map dense, the official parser on the dense maps, one MANO call per side and the
+translation in numpy (batch 1, as the official demo), run before anything tunes the process (the CPU pipeline sets glibc malloc thresholds, see
 pipeline.tune_cpu_allocator).
 Prints a markdown table.
 """
@@ -24,10 +24,12 @@ import sys
 import tempfile
 import time
 import warnings
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
+
+from acr_ros.backends import PRECISIONS
 
 STAGES = ("preprocess", "network", "parser", "mano", "readback")
 
@@ -111,7 +113,8 @@ def time_pipeline(pipe, images, iterations: int, warmup: int) -> dict:
 
 
 class Baseline:
-    """fp32 eager dense ACR, the way the official demo runs it (one image at a time)."""
+    """fp32 eager dense ACR, the way the official demo runs it (one image at a time): the stages of
+    acr_ros.acr.reference, the transcription the tests check the pipeline against."""
 
     def __init__(self, net, mano, device: torch.device):
         import copy
@@ -120,45 +123,21 @@ class Baseline:
         self.mano = copy.deepcopy(mano).to(device)
         self.device = device
 
-    @torch.no_grad()
     def stages(self, image: np.ndarray) -> dict:
-        from acr_ros.acr import parser
-        from acr_ros.acr.preprocess import preprocess_exact
+        from acr_ros.acr import reference
 
         dev = self.device
         t = [time.perf_counter()]
-        rgb, lb = preprocess_exact(image)
-        x = torch.from_numpy(rgb)[None].to(dev).permute(0, 3, 1, 2).float() / 255.0 * 2.0 - 1.0
+        x, lb = reference.preprocess(image, dev)
         _sync(dev)
         t.append(time.perf_counter())
-        maps = self.net.forward_dense(x)
+        maps = reference.dense_maps(self.net, x)
         _sync(dev)
         t.append(time.perf_counter())
-        centers = torch.cat([maps["l_center_map"], maps["r_center_map"]], 1)
-        scores, cells, detected = parser.detect_centers(centers)
-        det = detected[0].tolist()
-        flat = cells[0].tolist()
-        rows = []
-        for s, key in enumerate(("l_params_maps", "r_params_maps")):
-            rows.append(maps[key][0].flatten(1)[:, flat[s] if det[s] else 0].clone())
-        if all(det):
-            dy, dx = divmod(flat[0], 64)[0] - divmod(flat[1], 64)[0], flat[0] % 64 - flat[1] % 64
-            if np.hypot(dy, dx) <= 32:
-                rows[0][3:] += maps["l_prior_maps"][0].flatten(1)[:, flat[1]]
-                rows[1][3:] += maps["r_prior_maps"][0].flatten(1)[:, flat[0]]
-        decoded = [parser.decode_params(r[None]) for r in rows]
+        parsed = reference.parse(maps)
         _sync(dev)
         t.append(time.perf_counter())
-        hands = []
-        for s, d in enumerate(decoded):
-            out = self.mano(torch.tensor([s], device=dev), d["global_orient"], d["finger_pose"], d["betas"])
-            j3d = out.joints[0].cpu().numpy()
-            verts = out.vertices[0].cpu().numpy()
-            cam = d["cam"][0].cpu().numpy().astype(np.float64)
-            pj2d = (cam[0] * j3d[:, :2] + cam[1:]) + 1
-            kp = pj2d * lb.size / 2 - np.array([lb.pad_left, lb.pad_top])
-            trans = np.array([cam[1] / cam[0], cam[2] / cam[0], 2 * 1265.0 / (512 * cam[0])])
-            hands.append((j3d + trans, verts + trans, kp))
+        reference.place_hands(self.mano, parsed["rows"], lb)
         t.append(time.perf_counter())
         t.append(time.perf_counter())  # the numpy copies happened inside the MANO stage
         return dict(zip(STAGES, np.diff(t)))
@@ -204,7 +183,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--device", nargs="+", default=None,
                     help="cpu and/or cuda (default: cpu, plus cuda when available)")
     ap.add_argument("--batch", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--precision", nargs="+", default=None,
+    ap.add_argument("--precision", nargs="+", default=None, choices=PRECISIONS,
                     help="fp32 / fp16 / bf16 (default: fp32 on CPU; fp32 and fp16 on CUDA)")
     ap.add_argument("--sizes", nargs="+", type=parse_size, default=[(640, 480), (1920, 1080)],
                     help="input sizes WxH (default 640x480 1920x1080)")

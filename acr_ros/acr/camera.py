@@ -12,10 +12,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from acr_ros.acr.preprocess import INPUT_SIZE, Letterbox, upload
-from acr_ros.hands import CameraIntrinsics
-
-FOCAL_LENGTH = 1265.0  # pixels in the 512 input frame (official focal_length)
+from acr_ros.acr.preprocess import Letterbox, upload
+from acr_ros.hands import CameraIntrinsics, default_intrinsics
 
 
 def weak_perspective(points: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
@@ -34,15 +32,6 @@ def project_to_original(points: torch.Tensor, cam: torch.Tensor, letterbox_param
     return normalized_to_original(weak_perspective(points, cam), letterbox_params)
 
 
-def default_intrinsics(letterbox_params: torch.Tensor, focal_length: float = FOCAL_LENGTH,
-                       input_size: int = INPUT_SIZE) -> torch.Tensor:
-    """(N, 4) [fx, fy, cx, cy] of the official camera in original pixels: f = 1265 S / 512, the
-    principal point at the centre of the padded square."""
-    s, pad_left, pad_top = letterbox_params.unbind(-1)
-    f = s * (focal_length / input_size)
-    return torch.stack([f, f, s * 0.5 - pad_left, s * 0.5 - pad_top], dim=-1)
-
-
 def _fxfycxcy(intrinsics: torch.Tensor) -> torch.Tensor:
     if intrinsics.shape[-2:] == (3, 3):
         k = intrinsics
@@ -53,33 +42,28 @@ def _fxfycxcy(intrinsics: torch.Tensor) -> torch.Tensor:
 
 
 def intrinsics_tensor(intrinsics: Sequence[Optional[CameraIntrinsics]], letterboxes: Sequence[Letterbox],
-                      device="cpu", dtype: torch.dtype = torch.float32,
-                      focal_length: float = FOCAL_LENGTH) -> torch.Tensor:
-    """(N, 4) [fx, fy, cx, cy] per row; rows without intrinsics (None) get the official default."""
+                      device="cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(N, 4) [fx, fy, cx, cy] per row; rows without intrinsics (None) get the official default
+    (acr_ros.hands.default_intrinsics)."""
     rows = []
     for k, lb in zip(intrinsics, letterboxes, strict=True):
-        if k is None:
-            f = lb.size * focal_length / lb.input_size
-            rows.append((f, f, lb.size / 2 - lb.pad_left, lb.size / 2 - lb.pad_top))
-        else:
-            rows.append((k.fx, k.fy, k.cx, k.cy))
+        k = k or default_intrinsics(lb.width, lb.height)
+        rows.append((k.fx, k.fy, k.cx, k.cy))
     return upload(np.array(rows, dtype=np.float64).reshape(-1, 4), torch.device(device)).to(dtype)
 
 
-def camera_translation(cam: torch.Tensor, letterbox_params: torch.Tensor,
-                       intrinsics: Optional[torch.Tensor] = None, focal_length: float = FOCAL_LENGTH,
-                       input_size: int = INPUT_SIZE) -> torch.Tensor:
+def camera_translation(cam: torch.Tensor, letterbox_params: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
     """(N, 3) translation from the weak-perspective cam, closed form (SPEC §6).
 
     The weak-perspective image of a root-aligned point X is (s X + t) in normalised coords; the
     perspective camera that matches it at the root puts the root at depth Tz = 2 f / (s S) (f in
     original pixels; the mean of fx and fy when they differ) and at Tx, Ty that project the root to
-    the pixel of (tx, ty). With intrinsics None this is the official camera and equals
+    the pixel of (tx, ty). With the default intrinsics this is the official camera and equals
     (tx / s, ty / s, 1265 / (256 s)). s is used as is (no clamp): s <= 0 gives a meaningless
     translation, as in the official code.
     """
     lp = letterbox_params.to(cam.dtype)
-    k = default_intrinsics(lp, focal_length, input_size) if intrinsics is None else _fxfycxcy(intrinsics).to(cam.dtype)
+    k = _fxfycxcy(intrinsics).to(cam.dtype)
     s, tx, ty = cam.unbind(-1)
     size, pad_left, pad_top = lp.unbind(-1)
     fx, fy, cx, cy = k.unbind(-1)
@@ -87,16 +71,6 @@ def camera_translation(cam: torch.Tensor, letterbox_params: torch.Tensor,
     x = ((tx + 1.0) * size * 0.5 - pad_left - cx) * tz / fx
     y = ((ty + 1.0) * size * 0.5 - pad_top - cy) * tz / fy
     return torch.stack([x, y, tz], dim=-1)
-
-
-def perspective_project(points: torch.Tensor, intrinsics: torch.Tensor,
-                        translation: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(N, P, 3) points (+ (N, 3) translation) -> (N, P, 2) pixels with a pinhole camera."""
-    k = _fxfycxcy(intrinsics).to(points.dtype)
-    p = points if translation is None else points + translation[:, None, :]
-    z = p[..., 2]
-    return torch.stack([k[:, None, 0] * p[..., 0] / z + k[:, None, 2],
-                        k[:, None, 1] * p[..., 1] / z + k[:, None, 3]], dim=-1)
 
 
 def estimate_translation(points3d: torch.Tensor, points2d: torch.Tensor, intrinsics: torch.Tensor,

@@ -20,11 +20,10 @@ from typing import Optional, Union
 
 import torch
 
+from acr_ros.model_files import CHECKPOINT_HELP
+
 PREFIX = "module."
 IGNORED_PREFIXES = ("segmentation_layers.",)
-CHECKPOINT_URL = "https://github.com/ZhengdiYu/Arbitrary-Hands-3D-Reconstruction"
-CHECKPOINT_HELP = (f"wild.pkl comes from the Google Drive link in the ACR README ({CHECKPOINT_URL}); "
-                   "pass its path as the checkpoint")
 MAX_LISTED = 10
 
 PathLike = Union[str, Path]

@@ -20,9 +20,7 @@ from torch import nn
 
 from acr_ros.acr.rotation import axis_angle_to_matrix
 from acr_ros.hands import LEFT, RIGHT
-
-MANO_URL = "https://mano.is.tue.mpg.de"
-MANO_FILES = {LEFT: "MANO_LEFT.pkl", RIGHT: "MANO_RIGHT.pkl"}
+from acr_ros.model_files import MANO_FILES, MANO_HELP
 SIDES = (LEFT, RIGHT)  # side index 0 = left, 1 = right (the parser's row order)
 
 NUM_VERTS = 778
@@ -197,10 +195,6 @@ class ManoModel:
     hands_mean: np.ndarray    # (45,) float32, axis-angle mean finger pose
     path: str = ""
 
-    @property
-    def tip_vertices(self) -> tuple[int, ...]:
-        return TIP_VERTICES[self.side]
-
 
 def _normalise_side(side) -> str:
     if side in (0, "l", "L", LEFT, "LEFT"):
@@ -228,9 +222,7 @@ def load_mano(path: Union[str, Path], side: Optional[str] = None, *, fix_left_sh
         path = path / MANO_FILES[side]
     if not path.is_file():
         raise ManoFileNotFoundError(
-            f"MANO model file not found: looked for {path}. Download {MANO_FILES[side]} (and "
-            f"{MANO_FILES[LEFT if side == RIGHT else RIGHT]}) from {MANO_URL} (free registration, "
-            "licence-gated; the files are never redistributed) and put them in that folder.")
+            f"MANO model file not found: looked for {path}. {MANO_HELP}")
 
     try:
         with open(path, "rb") as f:

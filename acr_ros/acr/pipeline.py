@@ -35,12 +35,12 @@ from acr_ros.acr.network import ACRNet, FastACR
 from acr_ros.acr.preprocess import Letterbox, letterbox_tensor, preprocess_batch, preprocess_exact, upload
 from acr_ros.acr.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 from acr_ros.acr.smoothing import HandSmoother, SmoothingConfig
-from acr_ros.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult
+from acr_ros.backends import PRECISIONS
+from acr_ros.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult, check_batch, default_intrinsics
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
-              "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TRANSLATIONS = ("closed_form", "least_squares")
 PREPROCESS = ("auto", "exact", "device")
 SIDES = (LEFT, RIGHT)
@@ -80,12 +80,11 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    try:
-        return PRECISIONS[str(precision).lower()]
-    except KeyError:
-        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}") from None
+    return _DTYPES[precision]
 
 
 class _CudaGraphNetwork:
@@ -329,13 +328,9 @@ class ACRBackend:
         self.checkpoint = checkpoint_id(checkpoint)
         self.pipeline = ACRPipeline(net, mano, dev, precision, detection_threshold, suppress_duplicate_hands,
                                     duplicate_distance, translation, preprocess, compile, cuda_graphs)
-        self.smoothing = smoothing
+        self.device = self.pipeline.device
         self.smoother = HandSmoother(smoothing) if smoothing is not None else None
         self._lock = threading.Lock()
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipeline.device
 
     @property
     def detection_threshold(self) -> float:
@@ -351,7 +346,6 @@ class ACRBackend:
     def set_smoothing(self, config: Optional[SmoothingConfig]) -> None:
         """Switch smoothing on (a new config, fresh filter state) or off (None)."""
         with self._lock:
-            self.smoothing = config
             self.smoother = HandSmoother(config) if config is not None else None
 
     def reset(self) -> None:
@@ -361,22 +355,25 @@ class ACRBackend:
                 self.smoother.reset()
 
     def close(self) -> None:
-        """Nothing to release beyond what garbage collection frees; present for symmetry."""
+        """Drops the network, MANO and the smoothing state and, on CUDA, hands the cached GPU memory
+        back to the driver; the backend cannot reconstruct afterwards."""
+        with self._lock:
+            self.pipeline = self.smoother = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def reconstruct(self, images: Sequence[np.ndarray], intrinsics: Sequence[Optional[CameraIntrinsics]],
                     timestamps: Sequence[float], streams: Sequence[str]) -> list[FrameResult]:
-        images = list(images)
+        check_batch(images, intrinsics, timestamps, streams)
         if not images:
             return []
-        intrinsics = list(intrinsics) if intrinsics is not None else [None] * len(images)
-        timestamps = list(timestamps) if timestamps is not None else [0.0] * len(images)
-        streams = list(streams) if streams is not None else [""] * len(images)
-        if not (len(intrinsics) == len(timestamps) == len(streams) == len(images)):
-            raise ValueError("images, intrinsics, timestamps and streams must have the same length")
+        # The K that places each image's hands: the given one or ACR's default for its size.
+        used = [k if k is not None else default_intrinsics(img.shape[1], img.shape[0])
+                for img, k in zip(images, intrinsics)]
         with self._lock:
-            arr, _ = self.pipeline(images, intrinsics, self.smoother, streams, timestamps)
+            arr, _ = self.pipeline(list(images), used, self.smoother, list(streams), list(timestamps))
         frames = []
-        for i in range(len(images)):
+        for i, k in enumerate(intrinsics):
             hands = [_hand(arr, i, s) for s in (0, 1) if arr["detected"][i, s]]
-            frames.append(FrameResult(hands=hands, default_intrinsics=intrinsics[i] is None))
+            frames.append(FrameResult(hands=hands, default_intrinsics=k is None, intrinsics=used[i]))
         return frames

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-INPUT_SIZE = 512
+from acr_ros.hands import ACR_INPUT_SIZE
+
+INPUT_SIZE = ACR_INPUT_SIZE
 PAD_VALUE = 255  # the image the network sees is padded with white
 
 
@@ -31,11 +33,6 @@ class Letterbox:
     input_size: int = INPUT_SIZE
 
     @property
-    def scale(self) -> float:
-        """Original pixels per input pixel (S / input_size)."""
-        return self.size / self.input_size
-
-    @property
     def offsets(self) -> tuple[int, ...]:
         """The official 10-value metadata [S, S, crop t r b l (0), pad t r b l]."""
         return (self.size, self.size, 0, 0, 0, 0, self.pad_top, self.pad_right, self.pad_bottom, self.pad_left)
@@ -44,32 +41,6 @@ class Letterbox:
     def params(self) -> tuple[float, float, float]:
         """(S, pad_left, pad_top): what the batched camera functions need per row."""
         return float(self.size), float(self.pad_left), float(self.pad_top)
-
-    # Point mappings; ``xy`` is (..., 2) numpy or torch, x right, y down. Python-scalar arithmetic
-    # only, so a tensor stays on its device without a copy or a sync.
-    def input_to_original(self, xy):
-        """Pixels of the input_size square -> pixels of the original image."""
-        s = self.scale
-        return _stack(xy[..., 0] * s - self.pad_left, xy[..., 1] * s - self.pad_top, xy)
-
-    def original_to_input(self, xy):
-        s = self.scale
-        return _stack((xy[..., 0] + self.pad_left) / s, (xy[..., 1] + self.pad_top) / s, xy)
-
-    def normalized_to_original(self, uv):
-        """Normalised input coords in [-1, 1] (the weak-perspective output) -> original pixels."""
-        h = self.size / 2.0
-        return _stack((uv[..., 0] + 1.0) * h - self.pad_left, (uv[..., 1] + 1.0) * h - self.pad_top, uv)
-
-    def original_to_normalized(self, xy):
-        h = self.size / 2.0
-        return _stack((xy[..., 0] + self.pad_left) / h - 1.0, (xy[..., 1] + self.pad_top) / h - 1.0, xy)
-
-
-def _stack(x, y, like):
-    if isinstance(like, torch.Tensor):
-        return torch.stack([x, y], dim=-1)
-    return np.stack([x, y], axis=-1)
 
 
 def letterbox(height: int, width: int, input_size: int = INPUT_SIZE) -> Letterbox:

@@ -4,7 +4,6 @@ All functions are batched over any leading dimensions, device-agnostic and free 
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -93,41 +92,3 @@ def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
         2 * xz - 2 * wy, 2 * wx + 2 * yz, w2 - x2 - y2 + z2,
     ], dim=-1)
     return m.reshape(*aa.shape[:-1], 3, 3)
-
-
-def matrix_to_quaternion(rmat):
-    """(..., 3, 3) -> (..., 4) unit quaternion in ROS order (x, y, z, w), w >= 0.
-
-    Accepts numpy or torch and returns the same type. Robust for any rotation (Shepperd's method:
-    the best-conditioned of the four candidate formulas is used per matrix). A matrix that is not
-    quite orthonormal (e.g. after smoothing) gives the quaternion of the nearest-ish rotation.
-    """
-    if not isinstance(rmat, torch.Tensor):
-        arr = np.asarray(rmat)
-        out_dtype = arr.dtype if arr.dtype in (np.float32, np.float64) else np.float64
-        return matrix_to_quaternion(torch.from_numpy(arr.astype(np.float64))).numpy().astype(out_dtype)
-    m = rmat
-    m00, m01, m02 = m[..., 0, 0], m[..., 0, 1], m[..., 0, 2]
-    m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
-    m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
-    # 4*|component|^2 for w, x, y, z; the largest gives the division with the best conditioning.
-    four_sq = torch.stack([
-        1.0 + m00 + m11 + m22,
-        1.0 + m00 - m11 - m22,
-        1.0 - m00 + m11 - m22,
-        1.0 - m00 - m11 + m22,
-    ], dim=-1)
-    root = torch.sqrt(torch.clamp(four_sq, min=0.0))  # = 2|q_i|
-    # Candidate quaternions (w, x, y, z), each scaled by 2|q_i| * 2 (divided below).
-    cands = torch.stack([
-        torch.stack([four_sq[..., 0], m21 - m12, m02 - m20, m10 - m01], -1),
-        torch.stack([m21 - m12, four_sq[..., 1], m10 + m01, m02 + m20], -1),
-        torch.stack([m02 - m20, m10 + m01, four_sq[..., 2], m12 + m21], -1),
-        torch.stack([m10 - m01, m20 + m02, m21 + m12, four_sq[..., 3]], -1),
-    ], dim=-2)
-    cands = cands / (2.0 * torch.clamp(root, min=1e-12)).unsqueeze(-1)
-    best = four_sq.argmax(dim=-1, keepdim=True)
-    q = torch.gather(cands, -2, best.unsqueeze(-1).expand(*best.shape, 4)).squeeze(-2)
-    q = q / torch.linalg.vector_norm(q, dim=-1, keepdim=True)
-    q = torch.where(q[..., :1] < 0, -q, q)  # canonical sign: w >= 0
-    return torch.cat([q[..., 1:], q[..., :1]], dim=-1)

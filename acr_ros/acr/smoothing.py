@@ -111,17 +111,10 @@ class HandSmoother:
         self._vectors: dict = {}
         self._t0: Optional[float] = None  # time origin (host side)
 
-    def reset(self, stream: Optional[Hashable] = None) -> None:
-        """Forget all streams, or one."""
-        if stream is None:
-            self._states.clear()
-            self._t0 = None
-        else:
-            self._states.pop(stream, None)
-
-    @property
-    def streams(self) -> list:
-        return list(self._states)
+    def reset(self) -> None:
+        """Forget all streams."""
+        self._states.clear()
+        self._t0 = None
 
     def _params(self, device, dtype):
         key = (str(device), dtype, astuple(self.config))  # the config may be changed at run time
@@ -186,9 +179,24 @@ class HandSmoother:
                 y[..., _N_ORIENT:_N_ORIENT + _N_POSE],
                 y[..., _N_ORIENT + _N_POSE:].to(betas.dtype))
 
-    def step(self, stream: Hashable, timestamp: float, global_orient: torch.Tensor, finger_pose: torch.Tensor,
-             betas: torch.Tensor, detected: torch.Tensor):
-        """One frame: (2, 3, 3), (2, 45), (2, 10), (2,) -> smoothed (2, 3, 3), (2, 45), (2, 10)."""
-        go, fp, be = self(
-            [stream], [timestamp], global_orient[None], finger_pose[None], betas[None], detected[None])
-        return go[0], fp[0], be[0]
+
+class ArrayOneEuroFilter:
+    """one_euro_step on one stream of numpy arrays (float64, any fixed shape), every value with the
+    finger-pose parameters of a SmoothingConfig: the MediaPipe backend's filter of 3D joints and
+    keypoints. The first call passes its input through."""
+
+    def __init__(self, config: SmoothingConfig):
+        self.config = config
+        self._state: Optional[_State] = None
+
+    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
+        row = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(1, -1))
+        if self._state is None:
+            zeros = torch.zeros_like(row)
+            self._state = _State(zeros, zeros, zeros, torch.zeros(1, dtype=torch.float64),
+                                 torch.zeros(1, dtype=torch.bool))
+        c = self.config
+        out, self._state = one_euro_step(self._state, row, torch.tensor([t], dtype=torch.float64),
+                                         torch.ones(1, dtype=torch.bool), c.pose_min_cutoff, c.pose_beta,
+                                         c.d_cutoff, c.default_dt)
+        return out.numpy().reshape(np.shape(x))

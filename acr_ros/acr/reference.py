@@ -1,4 +1,5 @@
-"""A deliberately plain transcription of the official ACR inference flow, for tests only.
+"""A deliberately plain transcription of the official ACR inference flow: the tests' reference
+and the benchmark's baseline.
 
 It follows the official code step by step (SPEC §2-§6): OpenCV letterbox + bicubic, the
 unfolded network run densely (segmentation at 256x256 then nearest-downsampled, every head map,
@@ -6,11 +7,9 @@ the dense prior maps and the dense 218->109 fusion), the official parser with Py
 (dummy rows at cell 0, the cross-hand prior with its distance check), 6D -> axis-angle, one MANO
 call per side (global orientation as axis-angle, as the official MANO wrapper), the weak-
 perspective projection and the translation in numpy. Slow on purpose; the fast pipeline must
-match it.
+match it. Stages (what the benchmark times): preprocess, dense_maps, parse, place_hands.
 """
 from __future__ import annotations
-
-from typing import Optional
 
 import numpy as np
 import torch
@@ -18,9 +17,9 @@ import torch.nn.functional as F
 
 from acr_ros.acr.preprocess import preprocess_exact
 from acr_ros.acr.rotation import matrix_to_axis_angle, rot6d_to_matrix
+from acr_ros.hands import ACR_FOCAL_LENGTH, ACR_INPUT_SIZE
 
 THRESH = 0.35
-FOCAL = 1265.0
 
 
 def official_coord_maps(size: int = 128) -> torch.Tensor:
@@ -55,7 +54,7 @@ def dense_maps(net, x: torch.Tensor) -> dict:
     bb = net.backbone
     feat = bb(x)
     segm = bb.hand_segm(feat)                                                     # (B,33,256,256)
-    x34 = torch.cat([feat, official_coord_maps().to(feat.dtype).repeat(x.shape[0], 1, 1, 1)], 1)
+    x34 = torch.cat([feat, official_coord_maps().to(feat).repeat(x.shape[0], 1, 1, 1)], 1)
     maps = {}
     for s, heads in (("l", net.l_final_layers), ("r", net.r_final_layers)):
         params = heads[1](x34)
@@ -139,7 +138,7 @@ def translation_np(cam: np.ndarray, lb, intrinsics=None) -> np.ndarray:
     SPEC §6 (b) in original pixels with them."""
     s, tx, ty = (float(v) for v in cam)
     if intrinsics is None:
-        return np.array([tx / s, ty / s, 2 * FOCAL / (512 * s)])
+        return np.array([tx / s, ty / s, 2 * ACR_FOCAL_LENGTH / (ACR_INPUT_SIZE * s)])
     fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
     size = lb.size
     tz = (2 * fx / (s * size) + 2 * fy / (s * size)) / 2
@@ -147,28 +146,41 @@ def translation_np(cam: np.ndarray, lb, intrinsics=None) -> np.ndarray:
                      ((ty + 1) * size / 2 - lb.pad_top - cy) * tz / fy, tz])
 
 
-@torch.no_grad()
-def reference_reconstruct(net, mano, bgr: np.ndarray, intrinsics=None) -> dict:
-    """Everything the official demo computes for one BGR image.
-
-    Returns {'hands': [per detected hand dict], 'rows': both parser rows, 'prior_applied',
-    'maps', 'letterbox'}. Per hand: side (0 left, 1 right), score, cell, cam, global_orient,
-    finger_pose, betas, joints_rel / vertices_rel (root-aligned), keypoints (original pixels),
-    translation, joints / vertices (camera frame)."""
+def preprocess(bgr: np.ndarray, device="cpu"):
+    """(1, 3, 512, 512) normalised network input on device, and the letterbox."""
     rgb, lb = preprocess_exact(bgr)
-    x = torch.from_numpy(rgb)[None].permute(0, 3, 1, 2).float() / 255.0 * 2.0 - 1.0
-    maps = dense_maps(net, x)
-    parsed = parse(maps)
-    hands = []
-    for row in parsed["rows"]:
-        out = mano(torch.tensor([row["side"]]), row["global_orient"][None], row["finger_pose"][None], row["betas"][None])
-        j3d, verts = out.joints[0].numpy(), out.vertices[0].numpy()
-        cam = row["cam"].numpy().astype(np.float64)
+    x = torch.from_numpy(rgb)[None].to(device).permute(0, 3, 1, 2).float() / 255.0 * 2.0 - 1.0
+    return x, lb
+
+
+@torch.no_grad()
+def place_hands(mano, rows: list, lb, intrinsics=None) -> list:
+    """MANO, keypoints and translation for both parser rows (updated in place); the detected ones."""
+    detected = []
+    for row in rows:
+        side = torch.tensor([row["side"]], device=row["params"].device)
+        out = mano(side, row["global_orient"][None], row["finger_pose"][None], row["betas"][None])
+        j3d, verts = out.joints[0].cpu().numpy(), out.vertices[0].cpu().numpy()
+        cam = row["cam"].cpu().numpy().astype(np.float64)
         pj2d = cam[0] * j3d[:, :2] + cam[1:3]
         pj2d_org = (pj2d + 1) * lb.size / 2 - np.array([lb.pad_left, lb.pad_top])
         trans = translation_np(cam, lb, intrinsics)
         row.update(joints_rel=j3d, vertices_rel=verts, keypoints=pj2d_org, translation=trans,
                    joints=j3d + trans, vertices=verts + trans)
         if row["detected"]:
-            hands.append(row)
-    return dict(hands=hands, rows=parsed["rows"], prior_applied=parsed["prior_applied"], maps=maps, letterbox=lb)
+            detected.append(row)
+    return detected
+
+
+def reference_reconstruct(net, mano, bgr: np.ndarray, intrinsics=None) -> dict:
+    """Everything the official demo computes for one BGR image (net and mano on the CPU).
+
+    Returns {'hands': [per detected hand dict], 'rows': both parser rows, 'prior_applied',
+    'maps', 'letterbox'}. Per hand: side (0 left, 1 right), score, cell, cam, global_orient,
+    finger_pose, betas, joints_rel / vertices_rel (root-aligned), keypoints (original pixels),
+    translation, joints / vertices (camera frame)."""
+    x, lb = preprocess(bgr)
+    maps = dense_maps(net, x)
+    parsed = parse(maps)
+    return dict(hands=place_hands(mano, parsed["rows"], lb, intrinsics), rows=parsed["rows"],
+                prior_applied=parsed["prior_applied"], maps=maps, letterbox=lb)
