@@ -16,6 +16,7 @@ import cv2
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -95,6 +96,10 @@ class ImageSource(Node):
                                      f"{media.kind}")
                 self._play(media)
             if not self.param("loop"):
+                # Reliable subscribers get the last frames even though this process ends now.
+                for publisher in (self.image_pub, self.info_pub, self.compressed_pub):
+                    if publisher is not None:
+                        publisher.wait_for_all_acked(Duration(seconds=2))
                 return
 
     def _play(self, media) -> None:

@@ -26,7 +26,7 @@ def test_publishes_images_with_camera_info_of_the_same_stamp(tmp_path, input_nam
         probe.spin_until(lambda: len(infos) >= len(images) >= expected_frames, 5)
     finally:
         probe.close()
-    assert len(images) == expected_frames
+    assert len(images) == expected_frames, process.log()
     first = images[0]
     reference = cv2.imread(str(MEDIA / input_name)) if input_name.endswith(".jpg") else None
     assert first.encoding == "bgr8" and first.header.frame_id == "test_optical_frame"
