@@ -327,6 +327,18 @@ def test_acr_backend_publishes_meshes_joint_frames_and_mano(tmp_path, acr_checkp
         assert {len(m.points) for m in triangles} == {4614}
         assert s.probe.spin_until(lambda: any(t.child_frame_id == "hand_left_pinky_tip"
                                               for m in s.tf for t in m.transforms), 10)
+        # Smoothing switched on at run time (the seed's -t): the first smoothed frame passes through
+        # unchanged (One-Euro), so the same image gives the same hands.
+        enabled = _set_parameter(s.probe, "smoothing.enabled",
+                                 ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=True),
+                                 node="acr_session")
+        assert enabled.successful
+        stamp2 = (1700001001, 0)
+        s.send(image_msg(magic_bgr(), stamp=stamp2, frame_id="acr_frame"),
+               info=camera_info_msg(640, 360, 600.0, stamp=stamp2, frame_id="acr_frame"))
+        smoothed = s.answer(stamp2, timeout=120)
+        for before, after in zip(msg.hands, smoothed.hands):
+            assert np.allclose(before.finger_pose, after.finger_pose, atol=1e-5)
     finally:
         code, _ = s.close()
     assert code == 0
