@@ -101,8 +101,8 @@ def play(executor, status: NodeStatus, media: Path, args, logs: Path) -> dict:
                              Parameter("name", value=media.stem), Parameter("video", value=video)],
         cli_args=["--ros-args", "-r", "hands:=/acr_hands/hands", "-r", "overlay:=/acr_hands/overlay"])
     executor.add_node(recorder)
-    assert spin_until(executor, lambda: recorder.count_publishers("/acr_hands/hands") > 0, 30), \
-        "the recorder did not discover the hands node"
+    assert spin_until(executor, lambda: recorder.hands_subscription.get_publisher_count() > 0, 30), \
+        "the recorder did not match the hands node's publisher"
     source = start("acr_ros.image_source", {
         "source": "video" if video else "image", "input": str(media), "loop": False,
         "rate": 0.0 if video else args.rate, "repeat": 1 if video else 3,

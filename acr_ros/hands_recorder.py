@@ -67,7 +67,7 @@ class HandsRecorder(Node):
         self._written = 0
         self._last_message = None
         self.done = threading.Event()
-        self.create_subscription(Hands, "hands", self._on_hands, 50)
+        self.hands_subscription = self.create_subscription(Hands, "hands", self._on_hands, 50)
         self.create_subscription(Image, "overlay", self._on_overlay, 50)
         self.create_timer(0.2, self._check_idle)
 
