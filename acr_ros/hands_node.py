@@ -71,6 +71,8 @@ PARAMS = (
     Param("device", "auto", "Inference device: auto (CUDA when available), cuda, cuda:N or cpu", True),
     Param("precision", "auto", "Network precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
           True, choices=PRECISIONS),
+    Param("enabled", True, "Run inference; false pauses it (frames are dropped and counted, the model "
+          "stays loaded)"),
     Param("detection_threshold", 0.35, "ACR: keep a hand when its raw center-map peak (no sigmoid) "
           "exceeds this", float_range=(0.0, 10.0)),
     Param("mediapipe_min_confidence", 0.5, "MediaPipe: minimum palm-detection confidence",
@@ -302,6 +304,9 @@ class HandsNode(Node):
             self._wake.clear()
             frames = [(camera, msg) for camera in self.cameras if (msg := camera.take_frame()) is not None]
             if not frames:
+                continue
+            if not self._param("enabled"):
+                self.counters.add("dropped", "inference paused (parameter enabled)", len(frames))
                 continue
             try:
                 batch = [frame for frame in (self._convert(*item) for item in frames) if frame is not None]

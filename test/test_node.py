@@ -287,6 +287,17 @@ def test_parameters_are_validated_and_applied_at_run_time(mediapipe_session):
     stamp = (1700000901, 0)
     mediapipe_session.send(image_msg(magic_bgr(), stamp=stamp))
     assert mediapipe_session.answer(stamp).hands == []
+    # Paused: frames are dropped (and counted), none answered; resumed: answered again.
+    assert _set_parameter(probe, "enabled", ParameterValue(type=ParameterType.PARAMETER_BOOL,
+                                                           bool_value=False)).successful
+    paused = (1700000902, 0)
+    mediapipe_session.send(image_msg(magic_bgr(), stamp=paused))
+    assert not probe.spin_until(lambda: any(m.header.stamp.sec == paused[0] for m in mediapipe_session.hands), 2.0)
+    assert _set_parameter(probe, "enabled", ParameterValue(type=ParameterType.PARAMETER_BOOL,
+                                                           bool_value=True)).successful
+    resumed = (1700000903, 0)
+    mediapipe_session.send(image_msg(magic_bgr(), stamp=resumed))
+    mediapipe_session.answer(resumed)
     # Back to the defaults, for the tests that share this node.
     for name, value in (("mediapipe_min_confidence", 0.5), ("detection_threshold", 0.35)):
         assert _set_parameter(probe, name, ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
