@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -182,7 +181,6 @@ class HandsNode(Node):
         self._smoothing_changed = threading.Event()
         self.latency = LatencyStats()
         self.published = RateMeter()
-        self._warned_at: dict[str, float] = {}
 
         self.backend, reason = (backend_factory or self._create_backend)()
         self.backend.detection_threshold = self._param(self._threshold_parameter())
@@ -292,12 +290,6 @@ class HandsNode(Node):
                 self._smoothing_changed.set()
 
     # ---- inference ----------------------------------------------------------------------------
-    def _warn(self, key: str, message: str, period_s: float = 5.0) -> None:
-        now = time.monotonic()
-        if now - self._warned_at.get(key, -1e9) >= period_s:
-            self._warned_at[key] = now
-            self.get_logger().warning(message)
-
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(timeout=0.2)
@@ -326,14 +318,16 @@ class HandsNode(Node):
                 bgr = image_to_bgr(msg, max_pixels=max_pixels)
         except ImageConversionError as error:
             self.counters.add("bad_input", str(error))
-            self._warn("bad_input", f"dropping a frame from {camera.topic}: {error}")
+            self.get_logger().warning(f"dropping a frame from {camera.topic}: {error}",
+                                      throttle_duration_sec=5.0)
             return None
         info = camera.info_for(msg.header.stamp)
         intrinsics = CameraIntrinsics.from_k(info.k) if info is not None else None
         if info is not None and intrinsics is not None and (info.width, info.height) not in (
                 (0, 0), (bgr.shape[1], bgr.shape[0])):
-            self._warn("info_size", f"camera_info of {camera.topic} is for {info.width}x{info.height} but "
-                       f"the image is {bgr.shape[1]}x{bgr.shape[0]}: using the default intrinsics")
+            self.get_logger().warning(
+                f"camera_info of {camera.topic} is for {info.width}x{info.height} but the image is "
+                f"{bgr.shape[1]}x{bgr.shape[0]}: using the default intrinsics", throttle_duration_sec=5.0)
             intrinsics = None
         return camera, msg.header, bgr, intrinsics
 
@@ -351,8 +345,8 @@ class HandsNode(Node):
     def _reconstruct(self, batch) -> list[Optional[FrameResult]]:
         """The backend's results, None for frames it failed on; a failure never takes the node down.
 
-        Out of accelerator memory, a batch is retried in halves (then the memory is freed and the
-        frame reported).
+        Out of accelerator memory, a batch is retried in halves; a single frame that still fails is
+        counted and reported.
         """
         try:
             return self.backend.reconstruct(
@@ -362,16 +356,15 @@ class HandsNode(Node):
                 streams=[camera.topic for camera, *_ in batch],
             )
         except Exception as error:
-            out_of_memory = "out of memory" in str(error).lower()
-            if out_of_memory:
-                _release_accelerator_memory()
-                if len(batch) > 1:
-                    self._warn("oom", f"out of accelerator memory on {len(batch)} frames: retrying in halves")
-                    half = len(batch) // 2
-                    return self._reconstruct(batch[:half]) + self._reconstruct(batch[half:])
+            # PyTorch has already freed its cached blocks and retried before raising: use less.
+            if "out of memory" in str(error).lower() and len(batch) > 1:
+                self.get_logger().warning(f"out of accelerator memory on {len(batch)} frames: retrying in "
+                                          "halves", throttle_duration_sec=5.0)
+                half = len(batch) // 2
+                return self._reconstruct(batch[:half]) + self._reconstruct(batch[half:])
             self.counters.add("inference_errors", f"{type(error).__name__}: {error}", amount=len(batch))
-            self._warn("inference", f"inference failed on {len(batch)} frame(s): {type(error).__name__}: "
-                       f"{error}")
+            self.get_logger().warning(f"inference failed on {len(batch)} frame(s): {type(error).__name__}: "
+                                      f"{error}", throttle_duration_sec=5.0)
             return [None] * len(batch)
 
     def _publish(self, header, bgr, result: FrameResult) -> None:
@@ -457,15 +450,6 @@ class HandsNode(Node):
         self._worker.join(timeout=1.5)
         if not self._worker.is_alive():
             self.backend.close()
-
-
-def _release_accelerator_memory() -> None:
-    try:
-        import torch
-
-        torch.cuda.empty_cache()
-    except Exception:
-        pass
 
 
 def main(args=None) -> int:
