@@ -38,7 +38,7 @@ def workspace(tmp_path_factory) -> Path:
                PATH=f"{PREFIX / 'bin'}:{os.environ['PATH']}")
     result = subprocess.run(
         [colcon, "build", "--packages-select", "acr_ros", "--event-handlers", "console_direct-",
-         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}", "-DBUILD_TESTING=OFF"],
+         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}"],
         cwd=ws, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return ws
@@ -55,6 +55,9 @@ def test_colcon_installs_interfaces_nodes_launch_and_config(workspace):
     assert (site / "hands_node.py").exists() and (site / "msg" / "_hands.py").exists()
     assert (workspace / "install" / "share" / "ament_index" / "resource_index" / "packages" / "acr_ros").exists() \
         or (install / "share" / "ament_index" / "resource_index" / "packages" / "acr_ros").exists()
+    # `colcon test` would run the suite: the pytest test is registered with CTest.
+    ctest = (workspace / "build" / "acr_ros" / "CTestTestfile.cmake").read_text()
+    assert "add_test(acr_ros_tests" in ctest
 
 
 def test_node_runs_from_the_install_space(workspace, tmp_path):
