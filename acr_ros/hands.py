@@ -162,6 +162,12 @@ class FrameResult:
     intrinsics: Optional[CameraIntrinsics] = None
 
 
+def faces_by_side(backend: "HandBackend") -> dict[str, Optional[np.ndarray]]:
+    """{LEFT: faces, RIGHT: faces} of a backend (None values without a mesh): what renderers and
+    marker builders take. Constant for a backend: compute once."""
+    return {side: backend.faces(side) for side in (LEFT, RIGHT)}
+
+
 class HandBackend(Protocol):
     """What the node and the CLI need of a hand model."""
 

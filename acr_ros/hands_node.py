@@ -32,7 +32,7 @@ from visualization_msgs.msg import MarkerArray
 from acr_ros import ros_messages
 from acr_ros.backends import BACKENDS, PRECISIONS
 from acr_ros.diagnostics import Counters, LatencyStats, RateMeter
-from acr_ros.hands import CameraIntrinsics, FrameResult
+from acr_ros.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, faces_by_side
 from acr_ros.image_conversion import (
     DEFAULT_MAX_PIXELS,
     ImageConversionError,
@@ -187,6 +187,7 @@ class HandsNode(Node):
         self.get_logger().info(f"hand backend: {self.backend.name} ({reason}); model {self.backend.model}"
                                + (f", weights {self.backend.checkpoint}" if self.backend.checkpoint else ""))
 
+        self.faces = faces_by_side(self.backend)
         self.hands_pub = self.create_publisher(Hands, "~/hands", 10)
         self.markers_pub = self.create_publisher(MarkerArray, "~/markers", 10)
         self.overlay_pub = self.create_publisher(Image, "~/overlay", 2)
@@ -239,7 +240,7 @@ class HandsNode(Node):
         )
 
     def _publish_mesh(self) -> None:
-        left, right = self.backend.faces("left"), self.backend.faces("right")
+        left, right = self.faces[LEFT], self.faces[RIGHT]
         if left is None or right is None:
             return
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -383,17 +384,14 @@ class HandsNode(Node):
         if self._param("publish_overlay") and self.overlay_pub.get_subscription_count() > 0:
             from acr_ros.render import draw_hands
 
-            overlay = draw_hands(bgr, result, self._faces())
+            overlay = draw_hands(bgr, result, self.faces)
             self.overlay_pub.publish(bgr_to_image(overlay, header))
         self.latency.add(self.get_clock().now().nanoseconds * 1e-9 - stamp_seconds(header.stamp))
         self.published.tick()
         self.counters.add("published")
 
-    def _faces(self):
-        return {side: self.backend.faces(side) for side in ("left", "right")}
-
     def _publish_markers(self, header, result: FrameResult) -> None:
-        markers = ros_messages.hand_markers(result, header, self._faces())
+        markers = ros_messages.hand_markers(result, header, self.faces)
         shown = {hand.side for hand in result.hands}
         gone = self._shown_sides.get(header.frame_id, set()) - shown
         if gone:

@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from acr_ros.backends import BACKENDS, PRECISIONS
-from acr_ros.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
+from acr_ros.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, faces_by_side, rotation_to_quaternion
 from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, open_media, sample_inputs
 
 DEFAULT_OUTPUT = Path("acr_output")
@@ -204,10 +204,6 @@ def default_inputs() -> list[str]:
     return [str(SAMPLES_DIR)] + [str(p) for p in clips]
 
 
-def _faces(backend) -> dict:
-    return {side: backend.faces(side) for side in ("left", "right")}
-
-
 def process_input(backend, source: MediaSource, spec: str, output_dir: Path, render: bool,
                   intrinsics: Optional[CameraIntrinsics], batch_size: int = 1,
                   max_frames: Optional[int] = None, quiet: bool = False) -> dict:
@@ -218,7 +214,7 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
 
     name = source.name
     recorder = ResultsRecorder(backend)
-    faces = _faces(backend)
+    faces = faces_by_side(backend)
     video: Optional[VideoOutput] = None
     frames_dir: Optional[Path] = None
     outputs: list[Path] = []

@@ -31,15 +31,8 @@ _SHIFT = 4  # fixed-point bits of the polygon coordinates (sub-pixel accuracy)
 _LIMIT = float(1 << 20)
 
 
-def _faces_for(faces, side: str) -> Optional[np.ndarray]:
-    if faces is None:
-        return None
-    if isinstance(faces, Mapping):
-        f = faces.get(side)
-    elif callable(faces):
-        f = faces(side)
-    else:
-        f = faces
+def _faces_for(faces: Optional[Mapping], side: str) -> Optional[np.ndarray]:
+    f = None if faces is None else faces.get(side)
     if f is None:
         return None
     f = np.asarray(f)
@@ -179,12 +172,11 @@ def draw_hand(image: np.ndarray, hand: HandResult, faces: Optional[np.ndarray] =
     return "+".join(drawn)
 
 
-def draw_hands(image: np.ndarray, result: FrameResult, faces=None, *, alpha: float = MESH_ALPHA,
+def draw_hands(image: np.ndarray, result: FrameResult, faces: Optional[Mapping] = None, *, alpha: float = MESH_ALPHA,
                skeleton: Optional[bool] = None, label: bool = True, copy: bool = True) -> np.ndarray:
     """The image (BGR uint8) with every hand of result drawn; the input is left unchanged unless copy=False.
 
-    faces: {"left": (F, 3), "right": (F, 3)} (e.g. from backend.faces(side)), a callable side -> faces,
-    or None. skeleton: None = only for hands without a mesh; True = always; False = never.
+    faces: {"left": (F, 3), "right": (F, 3)} (acr_ros.hands.faces_by_side(backend)), or None. skeleton: None = only for hands without a mesh; True = always; False = never.
     Hands are drawn far to near, so the nearer hand covers the other.
     """
     out = np.array(image, dtype=np.uint8, copy=True) if copy else image
