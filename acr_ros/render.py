@@ -176,7 +176,8 @@ def draw_hands(image: np.ndarray, result: FrameResult, faces: Optional[Mapping] 
                skeleton: Optional[bool] = None, label: bool = True, copy: bool = True) -> np.ndarray:
     """The image (BGR uint8) with every hand of result drawn; the input is left unchanged unless copy=False.
 
-    faces: {"left": (F, 3), "right": (F, 3)} (acr_ros.hands.faces_by_side(backend)), or None. skeleton: None = only for hands without a mesh; True = always; False = never.
+    faces: {"left": (F, 3), "right": (F, 3)} (acr_ros.hands.faces_by_side(backend)), or None.
+    skeleton: None = only for hands without a mesh; True = always; False = never.
     Hands are drawn far to near, so the nearer hand covers the other.
     """
     out = np.array(image, dtype=np.uint8, copy=True) if copy else image
