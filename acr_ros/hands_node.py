@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import (
@@ -30,9 +31,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 from acr_ros import ros_messages
-from acr_ros.backends import BACKENDS, PRECISIONS
+from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
+from acr_ros.acr.one_euro import SmoothingConfig
+from acr_ros.acr.options import PRECISIONS, EngineOptions
+from acr_ros.backends import BACKENDS, THRESHOLDS, BackendOutOfMemoryError, create_backend, faces_by_side
 from acr_ros.diagnostics import Counters, LatencyStats, RateMeter
-from acr_ros.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, faces_by_side
 from acr_ros.image_conversion import (
     DEFAULT_MAX_PIXELS,
     ImageConversionError,
@@ -72,10 +75,8 @@ PARAMS = (
           True, choices=PRECISIONS),
     Param("enabled", True, "Run inference; false pauses it (frames are dropped and counted, the model "
           "stays loaded)"),
-    Param("detection_threshold", 0.35, "ACR: keep a hand when its raw center-map peak (no sigmoid) "
-          "exceeds this", float_range=(0.0, 10.0)),
-    Param("mediapipe_min_confidence", 0.5, "MediaPipe: minimum palm-detection confidence",
-          float_range=(0.0, 1.0)),
+    # One confidence threshold per backend, each with its own meaning and range.
+    *(Param(t.parameter, t.default, t.meaning, float_range=(t.low, t.high)) for t in THRESHOLDS),
     Param("suppress_duplicate_hands", False, "ACR: when the left and right detections fall on the same "
           "hand, keep only the stronger (off = official behaviour)", True),
     Param("smoothing.enabled", False, "One-Euro temporal smoothing of MANO pose and shape (the seed demo's -t)"),
@@ -163,6 +164,16 @@ class Camera:
             return self._infos.get((stamp.sec, stamp.nanosec), self._latest_info)
 
 
+@dataclass(frozen=True)
+class PendingFrame:
+    """A converted image waiting for inference, with what its outputs need."""
+
+    camera: Camera
+    header: object          # std_msgs/Header of the image: stamp and frame_id of every output
+    bgr: np.ndarray         # the image, BGR uint8
+    intrinsics: Optional[CameraIntrinsics]  # None: uncalibrated, the backend's default is used
+
+
 class HandsNode(Node):
     REPORTED = ("bad_input", "inference_errors", "internal_errors")  # counters that set the level
 
@@ -183,7 +194,7 @@ class HandsNode(Node):
         self.published = RateMeter()
 
         self.backend, reason = (backend_factory or self._create_backend)()
-        self.backend.detection_threshold = self._param(self._threshold_parameter())
+        self.backend.detection_threshold = self._param(self.backend.threshold.parameter)
         self.get_logger().info(f"hand backend: {self.backend.name} ({reason}); model {self.backend.model}"
                                + (f", weights {self.backend.checkpoint}" if self.backend.checkpoint else ""))
 
@@ -213,11 +224,9 @@ class HandsNode(Node):
     def _param(self, name: str):
         return self.get_parameter(name).value
 
-    def _smoothing_config(self):
+    def _smoothing_config(self) -> Optional[SmoothingConfig]:
         if not self._param("smoothing.enabled"):
             return None
-        from acr_ros.acr.smoothing import SmoothingConfig
-
         min_cutoff, beta = self._param("smoothing.min_cutoff"), self._param("smoothing.beta")
         return SmoothingConfig(
             pose_min_cutoff=min_cutoff, orient_min_cutoff=min_cutoff,
@@ -227,16 +236,14 @@ class HandsNode(Node):
         )
 
     def _create_backend(self):
-        from acr_ros.backends import create_backend
-
         return create_backend(
             backend=self._param("backend"),
             checkpoint=self._param("checkpoint"),
             mano_dir=self._param("mano_dir"),
-            device=self._param("device"),
-            precision=self._param("precision"),
+            options=EngineOptions(device=self._param("device"), precision=self._param("precision"),
+                                  suppress_duplicate_hands=self._param("suppress_duplicate_hands")),
             smoothing=self._smoothing_config(),
-            suppress_duplicate_hands=self._param("suppress_duplicate_hands"),
+            tune_process=True,
         )
 
     def _publish_mesh(self) -> None:
@@ -280,12 +287,9 @@ class HandsNode(Node):
                                            reason="frame_prefix must be non-empty, without '/' or spaces")
         return SetParametersResult(successful=True)
 
-    def _threshold_parameter(self) -> str:
-        return "mediapipe_min_confidence" if self.backend.name == "mediapipe" else "detection_threshold"
-
     def _apply_parameters(self, params) -> None:
         for param in params:
-            if param.name == self._threshold_parameter():
+            if param.name == self.backend.threshold.parameter:
                 self.backend.detection_threshold = float(param.value)
             elif param.name.startswith("smoothing."):
                 self._smoothing_changed.set()
@@ -330,7 +334,7 @@ class HandsNode(Node):
                 f"camera_info of {camera.topic} is for {info.width}x{info.height} but the image is "
                 f"{bgr.shape[1]}x{bgr.shape[0]}: using the default intrinsics", throttle_duration_sec=5.0)
             intrinsics = None
-        return camera, msg.header, bgr, intrinsics
+        return PendingFrame(camera, msg.header, bgr, intrinsics)
 
     def _process(self, batch) -> None:
         if self._smoothing_changed.is_set():
@@ -339,11 +343,11 @@ class HandsNode(Node):
         results = self._reconstruct(batch)
         if self._stop.is_set():  # shutting down: the publishers may be gone
             return
-        for (_, header, bgr, _), result in zip(batch, results):
+        for frame, result in zip(batch, results):
             if result is not None:
-                self._publish(header, bgr, result)
+                self._publish(frame.header, frame.bgr, result)
 
-    def _reconstruct(self, batch) -> list[Optional[FrameResult]]:
+    def _reconstruct(self, batch: list[PendingFrame]) -> list[Optional[FrameResult]]:
         """The backend's results, None for frames it failed on; a failure never takes the node down.
 
         Out of accelerator memory, a batch is retried in halves; a single frame that still fails is
@@ -351,22 +355,26 @@ class HandsNode(Node):
         """
         try:
             return self.backend.reconstruct(
-                images=[bgr for _, _, bgr, _ in batch],
-                intrinsics=[intrinsics for *_, intrinsics in batch],
-                timestamps=[stamp_seconds(header.stamp) for _, header, _, _ in batch],
-                streams=[camera.topic for camera, *_ in batch],
+                images=[frame.bgr for frame in batch],
+                intrinsics=[frame.intrinsics for frame in batch],
+                timestamps=[stamp_seconds(frame.header.stamp) for frame in batch],
+                streams=[frame.camera.topic for frame in batch],
             )
+        except BackendOutOfMemoryError as error:
+            if len(batch) == 1:
+                return self._inference_failed(batch, error)
+            self.get_logger().warning(f"out of accelerator memory on {len(batch)} frames: retrying in "
+                                      "halves", throttle_duration_sec=5.0)
+            half = len(batch) // 2
+            return self._reconstruct(batch[:half]) + self._reconstruct(batch[half:])
         except Exception as error:
-            # PyTorch has already freed its cached blocks and retried before raising: use less.
-            if "out of memory" in str(error).lower() and len(batch) > 1:
-                self.get_logger().warning(f"out of accelerator memory on {len(batch)} frames: retrying in "
-                                          "halves", throttle_duration_sec=5.0)
-                half = len(batch) // 2
-                return self._reconstruct(batch[:half]) + self._reconstruct(batch[half:])
-            self.counters.add("inference_errors", f"{type(error).__name__}: {error}", amount=len(batch))
-            self.get_logger().warning(f"inference failed on {len(batch)} frame(s): {type(error).__name__}: "
-                                      f"{error}", throttle_duration_sec=5.0)
-            return [None] * len(batch)
+            return self._inference_failed(batch, error)
+
+    def _inference_failed(self, batch: list[PendingFrame], error: Exception) -> list[Optional[FrameResult]]:
+        self.counters.add("inference_errors", f"{type(error).__name__}: {error}", amount=len(batch))
+        self.get_logger().warning(f"inference failed on {len(batch)} frame(s): {type(error).__name__}: "
+                                  f"{error}", throttle_duration_sec=5.0)
+        return [None] * len(batch)
 
     def _publish(self, header, bgr, result: FrameResult) -> None:
         height, width = bgr.shape[:2]
@@ -418,7 +426,7 @@ class HandsNode(Node):
             "backend": self.backend.name,
             "model": self.backend.model,
             "checkpoint": self.backend.checkpoint or "(bundled)",
-            "device": getattr(self.backend, "device", "cpu"),
+            "device": self.backend.device,
             "output rate (Hz)": f"{self.published.rate():.2f}",
             "latency p50 (ms)": f"{p50 * 1e3:.1f}",
             "latency p95 (ms)": f"{p95 * 1e3:.1f}",
@@ -435,7 +443,7 @@ class HandsNode(Node):
             values[f"input rate {camera.topic} (Hz)"] = f"{camera.received.rate():.2f}"
         status = DiagnosticStatus(
             level=level, name=f"{self.get_name()}: hand reconstruction", message=message,
-            hardware_id=str(values["device"]),
+            hardware_id=self.backend.device,
             values=[KeyValue(key=key, value=str(value)) for key, value in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()

@@ -16,7 +16,7 @@ Outputs in OUTPUT_DIR (default ./acr_output), for an input named NAME:
 Overlays show the shaded MANO mesh when the backend has one (ACR), the skeleton otherwise;
 --no-render skips them (results only).
 
--t/--temporal: One-Euro smoothing per hand side (acr_ros.acr.smoothing.SmoothingConfig defaults,
+-t/--temporal: One-Euro smoothing per hand side (acr_ros.acr.one_euro.SmoothingConfig defaults,
 as the node). ACR smooths the MANO pose and shape (the seed demo's -t); the MediaPipe backend
 smooths the 3D joints and, separately, the 2D keypoints (in normalised image coordinates), both
 with the finger-pose parameters.
@@ -32,7 +32,7 @@ NAME_results.npz (numpy.load, no pickle) holds one row per frame and one row per
     global_orient (N, 3), finger_pose (N, 45), shape (N, 10), weak_camera (N, 3),
     vertices (N, 778, 3) m, joint_rotations (N, 21, 3, 3)   NaN where the backend gives none
                                         (MediaPipe: no MANO fields, no vertices)
-These are the per-hand fields of acr_ros/Hand (joint order: acr_ros.hands.JOINT_NAMES).
+These are the per-hand fields of acr_ros/Hand (joint order: acr_ros.acr.hands.JOINT_NAMES).
 """
 from __future__ import annotations
 
@@ -45,8 +45,9 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from acr_ros.backends import BACKENDS, PRECISIONS
-from acr_ros.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, faces_by_side, rotation_to_quaternion
+from acr_ros.acr.options import PRECISIONS, EngineOptions
+from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
+from acr_ros.backends import BACKENDS, faces_by_side
 from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, open_media, sample_inputs
 
 DEFAULT_OUTPUT = Path("acr_output")
@@ -227,8 +228,7 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
     bar = None
     if not quiet and source.kind != "image":
         bar = tqdm(total=total, desc=name, unit="frame", disable=None)
-    if backend.name == "mediapipe":  # track in videos, detect in every photo
-        backend.static_image_mode = source.kind in ("image", "folder")
+    backend.static_image_mode = source.kind in ("image", "folder")  # track in videos, detect in every photo
     backend.reset()
     started = time.perf_counter()
     interrupted = False
@@ -285,16 +285,17 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from acr_ros.acr.smoothing import SmoothingConfig
+    from acr_ros.acr.one_euro import SmoothingConfig
     from acr_ros.backends import create_backend
 
     inputs = args.inputs or default_inputs()
     intrinsics = CameraIntrinsics(*args.intrinsics) if args.intrinsics else None
     try:
         backend, reason = create_backend(
-            args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir, device=args.device,
-            precision=args.precision, detection_threshold=args.threshold,
-            smoothing=SmoothingConfig() if args.temporal else None)
+            args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir,
+            options=EngineOptions(device=args.device, precision=args.precision),
+            detection_threshold=args.threshold, smoothing=SmoothingConfig() if args.temporal else None,
+            tune_process=True)
     except (ValueError, ImportError) as error:
         print(f"acr_offline: {error}", file=sys.stderr)
         return 2

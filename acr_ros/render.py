@@ -5,7 +5,7 @@
 A hand with vertices and faces is drawn as a shaded mesh: vertices projected with the frame's
 intrinsics, triangles painter-sorted far to near, two-sided Lambert shading, blended with alpha 0.9
 over the image like the official ACR renderer. Otherwise (MediaPipe, or no faces) a skeleton is
-drawn along JOINT_PARENTS. Colours are ACR's (acr_ros.hands.SIDE_COLOURS). A small label (side
+drawn along JOINT_PARENTS. Colours are ACR's (SIDE_COLOURS below). A small label (side
 and score) sits above each hand.
 
 Only the pixels of each hand's bounding box are touched (no full-frame blend, no resize): a
@@ -18,7 +18,10 @@ from typing import Mapping, Optional
 import cv2
 import numpy as np
 
-from acr_ros.hands import JOINT_PARENTS, SIDE_COLOURS, CameraIntrinsics, FrameResult, HandResult
+from acr_ros.acr.hands import JOINT_PARENTS, LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult
+
+# ACR's colours (RGB 0-1), used for overlays and RViz markers alike.
+SIDE_COLOURS = {LEFT: (0.46, 0.59, 0.64), RIGHT: (0.94, 0.71, 0.53)}
 
 COLOURS_BGR = {side: tuple(int(round(255 * c)) for c in reversed(rgb)) for side, rgb in SIDE_COLOURS.items()}
 
@@ -176,7 +179,7 @@ def draw_hands(image: np.ndarray, result: FrameResult, faces: Optional[Mapping] 
                skeleton: Optional[bool] = None, label: bool = True, copy: bool = True) -> np.ndarray:
     """The image (BGR uint8) with every hand of result drawn; the input is left unchanged unless copy=False.
 
-    faces: {"left": (F, 3), "right": (F, 3)} (acr_ros.hands.faces_by_side(backend)), or None.
+    faces: {"left": (F, 3), "right": (F, 3)} (acr_ros.backends.faces_by_side(backend)), or None.
     skeleton: None = only for hands without a mesh; True = always; False = never.
     Hands are drawn far to near, so the nearer hand covers the other.
     """

@@ -21,7 +21,7 @@ does not draw, e.g. no mesh); the caller deletes the markers of sides that disap
 deletion_markers(sides, header) (the node remembers which sides it showed per camera). No
 DELETEALL: it would also wipe other publishers' markers on the same topic.
 
-Quaternions are (x, y, z, w), unit length, w >= 0, from acr_ros.hands.rotation_to_quaternion()
+Quaternions are (x, y, z, w), unit length, w >= 0, from acr_ros.acr.hands.rotation_to_quaternion()
 (numpy, vectorised; tf_transformations is not used even where installed: one tested code path).
 """
 from __future__ import annotations
@@ -38,11 +38,11 @@ from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from acr_ros.hands import (JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES, RIGHT, SIDE_COLOURS, FrameResult,
-                           HandResult, rotation_to_quaternion)
+from acr_ros.acr.hands import (JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES, RIGHT, SIDES,
+                               FrameResult, HandResult, rotation_to_quaternion)
 from acr_ros.msg import Hand, HandMesh, Hands
+from acr_ros.render import SIDE_COLOURS
 
-SIDES = (LEFT, RIGHT)
 SIDE_IDS = {LEFT: 0, RIGHT: 1}            # marker id per side
 SIDE_CONSTANTS = {LEFT: Hand.LEFT, RIGHT: Hand.RIGHT}
 MARKER_KINDS = ("mesh", "skeleton", "joints", "label")
@@ -271,8 +271,7 @@ def _delete(header, ns: str, kind: str, side: str) -> Marker:
 
 
 def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optional[np.ndarray]],
-                 ns: str = "hands", mesh: bool = True, skeleton: bool = True, joints: bool = True,
-                 labels: bool = True, lifetime: float = 0.0) -> MarkerArray:
+                 ns: str = "hands", lifetime: float = 0.0) -> MarkerArray:
     """RViz markers of the hands of one frame (see the module doc for namespaces, ids, deletion).
 
     Per hand: TRIANGLE_LIST mesh (vertices[faces], side colour, alpha 0.8; only when the hand has
@@ -286,7 +285,7 @@ def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optiona
         xyz = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
         drawn = set()
         faces = faces_by_side.get(side) if faces_by_side else None
-        if mesh and hand.vertices is not None and faces is not None:
+        if hand.vertices is not None and faces is not None:
             vertices = np.asarray(hand.vertices, dtype=np.float64).reshape(-1, 3)
             faces = np.asarray(faces)
             if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
@@ -297,31 +296,28 @@ def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optiona
             m.points = points(vertices[faces.reshape(-1)])
             out.markers.append(m)
             drawn.add("mesh")
-        if skeleton:
-            m = _marker(header, ns, "skeleton", side, Marker.LINE_LIST, lifetime)
-            m.scale = Vector3(x=BONE_WIDTH, y=0.0, z=0.0)
-            m.color = _colour(side)
-            m.points = points(xyz[_BONES.reshape(-1)])
-            out.markers.append(m)
-            drawn.add("skeleton")
-        if joints:
-            m = _marker(header, ns, "joints", side, Marker.SPHERE_LIST, lifetime)
-            m.scale = Vector3(x=JOINT_DIAMETER, y=JOINT_DIAMETER, z=JOINT_DIAMETER)
-            m.color = _colour(side)
-            m.points = points(xyz)
-            out.markers.append(m)
-            drawn.add("joints")
-        if labels:
-            m = _marker(header, ns, "label", side, Marker.TEXT_VIEW_FACING, lifetime)
-            finite = xyz[np.isfinite(xyz).all(axis=1)]
-            anchor = xyz[0] if len(finite) == 0 else finite.mean(axis=0)
-            top = finite[:, 1].min() if len(finite) else anchor[1]
-            m.pose.position = Point(x=float(anchor[0]), y=float(top - LABEL_LIFT), z=float(anchor[2]))
-            m.scale = Vector3(x=0.0, y=0.0, z=LABEL_HEIGHT)
-            m.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
-            m.text = f"{side} {float(hand.score):.2f}"
-            out.markers.append(m)
-            drawn.add("label")
+        m = _marker(header, ns, "skeleton", side, Marker.LINE_LIST, lifetime)
+        m.scale = Vector3(x=BONE_WIDTH, y=0.0, z=0.0)
+        m.color = _colour(side)
+        m.points = points(xyz[_BONES.reshape(-1)])
+        out.markers.append(m)
+        drawn.add("skeleton")
+        m = _marker(header, ns, "joints", side, Marker.SPHERE_LIST, lifetime)
+        m.scale = Vector3(x=JOINT_DIAMETER, y=JOINT_DIAMETER, z=JOINT_DIAMETER)
+        m.color = _colour(side)
+        m.points = points(xyz)
+        out.markers.append(m)
+        drawn.add("joints")
+        m = _marker(header, ns, "label", side, Marker.TEXT_VIEW_FACING, lifetime)
+        finite = xyz[np.isfinite(xyz).all(axis=1)]
+        anchor = xyz[0] if len(finite) == 0 else finite.mean(axis=0)
+        top = finite[:, 1].min() if len(finite) else anchor[1]
+        m.pose.position = Point(x=float(anchor[0]), y=float(top - LABEL_LIFT), z=float(anchor[2]))
+        m.scale = Vector3(x=0.0, y=0.0, z=LABEL_HEIGHT)
+        m.color = ColorRGBA(r=1.0, g=1.0, b=1.0, a=1.0)
+        m.text = f"{side} {float(hand.score):.2f}"
+        out.markers.append(m)
+        drawn.add("label")
         out.markers.extend(_delete(header, ns, kind, side) for kind in MARKER_KINDS if kind not in drawn)
     return out
 

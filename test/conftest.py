@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from acr_ros.media import SAMPLES_DIR as MEDIA  # the bundled sample media, for the tests
 
 # DDS must stay on this machine, and concurrent runs must not hear each other.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -16,7 +15,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 @pytest.fixture(scope="session")
 def mano_dir(tmp_path_factory) -> Path:
     """A folder with MANO_LEFT.pkl / MANO_RIGHT.pkl of random arrays (plain numpy pickles)."""
-    from acr_ros.acr.synthetic import write_synthetic_mano
+    from support.synthetic_mano import write_synthetic_mano
 
     return write_synthetic_mano(tmp_path_factory.mktemp("mano"), seed=0)
 
@@ -25,6 +24,6 @@ def mano_dir(tmp_path_factory) -> Path:
 def acr_checkpoint(tmp_path_factory) -> Path:
     """Random ACR weights in the official checkpoint layout ('module.' keys), biased so that
     both center maps fire: every pipeline stage runs. Not a hand model."""
-    from acr_ros.acr.checkpoint import write_random_checkpoint
+    from support.random_weights import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "wild.pkl", seed=0, detect="both")

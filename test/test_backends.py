@@ -1,6 +1,7 @@
 """Backend selection: auto falls back to the embedded backend with a reason; acr fails clearly."""
 import pytest
 
+from acr_ros.acr.options import EngineOptions
 from acr_ros.backends import acr_files_problem, create_backend
 
 
@@ -85,7 +86,7 @@ def test_unknown_backend():
 def test_explicit_mediapipe_ignores_acr_options(fake_files):
     ckpt, mano = fake_files
     backend, reason = create_backend("MediaPipe", checkpoint=str(ckpt), mano_dir=str(mano),
-                                     suppress_duplicate_hands=True)
+                                     options=EngineOptions(suppress_duplicate_hands=True))
     try:
         assert backend.name == "mediapipe" and reason == "backend mediapipe requested"
         assert backend.faces("left") is None
@@ -95,33 +96,34 @@ def test_explicit_mediapipe_ignores_acr_options(fake_files):
 
 def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     """Selection and arguments only (the real ACR backend runs in test_offline.py)."""
-    import acr_ros.acr.pipeline as pipeline
+    import acr_ros.backends.acr as acr_backend
 
     made = {}
 
     class FakeACR:
         name = "acr"
+        detection_threshold = 0.35
 
-        def __init__(self, checkpoint, mano_dir, **kwargs):
-            made.update(checkpoint=checkpoint, mano_dir=mano_dir, **kwargs)
+        def __init__(self, checkpoint, mano_dir, options, smoothing, tune_process):
+            made.update(checkpoint=checkpoint, mano_dir=mano_dir, options=options, smoothing=smoothing,
+                        tune_process=tune_process)
 
-    monkeypatch.setattr(pipeline, "ACRBackend", FakeACR)
+    monkeypatch.setattr(acr_backend, "ACRBackend", FakeACR)
     ckpt, mano = fake_files
     smoothing = object()
-    backend, reason = create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), device="cpu",
-                                     precision="fp32", detection_threshold=0.5, smoothing=smoothing,
-                                     suppress_duplicate_hands=True)
-    assert isinstance(backend, FakeACR)
+    options = EngineOptions(device="cpu", precision="fp32", suppress_duplicate_hands=True)
+    backend, reason = create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), options=options,
+                                     detection_threshold=0.5, smoothing=smoothing)
+    assert isinstance(backend, FakeACR) and backend.detection_threshold == 0.5
     assert reason == f"ACR checkpoint and MANO files found: wild.pkl, MANO from {mano}"
-    assert made == dict(checkpoint=str(ckpt), mano_dir=str(mano), device="cpu", precision="fp32",
-                        detection_threshold=0.5, smoothing=smoothing, suppress_duplicate_hands=True)
-    made.clear()
+    assert made == dict(checkpoint=str(ckpt), mano_dir=str(mano), options=options, smoothing=smoothing,
+                        tune_process=False)
     backend, reason = create_backend("acr", checkpoint=str(ckpt), mano_dir=str(mano))
     assert isinstance(backend, FakeACR) and reason.startswith("backend acr requested")
-    assert "detection_threshold" not in made  # None: the backend's own default (0.35)
+    assert backend.detection_threshold == 0.35  # None: the backend's own default
 
 
 def test_auto_with_a_wrong_checkpoint_raises(fake_files):
     ckpt, mano = fake_files  # both exist but are garbage: an error, not a silent fallback
     with pytest.raises(ValueError):
-        create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), device="cpu")
+        create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), options=EngineOptions(device="cpu"))

@@ -1,12 +1,13 @@
-"""Weak-perspective camera, closed-form translation and the batched least-squares translation."""
+"""Weak-perspective camera and the closed-form translation."""
 import numpy as np
 import pytest
 import torch
 
-from acr_ros.acr.camera import (camera_translation, estimate_translation, intrinsics_tensor, normalized_to_original,
-                                project_to_original, weak_perspective)
+from acr_ros.acr.camera import (camera_translation, intrinsics_tensor, normalized_to_original, project_to_original,
+                                weak_perspective)
 from acr_ros.acr.preprocess import letterbox, letterbox_tensor
-from acr_ros.hands import CameraIntrinsics
+from acr_ros.acr.hands import CameraIntrinsics
+from acr_ros.backends.mediapipe import solve_translation
 
 LBS = [letterbox(1080, 1920), letterbox(1280, 720), letterbox(101, 200), letterbox(512, 512), letterbox(7, 3)]
 
@@ -82,40 +83,15 @@ def test_closed_form_with_real_intrinsics():
         camera_translation(cam, lp, torch.zeros(n, 5))
 
 
-def test_least_squares_recovers_a_perspective_translation_exactly():
-    n = 6
-    g = torch.Generator().manual_seed(3)
-    pts = _hand_points(n, seed=4)
-    t_true = torch.stack([torch.rand(n, generator=g, dtype=torch.float64) * 0.4 - 0.2,
-                          torch.rand(n, generator=g, dtype=torch.float64) * 0.4 - 0.2,
-                          0.3 + torch.rand(n, generator=g, dtype=torch.float64)], -1)
-    k = torch.stack([600 + 800 * torch.rand(n, generator=g, dtype=torch.float64),
-                     600 + 800 * torch.rand(n, generator=g, dtype=torch.float64),
-                     300 + 100 * torch.rand(n, generator=g, dtype=torch.float64),
-                     200 + 100 * torch.rand(n, generator=g, dtype=torch.float64)], -1)
-    px = _project(pts, k, t_true)
-    torch.testing.assert_close(estimate_translation(pts, px, k), t_true, rtol=0, atol=1e-9)
-    # Weights: corrupted points with weight 0 do not matter; with weight 1 they do.
-    bad = px.clone()
-    bad[:, :3] += 40.0
-    w = torch.ones(n, 21, dtype=torch.float64)
-    w[:, :3] = 0
-    torch.testing.assert_close(estimate_translation(pts, bad, k, w), t_true, rtol=0, atol=1e-9)
-    assert (estimate_translation(pts, bad, k) - t_true).abs().max() > 1e-3
-    # float32 inputs give float32 out, still accurate (the solve runs in float64).
-    t32 = estimate_translation(pts.float(), px.float(), k.float())
-    assert t32.dtype == torch.float32
-    torch.testing.assert_close(t32.double(), t_true, rtol=0, atol=1e-4)
-
-
-def test_least_squares_agrees_with_closed_form_on_weak_perspective_data():
+def test_closed_form_agrees_with_a_least_squares_fit_on_weak_perspective_data():
     n = len(LBS)
     pts = _hand_points(n, seed=5)
     cam = _cams(n, seed=6)
     lp = letterbox_tensor(LBS, dtype=torch.float64)
     k = _default_k()
     px = project_to_original(pts, cam, lp)   # what the official code feeds its PnP
-    ls = estimate_translation(pts, px, k)
+    ls = torch.from_numpy(np.stack([  # SPIN's linear least squares, which the official code falls back to
+        solve_translation(pts[i].numpy(), px[i].numpy(), CameraIntrinsics(*k[i].tolist())) for i in range(n)]))
     closed = camera_translation(cam, lp, k)
     rel = (ls - closed).norm(dim=-1) / closed.norm(dim=-1)
     assert rel.max() < 0.02, rel
@@ -129,16 +105,16 @@ def test_cuda_without_sync():
     lp_cpu = letterbox_tensor(LBS)
     k_cpu = _default_k(dtype=torch.float32)
     ref_t = camera_translation(cam, lp_cpu, k_cpu)
-    ref_ls = estimate_translation(pts, project_to_original(pts, cam, lp_cpu), k_cpu)
+    ref_px = project_to_original(pts, cam, lp_cpu)
     pts, cam = pts.cuda(), cam.cuda()
-    estimate_translation(pts, pts[..., :2], _default_k(device="cuda", dtype=torch.float32))  # warm-up
+    camera_translation(cam, lp_cpu.cuda(), k_cpu.cuda())  # warm-up
     torch.cuda.set_sync_debug_mode("error")
     try:
         lp = letterbox_tensor(LBS, "cuda")
         k = intrinsics_tensor([None] * n, LBS, "cuda")
         t = camera_translation(cam, lp, k)
-        ls = estimate_translation(pts, project_to_original(pts, cam, lp), k)
+        px = project_to_original(pts, cam, lp)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.testing.assert_close(t.cpu(), ref_t, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(ls.cpu(), ref_ls, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(px.cpu(), ref_px, rtol=1e-5, atol=1e-4)

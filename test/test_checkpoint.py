@@ -10,9 +10,9 @@ import torch
 
 from acr_ros.acr import checkpoint as ckpt
 from acr_ros.acr.checkpoint import (CheckpointError, CheckpointNotFoundError, checkpoint_id, load_acr_network,
-                                    load_acr_state_dict, write_random_checkpoint)
-
-from test_network import official_layout
+                                    load_acr_state_dict)
+from support.official_layout import official_layout
+from support.random_weights import random_acr_network, write_random_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +132,6 @@ def test_random_checkpoints_are_reproducible_and_validate_their_arguments(tmp_pa
     assert sa["module.l_final_layers.2.2.bias"].item() == 1.0 and sa["module.r_final_layers.2.2.bias"].item() == -1.0
     assert sc["module.l_final_layers.2.2.bias"].item() == -1.0 and sc["module.r_final_layers.2.2.bias"].item() == 1.0
     with pytest.raises(ValueError):
-        ckpt.random_acr_network(0, "three")
+        random_acr_network(0, "three")
     with pytest.raises(ValueError):
-        ckpt.random_acr_network(0, "both", {"left": (64, 0)})
+        random_acr_network(0, "both", {"left": (64, 0)})

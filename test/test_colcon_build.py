@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from acr_ros.msg import Hands
-from ros_harness import Probe, image_msg
-from test_node import RELIABLE, magic_bgr
+from support.ros_harness import RELIABLE, Probe, image_msg, magic_bgr
+
 
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = Path(sys.prefix)  # the environment holding ROS 2 (a venv here, /opt/ros/jazzy elsewhere)

@@ -6,8 +6,8 @@ import pytest
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 
-from conftest import MEDIA
-from ros_harness import NodeProcess, Probe
+from acr_ros.media import SAMPLES_DIR as MEDIA
+from support.ros_harness import NodeProcess, Probe
 
 
 @pytest.mark.parametrize("input_name, expected_frames", [("magic.jpg", 2), ("magic_clip.mp4", 30)])

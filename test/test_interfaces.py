@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from acr_ros.hands import JOINT_NAMES, NUM_JOINTS, NUM_VERTICES
+from acr_ros.acr.hands import JOINT_NAMES, NUM_JOINTS, NUM_VERTICES
 from acr_ros.msg import Hand, HandMesh, Hands
 
 # The type hash real Jazzy robots report for tf2_msgs/msg/TFMessage (it covers package, message and
@@ -29,7 +29,7 @@ def test_hand_message_layout_matches_the_documented_conventions():
     assert Hand.NUM_JOINTS == NUM_JOINTS == len(hand.joints) == len(JOINT_NAMES)
     assert len(hand.keypoints) == 2 * NUM_JOINTS and Hand.NUM_VERTICES == NUM_VERTICES
     assert (Hand.LEFT, Hand.RIGHT) == (0, 1)
-    # Joint constants follow the joint order of acr_ros.hands.
+    # Joint constants follow the joint order of acr_ros.acr.hands.
     for index, name in enumerate(JOINT_NAMES):
         assert getattr(Hand, name.upper()) == index
     assert HandMesh.NUM_TRIANGLES == 1538

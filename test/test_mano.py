@@ -16,7 +16,7 @@ from smplx.lbs import batch_rigid_transform
 from acr_ros.acr.mano import (MANO_PARENTS, REORDER_21, ROTATION_SOURCE_21, TIP_VERTICES, ManoFileError,
                               ManoFileNotFoundError, ManoLayer, load_mano)
 from acr_ros.acr.rotation import axis_angle_to_matrix
-from acr_ros.acr.synthetic import dumps_mpi_style, synthetic_mano_arrays, write_synthetic_mano
+from support.synthetic_mano import dumps_mpi_style, synthetic_mano_arrays, write_synthetic_mano
 
 KEYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "parents", "faces", "hands_mean")
 

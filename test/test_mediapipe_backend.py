@@ -10,14 +10,14 @@ import cv2
 import numpy as np
 import pytest
 
-from acr_ros.hands import JOINT_PARENTS, LEFT, NUM_JOINTS, RIGHT, CameraIntrinsics, FrameResult
+from acr_ros.acr.hands import JOINT_PARENTS, LEFT, NUM_JOINTS, RIGHT, CameraIntrinsics, FrameResult
 
-from conftest import MEDIA
+from acr_ros.media import SAMPLES_DIR as MEDIA
 
 
 @pytest.fixture(scope="module")
 def backend():
-    from acr_ros.mediapipe_backend import MediaPipeBackend
+    from acr_ros.backends.mediapipe import MediaPipeBackend
 
     with MediaPipeBackend(static_image_mode=True) as b:
         yield b
@@ -92,7 +92,7 @@ def test_mirrored_photo_is_a_right_hand(backend):
 
 
 def test_mirrored_input_keeps_mediapipe_labels():
-    from acr_ros.mediapipe_backend import MediaPipeBackend
+    from acr_ros.backends.mediapipe import MediaPipeBackend
 
     with MediaPipeBackend(static_image_mode=True, mirrored_input=True) as b:
         assert [h.side for h in run(b, image("magic.jpg")).hands] == [RIGHT]
@@ -169,7 +169,7 @@ def test_batch_keeps_order(backend):
 
 
 def test_video_mode_streams_do_not_mix():
-    from acr_ros.mediapipe_backend import MediaPipeBackend
+    from acr_ros.backends.mediapipe import MediaPipeBackend
 
     hand, blank = image("magic.jpg"), np.full_like(image("magic.jpg"), 90)
     with MediaPipeBackend() as b:
@@ -184,7 +184,7 @@ def test_video_mode_streams_do_not_mix():
 
 
 def test_detection_threshold_and_faces(backend):
-    from acr_ros.mediapipe_backend import MediaPipeBackend
+    from acr_ros.backends.mediapipe import MediaPipeBackend
 
     assert backend.faces(LEFT) is None and backend.faces(RIGHT) is None
     assert backend.name == "mediapipe" and backend.checkpoint == "" and "MediaPipe" in backend.model
@@ -197,7 +197,7 @@ def test_detection_threshold_and_faces(backend):
 
 def test_smoothing_follows_a_still_hand():
     from acr_ros.acr.smoothing import SmoothingConfig
-    from acr_ros.mediapipe_backend import MediaPipeBackend
+    from acr_ros.backends.mediapipe import MediaPipeBackend
 
     img = image("magic.jpg")
     with MediaPipeBackend(static_image_mode=True) as plain:
@@ -220,7 +220,7 @@ def test_smoothing_follows_a_still_hand():
 
 
 def test_solve_translation_recovers_a_known_placement():
-    from acr_ros.mediapipe_backend import solve_translation
+    from acr_ros.backends.mediapipe import solve_translation
 
     rng = np.random.default_rng(1)
     local = rng.normal(scale=0.04, size=(21, 3))

@@ -1,29 +1,16 @@
 """The ACR network: official checkpoint layout, and the fast inference form equal to the dense one."""
 import copy
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from acr_ros.acr import parser
-from acr_ros.acr import reference as ref
-from acr_ros.acr.checkpoint import random_acr_network
+from acr_ros.acr import mkldnn_fusion, parser
 from acr_ros.acr.hrnet import HRNetW32, SegmNet
-from acr_ros.acr.network import (ACRNet, FastACR, LocallyConnected, _PatchTowers, coord_maps, fold_batchnorm,
-                                 fuse_conv_activations, mkldnn_fusion_available)
-
-KEYS = Path(__file__).resolve().parent / "data" / "official_state_dict_keys.txt"
-
-
-def official_layout() -> dict:
-    layout = {}
-    for line in KEYS.read_text().splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
-        key, shape, dtype = line.split("\t")
-        layout[key] = (tuple(int(v) for v in shape.strip("()").split(",") if v.strip()), dtype)
-    return layout
+from acr_ros.acr.network import ACRNet, FastACR, LocallyConnected, _PatchTowers, coord_maps, fold_batchnorm
+from support import reference as ref
+from support.official_layout import official_layout
+from support.random_weights import random_acr_network
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +85,7 @@ def test_patch_towers_equal_the_dense_towers_at_every_kind_of_cell(net):
              folded.r_final_layers[1], folded.r_final_layers[3], folded.l_final_layers[4]]
     towers = _PatchTowers(heads)
     g = torch.Generator().manual_seed(1)
-    x34 = torch.cat([torch.relu(torch.randn(1, 32, 128, 128, generator=g)), coord_maps()], 1)
+    x34 = torch.cat([torch.relu(torch.randn(1, 32, 128, 128, generator=g)), coord_maps(128)], 1)
     cells_xy = [((0, 0), (63, 63)), ((63, 0), (0, 63)), ((3, 60), (31, 1)), ((20, 28), (44, 36)), ((4, 4), (59, 59))]
     cells = torch.tensor([[ly * 64 + lx, ry * 64 + rx] for (lx, ly), (rx, ry) in cells_xy])
     b = len(cells_xy)
@@ -121,37 +108,32 @@ def test_fast_network_equals_the_dense_maps(net, images):
         out = FastACR(net)(images)
     centers = torch.cat([dense["l_center_map"], dense["r_center_map"]], 1)
     scores, cells, detected = parser.detect_centers(centers)
-    assert torch.equal(out["cells"], cells) and torch.equal(out["detected"], detected)
-    torch.testing.assert_close(out["scores"], scores, rtol=0, atol=1e-5)
-    assert out["detected"].all()
+    assert torch.equal(out.cells, cells) and torch.equal(out.detected, detected)
+    torch.testing.assert_close(out.scores, scores, rtol=0, atol=1e-5)
+    assert out.detected.all()
     assert cells[:, 0].tolist() == [63 * 64 + 0] * 2 and cells[:, 1].tolist() == [63] * 2
     for s, key in enumerate(("l_params_maps", "r_params_maps")):
         expected = _dense_at(dense[key], cells[:, s])
-        torch.testing.assert_close(out["params_raw"][:, s], expected, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(out["priors"][:, 0], _dense_at(dense["l_prior_maps"], cells[:, 1]), rtol=1e-4, atol=2e-4)
-    torch.testing.assert_close(out["priors"][:, 1], _dense_at(dense["r_prior_maps"], cells[:, 0]), rtol=1e-4, atol=2e-4)
-    assert not out["prior_applied"].any()  # 89 cells apart
-    assert torch.equal(out["params"], out["params_raw"])
-    # ACRNet.forward_dense (used by the random-checkpoint calibration) is the same official computation.
-    with torch.no_grad():
-        again = net.forward_dense(images)
-    for key in ("l_params_maps", "r_center_map", "l_prior_maps", "segms"):
-        torch.testing.assert_close(again[key], dense[key], rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(out.params_raw[:, s], expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(out.priors[:, 0], _dense_at(dense["l_prior_maps"], cells[:, 1]), rtol=1e-4, atol=2e-4)
+    torch.testing.assert_close(out.priors[:, 1], _dense_at(dense["r_prior_maps"], cells[:, 0]), rtol=1e-4, atol=2e-4)
+    assert not out.prior_applied.any()  # 89 cells apart
+    assert torch.equal(out.params, out.params_raw)
 
 
 def test_fast_network_is_the_same_without_fusion_and_channels_last(net, images):
     x = images[:1]
     fused = FastACR(net, channels_last=True)
-    assert fused.fused_cpu == mkldnn_fusion_available()
+    assert fused.fused_cpu == mkldnn_fusion.available()
     with torch.no_grad():
         a = fused(x)
         b = FastACR(net, channels_last=False, fuse_cpu=False)(x)
-    assert torch.equal(a["cells"], b["cells"])
-    torch.testing.assert_close(a["params"], b["params"], rtol=1e-4, atol=1e-4)
+    assert torch.equal(a.cells, b.cells)
+    torch.testing.assert_close(a.params, b.params, rtol=1e-4, atol=1e-4)
 
 
 def test_fused_cpu_blocks_fall_back_outside_inference():
-    block = fuse_conv_activations(fold_batchnorm(copy.deepcopy(HRNetW32().layer1[0]).eval()))
+    block = mkldnn_fusion.fuse_conv_activations(fold_batchnorm(copy.deepcopy(HRNetW32().layer1[0]).eval()))
     x = torch.rand(1, 64, 16, 16)
     with torch.no_grad():
         y = block(x)
@@ -164,8 +146,8 @@ def test_fast_network_needs_no_host_synchronisation(net):
     """On the meta device any .item(), nonzero or Python branch on a value would fail."""
     fast = FastACR(net).to("meta")
     out = fast(torch.empty(3, 3, 512, 512, device="meta"))
-    assert out["params"].shape == (3, 2, 109) and out["detected"].shape == (3, 2)
-    assert out["prior_applied"].shape == (3,)
+    assert out.params.shape == (3, 2, 109) and out.detected.shape == (3, 2)
+    assert out.prior_applied.shape == (3,)
 
 
 def test_bfloat16_stays_close_to_float32(net, images):
@@ -174,10 +156,10 @@ def test_bfloat16_stays_close_to_float32(net, images):
     with torch.no_grad():
         a = FastACR(net)(x)
         b = FastACR(net, dtype=torch.bfloat16)(x)
-    assert torch.equal(a["cells"], b["cells"]) and torch.equal(a["detected"], b["detected"])
-    assert b["params"].dtype == torch.float32
+    assert torch.equal(a.cells, b.cells) and torch.equal(a.detected, b.detected)
+    assert b.params.dtype == torch.float32
     # bf16 has 8 mantissa bits: several percent of the parameter range on this random model.
-    err = (a["params"] - b["params"]).abs().max() / a["params"].abs().max()
+    err = (a.params - b.params).abs().max() / a.params.abs().max()
     assert err < 0.3, err
 
 
@@ -192,9 +174,9 @@ def test_half_precision_on_the_gpu_stays_close_to_float32(net, images, dtype):
     with torch.inference_mode():
         a = FastACR(net).cuda()(x)
         b = FastACR(net, dtype=dtype).cuda()(x)
-    assert torch.equal(a["cells"], b["cells"]) and torch.equal(a["detected"], b["detected"])
-    assert torch.isfinite(b["params"]).all()
-    err = (a["params"] - b["params"]).abs().max() / a["params"].abs().max()
+    assert torch.equal(a.cells, b.cells) and torch.equal(a.detected, b.detected)
+    assert torch.isfinite(b.params).all()
+    err = (a.params - b.params).abs().max() / a.params.abs().max()
     assert err < (0.05 if dtype == torch.float16 else 0.3), err
 
 
@@ -209,6 +191,6 @@ def test_fast_network_does_not_synchronise_the_gpu(net, images):
         torch.cuda.set_sync_debug_mode("error")
         try:
             out = fast(x)
-            parser.decode_params(out["params"])
+            parser.decode_params(out.params)
         finally:
             torch.cuda.set_sync_debug_mode(0)

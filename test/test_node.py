@@ -7,74 +7,14 @@ import signal
 import cv2
 import numpy as np
 import pytest
-from diagnostic_msgs.msg import DiagnosticArray
-from geometry_msgs.msg import TransformStamped  # noqa: F401  (type of TFMessage.transforms)
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from tf2_msgs.msg import TFMessage
-from visualization_msgs.msg import Marker, MarkerArray
+from sensor_msgs.msg import CompressedImage, Image
+from visualization_msgs.msg import Marker
 
-from acr_ros.msg import Hand, Hands
-from conftest import MEDIA
-from ros_harness import NodeProcess, Probe, camera_info_msg, image_msg
-
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def magic_bgr() -> np.ndarray:
-    """A real photo of a LEFT hand (see acr_ros/data/samples/README.md), downscaled to 640x360."""
-    return cv2.resize(cv2.imread(str(MEDIA / "magic.jpg")), (640, 360), interpolation=cv2.INTER_AREA)
-
-
-class Session:
-    """A running hands node plus a probe wired to all its inputs and outputs."""
-
-    def __init__(self, tmp_path, params: dict, topics=("cam0",), name="acr_hands"):
-        """name: the node's name, so that sessions alive at the same time keep to their own topics."""
-        self.name = name
-        self.camera_topics = {t: f"/{name}_{t}" for t in topics}  # short name -> camera namespace
-        self.process = NodeProcess("acr_ros.hands_node", dict(
-            image_topics=[f"{ns}/image_raw" for ns in self.camera_topics.values()], qos_reliability="reliable",
-            **params), tmp_path, name=name)
-        self.probe = Probe()
-        self.hands = self.probe.record(Hands, f"/{name}/hands")
-        self.markers = self.probe.record(MarkerArray, f"/{name}/markers")
-        self.overlays = self.probe.record(Image, f"/{name}/overlay", 2)
-        self.tf = self.probe.record(TFMessage, "/tf", 100)
-        self.diagnostics = self.probe.record(DiagnosticArray, "/diagnostics")
-        compressed = params.get("compressed", False)
-        self.images = {t: self.probe.publisher(CompressedImage if compressed else Image,
-                                               f"{ns}/image_raw" + ("/compressed" if compressed else ""),
-                                               RELIABLE) for t, ns in self.camera_topics.items()}
-        self.infos = {t: self.probe.publisher(CameraInfo, f"{ns}/camera_info", RELIABLE)
-                      for t, ns in self.camera_topics.items()}
-        for publisher in self.images.values():
-            self.probe.wait_for_subscribers(publisher, timeout=60, process=self.process)
-        # The node's output publishers exist once its inputs do; wait until ours are matched too.
-        assert self.probe.spin_until(lambda: self.probe.node.count_publishers(f"/{name}/hands") > 0, 10)
-
-    def send(self, msg, topic="cam0", info=None):
-        if info is not None:
-            self.infos[topic].publish(info)
-            self.probe.spin_until(lambda: False, 0.05)
-        self.images[topic].publish(msg)
-
-    def answer(self, stamp, timeout=60.0) -> Hands:
-        """The Hands message carrying this stamp."""
-        sec, nanosec = stamp
-        match = lambda: [m for m in self.hands  # noqa: E731
-                         if (m.header.stamp.sec, m.header.stamp.nanosec) == (sec, nanosec)]
-        assert self.probe.spin_until(lambda: bool(match()), timeout, self.process), \
-            f"no hands message with stamp {stamp}; node log:\n{self.process.log()}"
-        return match()[0]
-
-    def close(self):
-        code, seconds = self.process.stop()
-        self.probe.close()
-        return code, seconds
-
+from acr_ros.msg import Hand
+from support.ros_harness import NodeProcess, Probe, Session, camera_info_msg, image_msg, magic_bgr
 
 @pytest.fixture(scope="module")
 def mediapipe_session(tmp_path_factory):

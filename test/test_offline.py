@@ -13,7 +13,7 @@ import pytest
 from acr_ros import offline
 from acr_ros.media import FolderSource, VideoSource, WebcamSource, open_media
 
-from conftest import MEDIA
+from acr_ros.media import SAMPLES_DIR as MEDIA
 
 CLIP = MEDIA / "magic_clip.mp4"
 

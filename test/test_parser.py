@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acr_ros.acr import parser
-from acr_ros.acr import reference as ref
+from support import reference as ref
 from acr_ros.acr.rotation import rot6d_to_matrix
 
 
@@ -71,8 +71,8 @@ def test_prior_rule_needs_both_hands_within_32_cells():
         [flat(5, 5), flat(6, 6)],        # left missing
         [flat(10, 10), flat(30, 34)],    # 31.24: applied
     ])
-    assert parser.prior_applies(cells, det).tolist() == [True, False, False, False, True]
-    assert parser.center_distance(cells)[1].item() == pytest.approx(math.hypot(23, 23))
+    assert parser.prior_applies(cells, det, 64).tolist() == [True, False, False, False, True]
+    assert parser.center_distance(cells, 64)[1].item() == pytest.approx(math.hypot(23, 23))
 
 
 def test_duplicate_suppression_keeps_the_higher_score_of_nearby_sides():
@@ -80,9 +80,9 @@ def test_duplicate_suppression_keeps_the_higher_score_of_nearby_sides():
     cells = torch.tensor([[flat(10, 10), flat(12, 11)], [flat(10, 10), flat(10, 13)],
                           [flat(10, 10), flat(30, 10)], [flat(10, 10), flat(11, 10)]])
     det = torch.tensor([[True, True], [True, True], [True, True], [True, False]])
-    out = parser.suppress_duplicates(scores, cells, det, distance=4.0)
+    out = parser.suppress_duplicates(scores, cells, det, 64, distance=4.0)
     assert out.tolist() == [[True, False], [False, True], [True, True], [True, False]]
-    assert parser.suppress_duplicates(scores, cells, det, distance=1.0)[0].tolist() == [True, True]
+    assert parser.suppress_duplicates(scores, cells, det, 64, distance=1.0)[0].tolist() == [True, True]
 
 
 def test_parameter_layout_and_the_interleaved_6d_convention():
@@ -94,12 +94,12 @@ def test_parameter_layout_and_the_interleaved_6d_convention():
     p[:, 15:99] = torch.tensor([1.0, 0, 0, 1, 0, 0]).repeat(14)
     p[:, 99:109] = torch.arange(10.0)
     d = parser.decode_params(p)
-    torch.testing.assert_close(d["cam"], torch.tensor([[2.0, 0.1, -0.2]] * 2))
-    torch.testing.assert_close(d["orient_matrix"], torch.eye(3).expand(2, 3, 3))
-    torch.testing.assert_close(d["global_orient"], torch.zeros(2, 3))
-    torch.testing.assert_close(d["finger_pose"][:, :3], torch.tensor([[0, 0, math.pi / 2]] * 2))
-    torch.testing.assert_close(d["finger_pose"][:, 3:], torch.zeros(2, 42))
-    torch.testing.assert_close(d["betas"], torch.arange(10.0).expand(2, 10))
+    torch.testing.assert_close(d.cam, torch.tensor([[2.0, 0.1, -0.2]] * 2))
+    torch.testing.assert_close(d.orient_matrix, torch.eye(3).expand(2, 3, 3))
+    torch.testing.assert_close(d.global_orient, torch.zeros(2, 3))
+    torch.testing.assert_close(d.finger_pose[:, :3], torch.tensor([[0, 0, math.pi / 2]] * 2))
+    torch.testing.assert_close(d.finger_pose[:, 3:], torch.zeros(2, 42))
+    torch.testing.assert_close(d.betas, torch.arange(10.0).expand(2, 10))
     r = rot6d_to_matrix(p[0, 9:15])
     torch.testing.assert_close(r, torch.tensor([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]]))
 
@@ -111,6 +111,6 @@ def test_parser_handles_batches_per_image():
     m[2, 1, 30, 30] = 2.0                          # right only
     s, c, d = parser.detect_centers(m)
     assert d.tolist() == [[True, True], [True, True], [False, True]]
-    assert parser.prior_applies(c, d).tolist() == [False, True, False]
-    y, x = parser.cell_yx(c)
+    assert parser.prior_applies(c, d, 64).tolist() == [False, True, False]
+    y, x = parser.cell_yx(c, 64)
     assert (x[1].tolist(), y[1].tolist()) == ([5, 8], [5, 6])

@@ -1,20 +1,27 @@
-"""The fast ACR pipeline against a plain transcription of the official flow (acr_ros/acr/reference.py),
+"""The fast ACR pipeline against a plain transcription of the official flow (test/support/reference.py),
 and the HandBackend built on it. Random weights + synthetic MANO: structure and numerics only."""
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from acr_ros.acr import reference as ref
-from acr_ros.acr.checkpoint import CheckpointError, random_acr_network
+from acr_ros.acr.checkpoint import CheckpointError
+from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult, default_intrinsics
 from acr_ros.acr.mano import ManoFileError, ManoLayer
-from acr_ros.acr.pipeline import ACRBackend, ACRPipeline
+from acr_ros.acr.one_euro import SmoothingConfig
+from acr_ros.acr.options import EngineOptions
+from acr_ros.acr.pipeline import ACRPipeline
 from acr_ros.acr.preprocess import letterbox
-from acr_ros.acr.smoothing import SmoothingConfig
-from acr_ros.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult, default_intrinsics
+from acr_ros.backends.acr import ACRBackend
+from support import reference as ref
+from support.random_weights import random_acr_network
 
+REPO = Path(__file__).resolve().parents[1]
 FAR = {"left": (0, 63), "right": (63, 0)}      # grid corners, 89 cells apart: no prior
 NEAR = {"left": (30, 30), "right": (32, 31)}   # 2.2 cells apart: a duplicate candidate
 
@@ -32,20 +39,20 @@ def mano(mano_dir):
 
 def compare_with_reference(pipe_arr, i, expected, shown=""):
     """Hands of image i of a pipeline run against the reference's, within the issue's tolerances."""
-    detected = [s for s in (0, 1) if pipe_arr["detected"][i, s]]
+    detected = [s for s in (0, 1) if pipe_arr.detected[i, s]]
     assert detected == [h["side"] for h in expected["hands"]], shown
-    assert bool(pipe_arr["prior_applied"][i]) == expected["prior_applied"], shown
+    assert bool(pipe_arr.prior_applied[i]) == expected["prior_applied"], shown
     for h in expected["hands"]:
         s = h["side"]
-        assert pipe_arr["cells"][i, s] == h["cell"], shown
-        assert abs(pipe_arr["scores"][i, s] - h["score"]) < 1e-5
-        np.testing.assert_allclose(pipe_arr["cam"][i, s], h["cam"].numpy(), atol=1e-4, rtol=0, err_msg=shown)
-        np.testing.assert_allclose(pipe_arr["keypoints"][i, s], h["keypoints"], atol=0.5, rtol=0, err_msg=shown)
-        np.testing.assert_allclose(pipe_arr["joints"][i, s], h["joints_rel"], atol=1e-4, rtol=0, err_msg=shown)
-        np.testing.assert_allclose(pipe_arr["vertices"][i, s], h["vertices_rel"], atol=1e-4, rtol=0, err_msg=shown)
-        np.testing.assert_allclose(pipe_arr["translation"][i, s], h["translation"], rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(pipe_arr["finger_pose"][i, s], h["finger_pose"].numpy(), atol=2e-3)
-        np.testing.assert_allclose(pipe_arr["betas"][i, s], h["betas"].numpy(), atol=1e-3)
+        assert pipe_arr.cells[i, s] == h["cell"], shown
+        assert abs(pipe_arr.scores[i, s] - h["score"]) < 1e-5
+        np.testing.assert_allclose(pipe_arr.cam[i, s], h["cam"].numpy(), atol=1e-4, rtol=0, err_msg=shown)
+        np.testing.assert_allclose(pipe_arr.keypoints[i, s], h["keypoints"], atol=0.5, rtol=0, err_msg=shown)
+        np.testing.assert_allclose(pipe_arr.joints[i, s], h["joints_rel"], atol=1e-4, rtol=0, err_msg=shown)
+        np.testing.assert_allclose(pipe_arr.vertices[i, s], h["vertices_rel"], atol=1e-4, rtol=0, err_msg=shown)
+        np.testing.assert_allclose(pipe_arr.translation[i, s], h["translation"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(pipe_arr.finger_pose[i, s], h["finger_pose"].numpy(), atol=2e-3)
+        np.testing.assert_allclose(pipe_arr.betas[i, s], h["betas"].numpy(), atol=1e-3)
 
 
 CASES = [
@@ -63,16 +70,16 @@ def test_fast_pipeline_matches_the_official_flow(mano, detect, cells, shape):
     net = random_acr_network(0, detect, cells)
     img = smooth_image(*shape, seed=shape[0])
     expected = ref.reference_reconstruct(net, mano, img)
-    pipe = ACRPipeline(net, mano, "cpu", "fp32")
+    pipe = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32"))
     arr, lbs = pipe([img])
     assert lbs[0] == expected["letterbox"]
-    assert arr["detected"].shape == (1, 2)
+    assert arr.detected.shape == (1, 2)
     compare_with_reference(arr, 0, expected, f"{detect} {shape}")
     if detect == "none":
-        assert not arr["detected"].any() and expected["hands"] == []
+        assert not arr.detected.any() and expected["hands"] == []
     if cells is FAR:
         # corner cells: the parameters were read right at the map border
-        assert sorted(arr["cells"][0].tolist()) == [63, 63 * 64]
+        assert sorted(arr.cells[0].tolist()) == [63, 63 * 64]
 
 
 @pytest.fixture(scope="module")
@@ -81,62 +88,52 @@ def both_net():
 
 
 def test_a_batch_of_mixed_sizes_equals_single_images(mano, both_net):
-    pipe = ACRPipeline(both_net, mano, "cpu", "fp32")
+    pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32"))
     imgs = [smooth_image(480, 640, 1), smooth_image(333, 250, 2), smooth_image(100, 101, 3)]
     batch, lbs = pipe(imgs)
     assert [lb.size for lb in lbs] == [640, 333, 101]
     for i, img in enumerate(imgs):
         single, _ = pipe([img])
-        assert np.array_equal(batch["detected"][i], single["detected"][0])
-        assert np.array_equal(batch["cells"][i], single["cells"][0])
+        assert np.array_equal(batch.detected[i], single.detected[0])
+        assert np.array_equal(batch.cells[i], single.cells[0])
         for key in ("keypoints", "joints", "vertices", "cam", "translation"):
-            np.testing.assert_allclose(batch[key][i], single[key][0], atol=1e-4, rtol=1e-4)
+            np.testing.assert_allclose(getattr(batch, key)[i], getattr(single, key)[0], atol=1e-4, rtol=1e-4)
 
 
 def test_intrinsics_change_only_the_translation(mano, both_net):
     img = smooth_image(480, 640, 4)
     k = CameraIntrinsics(fx=600.0, fy=610.0, cx=330.0, cy=250.0)
     expected = ref.reference_reconstruct(both_net, mano, img, intrinsics=k)
-    pipe = ACRPipeline(both_net, mano, "cpu", "fp32")
+    pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32"))
     arr, _ = pipe([img], [k])
     compare_with_reference(arr, 0, expected, "intrinsics")
     # The root (joint 9 = origin of the root-aligned joints) projects onto its keypoint.
     for s in (0, 1):
-        t = arr["translation"][0, s]
+        t = arr.translation[0, s]
         u = k.fx * t[0] / t[2] + k.cx
         v = k.fy * t[1] / t[2] + k.cy
-        np.testing.assert_allclose(arr["keypoints"][0, s, 9], [u, v], atol=1.0)  # fx != fy: 1 px
-
-
-def test_least_squares_translation_is_close_to_the_closed_form(mano, both_net):
-    img = smooth_image(480, 640, 5)
-    closed, _ = ACRPipeline(both_net, mano, "cpu", "fp32")([img])
-    lsq, _ = ACRPipeline(both_net, mano, "cpu", "fp32", translation="least_squares")([img])
-    assert np.all(np.isfinite(lsq["translation"]))
-    depth_ratio = lsq["translation"][0, :, 2] / closed["translation"][0, :, 2]
-    assert np.all(np.abs(depth_ratio - 1) < 0.1), depth_ratio
-    np.testing.assert_array_equal(lsq["keypoints"], closed["keypoints"])
+        np.testing.assert_allclose(arr.keypoints[0, s, 9], [u, v], atol=1.0)  # fx != fy: 1 px
 
 
 def test_duplicate_suppression_is_optional_and_keeps_the_higher_score(mano):
     net = random_acr_network(0, "both", NEAR)
     img = smooth_image(480, 640, 6)
-    plain, _ = ACRPipeline(net, mano, "cpu", "fp32")([img])
-    assert plain["detected"][0].tolist() == [True, True]  # the official behaviour
-    assert plain["prior_applied"][0]
-    fixed, _ = ACRPipeline(net, mano, "cpu", "fp32", suppress_duplicate_hands=True)([img])
-    keep = int(np.argmax(plain["scores"][0]))
-    assert fixed["detected"][0].tolist() == [keep == 0, keep == 1]
-    assert not fixed["prior_applied"][0]
-    far, _ = ACRPipeline(net, mano, "cpu", "fp32", suppress_duplicate_hands=True, duplicate_distance=2.0)([img])
-    assert far["detected"][0].tolist() == [True, True]  # 2.24 cells > 2
+    plain, _ = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32"))([img])
+    assert plain.detected[0].tolist() == [True, True]  # the official behaviour
+    assert plain.prior_applied[0]
+    fixed, _ = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", suppress_duplicate_hands=True))([img])
+    keep = int(np.argmax(plain.scores[0]))
+    assert fixed.detected[0].tolist() == [keep == 0, keep == 1]
+    assert not fixed.prior_applied[0]
+    far, _ = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", suppress_duplicate_hands=True, duplicate_distance=2.0))([img])
+    assert far.detected[0].tolist() == [True, True]  # 2.24 cells > 2
 
 
 # --- the HandBackend ---------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def backend(acr_checkpoint, mano_dir):
-    return ACRBackend(acr_checkpoint, mano_dir, device="cpu")
+    return ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cpu"))
 
 
 def test_backend_fills_every_field(backend):
@@ -182,21 +179,21 @@ def test_backend_threshold_and_errors(backend, acr_checkpoint, tmp_path):
     with pytest.raises(ValueError):
         backend.reconstruct([img, img], [None], [0.0], ["s"])
     with pytest.raises(CheckpointError, match="nowhere.pkl"):
-        ACRBackend(tmp_path / "nowhere.pkl", tmp_path, device="cpu")
+        ACRBackend(tmp_path / "nowhere.pkl", tmp_path, EngineOptions(device="cpu"))
     with pytest.raises(ManoFileError, match="MANO_LEFT.pkl"):
-        ACRBackend(acr_checkpoint, tmp_path, device="cpu")
+        ACRBackend(acr_checkpoint, tmp_path, EngineOptions(device="cpu"))
     with pytest.raises(ValueError):
-        ACRBackend(acr_checkpoint, tmp_path, device="cpu", precision="fp8")
+        EngineOptions(device="cpu", precision="fp8")
 
 
 def test_backend_close_drops_the_model(acr_checkpoint, mano_dir):
-    closing = ACRBackend(acr_checkpoint, mano_dir, device="cpu")
+    closing = ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cpu"))
     closing.close()
     assert closing.pipeline is None and closing.smoother is None
 
 
 def test_backend_smoothing_is_per_stream_and_resettable(acr_checkpoint, mano_dir, backend):
-    smooth = ACRBackend(acr_checkpoint, mano_dir, device="cpu", smoothing=SmoothingConfig())
+    smooth = ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cpu"), smoothing=SmoothingConfig())
     a, b = smooth_image(240, 320, 10), smooth_image(240, 320, 11)
     raw_a, raw_b = backend.reconstruct([a, b], [None, None], [0.0, 0.0], ["x", "y"])
     first = smooth.reconstruct([a], [None], [0.0], ["s"])[0]
@@ -230,61 +227,62 @@ def test_compile_failures_fall_back_to_eager(mano, both_net, monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    pipe = ACRPipeline(both_net, mano, "cpu", "fp32", compile=True)
+    pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32", compile=True))
     img = smooth_image(120, 160, 12)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         arr, _ = pipe([img])
     assert any("torch.compile failed" in str(w.message) for w in caught)
-    assert arr["detected"][0].tolist() == [True, True]
+    assert arr.detected[0].tolist() == [True, True]
 
     def refusing_compile(model, **kwargs):
         raise RuntimeError("unsupported platform")
 
     monkeypatch.setattr(torch, "compile", refusing_compile)
     with pytest.warns(RuntimeWarning, match="torch.compile unavailable"):
-        pipe = ACRPipeline(both_net, mano, "cpu", "fp32", compile=True)
-    assert pipe([img])[0]["detected"][0].tolist() == [True, True]
+        pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32", compile=True))
+    assert pipe([img])[0].detected[0].tolist() == [True, True]
 
 
 def test_whole_device_stage_needs_no_host_synchronisation(mano, both_net):
     """network + decode + MANO + projection + translation on the meta device: no value is read."""
-    pipe = ACRPipeline(both_net, mano, "cpu", "fp32", translation="least_squares")
+    pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32"))
     pipe.fast.to("meta")
     pipe.mano_layer.to("meta")
     pipe.device = torch.device("meta")
     res = pipe.run(torch.empty(2, 3, 512, 512, device="meta"), torch.empty(2, 3, device="meta"),
                    torch.empty(2, 4, device="meta"))
-    assert res["vertices"].shape == (2, 2, 778, 3) and res["translation"].shape == (2, 2, 3)
+    assert res.vertices.shape == (2, 2, 778, 3) and res.translation.shape == (2, 2, 3)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_pipeline_half_precision_and_cuda_graphs(mano, both_net):
     imgs = [smooth_image(480, 640, 13), smooth_image(1080, 1920, 14)]
-    fp32, _ = ACRPipeline(both_net, mano, "cuda", "fp32")(imgs)
-    cpu, _ = ACRPipeline(both_net, mano, "cpu", "fp32", preprocess="device")(imgs)
-    np.testing.assert_allclose(fp32["keypoints"], cpu["keypoints"], atol=0.5)
+    fp32, _ = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp32"))(imgs)
+    cpu, _ = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32", preprocess="device"))(imgs)
+    np.testing.assert_allclose(fp32.keypoints, cpu.keypoints, atol=0.5)
     # Half precision on this random model (emulated on the CPU: fp16 ~11 px at 1080p, bf16 ~60 px):
     # structure, dtypes and detection, not accuracy.
     for precision, px in (("fp16", 30.0), ("bf16", 200.0)):
-        half, _ = ACRPipeline(both_net, mano, "cuda", precision)(imgs)
-        assert np.array_equal(half["detected"], fp32["detected"])
-        assert all(np.all(np.isfinite(v)) for v in half.values() if v.dtype.kind == "f")
-        np.testing.assert_allclose(half["keypoints"], fp32["keypoints"], atol=px)
-    graphs = ACRPipeline(both_net, mano, "cuda", "fp16", cuda_graphs=True)
-    eager = ACRPipeline(both_net, mano, "cuda", "fp16")
+        half, _ = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision=precision))(imgs)
+        assert np.array_equal(half.detected, fp32.detected)
+        assert all(np.all(np.isfinite(v)) for v in vars(half).values() if v.dtype.kind == "f")
+        np.testing.assert_allclose(half.keypoints, fp32.keypoints, atol=px)
+    graphs = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp16", cuda_graphs=True))
+    eager = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp16"))
     for _ in range(2):
         a, _ = graphs(imgs)
         b, _ = eager(imgs)
-        np.testing.assert_allclose(a["keypoints"], b["keypoints"], atol=1e-3)
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
 
 
-def test_benchmark_runs_and_prints_a_table(capsys):
-    from acr_ros.acr import benchmark
-
-    assert benchmark.main(["--device", "cpu", "--batch", "1", "--sizes", "64x48", "--iterations", "1",
-                           "--warmup", "0", "--baseline-iterations", "1"]) == 0
-    out = capsys.readouterr().out
+def test_benchmark_runs_and_prints_a_table():
+    """The documented command, as a user runs it (benchmarks/engine.py)."""
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "engine.py"), "--device", "cpu", "--batch", "1",
+                             "--sizes", "64x48", "--iterations", "1", "--warmup", "0", "--baseline-iterations", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
     assert "RANDOM" in out and "SYNTHETIC MANO" in out
     assert "| cpu | fp32 | 1 | 64x48 | eager |" in out and "baseline (dense eager)" in out

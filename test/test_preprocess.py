@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from acr_ros.acr.camera import normalized_to_original
 from acr_ros.acr.preprocess import Letterbox, letterbox, letterbox_tensor, preprocess_batch, preprocess_exact
 
-from conftest import MEDIA
+from acr_ros.media import SAMPLES_DIR as MEDIA
 
 
 def imgaug_paddings(height, width):

@@ -9,10 +9,11 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
-from acr_ros.hands import FrameResult
-from ros_harness import Probe, camera_info_msg, image_msg
-from soak import soak
-from test_node import RELIABLE, Session, magic_bgr
+from acr_ros.acr.hands import FrameResult
+from acr_ros.backends.base import MEDIAPIPE_THRESHOLD, BackendOutOfMemoryError
+from support.ros_harness import RELIABLE, Probe, Session, camera_info_msg, image_msg, magic_bgr
+from support.soak import soak
+
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +112,8 @@ def test_random_images_and_camera_info_never_break_the_node(session, image, info
 class OutOfMemoryBackend:
     """Fails like a GPU out of memory on batches of more than one image."""
 
-    name, model, checkpoint, detection_threshold = "oom-test", "fault injection", "", 0.5
+    name, model, checkpoint, device, detection_threshold = "oom-test", "fault injection", "", "cuda:0", 0.5
+    threshold, static_image_mode = MEDIAPIPE_THRESHOLD, False
 
     def __init__(self):
         self.batch_sizes = []
@@ -122,7 +124,7 @@ class OutOfMemoryBackend:
     def reconstruct(self, images, intrinsics, timestamps, streams):
         self.batch_sizes.append(len(images))
         if len(images) > 1:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise BackendOutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return [FrameResult()]
 
     def set_smoothing(self, config):
@@ -138,7 +140,7 @@ class OutOfMemoryBackend:
 def test_out_of_memory_retries_smaller_batches():
     import rclpy
 
-    from acr_ros.hands_node import Camera, HandsNode
+    from acr_ros.hands_node import Camera, HandsNode, PendingFrame
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -146,7 +148,7 @@ def test_out_of_memory_retries_smaller_batches():
     node = HandsNode(backend_factory=lambda: (backend, "fault injection"), context=context)
     try:
         header = image_msg(magic_bgr()).header
-        batch = [(Camera(f"cam{i}"), header, magic_bgr(), None) for i in range(4)]
+        batch = [PendingFrame(Camera(f"cam{i}"), header, magic_bgr(), None) for i in range(4)]
         results = node._reconstruct(batch)
         assert len(results) == 4 and all(isinstance(r, FrameResult) for r in results)
         assert backend.batch_sizes == [4, 2, 1, 1, 2, 1, 1]

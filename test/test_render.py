@@ -4,7 +4,7 @@ import time
 import numpy as np
 import pytest
 
-from acr_ros.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult
+from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult
 from acr_ros.render import COLOURS_BGR, draw_hands, fit_intrinsics
 
 K = CameraIntrinsics(1400.0, 1400.0, 960.0, 540.0)

@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from acr_ros.acr.smoothing import ArrayOneEuroFilter, HandSmoother, SmoothingConfig
+from acr_ros.acr import one_euro
+from acr_ros.acr.one_euro import SmoothingConfig
+from acr_ros.acr.smoothing import HandSmoother
 
 
 # --- The official filter (acr/utils.py, from minimal-hand), transcribed; freq per call added -----
@@ -197,10 +199,10 @@ def test_reset_forgets_every_stream():
         assert torch.equal(_step(sm, stream, 1.0, go[0], fp[0], be[0], det)[1], fp[0])
 
 
-def test_array_filter_is_the_official_filter():
+def test_numpy_filter_is_the_official_filter():
     """The MediaPipe backend's numpy filter runs the same step, with the finger-pose parameters."""
     x = np.random.default_rng(9).normal(size=(6, 21, 3))
-    ours = ArrayOneEuroFilter(SmoothingConfig(pose_min_cutoff=1.0, pose_beta=0.3))
+    ours = one_euro.OneEuroFilter(SmoothingConfig(pose_min_cutoff=1.0, pose_beta=0.3))
     official = OneEuroFilter(1.0, 0.3)
     for f in range(len(x)):
         np.testing.assert_allclose(ours(x[f], f / 30), official.process(x[f]), rtol=1e-9, atol=1e-12)

@@ -1,4 +1,4 @@
-"""ACR's weak-perspective camera and the 3D translation of each hand (SPEC §6).
+"""ACR's weak-perspective camera and the 3D translation of each hand (docs/architecture.md, "Camera").
 
 Batched torch, no CPU syncs. ``letterbox_params`` is an (N, 3) tensor of [S, pad_left, pad_top]
 per row (``preprocess.letterbox_tensor``); intrinsics are (N, 4) [fx, fy, cx, cy] or (N, 3, 3) K,
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from acr_ros.acr.preprocess import Letterbox, upload
-from acr_ros.hands import CameraIntrinsics, default_intrinsics
+from acr_ros.acr.hands import CameraIntrinsics, default_intrinsics
 
 
 def weak_perspective(points: torch.Tensor, cam: torch.Tensor) -> torch.Tensor:
@@ -44,7 +44,7 @@ def _fxfycxcy(intrinsics: torch.Tensor) -> torch.Tensor:
 def intrinsics_tensor(intrinsics: Sequence[Optional[CameraIntrinsics]], letterboxes: Sequence[Letterbox],
                       device="cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """(N, 4) [fx, fy, cx, cy] per row; rows without intrinsics (None) get the official default
-    (acr_ros.hands.default_intrinsics)."""
+    (acr_ros.acr.hands.default_intrinsics)."""
     rows = []
     for k, lb in zip(intrinsics, letterboxes, strict=True):
         k = k or default_intrinsics(lb.width, lb.height)
@@ -53,7 +53,7 @@ def intrinsics_tensor(intrinsics: Sequence[Optional[CameraIntrinsics]], letterbo
 
 
 def camera_translation(cam: torch.Tensor, letterbox_params: torch.Tensor, intrinsics: torch.Tensor) -> torch.Tensor:
-    """(N, 3) translation from the weak-perspective cam, closed form (SPEC §6).
+    """(N, 3) translation from the weak-perspective cam, closed form.
 
     The weak-perspective image of a root-aligned point X is (s X + t) in normalised coords; the
     perspective camera that matches it at the root puts the root at depth Tz = 2 f / (s S) (f in
@@ -71,34 +71,3 @@ def camera_translation(cam: torch.Tensor, letterbox_params: torch.Tensor, intrin
     x = ((tx + 1.0) * size * 0.5 - pad_left - cx) * tz / fx
     y = ((ty + 1.0) * size * 0.5 - pad_top - cy) * tz / fy
     return torch.stack([x, y, tz], dim=-1)
-
-
-def estimate_translation(points3d: torch.Tensor, points2d: torch.Tensor, intrinsics: torch.Tensor,
-                         weights: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """(N, 3) translation T minimising the weighted linearised reprojection error (SPIN's
-    estimate_translation_np, batched and on the device).
-
-    For each point: fx (X + Tx) = (u - cx)(Z + Tz) and likewise for y, linear in T. points3d
-    (N, P, 3), points2d (N, P, 2) pixels, intrinsics (N, 4) or (N, 3, 3), weights (N, P) >= 0
-    (confidences; each row is weighted by sqrt(weight) as SPIN does). Solved in float64.
-    """
-    out_dtype = points3d.dtype
-    p3 = points3d.double()
-    p2 = points2d.double()
-    fx, fy, cx, cy = _fxfycxcy(intrinsics).double().unbind(-1)
-    n, num = p3.shape[:2]
-    X, Y, Z = p3.unbind(-1)
-    du = p2[..., 0] - cx[:, None]
-    dv = p2[..., 1] - cy[:, None]
-    zeros = torch.zeros_like(X)
-    # Rows [fx, 0, -du] T = du Z - fx X and [0, fy, -dv] T = dv Z - fy Y.
-    qx = torch.stack([fx[:, None].expand(n, num), zeros, -du], dim=-1)
-    qy = torch.stack([zeros, fy[:, None].expand(n, num), -dv], dim=-1)
-    q = torch.cat([qx, qy], dim=1)                                              # (N, 2P, 3)
-    c = torch.cat([du * Z - fx[:, None] * X, dv * Z - fy[:, None] * Y], dim=1)  # (N, 2P)
-    w = torch.ones_like(X) if weights is None else weights.double()
-    w = torch.cat([w, w], dim=1)  # sqrt(w) on both sides of the normal equations = w once
-    a = torch.einsum("npi,np,npj->nij", q, w, q)
-    b = torch.einsum("npi,np,np->ni", q, w, c)
-    # solve_ex: no error check, so no device->host sync (a singular system gives inf/nan rows).
-    return torch.linalg.solve_ex(a, b.unsqueeze(-1))[0].squeeze(-1).to(out_dtype)

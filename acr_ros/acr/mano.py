@@ -1,4 +1,5 @@
-"""MANO: a safe loader for the official pickles and one batched two-sided LBS layer (SPEC §5).
+"""MANO: a safe loader for the official pickles and one batched two-sided LBS layer (official
+mano/manolayer.py and acr/mano_wrapper.py; docs/architecture.md, "MANO").
 
 The official MANO_LEFT.pkl / MANO_RIGHT.pkl are Python 2 pickles holding chumpy objects and a
 scipy.sparse matrix. They are read here without chumpy or scipy and without running pickled code:
@@ -19,11 +20,9 @@ import torch
 from torch import nn
 
 from acr_ros.acr.rotation import axis_angle_to_matrix
-from acr_ros.hands import LEFT, RIGHT
-from acr_ros.model_files import MANO_FILES, MANO_HELP
-SIDES = (LEFT, RIGHT)  # side index 0 = left, 1 = right (the parser's row order)
+from acr_ros.acr.hands import LEFT, NUM_VERTICES, RIGHT
+from acr_ros.acr.model_files import MANO_FILES, MANO_HELP
 
-NUM_VERTS = 778
 NUM_FACES = 1538
 NUM_MANO_JOINTS = 16
 NUM_BETAS = 10
@@ -38,11 +37,11 @@ ROTATION_SOURCE_21 = (0, 13, 14, 15, 15, 1, 2, 3, 3, 4, 5, 6, 6, 10, 11, 12, 12,
 ROOT_ALIGN_JOINT = 9  # middle-finger MCP in the 21-joint order
 
 _EXPECTED_SHAPES = {
-    "v_template": (NUM_VERTS, 3),
-    "shapedirs": (NUM_VERTS, 3, NUM_BETAS),
-    "posedirs": (NUM_VERTS, 3, 135),
-    "J_regressor": (NUM_MANO_JOINTS, NUM_VERTS),
-    "weights": (NUM_VERTS, NUM_MANO_JOINTS),
+    "v_template": (NUM_VERTICES, 3),
+    "shapedirs": (NUM_VERTICES, 3, NUM_BETAS),
+    "posedirs": (NUM_VERTICES, 3, 135),
+    "J_regressor": (NUM_MANO_JOINTS, NUM_VERTICES),
+    "weights": (NUM_VERTICES, NUM_MANO_JOINTS),
     "kintree_table": (2, NUM_MANO_JOINTS),
     "f": (NUM_FACES, 3),
     "hands_mean": (45,),
@@ -258,8 +257,8 @@ def load_mano(path: Union[str, Path], side: Optional[str] = None, *, fix_left_sh
     if tuple(parents.tolist()) != MANO_PARENTS:
         raise ManoFileError(f"{path}: key 'kintree_table' is not the MANO kinematic tree: {parents.tolist()}")
     faces = arrays["f"].astype(np.int64)
-    if faces.min() < 0 or faces.max() >= NUM_VERTS:
-        raise ManoFileError(f"{path}: key 'f' has vertex indices outside 0..{NUM_VERTS - 1}")
+    if faces.min() < 0 or faces.max() >= NUM_VERTICES:
+        raise ManoFileError(f"{path}: key 'f' has vertex indices outside 0..{NUM_VERTICES - 1}")
 
     shapedirs = np.array(arrays["shapedirs"], dtype=np.float32)
     if side == LEFT and fix_left_shapedirs:
@@ -320,9 +319,9 @@ class ManoLayer(nn.Module):
         # Not persistent: model data, not weights; keeps them out of checkpoints of a parent module.
         self.register_buffer("v_template", stack("v_template"), persistent=False)            # (2,778,3)
         self.register_buffer("shapedirs", stack(                                             # (2,10,2334)
-            "shapedirs", lambda a: a.reshape(NUM_VERTS * 3, NUM_BETAS).T.copy()), persistent=False)
+            "shapedirs", lambda a: a.reshape(NUM_VERTICES * 3, NUM_BETAS).T.copy()), persistent=False)
         self.register_buffer("posedirs", stack(                                              # (2,135,2334)
-            "posedirs", lambda a: a.reshape(NUM_VERTS * 3, 135).T.copy()), persistent=False)
+            "posedirs", lambda a: a.reshape(NUM_VERTICES * 3, 135).T.copy()), persistent=False)
         self.register_buffer("J_regressor", stack("J_regressor"), persistent=False)          # (2,16,778)
         self.register_buffer("weights", stack("weights"), persistent=False)                  # (2,778,16)
         self.register_buffer("hands_mean", stack("hands_mean"), persistent=False)            # (2,45)
@@ -357,7 +356,7 @@ class ManoLayer(nn.Module):
 
         # Shape blend shapes: both sides in one GEMM, then each row keeps its own side.
         v_shaped = self.v_template[side] + torch.matmul(betas.to(dtype).unsqueeze(0), self.shapedirs)[
-            side, rows].view(n, NUM_VERTS, 3)
+            side, rows].view(n, NUM_VERTICES, 3)
         joints = torch.bmm(self.J_regressor[side], v_shaped)                              # (N,16,3)
 
         # Mean pose added in axis-angle space, then the official quaternion Rodrigues.
@@ -365,7 +364,7 @@ class ManoLayer(nn.Module):
         rots = axis_angle_to_matrix(full_pose.view(n, 15, 3))                            # (N,15,3,3)
         eye = torch.eye(3, dtype=dtype, device=rots.device)
         pose_feat = (rots - eye).reshape(n, 135)
-        v_posed = v_shaped + torch.matmul(pose_feat.unsqueeze(0), self.posedirs)[side, rows].view(n, NUM_VERTS, 3)
+        v_posed = v_shaped + torch.matmul(pose_feat.unsqueeze(0), self.posedirs)[side, rows].view(n, NUM_VERTICES, 3)
 
         # Kinematic chain, level by level (5 fingers at once). Index tensors are buffers: a
         # Python-list index would be uploaded (and synced) on every call on CUDA.
@@ -384,7 +383,7 @@ class ManoLayer(nn.Module):
         trans = glob_pos - torch.matmul(glob_rot, joints.unsqueeze(-1)).squeeze(-1)
         affine = torch.cat([glob_rot.reshape(n, NUM_MANO_JOINTS, 9), trans], dim=-1)     # (N,16,12)
         blended = torch.bmm(self.weights[side], affine)                                  # (N,778,12)
-        verts = torch.matmul(blended[..., :9].view(n, NUM_VERTS, 3, 3), v_posed.unsqueeze(-1)).squeeze(-1)
+        verts = torch.matmul(blended[..., :9].view(n, NUM_VERTICES, 3, 3), v_posed.unsqueeze(-1)).squeeze(-1)
         verts = verts + blended[..., 9:]
 
         tips = torch.gather(verts, 1, self.tips[side].unsqueeze(-1).expand(n, 5, 3))

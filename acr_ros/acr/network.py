@@ -1,8 +1,8 @@
 """The ACR network (HRNet-W32 + part attention + two-hand heads) and its fast inference form.
 
 :class:`ACRNet` is a tree of plain modules whose state_dict keys are the official checkpoint keys
-without ``module.`` (``segmentation_layers`` is left out: the official model builds it but never
-uses it). :meth:`ACRNet.forward_dense` is the official ``head_forward``: every map, dense.
+(official acr/model.py, class ``ACR``) without ``module.`` (``segmentation_layers`` is left out: the
+official model builds it but never uses it). It holds weights only: inference runs through FastACR.
 
 :class:`FastACR` is built from a loaded :class:`ACRNet` and computes the same results with less
 work and no GPU->CPU synchronisation:
@@ -16,29 +16,45 @@ work and no GPU->CPU synchronisation:
   only at that cell;
 * the shape features are pooled through the 1x1 conv's linearity (softmax weights sum to 1);
 * fixed rows [left, right] per image with masks instead of data-dependent shapes.
+
+Grid sizes are read from the tensors (128 and 64 for the official 512 input), so smaller inputs
+run the same computation at a smaller scale.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from acr_ros.acr import parser
-from acr_ros.acr.hrnet import BN_EPS, BasicBlock, Bottleneck, HRNetW32
+from acr_ros.acr import mkldnn_fusion, parser
+from acr_ros.acr.hrnet import BN_EPS, BasicBlock, HRNetW32
+from acr_ros.acr.options import DETECTION_THRESHOLD, DUPLICATE_DISTANCE
 
-FEAT_SIZE = 128      # backbone grid (stride 4 of the 512 input)
-MAP_SIZE = 64        # output grid
 NUM_PARAMS = 109     # cam 3 + global orient 6 + 15 x 6 finger joints + 10 betas
 NUM_PRIOR = 106      # params without cam
 NUM_PARTS = 16       # attention parts per hand
-PATCH = 19           # 128-grid rows/cols a head tower reads for one 64-grid cell
-TOWER_RADIUS = 4     # 64-grid cells each side of the read cell that the 3x3 convs reach
+PATCH = 19           # backbone-grid rows/cols a head tower reads for one output cell
+TOWER_RADIUS = 4     # output cells each side of the read cell that the 3x3 convs reach
 
 
-def coord_maps(size: int = FEAT_SIZE, device=None, dtype=torch.float32) -> torch.Tensor:
+@dataclass
+class NetworkOutput:
+    """FastACR's fixed-size result, rows [left, right] per image (B images)."""
+
+    scores: torch.Tensor         # (B, 2) raw center-map peak after NMS
+    cells: torch.Tensor          # (B, 2) int64 flat index of the peak in the output grid
+    detected: torch.Tensor       # (B, 2) bool: score > threshold, after optional duplicate suppression
+    params: torch.Tensor         # (B, 2, 109) final parameters (prior added where the official rule applies)
+    params_raw: torch.Tensor     # (B, 2, 109) before the prior
+    priors: torch.Tensor         # (B, 2, 106) the prior each hand would get
+    prior_applied: torch.Tensor  # (B,) bool
+
+
+def coord_maps(size: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(1, 2, size, size): channel 0 = x (varies along the width), channel 1 = y, in [-1, 1]."""
     r = torch.arange(size, dtype=torch.float32, device=device) / (size - 1) * 2 - 1
     xx = r.view(1, 1, 1, size).expand(1, 1, size, size)
@@ -88,44 +104,6 @@ class ACRNet(nn.Module):
         ])
         self.eval()
 
-    @torch.no_grad()
-    def forward_dense(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The official head_forward on a normalised (B, 3, 512, 512) image: every map, dense.
-
-        Returns l/r_params_maps (B,109,64,64) after the fusion, l/r_center_map (B,1,64,64),
-        l/r_prior_maps (B,106,64,64) and segms (B,33,256,256), all float32.
-        """
-        feat = self.backbone(x)
-        segms = self.backbone.hand_segm(feat)
-        b = feat.shape[0]
-        x34 = torch.cat([feat, coord_maps(FEAT_SIZE, feat.device, feat.dtype).expand(b, -1, -1, -1)], 1)
-        out = {}
-        g = {}
-        for s, heads in (("l", self.l_final_layers), ("r", self.r_final_layers)):
-            params, center, cam, prior = (heads[i](x34) for i in (1, 2, 3, 4))
-            cam = torch.cat([torch.pow(1.1, cam[:, :1]), cam[:, 1:]], 1)
-            g[s] = torch.cat([cam, params], 1)
-            out[f"{s}_center_map"] = center.float()
-            out[f"{s}_prior_maps"] = prior.float()
-        attention = F.interpolate(segms.float(), scale_factor=0.5, mode="nearest")[:, 1:]
-        f1 = self.contact_layers[1](x34)
-        f2 = self.cam_shape_layers[1](f1)
-        a = F.softmax(attention.flatten(2), dim=-1)                           # (B,32,HW)
-        p1 = torch.matmul(a, f1.flatten(2).float().transpose(1, 2)).transpose(1, 2)   # (B,256,32)
-        p2 = torch.matmul(a, f2.flatten(2).float().transpose(1, 2)).transpose(1, 2)   # (B,64,32)
-        for s, parts, lc, lin, fuse in (
-            ("l", slice(16, 32), self.contact_layers[2], self.cam_shape_layers[2], self.contact_layers[4]),
-            ("r", slice(0, 16), self.contact_layers[3], self.cam_shape_layers[3], self.contact_layers[5]),
-        ):
-            pose = lc(p1[:, :, parts])
-            shape = lin(p2[:, :, parts].flatten(1))
-            pare = torch.cat([pose, shape], 1)[:, :, None, None].expand(-1, -1, MAP_SIZE, MAP_SIZE)
-            gs = g[s]
-            fused_in = torch.cat([gs, gs[:, :3], pare.to(gs.dtype)], 1)
-            out[f"{s}_params_maps"] = fuse(fused_in).float()
-        out["segms"] = segms.float()
-        return out
-
 
 # ------------------------------------------------------------------------------------------------
 # BatchNorm folding
@@ -158,96 +136,6 @@ def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
 
 
 # ------------------------------------------------------------------------------------------------
-# CPU: oneDNN convolutions with fused ReLU / residual add (what inductor emits, used eagerly)
-
-
-def mkldnn_fusion_available() -> bool:
-    """oneDNN's fused convolution ops (torch.ops.mkldnn._convolution_pointwise) are usable."""
-    try:
-        op = torch.ops.mkldnn._convolution_pointwise
-        x = torch.zeros(1, 2, 3, 3)
-        w = torch.zeros(2, 2, 1, 1)
-        y = op.binary(x, x, w, None, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, "relu", [], "")
-        return torch.backends.mkldnn.is_available() and y.shape == x.shape
-    except Exception:
-        return False
-
-
-def _fusable(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-
-
-def _conv(x: torch.Tensor, conv: nn.Conv2d, unary: str = "none") -> torch.Tensor:
-    return torch.ops.mkldnn._convolution_pointwise(
-        x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-        unary, [], "")
-
-
-def _conv_add_relu(x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """relu(conv(x) + other) in one oneDNN call."""
-    return torch.ops.mkldnn._convolution_pointwise.binary(
-        x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
-        "add", 1.0, "relu", [], "")
-
-
-class _FusedBasicBlock(BasicBlock):
-    """A folded BasicBlock (its class is swapped in place) running fused oneDNN calls on the CPU."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _fusable(x):
-            return super().forward(x)
-        identity = x if self.downsample is None else self.downsample(x)
-        return _conv_add_relu(_conv(x, self.conv1, "relu"), identity, self.conv2)
-
-
-class _FusedBottleneck(Bottleneck):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _fusable(x):
-            return super().forward(x)
-        identity = x if self.downsample is None else self.downsample(x)
-        out = _conv(_conv(x, self.conv1, "relu"), self.conv2, "relu")
-        return _conv_add_relu(out, identity, self.conv3)
-
-
-class _ConvReLU(nn.Module):
-    """A folded Conv2d followed by ReLU, as one oneDNN call on the CPU."""
-
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _fusable(x):
-            return _conv(x, self.conv, "relu")
-        return F.relu(self.conv(x))
-
-
-def fuse_conv_activations(module: nn.Module) -> nn.Module:
-    """In place, on a BatchNorm-folded model: BasicBlocks and Bottlenecks run conv + ReLU and
-    conv + residual add + ReLU as fused oneDNN calls, and every Sequential [conv, (Identity), ReLU]
-    becomes one fused call. Only used for float32 CPU tensors outside autograd; anything else takes
-    the plain path. The same arithmetic, one pass over memory instead of three."""
-    for m in module.modules():
-        if type(m) is BasicBlock:
-            m.__class__ = _FusedBasicBlock
-        elif type(m) is Bottleneck:
-            m.__class__ = _FusedBottleneck
-        elif isinstance(m, nn.Sequential):
-            keys = list(m._modules.keys())
-            for i, k in enumerate(keys):
-                conv = m._modules[k]
-                if not isinstance(conv, nn.Conv2d):
-                    continue
-                j = i + 1
-                while j < len(keys) and isinstance(m._modules[keys[j]], nn.Identity):
-                    j += 1
-                if j < len(keys) and isinstance(m._modules[keys[j]], nn.ReLU):
-                    m._modules[k] = _ConvReLU(conv)
-                    m._modules[keys[j]] = nn.Identity()
-    return module
-
-
-# ------------------------------------------------------------------------------------------------
 # Fast inference
 
 
@@ -257,7 +145,7 @@ class _PatchTowers(nn.Module):
     Group 0 reads the 19x19 patch around the left cell: [params_L, cam_L, prior_R]; group 1 the
     patch around the right cell: [params_R, cam_R, prior_L] (the prior of one hand is read at the
     OTHER hand's center). All six run as grouped convolutions without padding; masks zero every
-    position outside the 64x64 map, which is exactly what the dense towers' zero padding sees.
+    position outside the output map, which is exactly what the dense towers' zero padding sees.
     """
 
     OUT = (NUM_PRIOR, 3, NUM_PRIOR, NUM_PRIOR, 3, NUM_PRIOR)
@@ -289,19 +177,20 @@ class _PatchTowers(nn.Module):
         self.register_buffer("final_b", final_b)
 
     def forward(self, x34: torch.Tensor, cells: torch.Tensor) -> list[torch.Tensor]:
-        """x34 (B, 34, 128, 128); cells (B, 2) flat 64-grid indices [left, right].
-        Returns six float32 tensors (B, out) in the order of the class docstring."""
-        b = x34.shape[0]
+        """x34 (B, 34, F, F) backbone features (F = 128 at 512 input); cells (B, 2) flat indices
+        [left, right] of the F/2 output grid. Returns six float32 tensors (B, out) in the order of
+        the class docstring."""
+        b, feat_size = x34.shape[0], x34.shape[-1]
+        map_size = feat_size // 2
         dev = x34.device
-        cy = torch.div(cells, MAP_SIZE, rounding_mode="floor")
-        cx = cells - cy * MAP_SIZE
+        cy, cx = parser.cell_yx(cells, map_size)
         offs = torch.arange(PATCH, device=dev) - (PATCH // 2)
         rows = (2 * cy).unsqueeze(-1) + offs                                   # (B,2,19) 128-grid
         cols = (2 * cx).unsqueeze(-1) + offs
-        inside = ((rows >= 0) & (rows < FEAT_SIZE)).unsqueeze(-1) & ((cols >= 0) & (cols < FEAT_SIZE)).unsqueeze(-2)
+        inside = ((rows >= 0) & (rows < feat_size)).unsqueeze(-1) & ((cols >= 0) & (cols < feat_size)).unsqueeze(-2)
         bidx = torch.arange(b, device=dev).view(b, 1, 1, 1)
         nhwc = x34.permute(0, 2, 3, 1)
-        patch = nhwc[bidx, rows.clamp(0, FEAT_SIZE - 1).unsqueeze(-1), cols.clamp(0, FEAT_SIZE - 1).unsqueeze(-2)]
+        patch = nhwc[bidx, rows.clamp(0, feat_size - 1).unsqueeze(-1), cols.clamp(0, feat_size - 1).unsqueeze(-2)]
         patch = patch * inside.unsqueeze(-1).to(patch.dtype)                   # (B,2,19,19,34)
         patch = patch.permute(0, 1, 4, 2, 3).reshape(b, 2 * 34, PATCH, PATCH)
         patch = patch.contiguous(memory_format=torch.channels_last) if x34.is_contiguous(
@@ -309,7 +198,7 @@ class _PatchTowers(nn.Module):
 
         coffs = torch.arange(-TOWER_RADIUS, TOWER_RADIUS + 1, device=dev)
         ry, rx = cy.unsqueeze(-1) + coffs, cx.unsqueeze(-1) + coffs            # (B,2,9)
-        valid = (((ry >= 0) & (ry < MAP_SIZE)).unsqueeze(-1) & ((rx >= 0) & (rx < MAP_SIZE)).unsqueeze(-2))
+        valid = (((ry >= 0) & (ry < map_size)).unsqueeze(-1) & ((rx >= 0) & (rx < map_size)).unsqueeze(-2))
         valid = valid.to(patch.dtype).unsqueeze(2)                             # (B,2,1,9,9)
 
         def mask(h: torch.Tensor) -> torch.Tensor:
@@ -333,28 +222,22 @@ class _PatchTowers(nn.Module):
 class FastACR(nn.Module):
     """Inference form of a loaded :class:`ACRNet` (see the module docstring).
 
-    ``forward(x)`` takes normalised images (B, 3, 512, 512) and returns fixed-size tensors, rows
-    [left, right] per image, with no host synchronisation:
-
-    * ``scores`` (B,2) raw center-map peak after NMS; ``cells`` (B,2) int64 flat 64-grid index;
-      ``detected`` (B,2) bool (score > threshold, after optional duplicate suppression);
-    * ``params`` (B,2,109) the final parameters (fusion output at the cell, prior added where
-      the official rule applies); ``params_raw`` before the prior; ``priors`` (B,2,106) the prior
-      each hand would get; ``prior_applied`` (B,) bool.
+    ``forward(x)`` takes normalised images (B, 3, 512, 512) and returns a :class:`NetworkOutput`
+    (fixed-size tensors, rows [left, right] per image) with no host synchronisation.
 
     ``dtype`` float16/bfloat16 runs the convolutions in that precision with fp32 softmax, pooling
     and the small fully-connected parts; the center maps and parameters come out as float32.
     """
 
     def __init__(self, net: ACRNet, dtype: torch.dtype = torch.float32, channels_last: bool = True,
-                 detection_threshold: float = parser.CENTER_THRESHOLD,
-                 suppress_duplicate_hands: bool = False, duplicate_distance: float = parser.DUPLICATE_DISTANCE,
+                 detection_threshold: float = DETECTION_THRESHOLD,
+                 suppress_duplicate_hands: bool = False, duplicate_distance: float = DUPLICATE_DISTANCE,
                  fuse_cpu: Optional[bool] = None):
         super().__init__()
         net = copy.deepcopy(net).float().eval()
         fold_batchnorm(net)
         # Fused oneDNN ReLU / residual-add convolutions for float32 CPU inference.
-        self.fused_cpu = mkldnn_fusion_available() if fuse_cpu is None else bool(fuse_cpu)
+        self.fused_cpu = mkldnn_fusion.available() if fuse_cpu is None else bool(fuse_cpu)
         self.dtype = dtype
         self.channels_last = channels_last
         self.detection_threshold = float(detection_threshold)
@@ -375,8 +258,7 @@ class FastACR(nn.Module):
             ])
             if self.fused_cpu:  # after the towers took their weights
                 for m in (self.trunk, self.segm, self.center_l, self.center_r, self.contact):
-                    fuse_conv_activations(m)
-            self.register_buffer("coords", coord_maps(FEAT_SIZE))
+                    mkldnn_fusion.fuse_conv_activations(m)
             # fp32 small parts, [left, right]
             proj = net.cam_shape_layers[1][0]
             self.register_buffer("shape_proj_w", proj.weight[:, :, 0, 0].clone())        # (64,256)
@@ -390,7 +272,6 @@ class FastACR(nn.Module):
             m.to(dtype)
             if channels_last:
                 m.to(memory_format=torch.channels_last)
-        self.coords = self.coords.to(dtype)
         self.requires_grad_(False)
         self.eval()
 
@@ -407,19 +288,21 @@ class FastACR(nn.Module):
         p2 = p2.view(b, 2, NUM_PARTS, -1).flip(1).transpose(2, 3)               # (B,2,64,16)
         return p1, p2
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> NetworkOutput:
         b = x.shape[0]
         x = x.to(self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         feat = self.trunk(x)                                                    # (B,32,128,128)
-        x34 = torch.cat([feat, self.coords.expand(b, -1, -1, -1)], 1)
+        coords = coord_maps(feat.shape[-1], feat.device, feat.dtype)
+        x34 = torch.cat([feat, coords.expand(b, -1, -1, -1)], 1)
         if self.channels_last:
             x34 = x34.contiguous(memory_format=torch.channels_last)
         centers = torch.cat([self.center_l(x34), self.center_r(x34)], 1).float()   # (B,2,64,64)
+        map_size = centers.shape[-1]
         scores, cells, detected = parser.detect_centers(centers, self.detection_threshold)
         if self.suppress_duplicate_hands:
-            detected = parser.suppress_duplicates(scores, cells, detected, self.duplicate_distance)
+            detected = parser.suppress_duplicates(scores, cells, detected, map_size, self.duplicate_distance)
 
         # part branch: attention-pooled features -> pose (96) and shape (10) offsets per side
         logits = self.segm(feat, stride=2)[:, 1:]
@@ -436,8 +319,8 @@ class FastACR(nn.Module):
         fused = torch.einsum("soi,sbi->sbo", self.fuse_w, fused_in) + self.fuse_b[:, None]
         params_raw = fused.transpose(0, 1)                                     # (B,2,109)
         priors = torch.stack([prior_l, prior_r], 1)                            # (B,2,106)
-        applied = parser.prior_applies(cells, detected)
+        applied = parser.prior_applies(cells, detected, map_size)
         with_prior = torch.cat([params_raw[..., :3], params_raw[..., 3:] + priors], -1)
         params = torch.where(applied[:, None, None], with_prior, params_raw)
-        return {"scores": scores, "cells": cells, "detected": detected, "params": params,
-                "params_raw": params_raw, "priors": priors, "prior_applied": applied}
+        return NetworkOutput(scores=scores, cells=cells, detected=detected, params=params,
+                             params_raw=params_raw, priors=priors, prior_applied=applied)

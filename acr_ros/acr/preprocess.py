@@ -1,4 +1,5 @@
-"""Input preprocessing of ACR (SPEC §2): BGR -> RGB, white letterbox to a square, bicubic to 512.
+"""Input preprocessing of ACR (official acr/utils.py, img_preprocess): BGR -> RGB, white letterbox to
+a square, bicubic to 512.
 
 ``preprocess_exact`` reproduces the official pixels with OpenCV; ``preprocess_batch`` does the same
 on the inference device (within 1 intensity level of OpenCV's fixed-point bicubic) and normalises.
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from acr_ros.hands import ACR_INPUT_SIZE
+from acr_ros.acr.hands import ACR_INPUT_SIZE
 
 INPUT_SIZE = ACR_INPUT_SIZE
 PAD_VALUE = 255  # the image the network sees is padded with white

@@ -1,4 +1,4 @@
-"""Rotation conversions with the numerics of the official ACR code (SPEC §3.6, §5).
+"""Rotation conversions with the numerics of the official ACR code (docs/architecture.md, "Rotations").
 
 All functions are batched over any leading dimensions, device-agnostic and free of CPU syncs.
 """

@@ -1,8 +1,7 @@
-"""One-Euro temporal smoothing of the MANO parameters (SPEC §7), driven by frame timestamps.
+"""One-Euro temporal smoothing of ACR's MANO parameters on the device, driven by frame timestamps.
 
-The official filter assumes a fixed 30 Hz; here dt comes from consecutive timestamps of the same
-stream and hand side (1/30 s for the first sample or a non-increasing stamp), so with dt = 1/30 it
-is the official algorithm. Filtered: the 45 finger values, the 9 entries of the global rotation
+The filter and its parameters are those of ``acr_ros.acr.one_euro`` (the official demo's ``-t``),
+here batched over streams and hand sides as tensors. Filtered: the 45 finger values, the 9 entries of the global rotation
 matrix (not re-orthonormalised, as official) and the betas; the camera is not filtered.
 
 State is kept per (stream, side) on the device of the inputs; a side only advances when it is
@@ -10,46 +9,26 @@ detected in that frame (a boolean mask applied with torch.where: no CPU sync).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import astuple, dataclass
 from typing import Dict, Hashable, Optional, Sequence
 
 import numpy as np
 import torch
 
+from acr_ros.acr.one_euro import SmoothingConfig, smoothing_factor
 from acr_ros.acr.preprocess import upload
 
 _N_ORIENT, _N_POSE, _N_BETAS = 9, 45, 10
 _WIDTH = _N_ORIENT + _N_POSE + _N_BETAS
 
 
-@dataclass
-class SmoothingConfig:
-    """One-Euro parameters (official values by default; cutoffs in Hz)."""
-
-    pose_min_cutoff: float = 4.0     # finger pose (official smooth_coeff)
-    pose_beta: float = 0.7
-    orient_min_cutoff: float = 4.0   # global orientation matrix
-    orient_beta: float = 0.7
-    betas_min_cutoff: float = 0.6
-    betas_beta: float = 0.7
-    d_cutoff: float = 1.0            # cutoff of the derivative filter
-    default_dt: float = 1.0 / 30.0   # first sample or a non-increasing timestamp
-
-    def vectors(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-element min_cutoff and beta over the packed [orient 9, pose 45, betas 10] vector."""
-        sizes = (_N_ORIENT, _N_POSE, _N_BETAS)
-        mc = np.repeat([self.orient_min_cutoff, self.pose_min_cutoff, self.betas_min_cutoff], sizes)
-        be = np.repeat([self.orient_beta, self.pose_beta, self.betas_beta], sizes)
-        arr = np.array([mc, be], dtype=np.float64)
-        t = upload(arr, torch.device(device)).to(dtype)
-        return t[0], t[1]
-
-
-def _alpha(cutoff, te):
-    # Official: tau = 1 / (2 pi cutoff); alpha = 1 / (1 + tau / te).
-    tau = 1.0 / (2 * math.pi * cutoff)
-    return 1.0 / (1.0 + tau / te)
+def _parameter_vectors(config: SmoothingConfig, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element min_cutoff and beta over the packed [orient 9, pose 45, betas 10] vector."""
+    sizes = (_N_ORIENT, _N_POSE, _N_BETAS)
+    mc = np.repeat([config.orient_min_cutoff, config.pose_min_cutoff, config.betas_min_cutoff], sizes)
+    be = np.repeat([config.orient_beta, config.pose_beta, config.betas_beta], sizes)
+    t = upload(np.array([mc, be], dtype=np.float64), torch.device(device)).to(dtype)
+    return t[0], t[1]
 
 
 @dataclass
@@ -79,10 +58,10 @@ def one_euro_step(state: _State, x: torch.Tensor, t_now: torch.Tensor, detected:
     started = state.started.unsqueeze(-1)
     # The official derivative is 0 for the first sample; its low-pass then starts from 0.
     dx = torch.where(started, (x - state.x_prev) * freq, torch.zeros_like(x))
-    a_d = _alpha(d_cutoff, te)
+    a_d = smoothing_factor(d_cutoff, te)
     dx_hat = torch.where(started, a_d * dx + (1.0 - a_d) * state.dx_hat, dx)
     cutoff = min_cutoff + beta * dx_hat.abs()
-    a = _alpha(cutoff, te)
+    a = smoothing_factor(cutoff, te)
     x_hat = torch.where(started, a * x + (1.0 - a) * state.x_hat, x)
 
     det = detected.unsqueeze(-1)
@@ -119,7 +98,7 @@ class HandSmoother:
     def _params(self, device, dtype):
         key = (str(device), dtype, astuple(self.config))  # the config may be changed at run time
         if key not in self._vectors:
-            self._vectors[key] = self.config.vectors(device, dtype)
+            self._vectors[key] = _parameter_vectors(self.config, device, dtype)
         return self._vectors[key]
 
     def _state(self, stream, device, dtype) -> _State:
@@ -178,25 +157,3 @@ class HandSmoother:
         return (y[..., :_N_ORIENT].reshape(b, 2, 3, 3).to(global_orient.dtype),
                 y[..., _N_ORIENT:_N_ORIENT + _N_POSE],
                 y[..., _N_ORIENT + _N_POSE:].to(betas.dtype))
-
-
-class ArrayOneEuroFilter:
-    """one_euro_step on one stream of numpy arrays (float64, any fixed shape), every value with the
-    finger-pose parameters of a SmoothingConfig: the MediaPipe backend's filter of 3D joints and
-    keypoints. The first call passes its input through."""
-
-    def __init__(self, config: SmoothingConfig):
-        self.config = config
-        self._state: Optional[_State] = None
-
-    def __call__(self, x: np.ndarray, t: float) -> np.ndarray:
-        row = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape(1, -1))
-        if self._state is None:
-            zeros = torch.zeros_like(row)
-            self._state = _State(zeros, zeros, zeros, torch.zeros(1, dtype=torch.float64),
-                                 torch.zeros(1, dtype=torch.bool))
-        c = self.config
-        out, self._state = one_euro_step(self._state, row, torch.tensor([t], dtype=torch.float64),
-                                         torch.ones(1, dtype=torch.bool), c.pose_min_cutoff, c.pose_beta,
-                                         c.d_cutoff, c.default_dt)
-        return out.numpy().reshape(np.shape(x))

@@ -34,7 +34,7 @@ Conventions of the results
     joints: MediaPipe's world landmarks (metres, about the hand's geometric centre, camera axes),
         moved by the translation that best puts them on the 2D landmarks under the camera K
         (linear least squares on the pinhole equations). Without intrinsics the camera is ACR's
-        default, acr_ros.hands.default_intrinsics (f = 1265 / 512 * max(width, height) px, the
+        default, acr_ros.acr.hands.default_intrinsics (f = 1265 / 512 * max(width, height) px, the
         principal point at the centre of ACR's letterbox square; the ACR backend uses the same, so
         both agree), and FrameResult.default_intrinsics is True. Depth then follows the assumed focal.
     wrist_rotation: a palm frame from the wrist, index MCP and pinky MCP: x from the wrist toward
@@ -63,9 +63,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from acr_ros.acr.smoothing import ArrayOneEuroFilter, SmoothingConfig
-from acr_ros.hands import (LEFT, NUM_JOINTS, RIGHT, CameraIntrinsics, FrameResult, HandResult, check_batch,
-                           default_intrinsics)
+from acr_ros.acr.hands import (LEFT, NUM_JOINTS, RIGHT, CameraIntrinsics, FrameResult, HandResult,
+                               default_intrinsics)
+from acr_ros.acr.one_euro import OneEuroFilter, SmoothingConfig
+from acr_ros.backends.base import MEDIAPIPE_THRESHOLD, check_batch
 
 MEDIAPIPE_VERSION = "0.10.14"
 INSTALL_HINT = (f"the embedded hand backend needs mediapipe {MEDIAPIPE_VERSION} (its wheel bundles the "
@@ -167,7 +168,7 @@ def palm_rotation(joints: np.ndarray) -> np.ndarray:
 @dataclass
 class _Stream:
     hands: object  # mediapipe Hands graph of this stream
-    filters: dict  # side -> (ArrayOneEuroFilter of the joints, ArrayOneEuroFilter of the keypoints)
+    filters: dict  # side -> (OneEuroFilter of the joints, OneEuroFilter of the keypoints)
     size: tuple    # (width, height) of the stream's images
 
 
@@ -186,8 +187,10 @@ class MediaPipeBackend:
 
     name = "mediapipe"
     checkpoint = ""
+    device = "cpu"
+    threshold = MEDIAPIPE_THRESHOLD
 
-    def __init__(self, detection_threshold: float = 0.5, tracking_threshold: float = 0.5,
+    def __init__(self, detection_threshold: float = MEDIAPIPE_THRESHOLD.default, tracking_threshold: float = 0.5,
                  model_complexity: int = 1, static_image_mode: bool = False,
                  mirrored_input: bool = False, smoothing: Optional[SmoothingConfig] = None,
                  max_streams: int = 16):
@@ -328,8 +331,8 @@ class MediaPipeBackend:
             if self._smoothing is not None:
                 filters = stream.filters.get(side)
                 if filters is None:
-                    filters = stream.filters[side] = (ArrayOneEuroFilter(self._smoothing),
-                                                      ArrayOneEuroFilter(self._smoothing))
+                    filters = stream.filters[side] = (OneEuroFilter(self._smoothing),
+                                                      OneEuroFilter(self._smoothing))
                 joints = filters[0](joints, t)
                 # Keypoints in normalised image coordinates: speeds comparable to the joints' m/s.
                 centre, focal = np.array([k.cx, k.cy]), np.array([k.fx, k.fy])

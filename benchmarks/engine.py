@@ -1,6 +1,6 @@
 """Latency and throughput of the ACR pipeline, stage by stage, with a reference-style baseline.
 
-    python -m acr_ros.acr.benchmark [--device cpu cuda] [--batch 1 8] [--precision fp32 fp16]
+    python benchmarks/engine.py [--device cpu cuda] [--batch 1 8] [--precision fp32 fp16]
                                     [--sizes 640x480 1920x1080] [--iterations 20] [--compile]
 
 Uses RANDOM weights in the official layout and SYNTHETIC MANO files (the cost of every stage is
@@ -8,10 +8,11 @@ the same as with the real files; the outputs are not hands). Per stage (preproce
 parser, MANO + camera, readback) the p50/p95 latency comes from runs with a device
 synchronisation between stages; "total" is timed separately end to end, without the extra
 synchronisations, and gives the throughput. The baseline is our own model run the plain way
-(acr_ros.acr.reference, the official flow transcribed): fp32, eager, unfolded BatchNorm, contiguous
+(test/support/reference.py, the official flow transcribed): fp32, eager, unfolded BatchNorm, contiguous
 layout, every head map dense, the official parser on the dense maps, one MANO call per side and the
-translation in numpy (batch 1, as the official demo), run before anything tunes the process (the CPU pipeline sets glibc malloc thresholds, see
-pipeline.tune_cpu_allocator).
+translation in numpy (batch 1, as the official demo), run before the benchmark opts into the
+engine's process-wide settings (acr_ros.acr.runtime: glibc malloc thresholds on the CPU, cuDNN
+autotuning on CUDA), as a plain user script would.
 Prints a markdown table.
 """
 from __future__ import annotations
@@ -26,10 +27,15 @@ import time
 import warnings
 from typing import Optional
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
-from acr_ros.backends import PRECISIONS
+from acr_ros.acr.options import PRECISIONS, EngineOptions
+
+# The random weights, the synthetic MANO files and the reference transcription live with the tests.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
 STAGES = ("preprocess", "network", "parser", "mano", "readback")
 
@@ -88,10 +94,10 @@ def time_pipeline(pipe, images, iterations: int, warmup: int) -> dict:
         out = pipe.network(x)
         _sync(dev)
         t2 = time.perf_counter()
-        d = pipe.decode(out)
+        params = pipe.decode(out)
         _sync(dev)
         t3 = time.perf_counter()
-        res = pipe.mano(d, lp, k)
+        res = pipe.mano(out, params, lp, k)
         _sync(dev)
         t4 = time.perf_counter()
         pipe.readback(res)
@@ -124,7 +130,7 @@ class Baseline:
         self.device = device
 
     def stages(self, image: np.ndarray) -> dict:
-        from acr_ros.acr import reference
+        from support import reference
 
         dev = self.device
         t = [time.perf_counter()]
@@ -197,10 +203,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--baseline-iterations", type=int, default=None)
     args = ap.parse_args(argv)
 
-    from acr_ros.acr.checkpoint import random_acr_network
     from acr_ros.acr.mano import ManoLayer
     from acr_ros.acr.pipeline import ACRPipeline
-    from acr_ros.acr.synthetic import write_synthetic_mano
+    from acr_ros.acr.runtime import tune_process
+    from support.random_weights import random_acr_network
+    from support.synthetic_mano import write_synthetic_mano
 
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -209,7 +216,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print("- weights: RANDOM (official layout) + SYNTHETIC MANO: timings only, the outputs are not hands")
     print("- per stage: p50 / p95 ms with a synchronisation between stages; total: end to end, p50 / p95 ms;"
           " img/s = batch / total p50")
-    print(f"- command: python -m acr_ros.acr.benchmark {' '.join(argv if argv is not None else sys.argv[1:])}\n")
+    print(f"- command: python benchmarks/engine.py {' '.join(argv if argv is not None else sys.argv[1:])}\n")
 
     net = random_acr_network(0, "both")
     with tempfile.TemporaryDirectory() as tmp:
@@ -220,14 +227,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         if device.type == "cuda" and not torch.cuda.is_available():
             print(f"(skipping {dev_name}: CUDA not available)")
             continue
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         label = device_name(device)
         print(f"- {dev_name}: {label}")
         precisions = args.precision or (["fp32", "fp16"] if device.type == "cuda" else ["fp32"])
         iters = args.iterations or (50 if device.type == "cuda" else 10)
         warm = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 2)
-        if not args.no_baseline:  # first: before a CPU pipeline tunes the process's allocator
+        if not args.no_baseline:  # first: before the process is tuned
             base = Baseline(net, mano, device)
             b_iters = args.baseline_iterations or max(3, iters // 2)
             for size in args.sizes:
@@ -242,7 +247,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         for precision in precisions:
             for mode, opts in modes:
                 t0 = time.perf_counter()
-                pipe = ACRPipeline(net, mano, device, precision, **opts)
+                pipe = ACRPipeline(net, mano, EngineOptions(device=dev_name, precision=precision, **opts))
+                tune_process(pipe.device, pipe.dtype)
                 for batch in args.batch:
                     for size in args.sizes:
                         images = test_images(size, batch)

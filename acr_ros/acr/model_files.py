@@ -3,7 +3,7 @@
 Plain strings (no torch, no ROS): the backend chooser, the checkpoint loader and the MANO loader
 all quote these, so the advice is the same wherever a file is missing.
 """
-from acr_ros.hands import LEFT, RIGHT
+from acr_ros.acr.hands import LEFT, RIGHT
 
 CHECKPOINT_URL = "https://github.com/ZhengdiYu/Arbitrary-Hands-3D-Reconstruction"
 CHECKPOINT_HELP = (f"the ACR weights are wild.pkl, from the Google Drive link in the ACR README ({CHECKPOINT_URL}); "

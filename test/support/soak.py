@@ -1,7 +1,7 @@
 """Soak run: the hands node fed 640x480 frames at 30 Hz, watched for crashes, memory growth, queueing
 and latency drift.
 
-    python test/soak.py --minutes 30 [--backend mediapipe] [--json out.json]
+    python test/support/soak.py --minutes 30 [--backend mediapipe] [--json out.json]
 
 test_reliability.py runs it for 2 minutes in CI; the 30-minute figures are in docs/reliability.md.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # test/, for `support` when run as a script
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-from ros_harness import REPO, NodeProcess, Probe, image_msg  # noqa: E402
+from support.ros_harness import REPO, NodeProcess, Probe, image_msg  # noqa: E402
 
 
 def rss_bytes(pid: int) -> int:

@@ -1,7 +1,7 @@
 """A deliberately plain transcription of the official ACR inference flow: the tests' reference
-and the benchmark's baseline.
+and the benchmark's baseline. Grid sizes are read from the tensors, so reduced inputs work.
 
-It follows the official code step by step (SPEC §2-§6): OpenCV letterbox + bicubic, the
+It follows the official code step by step (docs/architecture.md, "The engine"): OpenCV letterbox + bicubic, the
 unfolded network run densely (segmentation at 256x256 then nearest-downsampled, every head map,
 the dense prior maps and the dense 218->109 fusion), the official parser with Python branches
 (dummy rows at cell 0, the cross-hand prior with its distance check), 6D -> axis-angle, one MANO
@@ -15,14 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from acr_ros.acr.hands import ACR_FOCAL_LENGTH, ACR_INPUT_SIZE
+from acr_ros.acr.options import DETECTION_THRESHOLD
 from acr_ros.acr.preprocess import preprocess_exact
 from acr_ros.acr.rotation import matrix_to_axis_angle, rot6d_to_matrix
-from acr_ros.hands import ACR_FOCAL_LENGTH, ACR_INPUT_SIZE
-
-THRESH = 0.35
 
 
-def official_coord_maps(size: int = 128) -> torch.Tensor:
+def official_coord_maps(size: int) -> torch.Tensor:
     xx_ones = torch.ones([1, size], dtype=torch.int32).unsqueeze(-1)
     xx_range = torch.arange(size, dtype=torch.int32).unsqueeze(0).unsqueeze(1)
     xx = torch.matmul(xx_ones, xx_range).unsqueeze(-1)
@@ -54,7 +53,7 @@ def dense_maps(net, x: torch.Tensor) -> dict:
     bb = net.backbone
     feat = bb(x)
     segm = bb.hand_segm(feat)                                                     # (B,33,256,256)
-    x34 = torch.cat([feat, official_coord_maps().to(feat).repeat(x.shape[0], 1, 1, 1)], 1)
+    x34 = torch.cat([feat, official_coord_maps(feat.shape[-1]).to(feat).repeat(x.shape[0], 1, 1, 1)], 1)
     maps = {}
     for s, heads in (("l", net.l_final_layers), ("r", net.r_final_layers)):
         params = heads[1](x34)
@@ -73,7 +72,7 @@ def dense_maps(net, x: torch.Tensor) -> dict:
     for s, parts, lc, lin, fuse in (("l", slice(16, None), 2, 2, 4), ("r", slice(None, 16), 3, 3, 5)):
         offs = locally_connected(net.contact_layers[lc].weight, wc[:, :, parts, :]).squeeze(-1).transpose(2, 1).reshape(bs, 96)
         shp = net.cam_shape_layers[lin](torch.flatten(ws[:, :, parts], start_dim=1))
-        pare = torch.cat((offs, shp), dim=1).unsqueeze(-1).unsqueeze(-1).repeat(1, 1, 64, 64)
+        pare = torch.cat((offs, shp), dim=1).unsqueeze(-1).unsqueeze(-1).repeat(1, 1, *maps[s]["params"].shape[-2:])
         g = maps[s]["params"]
         params_pare = torch.cat((g[:, :3].clone(), pare), dim=1)
         maps[s]["params"] = net.contact_layers[fuse](torch.cat((g, params_pare), dim=1))
@@ -95,7 +94,7 @@ def _centers(center_map: torch.Tensor):
     score, index = torch.topk(scores.reshape(b, -1), 1)
     ind = inds.view(b, -1)[0, index[0, 0]]
     ys, xs = float(ind // w), float(ind % w)
-    detected = bool(score[0, 0] > THRESH)
+    detected = bool(score[0, 0] > DETECTION_THRESHOLD)
     return detected, int(ind), (ys, xs), float(score[0, 0])
 
 
@@ -135,7 +134,7 @@ def parse(maps: dict) -> dict:
 
 def translation_np(cam: np.ndarray, lb, intrinsics=None) -> np.ndarray:
     """Closed form, numpy float64: official (tx/s, ty/s, 1265/(256 s)) without intrinsics;
-    SPEC §6 (b) in original pixels with them."""
+    the same camera in original pixels with them (docs/architecture.md, "Camera")."""
     s, tx, ty = (float(v) for v in cam)
     if intrinsics is None:
         return np.array([tx / s, ty / s, 2 * ACR_FOCAL_LENGTH / (ACR_INPUT_SIZE * s)])

@@ -1,22 +1,23 @@
 """Backend-independent hand results: what every hand backend returns and every output consumes.
 
-Plain numpy, no ROS and no torch, so the offline CLI, the renderer and the ROS node share it.
+Plain numpy, no ROS and no torch, and nothing of acr_ros outside this engine package: the
+backends, the offline CLI, the renderer and the ROS node all build on it.
 Conventions (the same as the messages in msg/): metres, radians, camera optical frame
 (x right, y down, z forward), pixels of the original image, joints in ACR/MediaPipe order.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Protocol, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 LEFT, RIGHT = "left", "right"
+SIDES = (LEFT, RIGHT)  # index 0 = left, 1 = right: the order of the engine's rows and of MANO's layers
 NUM_JOINTS = 21
 NUM_VERTICES = 778
-# ACR's colours (RGB 0-1), used for overlays and RViz markers alike.
-SIDE_COLOURS = {LEFT: (0.46, 0.59, 0.64), RIGHT: (0.94, 0.71, 0.53)}
-# ACR's camera (SPEC §6): focal length in pixels of its square network input.
+# ACR's camera (official configs/demo.yml, focal_length; docs/architecture.md, "Camera"):
+# focal length in pixels of its square network input.
 ACR_FOCAL_LENGTH = 1265.0
 ACR_INPUT_SIZE = 512
 
@@ -160,50 +161,3 @@ class FrameResult:
     # The intrinsics that placed the 3D points (the backend's default ones when default_intrinsics):
     # projecting joints or vertices with them lands on the image, e.g. for overlays.
     intrinsics: Optional[CameraIntrinsics] = None
-
-
-def faces_by_side(backend: "HandBackend") -> dict[str, Optional[np.ndarray]]:
-    """{LEFT: faces, RIGHT: faces} of a backend (None values without a mesh): what renderers and
-    marker builders take. Constant for a backend: compute once."""
-    return {side: backend.faces(side) for side in (LEFT, RIGHT)}
-
-
-class HandBackend(Protocol):
-    """What the node and the CLI need of a hand model."""
-
-    name: str          # "acr" or "mediapipe"
-    model: str         # human-readable model description
-    checkpoint: str    # weights in use (file name and sha256 prefix), "" if bundled
-
-    def faces(self, side: str) -> Optional[np.ndarray]:
-        """(F, 3) mesh triangles of a side, None for backends without a mesh."""
-
-    def reconstruct(
-        self,
-        images: Sequence[np.ndarray],
-        intrinsics: Sequence[Optional[CameraIntrinsics]],
-        timestamps: Sequence[float],
-        streams: Sequence[str],
-    ) -> list[FrameResult]:
-        """Hands in a batch of BGR uint8 images (H, W, 3), one FrameResult per image.
-
-        timestamps (seconds) and streams (e.g. the camera topic) drive temporal smoothing,
-        which is kept separately per stream and hand side.
-        """
-
-    detection_threshold: float  # settable at run time
-
-    def set_smoothing(self, config) -> None:
-        """Turn temporal smoothing on (a SmoothingConfig) or off (None); forgets the filter state."""
-
-    def reset(self) -> None:
-        """Forget temporal state (smoothing)."""
-
-    def close(self) -> None:
-        """Release the models (graphs, networks, GPU memory); the backend is unusable afterwards."""
-
-
-def check_batch(images: Sequence, intrinsics: Sequence, timestamps: Sequence, streams: Sequence) -> None:
-    """The argument check of HandBackend.reconstruct: one intrinsics, timestamp and stream per image."""
-    if not len(intrinsics) == len(timestamps) == len(streams) == len(images):
-        raise ValueError("images, intrinsics, timestamps and streams must have the same length")

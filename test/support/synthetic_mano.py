@@ -1,7 +1,7 @@
 """Synthetic MANO-format pickles for tests and demos without the licensed MANO files.
 
 The files hold RANDOM arrays with the shapes, dtypes and pickle layout of MPI's MANO_LEFT.pkl /
-MANO_RIGHT.pkl (SPEC §5). They are NOT MANO data and give no meaningful hand shape: only the
+MANO_RIGHT.pkl (official mano/manolayer.py reads these keys). They are NOT MANO data and give no meaningful hand shape: only the
 kinematic tree is MANO's, the skeleton is a rough hand so that joints and skinning are sensible.
 
 ``chumpy_format=True`` writes what MPI's Python 2 files look like: protocol 2, Python 2 strings
@@ -21,9 +21,8 @@ from typing import Union
 
 import numpy as np
 
-from acr_ros.acr.mano import (MANO_FILES, MANO_PARENTS, NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, NUM_VERTS,
-                              TIP_VERTICES, _numpy_attr)
-from acr_ros.hands import LEFT, RIGHT
+from acr_ros.acr.hands import LEFT, NUM_VERTICES, RIGHT
+from acr_ros.acr.mano import MANO_FILES, MANO_PARENTS, NUM_BETAS, NUM_FACES, NUM_MANO_JOINTS, TIP_VERTICES, _numpy_attr
 
 _ROOT_PARENT = 4294967295  # how MPI's kintree_table stores "no parent"
 
@@ -63,26 +62,26 @@ def synthetic_mano_arrays(side: str, seed: int = 0) -> dict:
     parents = np.array(MANO_PARENTS)
 
     # Every vertex belongs to a joint; it sits near that joint, along the bone.
-    owner = rng.permutation(np.arange(NUM_VERTS) % NUM_MANO_JOINTS)
+    owner = rng.permutation(np.arange(NUM_VERTICES) % NUM_MANO_JOINTS)
     for k, vid in enumerate(TIP_VERTICES[side]):
         owner[vid] = _TIP_JOINT[k]
-    along = rng.uniform(0.0, 0.02, NUM_VERTS)[:, None]
-    v_template = joints[owner] + along * dirs[owner] + rng.normal(0.0, 0.006, (NUM_VERTS, 3))
+    along = rng.uniform(0.0, 0.02, NUM_VERTICES)[:, None]
+    v_template = joints[owner] + along * dirs[owner] + rng.normal(0.0, 0.006, (NUM_VERTICES, 3))
     for k, vid in enumerate(TIP_VERTICES[side]):
         j = _TIP_JOINT[k]
         v_template[vid] = joints[j] + 0.022 * dirs[j]
 
     # J_regressor: each joint is the mean of its vertices (rows sum to 1, sparse like MANO's).
-    j_reg = np.zeros((NUM_MANO_JOINTS, NUM_VERTS))
-    j_reg[owner, np.arange(NUM_VERTS)] = 1.0
+    j_reg = np.zeros((NUM_MANO_JOINTS, NUM_VERTICES))
+    j_reg[owner, np.arange(NUM_VERTICES)] = 1.0
     j_reg /= j_reg.sum(1, keepdims=True)
 
     # Skinning weights: mostly the owner, some parent, a little of everything; rows sum to 1.
-    weights = 0.05 * rng.dirichlet(np.ones(NUM_MANO_JOINTS), NUM_VERTS)
-    weights[np.arange(NUM_VERTS), owner] += 0.8
-    weights[np.arange(NUM_VERTS), np.maximum(parents[owner], 0)] += 0.15
+    weights = 0.05 * rng.dirichlet(np.ones(NUM_MANO_JOINTS), NUM_VERTICES)
+    weights[np.arange(NUM_VERTICES), owner] += 0.8
+    weights[np.arange(NUM_VERTICES), np.maximum(parents[owner], 0)] += 0.15
 
-    faces = np.stack([rng.choice(NUM_VERTS, 3, replace=False) for _ in range(NUM_FACES)]).astype(np.uint32)
+    faces = np.stack([rng.choice(NUM_VERTICES, 3, replace=False) for _ in range(NUM_FACES)]).astype(np.uint32)
     kintree = np.stack([np.where(parents < 0, _ROOT_PARENT, parents), np.arange(NUM_MANO_JOINTS)]).astype(np.int64)
     hands_components = np.linalg.qr(rng.normal(size=(45, 45)))[0]
     return {
@@ -94,10 +93,10 @@ def synthetic_mano_arrays(side: str, seed: int = 0) -> dict:
         "bs_style": "lbs",
         "hands_coeffs": rng.normal(0.0, 0.5, (1554, 45)),
         "weights": weights,
-        "posedirs": rng.normal(0.0, 0.002, (NUM_VERTS, 3, 135)),
+        "posedirs": rng.normal(0.0, 0.002, (NUM_VERTICES, 3, 135)),
         "hands_mean": rng.normal(0.0, 0.15, 45),
         "v_template": v_template,
-        "shapedirs": rng.normal(0.0, 0.003, (NUM_VERTS, 3, NUM_BETAS)),
+        "shapedirs": rng.normal(0.0, 0.003, (NUM_VERTICES, 3, NUM_BETAS)),
         "bs_type": "lrotmin",
     }
 

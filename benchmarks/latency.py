@@ -1,6 +1,6 @@
 """End-to-end latency of the hands node: image stamp to `~/hands` received in another process.
 
-    python test/latency_benchmark.py [--backend mediapipe acr] [--sizes 640x480 1920x1080] [--frames 30]
+    python benchmarks/latency.py [--backend mediapipe acr] [--sizes 640x480 1920x1080] [--frames 30]
 
 One frame at a time (the next is sent once the previous answer arrived), so this is latency
 without queueing: DDS transport both ways, conversion, inference, message building. The ACR
@@ -20,11 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # the ROS test helpers
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-from ros_harness import REPO, NodeProcess, Probe, image_msg  # noqa: E402
-from test_node import RELIABLE  # noqa: E402
+from support.ros_harness import REPO, RELIABLE, NodeProcess, Probe, image_msg  # noqa: E402
 
 
 def measure(backend: str, size: tuple[int, int], frames: int, device: str, tmp: Path) -> list[float]:
@@ -34,8 +33,8 @@ def measure(backend: str, size: tuple[int, int], frames: int, device: str, tmp: 
     params = dict(backend=backend, image_topics=["/bench/image_raw"], qos_reliability="reliable",
                   device=device, publish_overlay=False)
     if backend == "acr":
-        from acr_ros.acr.checkpoint import write_random_checkpoint
-        from acr_ros.acr.synthetic import write_synthetic_mano
+        from support.random_weights import write_random_checkpoint
+        from support.synthetic_mano import write_synthetic_mano
 
         params.update(checkpoint=str(write_random_checkpoint(tmp / "wild.pkl", detect="both")),
                       mano_dir=str(write_synthetic_mano(tmp / "mano")))

@@ -1,0 +1,117 @@
+"""The ACR :class:`~acr_ros.backends.base.HandBackend`: the engine (``acr_ros.acr``) behind the
+backend protocol."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from acr_ros.acr.checkpoint import checkpoint_id, load_acr_network
+from acr_ros.acr.hands import SIDES, CameraIntrinsics, FrameResult, HandResult, default_intrinsics
+from acr_ros.acr.mano import ManoLayer
+from acr_ros.acr.one_euro import SmoothingConfig
+from acr_ros.acr.options import EngineOptions
+from acr_ros.acr import runtime
+from acr_ros.acr.pipeline import ACRPipeline, HandRows, resolve_device
+from acr_ros.acr.smoothing import HandSmoother
+from acr_ros.backends.base import ACR_THRESHOLD, BackendOutOfMemoryError, check_batch
+
+
+def _hand(rows: HandRows[np.ndarray], i: int, s: int) -> HandResult:
+    t = rows.translation[i, s]
+    return HandResult(
+        side=SIDES[s],
+        score=float(rows.scores[i, s]),
+        joints=(rows.joints[i, s] + t).astype(np.float32),
+        keypoints=rows.keypoints[i, s].astype(np.float32),
+        wrist_rotation=rows.orient_matrix[i, s].astype(np.float32),
+        global_orient=rows.global_orient[i, s].astype(np.float32),
+        finger_pose=rows.finger_pose[i, s].astype(np.float32),
+        shape=rows.betas[i, s].astype(np.float32),
+        weak_camera=rows.cam[i, s].astype(np.float32),
+        vertices=(rows.vertices[i, s] + t).astype(np.float32),
+        joint_rotations=rows.joint_rotations[i, s].astype(np.float32),
+    )
+
+
+class ACRBackend:
+    """ACR from the official checkpoint and the MANO files.
+
+    checkpoint: path of the official wild.pkl; mano_dir: folder with MANO_LEFT.pkl / MANO_RIGHT.pkl.
+    options: how the engine runs (EngineOptions: device, precision, threshold, ...).
+    smoothing: a SmoothingConfig turns on One-Euro smoothing per (stream, side); None keeps the raw
+    per-frame results. tune_process: apply the engine's process-wide settings for its device
+    (acr_ros.acr.runtime; entry points opt in, libraries leave it off).
+    Raises CheckpointError / ManoFileError (ValueError) for bad model files.
+    """
+
+    name = "acr"
+    model = "ACR HRNet-W32 + MANO"
+    threshold = ACR_THRESHOLD
+    static_image_mode = False  # each image is reconstructed on its own either way
+
+    def __init__(self, checkpoint: Union[str, Path], mano_dir: Union[str, Path],
+                 options: EngineOptions = EngineOptions(), smoothing: Optional[SmoothingConfig] = None,
+                 tune_process: bool = False):
+        resolve_device(options.device)  # a device that is not there fails before the model loads
+        net = load_acr_network(checkpoint)
+        mano = ManoLayer.from_directory(mano_dir)
+        self.checkpoint = checkpoint_id(checkpoint)
+        self.pipeline = ACRPipeline(net, mano, options)
+        if tune_process:
+            runtime.tune_process(self.pipeline.device, self.pipeline.dtype)
+        self.device = str(self.pipeline.device)
+        self.smoother = HandSmoother(smoothing) if smoothing is not None else None
+        self._lock = threading.Lock()
+
+    @property
+    def detection_threshold(self) -> float:
+        return self.pipeline.detection_threshold
+
+    @detection_threshold.setter
+    def detection_threshold(self, value: float) -> None:
+        self.pipeline.detection_threshold = value
+
+    def faces(self, side: str) -> Optional[np.ndarray]:
+        return self.pipeline.mano_layer.faces(side)
+
+    def set_smoothing(self, config: Optional[SmoothingConfig]) -> None:
+        """Switch smoothing on (a new config, fresh filter state) or off (None)."""
+        with self._lock:
+            self.smoother = HandSmoother(config) if config is not None else None
+
+    def reset(self) -> None:
+        """Forget the smoothing state of every stream."""
+        with self._lock:
+            if self.smoother is not None:
+                self.smoother.reset()
+
+    def close(self) -> None:
+        """Drops the network, MANO and the smoothing state and, on CUDA, hands the cached GPU memory
+        back to the driver; the backend cannot reconstruct afterwards."""
+        with self._lock:
+            self.pipeline = self.smoother = None
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def reconstruct(self, images: Sequence[np.ndarray], intrinsics: Sequence[Optional[CameraIntrinsics]],
+                    timestamps: Sequence[float], streams: Sequence[str]) -> list[FrameResult]:
+        check_batch(images, intrinsics, timestamps, streams)
+        if not images:
+            return []
+        # The K that places each image's hands: the given one or ACR's default for its size.
+        used = [k if k is not None else default_intrinsics(img.shape[1], img.shape[0])
+                for img, k in zip(images, intrinsics)]
+        with self._lock:
+            try:
+                rows, _ = self.pipeline(list(images), used, self.smoother, list(streams), list(timestamps))
+            except torch.OutOfMemoryError as error:  # PyTorch freed its cache and retried already
+                raise BackendOutOfMemoryError(str(error)) from error
+        frames = []
+        for i, k in enumerate(intrinsics):
+            hands = [_hand(rows, i, s) for s in range(len(SIDES)) if rows.detected[i, s]]
+            frames.append(FrameResult(hands=hands, default_intrinsics=k is None, intrinsics=used[i]))
+        return frames

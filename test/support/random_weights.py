@@ -1,0 +1,142 @@
+"""Random ACR weights in the official layout, for tests and benchmarks. NOT a hand model.
+
+The ACR checkpoint cannot be downloaded here: these networks exercise every stage of the engine
+with realistic magnitudes and put their center-map peaks where a test asks for them.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from acr_ros.acr.checkpoint import PREFIX
+from acr_ros.acr.hrnet import BasicBlock, Bottleneck
+from acr_ros.acr.network import ACRNet, coord_maps
+from support.reference import dense_maps
+
+PathLike = Union[str, Path]
+
+DEFAULT_CELLS = {"left": (20, 28), "right": (44, 36)}  # (x, y) 64-grid cells, 25.3 cells apart
+DETECT_CHOICES = ("none", "left", "right", "both")
+_PEAK, _MISS, _SLOPE = 1.0, -1.0, 10.0
+
+
+def _calibration_image(seed: int) -> torch.Tensor:
+    """A smooth pseudo-image in [-1, 1] (1, 3, 512, 512) to set realistic BatchNorm statistics."""
+    g = torch.Generator().manual_seed(seed + 1)
+    low = torch.rand(1, 3, 16, 16, generator=g) * 2 - 1
+    img = torch.nn.functional.interpolate(low, size=(512, 512), mode="bicubic", align_corners=False)
+    img = img + 0.1 * torch.randn(1, 3, 512, 512, generator=g)
+    return img.clamp(-1, 1)
+
+
+@lru_cache(maxsize=4)
+def _calibrated_random_state(seed: int) -> dict:
+    """Random ACRNet weights (He-scaled) with BatchNorm statistics measured on a synthetic image,
+    so activations stay O(1)-O(10) through the network. Cached per seed (one forward pass)."""
+    g = torch.Generator().manual_seed(seed)
+    net = ACRNet()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if p.dim() > 1:
+                fan_in = p[0].numel() if p.dim() != 6 else p.shape[2]
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            elif name.endswith(".weight"):  # BatchNorm gamma
+                p.copy_(0.5 + torch.rand(p.shape, generator=g))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        for lc in (net.contact_layers[2], net.contact_layers[3]):
+            lc.weight.mul_(0.25)
+        # Small residual branches: slower activation growth, so fp32 rounding is not amplified
+        # (the test tolerances compare two fp32 computations of this model).
+        for m in net.modules():
+            if isinstance(m, BasicBlock):
+                m.bn2.weight.mul_(0.3)
+            elif isinstance(m, Bottleneck):
+                m.bn3.weight.mul_(0.3)
+        # One train-mode pass with cumulative averaging sets the running statistics.
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        net.train()
+        dense_maps(net, _calibration_image(seed))
+        net.eval()
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+@torch.no_grad()
+def random_acr_network(seed: int = 0, detect: str = "both", cells: Optional[dict] = None):
+    """An ACRNet with random weights in a numerically tame regime (BatchNorm statistics set from a
+    synthetic image) whose center maps peak at fixed cells, whatever the image:
+
+    * detect 'left' / 'right' / 'both' / 'none': which center maps reach 1.0 at their peak (the
+      others peak at -1.0, below the 0.35 threshold);
+    * cells {'left': (x, y), 'right': (x, y)}: the 64-grid peak cells (default left (20, 28),
+      right (44, 36): 25.3 cells apart, so the cross-hand prior applies; put them more than 32
+      cells apart to switch it off). The map falls by 10 x (L1 distance in normalised
+      coordinates) from the peak, i.e. ~0.31 per cell, plus small random terms.
+
+    NOT a hand model: the hands it reports are random poses.
+    """
+    if detect not in DETECT_CHOICES:
+        raise ValueError(f"detect must be one of {DETECT_CHOICES}, got {detect!r}")
+    where = dict(DEFAULT_CELLS, **(cells or {}))
+    net = ACRNet()
+    net.load_state_dict(_calibrated_random_state(int(seed)))
+    net.eval()
+    # Fusion: keep the weak-perspective scale positive and moderate (s ~ 2) and the rest O(1).
+    for fuse in (net.contact_layers[4], net.contact_layers[5]):
+        fuse.weight.mul_(0.3)
+        fuse.weight[0].mul_(0.05)
+        fuse.bias[0] = 2.0
+        fuse.bias[1:3].mul_(0.5)
+    # Center heads: a peak at the requested cell from the coordinate channels.
+    grid = coord_maps(128)[0]
+    for side, heads in (("left", net.l_final_layers), ("right", net.r_final_layers)):
+        fire = detect in (side, "both")
+        x, y = where[side]
+        if not (0 <= x < 64 and 0 <= y < 64):
+            raise ValueError(f"cell of {side} must be inside the 64x64 grid, got {(x, y)}")
+        x0, y0 = grid[0, 0, 2 * x].item(), grid[1, 2 * y, 0].item()
+        tower = heads[2]
+        conv0, bn0 = tower[0][0], tower[0][1]
+        for c, (ch, sign, centre) in enumerate(((32, 1, x0), (32, -1, x0), (33, 1, y0), (33, -1, y0))):
+            conv0.weight[c].zero_()
+            conv0.weight[c, ch, 1, 1] = sign
+            conv0.bias[c] = -sign * centre
+            bn0.weight[c], bn0.bias[c], bn0.running_mean[c], bn0.running_var[c] = 1.0, 0.0, 0.0, 1.0 - bn0.eps
+        for blk in (tower[1][0][0], tower[1][1][0]):  # pass channels 0-3 through the blocks unchanged
+            blk.conv2.weight[:4].zero_()
+            blk.bn2.bias[:4], blk.bn2.running_mean[:4] = 0.0, 0.0
+        final = tower[2]
+        final.weight.mul_(1e-3)
+        final.weight[0, :4] = -_SLOPE
+        final.bias[0] = _PEAK if fire else _MISS
+    return net
+
+
+def write_random_checkpoint(path: PathLike, seed: int = 0, detect: str = "both",
+                            cells: Optional[dict] = None) -> Path:
+    """Write random ACR weights in the official checkpoint layout (``module.`` keys, including the
+    unused ``segmentation_layers.*``) to ``path``; see :func:`random_acr_network` for ``detect``
+    and ``cells``. Returns the path. NOT a hand model."""
+    net = random_acr_network(seed, detect, cells)
+    state = {PREFIX + k: v.clone() for k, v in net.state_dict().items()}
+    g = torch.Generator().manual_seed(seed + 7)
+    extra = {
+        "segmentation_layers.1.0.weight": (256, 34, 3, 3), "segmentation_layers.1.0.bias": (256,),
+        "segmentation_layers.1.1.weight": (256,), "segmentation_layers.1.1.bias": (256,),
+        "segmentation_layers.1.1.running_mean": (256,), "segmentation_layers.1.1.running_var": (256,),
+        "segmentation_layers.2.0.weight": (33, 256, 1, 1), "segmentation_layers.2.0.bias": (33,),
+    }
+    for k, shape in extra.items():
+        t = torch.randn(shape, generator=g) * 0.05
+        state[PREFIX + k] = t.abs() + 0.5 if k.endswith("running_var") else t
+    state[PREFIX + "segmentation_layers.1.1.num_batches_tracked"] = torch.tensor(0, dtype=torch.int64)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
