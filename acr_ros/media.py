@@ -57,12 +57,14 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
 
 
 class MediaSource:
-    """Base: iterate for Frames; kind, name, fps and length (None when unknown)."""
+    """Base: iterate for Frames; kind, name, fps and length (None when unknown). Image files that
+    cannot be decoded are skipped and listed in ``unreadable``."""
 
     kind = ""
 
     def __init__(self, name: str, fps: Optional[float], length: Optional[int]):
         self.name, self.fps, self.length = name, fps, length
+        self.unreadable: list[Path] = []
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -87,7 +89,8 @@ class ImageFileSource(MediaSource):
     def __iter__(self):
         image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
         if image is None:
-            raise ValueError(f"cannot read the image {self.path}")
+            self.unreadable.append(self.path)
+            return
         yield Frame(image, 0, 0.0, self.path.stem)
 
 
@@ -106,7 +109,8 @@ class FolderSource(MediaSource):
         for i, p in enumerate(self.paths):
             image = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if image is None:
-                continue  # unreadable file: skipped, like a dropped frame
+                self.unreadable.append(p)
+                continue
             yield Frame(image, i, i / self.fps, p.stem)
 
 

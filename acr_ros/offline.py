@@ -3,10 +3,19 @@
     acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID ...] [-o OUTPUT_DIR] [-t]
                 [--backend auto|acr|mediapipe] [--checkpoint wild.pkl] [--mano-dir DIR]
                 [--device auto] [--precision auto] [--threshold T] [--no-render]
+                [--calibration camera.yaml | --intrinsics FX FY CX CY]
 
 Without --inputs it runs on the bundled samples (acr_ros/data/samples: its images as a folder,
-and the clip). The backend is chosen like the node's: ACR when --checkpoint and --mano-dir point
-at existing files, the embedded MediaPipe backend otherwise (no download needed).
+and the clip). The backend is chosen like the node's: ACR when --checkpoint or --mano-dir is given
+(a wrong path stops the run with a message naming the file), the embedded MediaPipe backend when
+neither is (no download needed). Inputs that do not exist are reported before any model loads;
+unreadable images are reported one line each and skipped; the exit code is 1 when anything was
+skipped, 2 when nothing could run.
+
+Distances need the camera's intrinsics: --calibration reads the calibration YAML that ROS's
+camera_calibration writes (scaled to the image size when the images are a resized stream),
+--intrinsics takes them directly; without either, ACR's default focal length is used (said once as
+a warning) and depth can be off by a large factor.
 
 Outputs in OUTPUT_DIR (default ./acr_output), for an input named NAME:
     image   NAME_output.jpg                     the input with the hands drawn
@@ -40,7 +49,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -48,6 +57,7 @@ import numpy as np
 from acr_ros.acr.options import PRECISIONS, EngineOptions
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.backends import BACKENDS, faces_by_side
+from acr_ros.calibration import load_calibration
 from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, open_media, sample_inputs
 
 DEFAULT_OUTPUT = Path("acr_output")
@@ -188,9 +198,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threshold", type=float, default=None,
                         help="detection threshold (ACR: center-map peak, default 0.35; "
                              "MediaPipe: detection confidence, default 0.5)")
-    parser.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+    camera = parser.add_mutually_exclusive_group()
+    camera.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
                         help="camera intrinsics in pixels of the inputs (default: the documented "
                              "default focal, depth approximate)")
+    camera.add_argument("--calibration", default=None,
+                        help="camera calibration YAML (ROS camera_calibration format; path or file:// URL)")
     parser.add_argument("--no-render", action="store_true", help="write results only, no overlays or mp4")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of folder inputs (timestamps, mp4)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop each input after this many frames")
@@ -205,8 +218,11 @@ def default_inputs() -> list[str]:
     return [str(SAMPLES_DIR)] + [str(p) for p in clips]
 
 
+IntrinsicsFor = Callable[[int, int], Optional[CameraIntrinsics]]  # (width, height) -> K, None: default
+
+
 def process_input(backend, source: MediaSource, spec: str, output_dir: Path, render: bool,
-                  intrinsics: Optional[CameraIntrinsics], batch_size: int = 1,
+                  intrinsics_for: IntrinsicsFor, batch_size: int = 1,
                   max_frames: Optional[int] = None, quiet: bool = False) -> dict:
     """Runs one input through the backend; writes its outputs; returns a summary dict."""
     from tqdm import tqdm
@@ -234,7 +250,8 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
     interrupted = False
 
     def flush(batch):
-        results = backend.reconstruct([f.image for f in batch], [intrinsics] * len(batch),
+        results = backend.reconstruct([f.image for f in batch],
+                                      [intrinsics_for(f.image.shape[1], f.image.shape[0]) for f in batch],
                                       [f.timestamp for f in batch], [spec] * len(batch))
         for frame, result in zip(batch, results):
             h, w = frame.image.shape[:2]
@@ -278,9 +295,30 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
         if frames_dir is not None:
             outputs.append(frames_dir)
     elapsed = time.perf_counter() - started
-    outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
+    if recorder.num_frames or not source.unreadable:  # an unreadable image leaves no empty results
+        outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
     return {"input": spec, "name": name, "frames": recorder.num_frames, "hands": recorder.num_hands,
-            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted}
+            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "unreadable": source.unreadable}
+
+
+def missing_inputs(inputs: list[str]) -> list[str]:
+    """The inputs that are neither a webcam id nor an existing file or folder (checked before any
+    model loads, so a typo fails at once)."""
+    return [spec for spec in inputs if not str(spec).strip().isdigit() and not Path(spec).expanduser().exists()]
+
+
+def camera_intrinsics(args) -> IntrinsicsFor:
+    """The intrinsics for each image size from --calibration or --intrinsics; without either,
+    None (the backend's default camera) and a warning, once."""
+    if args.calibration:
+        calibration = load_calibration(args.calibration)
+        return calibration.intrinsics_for
+    if args.intrinsics:
+        k = CameraIntrinsics(*args.intrinsics)
+        return lambda width, height: k
+    print("acr_offline: warning: no camera intrinsics (--calibration or --intrinsics): hands are placed with "
+          "ACR's default focal length and distances can be off by a large factor", file=sys.stderr)
+    return lambda width, height: None
 
 
 def main(argv=None) -> int:
@@ -288,14 +326,22 @@ def main(argv=None) -> int:
     from acr_ros.acr.one_euro import SmoothingConfig
     from acr_ros.backends import create_backend
 
-    inputs = args.inputs or default_inputs()
-    intrinsics = CameraIntrinsics(*args.intrinsics) if args.intrinsics else None
+    inputs = [str(spec) for spec in args.inputs or default_inputs()]
+    status = 0
+    for spec in missing_inputs(inputs):
+        print(f"acr_offline: skipping {spec}: no such file or folder", file=sys.stderr)
+        inputs.remove(spec)
+        status = 1
+    if not inputs:
+        print("acr_offline: no input to process", file=sys.stderr)
+        return 2
     try:
+        intrinsics_for = camera_intrinsics(args)
         backend, reason = create_backend(
             args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir,
             options=EngineOptions(device=args.device, precision=args.precision),
             detection_threshold=args.threshold, smoothing=SmoothingConfig() if args.temporal else None,
-            tune_process=True)
+            tune_process=True, names={"checkpoint": "--checkpoint", "mano_dir": "--mano-dir"})
     except (ValueError, ImportError) as error:
         print(f"acr_offline: {error}", file=sys.stderr)
         return 2
@@ -304,7 +350,6 @@ def main(argv=None) -> int:
     if args.temporal:
         print("temporal smoothing: on (One-Euro, per hand side)")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    status = 0
     for spec in inputs:
         try:
             source = open_media(spec, folder_fps=args.fps, max_frames=args.max_frames)
@@ -312,10 +357,15 @@ def main(argv=None) -> int:
             print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
             status = 1
             continue
-        summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics,
+        summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics_for,
                                 args.batch_size, args.max_frames, args.quiet)
+        for path in summary["unreadable"]:
+            print(f"acr_offline: skipping {path}: cannot read it as an image (empty, corrupt or not an image)",
+                  file=sys.stderr)
+            status = 1
         rate = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
-        print(f"{summary['name']}: {summary['frames']} frame(s), {summary['hands']} hand(s), "
+        unreadable = f", {len(summary['unreadable'])} unreadable" if summary["unreadable"] else ""
+        print(f"{summary['name']}: {summary['frames']} frame(s){unreadable}, {summary['hands']} hand(s), "
               f"{rate:.1f} frames/s" + (" (interrupted)" if summary["interrupted"] else ""))
         for path in summary["outputs"]:
             print(f"  {path}")

@@ -62,6 +62,9 @@ def generate_launch_description():
                               description="the source's input: webcam id, video file, image folder or image"),
         DeclareLaunchArgument("frame_id", default_value="camera_optical_frame",
                               description="optical frame of the image source"),
+        DeclareLaunchArgument("camera_info_url", default_value="",
+                              description="the image source's calibration YAML (camera_calibration format; "
+                                          "path, file:// or package:// URL); empty: uncalibrated"),
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
          for name, text in PARAMETER_ARGUMENTS.items()]
 
@@ -75,6 +78,7 @@ def generate_launch_description():
             # a webcam id like "0" must stay a string parameter
             "input": ParameterValue(LaunchConfiguration("input"), value_type=str),
             "frame_id": LaunchConfiguration("frame_id"),
+            "camera_info_url": ParameterValue(LaunchConfiguration("camera_info_url"), value_type=str),
         }],
         remappings=CAMERA_REMAPPINGS,
         condition=IfCondition(NotEqualsSubstitution(LaunchConfiguration("source"), "none")),

@@ -64,6 +64,21 @@ def video_frames(path):
     return n
 
 
+CALIBRATION_YAML = """image_width: 1920
+image_height: 1080
+camera_name: test_camera
+camera_matrix:
+  rows: 3
+  cols: 3
+  data: [1400.0, 0.0, 960.0, 0.0, 1400.0, 540.0, 0.0, 0.0, 1.0]
+distortion_model: plumb_bob
+distortion_coefficients:
+  rows: 1
+  cols: 5
+  data: [0.0, 0.0, 0.0, 0.0, 0.0]
+"""
+
+
 def run_cli(*args):
     return offline.main([*map(str, args), "-q"])
 
@@ -117,11 +132,59 @@ def test_no_render_and_max_frames(tmp_path):
 
 
 def test_bad_inputs(tmp_path, capsys):
-    assert run_cli("--inputs", tmp_path / "missing.jpg", "-o", tmp_path) == 1
-    assert "missing.jpg" in capsys.readouterr().err
+    assert run_cli("--inputs", tmp_path / "missing.jpg", "-o", tmp_path) == 2
+    out, err = capsys.readouterr()
+    assert "missing.jpg: no such file or folder" in err and "backend:" not in out  # before any model loads
     assert run_cli("--backend", "acr", "--checkpoint", tmp_path / "wild.pkl", "-o", tmp_path) == 2
     err = capsys.readouterr().err
     assert "wild.pkl" in err and "Google Drive" in err
+
+
+@pytest.mark.parametrize("options", [["--checkpoint", "nowhere.pkl"], ["--mano-dir", "mano"]])
+def test_auto_with_a_wrong_model_path_stops_naming_the_option(tmp_path, capsys, options):
+    options = [options[0], tmp_path / options[1]]
+    assert run_cli("--inputs", MEDIA / "magic.jpg", "-o", tmp_path, *options) == 2
+    err = capsys.readouterr().err
+    assert "set --checkpoint to its path" in err and "parameter" not in err and "Traceback" not in err
+    assert not (tmp_path / "magic_results.npz").exists()
+
+
+def test_unreadable_images_are_reported_and_skipped(tmp_path, capsys):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    noise = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    (tmp_path / "noise.jpg").write_bytes(noise)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(MEDIA / "magic.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(noise)
+    shutil.copy(MEDIA / "magic_flip.jpg", folder / "c.jpg")
+    out = tmp_path / "out"
+    code = run_cli("--inputs", tmp_path / "empty.jpg", tmp_path / "noise.jpg", folder, "-o", out,
+                   "--backend", "mediapipe", "--no-render")
+    stdout, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err
+    for name in ("empty.jpg", "noise.jpg", "b.jpg"):
+        assert err.count(f"{name}: cannot read it as an image") == 1, err
+    assert "photos: 2 frame(s), 1 unreadable" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["photos_results.npz"]  # nothing for unreadable images
+    check_results(out / "photos_results.npz", 2, "mediapipe")
+
+
+def test_calibration_file_places_the_hands_and_no_intrinsics_warns_once(tmp_path, capsys):
+    (tmp_path / "camera.yaml").write_text(CALIBRATION_YAML)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(MEDIA / "magic.jpg", folder / "a.jpg")
+    shutil.copy(MEDIA / "magic_flip.jpg", folder / "b.jpg")
+    assert run_cli("--inputs", folder, "-o", tmp_path / "calibrated", "--no-render",
+                   "--calibration", tmp_path / "camera.yaml") == 0
+    assert "no camera intrinsics" not in capsys.readouterr().err
+    r = np.load(tmp_path / "calibrated" / "photos_results.npz")
+    width, height = r["frame_size"][0]
+    assert not r["default_intrinsics"].any()
+    np.testing.assert_allclose(r["intrinsics"][0], np.array([1400.0, 1400.0, 960.0, 540.0]) * width / 1920)
+    assert run_cli("--inputs", folder, "-o", tmp_path / "default", "--no-render") == 0
+    assert capsys.readouterr().err.count("no camera intrinsics") == 1
 
 
 def test_default_inputs_are_the_samples():

@@ -52,8 +52,13 @@ palm detection on every image.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
+import os
+import re
 import sys
+import tempfile
 import threading
 import types
 import warnings
@@ -76,6 +81,41 @@ INSTALL_HINT = (f"the embedded hand backend needs mediapipe {MEDIAPIPE_VERSION} 
 _WRIST, _INDEX_MCP, _MIDDLE_MCP, _PINKY_MCP = 0, 5, 9, 17
 
 _import_lock = threading.Lock()
+
+# What TensorFlow Lite and absl print straight to the process's stderr each time a MediaPipe graph
+# starts (every stream, every static/video switch): start-up chatter, not problems.
+_GRAPH_START_NOISE = re.compile(
+    r"Created TensorFlow Lite XNNPACK delegate|All log messages before absl::InitializeLog|"
+    r"inference_feedback_manager\.cc.*Feedback manager requires a model with a single signature")
+
+
+def _flush_c_streams() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to ask: Python's own flush is all there is
+        pass
+
+
+@contextlib.contextmanager
+def _quiet_graph_start():
+    """Runs a MediaPipe graph's start with the C-level stderr captured; what it printed comes back
+    on stderr without the known start-up chatter (see _GRAPH_START_NOISE)."""
+    sys.stderr.flush()
+    _flush_c_streams()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            _flush_c_streams()  # TensorFlow Lite's C stdio may hold part of a line
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+            kept = [line for line in text.splitlines() if line.strip() and not _GRAPH_START_NOISE.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr, flush=True)
 
 
 def _import_hands():
@@ -170,6 +210,7 @@ class _Stream:
     hands: object  # mediapipe Hands graph of this stream
     filters: dict  # side -> (OneEuroFilter of the joints, OneEuroFilter of the keypoints)
     size: tuple    # (width, height) of the stream's images
+    started: bool  # the graph has run once (its models are loaded)
 
 
 class MediaPipeBackend:
@@ -286,12 +327,13 @@ class MediaPipeBackend:
             if len(self._streams) >= self.max_streams:  # forget the oldest stream
                 oldest = next(iter(self._streams))
                 self._streams.pop(oldest).hands.close()
-            hands = self._hands_module.Hands(
-                static_image_mode=self.static_image_mode, max_num_hands=2,
-                model_complexity=self.model_complexity,
-                min_detection_confidence=self._detection_threshold,
-                min_tracking_confidence=self.tracking_threshold)
-            stream = self._streams[name] = _Stream(hands, {}, size)
+            with _quiet_graph_start():
+                hands = self._hands_module.Hands(
+                    static_image_mode=self.static_image_mode, max_num_hands=2,
+                    model_complexity=self.model_complexity,
+                    min_detection_confidence=self._detection_threshold,
+                    min_tracking_confidence=self.tracking_threshold)
+            stream = self._streams[name] = _Stream(hands, {}, size, started=False)
         return stream
 
     def _one(self, image: np.ndarray, k: Optional[CameraIntrinsics], t: float, stream_name: str) -> FrameResult:
@@ -307,7 +349,13 @@ class MediaPipeBackend:
         stream = self._stream(stream_name, (width, height))
         with warnings.catch_warnings():  # protobuf 4.25 warns on every output of the legacy API
             warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
-            out = stream.hands.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            if stream.started:
+                out = stream.hands.process(rgb)
+            else:  # the graph's first run loads the models and prints its chatter
+                with _quiet_graph_start():
+                    out = stream.hands.process(rgb)
+                stream.started = True
         found = []
         if out.multi_hand_landmarks:
             for lms, world, handedness in zip(out.multi_hand_landmarks, out.multi_hand_world_landmarks,
