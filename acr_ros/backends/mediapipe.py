@@ -28,9 +28,10 @@ Conventions of the results
     side: MediaPipe's handedness classifier assumes a mirrored (selfie) image. On a normal camera
         image its "Left" is the person's right hand, so the label is swapped (mirrored_input=False,
         the default). An image holds at most one hand per side (Hands.msg): when both hands get
-        the same label, the less certain one takes the other side.
-    score: the handedness classifier's confidence (the legacy API exposes no presence score; a
-        hand is only returned once palm detection passed detection_threshold).
+        the same label, the less certain one takes the other side, and its score becomes the
+        classifier's probability of that side (1 - its confidence), so side, score and label agree.
+    score: the handedness classifier's probability of the published side (the legacy API exposes
+        no presence score; a hand is only returned once palm detection passed detection_threshold).
     joints: MediaPipe's world landmarks (metres, about the hand's geometric centre, camera axes),
         moved by the translation that best puts them on the 2D landmarks under the camera K
         (linear least squares on the pinhole equations). Without intrinsics the camera is ACR's
@@ -366,10 +367,12 @@ class MediaPipeBackend:
                 uv = np.array([[p.x * width, p.y * height] for p in lms.landmark], dtype=np.float64)
                 xyz = np.array([[p.x, p.y, p.z] for p in world.landmark], dtype=np.float64)
                 found.append([side, float(label.score), uv, xyz])
-        # At most one hand per side: the less certain of two same-side hands takes the other side.
+        # At most one hand per side: the less certain of two same-side hands takes the other side,
+        # with the classifier's probability of that side (it has two classes).
         if len(found) == 2 and found[0][0] == found[1][0]:
             weaker = min(found, key=lambda h: h[1])
             weaker[0] = RIGHT if weaker[0] == LEFT else LEFT
+            weaker[1] = 1.0 - weaker[1]
         hands = []
         for side, score, uv, xyz in found:
             if uv.shape != (NUM_JOINTS, 2) or xyz.shape != (NUM_JOINTS, 3):
