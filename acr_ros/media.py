@@ -44,7 +44,7 @@ class Frame:
     name: str           # image file stem, or "<source>_<index:06d>"
 
 
-def _natural_key(path: Path):
+def natural_key(path: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
@@ -99,7 +99,7 @@ class FolderSource(MediaSource):
 
     def __init__(self, path: Path, fps: float = 30.0):
         self.paths = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                            key=_natural_key)
+                            key=natural_key)
         if not self.paths:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
         super().__init__(path.resolve().name or "folder", fps, len(self.paths))

@@ -3,7 +3,7 @@
     acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID ...] [-o OUTPUT_DIR] [-t]
                 [--backend auto|acr|mediapipe] [--checkpoint wild.pkl] [--mano-dir DIR]
                 [--device auto] [--precision auto] [--threshold T] [--no-render]
-                [--calibration camera.yaml | --intrinsics FX FY CX CY]
+                [--calibration camera.yaml | --intrinsics FX FY CX CY] [--depth DEPTH_FOLDER]
 
 Without --inputs it runs on the bundled samples (acr_ros/data/samples: its images as a folder,
 and the clip). The backend is chosen like the node's: ACR when --checkpoint or --mano-dir is given
@@ -15,7 +15,9 @@ skipped, 2 when nothing could run.
 Distances need the camera's intrinsics: --calibration reads the calibration YAML that ROS's
 camera_calibration writes (scaled to the image size when the images are a resized stream),
 --intrinsics takes them directly; without either, ACR's default focal length is used (said once as
-a warning) and depth can be off by a large factor.
+a warning) and depth can be off by a large factor. --depth FOLDER places every hand on an aligned
+depth image (an RGB-D camera's depth registered to colour: 16-bit PNG in millimetres, --depth-scale
+for other units; paired with the frames by file name, else by order), as the node's depth_topics.
 
 Outputs in OUTPUT_DIR (default ./acr_output), for an input named NAME:
     image   NAME_output.jpg                     the input with the hands drawn
@@ -38,6 +40,7 @@ NAME_results.npz (numpy.load, no pickle) holds one row per frame and one row per
     side (N,) str 'left'/'right', score (N,) float32
     joints (N, 21, 3) m, camera optical frame; keypoints (N, 21, 2) px; box (N, 4) int x, y, w, h
     wrist_position (N, 3) m; wrist_rotation (N, 3, 3); wrist_quaternion (N, 4) x, y, z, w
+    depth_source (N,) str 'model'/'depth', depth_residual (N,) m (NaN from the model), depth_samples (N,)
     global_orient (N, 3), finger_pose (N, 45), shape (N, 10), weak_camera (N, 3),
     vertices (N, 778, 3) m, joint_rotations (N, 21, 3, 3)   NaN where the backend gives none
                                         (MediaPipe: no MANO fields, no vertices)
@@ -55,10 +58,11 @@ import cv2
 import numpy as np
 
 from acr_ros.acr.options import PRECISIONS, EngineOptions
+from acr_ros.acr.depth import depth_image_to_metres, fuse_hand
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.backends import BACKENDS, faces_by_side
 from acr_ros.calibration import load_calibration
-from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, open_media, sample_inputs
+from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, natural_key, open_media, sample_inputs
 
 DEFAULT_OUTPUT = Path("acr_output")
 
@@ -80,7 +84,8 @@ class ResultsRecorder:
                                          "intrinsics")}
         self.hands: dict[str, list] = {k: [] for k in
                                        ("hand_frame", "side", "score", "joints", "keypoints", "box",
-                                        "wrist_position", "wrist_rotation", *_OPTIONAL_FIELDS)}
+                                        "wrist_position", "wrist_rotation", "depth_source", "depth_residual",
+                                        "depth_samples", *_OPTIONAL_FIELDS)}
 
     def add(self, name: str, timestamp: float, width: int, height: int, result: FrameResult) -> None:
         row = len(self.frames["frame_name"])
@@ -100,6 +105,9 @@ class ResultsRecorder:
             h["box"].append(hand.box(int(width), int(height)))
             h["wrist_position"].append(np.asarray(hand.joints, np.float32)[0])
             h["wrist_rotation"].append(np.asarray(hand.wrist_rotation, np.float32).reshape(3, 3))
+            h["depth_source"].append(hand.depth_source)
+            h["depth_residual"].append(float(hand.depth_residual))
+            h["depth_samples"].append(int(hand.depth_samples))
             for field, shape in _OPTIONAL_FIELDS.items():
                 value = getattr(hand, field, None)
                 h[field].append(np.full(shape, np.nan, np.float32) if value is None
@@ -122,8 +130,8 @@ class ResultsRecorder:
         out["intrinsics"] = np.array(self.frames["intrinsics"], np.float64).reshape(-1, 4)
         shapes = {"hand_frame": (), "side": (), "score": (), "joints": (NUM_JOINTS, 3),
                   "keypoints": (NUM_JOINTS, 2), "box": (4,), "wrist_position": (3,), "wrist_rotation": (3, 3),
-                  **_OPTIONAL_FIELDS}
-        dtypes = {"hand_frame": np.int64, "side": str, "box": np.int64}
+                  "depth_source": (), "depth_residual": (), "depth_samples": (), **_OPTIONAL_FIELDS}
+        dtypes = {"hand_frame": np.int64, "side": str, "box": np.int64, "depth_source": str, "depth_samples": np.int64}
         for key, shape in shapes.items():
             values = self.hands[key]
             dtype = dtypes.get(key, np.float32)
@@ -204,6 +212,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "default focal, depth approximate)")
     camera.add_argument("--calibration", default=None,
                         help="camera calibration YAML (ROS camera_calibration format; path or file:// URL)")
+    parser.add_argument("--depth", type=Path, default=None,
+                        help="folder of depth images aligned to the colour frames (16-bit PNG in millimetres, "
+                             "or 32-bit float TIFF in metres), paired by file name, else by order")
+    parser.add_argument("--depth-scale", type=float, default=1.0,
+                        help="millimetres per unit of 16-bit depth images (default 1.0)")
     parser.add_argument("--no-render", action="store_true", help="write results only, no overlays or mp4")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of folder inputs (timestamps, mp4)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop each input after this many frames")
@@ -221,10 +234,49 @@ def default_inputs() -> list[str]:
 IntrinsicsFor = Callable[[int, int], Optional[CameraIntrinsics]]  # (width, height) -> K, None: default
 
 
+class DepthFolder:
+    """Depth images aligned to the colour frames: 16-bit PNGs (units of ``millimetres_per_unit``
+    mm) or 32-bit float TIFF/EXR in metres, in one folder, paired with the colour frames by file
+    name when every frame has a namesake there, else by order (the n-th frame, the n-th depth)."""
+
+    SUFFIXES = (".png", ".tif", ".tiff", ".exr")
+
+    def __init__(self, folder: Path, millimetres_per_unit: float = 1.0):
+        self.folder, self.millimetres_per_unit = folder, millimetres_per_unit
+        if not folder.is_dir():
+            raise ValueError(f"--depth {folder}: not a folder")
+        self.paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in self.SUFFIXES), key=natural_key)
+        if not self.paths:
+            raise ValueError(f"--depth {folder}: no depth images ({', '.join(self.SUFFIXES)})")
+        self._by_stem = {p.stem: p for p in self.paths}
+        self.missing = 0       # frames without a depth partner (placed by the model)
+        self.unused = 0        # hands the depth could not place (too few or disagreeing samples)
+
+    def path_for(self, frame) -> Optional[Path]:
+        by_name = self._by_stem.get(frame.name)
+        if by_name is not None:
+            return by_name
+        return self.paths[frame.index] if frame.index < len(self.paths) else None
+
+    def fuse(self, frame, result: FrameResult) -> None:
+        path = self.path_for(frame)
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path is not None else None
+        if raw is None or raw.shape[:2] != frame.image.shape[:2]:
+            self.missing += 1
+            return
+        encoding = "16UC1" if raw.dtype == np.uint16 else "32FC1"
+        metres = depth_image_to_metres(raw if raw.ndim == 2 else raw[..., 0], encoding, self.millimetres_per_unit)
+        for hand in result.hands:
+            if not fuse_hand(hand, metres, result.intrinsics).used:
+                self.unused += 1
+
+
 def process_input(backend, source: MediaSource, spec: str, output_dir: Path, render: bool,
                   intrinsics_for: IntrinsicsFor, batch_size: int = 1,
-                  max_frames: Optional[int] = None, quiet: bool = False) -> dict:
-    """Runs one input through the backend; writes its outputs; returns a summary dict."""
+                  max_frames: Optional[int] = None, quiet: bool = False,
+                  depth: Optional["DepthFolder"] = None) -> dict:
+    """Runs one input through the backend (hands placed with the aligned depth images when
+    ``depth`` is given); writes its outputs; returns a summary dict."""
     from tqdm import tqdm
 
     from acr_ros.render import draw_hands
@@ -255,6 +307,8 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
                                       [f.timestamp for f in batch], [spec] * len(batch))
         for frame, result in zip(batch, results):
             h, w = frame.image.shape[:2]
+            if depth is not None:
+                depth.fuse(frame, result)
             recorder.add(frame.name, frame.timestamp, w, h, result)
             if render:
                 overlay = draw_hands(frame.image, result, faces)
@@ -335,6 +389,9 @@ def main(argv=None) -> int:
     if not inputs:
         print("acr_offline: no input to process", file=sys.stderr)
         return 2
+    if args.depth is not None and not args.depth.is_dir():
+        print(f"acr_offline: --depth {args.depth}: not a folder", file=sys.stderr)
+        return 2
     try:
         intrinsics_for = camera_intrinsics(args)
         backend, reason = create_backend(
@@ -357,8 +414,13 @@ def main(argv=None) -> int:
             print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
             status = 1
             continue
+        depth = DepthFolder(args.depth, args.depth_scale) if args.depth else None
         summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics_for,
-                                args.batch_size, args.max_frames, args.quiet)
+                                args.batch_size, args.max_frames, args.quiet, depth)
+        if depth is not None and (depth.missing or depth.unused):
+            print(f"acr_offline: warning: {spec}: {depth.missing} frame(s) without a depth image of their size, "
+                  f"{depth.unused} hand(s) the depth could not place: those keep the model's distance",
+                  file=sys.stderr)
         for path in summary["unreadable"]:
             print(f"acr_offline: skipping {path}: cannot read it as an image (empty, corrupt or not an image)",
                   file=sys.stderr)

@@ -38,8 +38,8 @@ from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from acr_ros.acr.hands import (JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES, RIGHT, SIDES,
-                               FrameResult, HandResult, rotation_to_quaternion)
+from acr_ros.acr.hands import (DEPTH_FROM_SENSOR, JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES,
+                               RIGHT, SIDES, FrameResult, HandResult, rotation_to_quaternion)
 from acr_ros.msg import Hand, HandMesh, Hands
 from acr_ros.render import SIDE_COLOURS
 
@@ -144,6 +144,9 @@ def hand_to_msg(hand: HandResult, width: int, height: int) -> Hand:
     msg.shape = _float32_array(hand.shape)
     msg.weak_camera = _float32_array(hand.weak_camera)
     msg.vertices = _float32_array(hand.vertices)
+    msg.depth_source = Hand.DEPTH_FROM_SENSOR if hand.depth_source == DEPTH_FROM_SENSOR else Hand.DEPTH_FROM_MODEL
+    msg.depth_residual = float(hand.depth_residual)
+    msg.depth_samples = int(hand.depth_samples)
     return msg
 
 

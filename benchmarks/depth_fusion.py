@@ -7,7 +7,8 @@ hand shape) at 0.3-1.5 m before a 640x480 camera (f = 600 px), depth noise 0.15 
 10 % holes, flying pixels at edges, a background plane and an occluder; the monocular estimate is
 the true hand scaled by 0.6-1.4 about the camera centre. Prints the wrist depth error (mm) of the
 monocular estimate and of the fused one, per distance, for the mesh (ACR: visible vertices) and the
-joints (MediaPipe: 5x5 patches around the 21 joints), and the fusion's cost per hand.
+joints (MediaPipe: 5x5 patches around the 21 joints, the wrist's setting the distance), and the
+fusion's cost per hand.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # the synthetic scenes
 
-from acr_ros.acr.depth import fit_hand_depth, visible_points  # noqa: E402
+from acr_ros.acr.depth import fit_hand_depth, fuse_hand, visible_points  # noqa: E402
+from acr_ros.acr.hands import HandResult  # noqa: E402
 from support.depth_scenes import CAMERA, HEIGHT, WIDTH, posed_hands, render_scene  # noqa: E402
 from support.synthetic_mano import write_synthetic_mano  # noqa: E402
 
@@ -53,7 +55,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         mesh = fit_hand_depth(estimate, scene.depth, CAMERA, visible=visible_points(estimate, CAMERA, WIDTH, HEIGHT))
         t1 = time.perf_counter()
-        sparse = fit_hand_depth(scene.estimate_joints, scene.depth, CAMERA, patch_radius=2, surface_offset=0.008)
+        joints_only = HandResult("right", 1.0, scene.estimate_joints, np.zeros((21, 2)), np.eye(3))
+        sparse = fuse_hand(joints_only, scene.depth, CAMERA)  # what the MediaPipe backend's hands get
         t2 = time.perf_counter()
         wrist = scene.estimate_joints[0, 2]
         rows.append((truth, abs(wrist - truth), abs(wrist * mesh.scale - truth), abs(wrist * sparse.scale - truth),

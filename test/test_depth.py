@@ -1,10 +1,13 @@
-"""Depth fusion (acr_ros.acr.depth): depth images to metres, the point z-buffer, and the fit on
-synthetic RGB-D scenes with noise, holes, flying pixels, background and an occluder."""
+"""Depth fusion (acr_ros.acr.depth): depth images and messages to metres, the point z-buffer, and the
+fit on synthetic RGB-D scenes with noise, holes, flying pixels, background and an occluder."""
+import cv2
 import numpy as np
 import pytest
+from sensor_msgs.msg import CompressedImage, Image
 
-from acr_ros.acr.depth import DepthFit, depth_image_to_metres, fit_hand_depth, visible_points
-from acr_ros.acr.hands import CameraIntrinsics
+from acr_ros.acr.depth import DepthFit, depth_image_to_metres, fit_hand_depth, fuse_hand, visible_points
+from acr_ros.acr.hands import DEPTH_FROM_MODEL, DEPTH_FROM_SENSOR, CameraIntrinsics, HandResult
+from acr_ros.image_conversion import ImageConversionError, depth_to_metres
 from support.depth_scenes import CAMERA, HEIGHT, WIDTH, posed_hands, render_scene
 
 K = CameraIntrinsics(600.0, 600.0, 319.5, 239.5)
@@ -76,3 +79,57 @@ def test_fusion_meets_the_accuracy_targets_on_synthetic_scenes(hands):
     fused, monocular = np.array(fused), np.array(monocular)
     assert np.percentile(fused, 50) <= 0.005 and np.percentile(fused, 95) <= 0.015, np.percentile(fused, [50, 95])
     assert np.percentile(monocular, 50) > 10 * np.percentile(fused, 50)  # the bench is not trivial
+
+
+def test_fuse_hand_scales_joints_and_vertices_and_keeps_the_keypoints(hands):
+    verts, joints, faces = hands
+    scene = render_scene(verts[0], joints[0], faces, np.random.default_rng(5))
+    keypoints = np.zeros((21, 2), np.float32)
+    mesh_hand = HandResult("right", 1.0, scene.estimate_joints.astype(np.float32), keypoints, np.eye(3, dtype=np.float32),
+                           vertices=scene.estimate_vertices.astype(np.float32))
+    fit = fuse_hand(mesh_hand, scene.depth, CAMERA)
+    assert fit.used and mesh_hand.depth_source == DEPTH_FROM_SENSOR and mesh_hand.depth_samples == fit.samples
+    assert mesh_hand.depth_residual == fit.residual < 0.01
+    np.testing.assert_allclose(mesh_hand.joints, scene.joints, atol=0.005)
+    np.testing.assert_allclose(mesh_hand.vertices[:, 2], scene.vertices[:, 2], atol=0.005)
+    assert mesh_hand.keypoints is keypoints
+    # Joints only (MediaPipe): the same hand placed from patches around its joints.
+    joint_hand = HandResult("right", 1.0, scene.estimate_joints.astype(np.float32), keypoints, np.eye(3, dtype=np.float32))
+    assert fuse_hand(joint_hand, scene.depth, CAMERA).used
+    assert abs(joint_hand.joints[0, 2] - scene.joints[0, 2]) < abs(scene.estimate_joints[0, 2] - scene.joints[0, 2])
+    # No depth on the hand: left as the model placed it, and said so.
+    empty = np.full_like(scene.depth, np.nan)
+    untouched = HandResult("right", 1.0, scene.estimate_joints.astype(np.float32), keypoints, np.eye(3, dtype=np.float32))
+    assert not fuse_hand(untouched, empty, CAMERA).used
+    assert untouched.depth_source == DEPTH_FROM_MODEL and np.isnan(untouched.depth_residual)
+    np.testing.assert_array_equal(untouched.joints, scene.estimate_joints.astype(np.float32))
+
+
+def _depth_msg(values: np.ndarray, encoding: str, pad: int = 0, big_endian: bool = False) -> Image:
+    dtype = values.dtype.newbyteorder(">" if big_endian else "<")
+    rows = values.astype(dtype).view(np.uint8).reshape(values.shape[0], -1)
+    rows = np.hstack([rows, np.zeros((rows.shape[0], pad), np.uint8)])
+    return Image(height=values.shape[0], width=values.shape[1], encoding=encoding, is_bigendian=big_endian,
+                 step=rows.shape[1], data=rows.tobytes())
+
+
+def test_depth_messages_become_metres():
+    millimetres = np.array([[0, 500], [1500, 20000]], dtype=np.uint16)
+    expected = np.array([[np.nan, 0.5], [1.5, np.nan]], dtype=np.float32)
+    for msg in (_depth_msg(millimetres, "16UC1"), _depth_msg(millimetres, "16UC1", pad=6),
+                _depth_msg(millimetres, "mono16", big_endian=True)):
+        np.testing.assert_array_equal(depth_to_metres(msg), expected)
+    metres = np.array([[np.nan, 0.5], [1.5, 0.0]], dtype=np.float32)
+    np.testing.assert_array_equal(depth_to_metres(_depth_msg(metres, "32FC1")), np.array([[np.nan, 0.5], [1.5, np.nan]]))
+    ok, png = cv2.imencode(".png", millimetres)
+    compressed = CompressedImage(format="16UC1; compressedDepth png",
+                                 data=np.zeros(12, np.uint8).tobytes() + png.tobytes())
+    np.testing.assert_array_equal(depth_to_metres(compressed), expected)
+    with pytest.raises(ImageConversionError, match="bgr8"):
+        depth_to_metres(_depth_msg(np.zeros((2, 2), np.uint16), "bgr8"))
+    with pytest.raises(ImageConversionError, match="expected step x height"):
+        depth_to_metres(Image(height=2, width=2, encoding="16UC1", step=4, data=b"\0" * 6))
+    with pytest.raises(ImageConversionError, match="compressedDepth"):
+        depth_to_metres(CompressedImage(format="png", data=png.tobytes()))
+    with pytest.raises(ImageConversionError, match="not a PNG"):
+        depth_to_metres(CompressedImage(format="16UC1; compressedDepth rvl", data=b"\0" * 64))

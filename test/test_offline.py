@@ -20,7 +20,7 @@ CLIP = MEDIA / "magic_clip.mp4"
 PER_HAND = {"hand_frame": (), "side": (), "score": (), "joints": (21, 3), "keypoints": (21, 2), "box": (4,),
             "wrist_position": (3,), "wrist_rotation": (3, 3), "wrist_quaternion": (4,), "global_orient": (3,),
             "finger_pose": (45,), "shape": (10,), "weak_camera": (3,), "vertices": (778, 3),
-            "joint_rotations": (21, 3, 3)}
+            "joint_rotations": (21, 3, 3), "depth_source": (), "depth_residual": (), "depth_samples": ()}
 PER_FRAME = {"frame_name": (), "frame_timestamp": (), "frame_size": (2,), "default_intrinsics": (),
              "intrinsics": (4,)}
 
@@ -185,6 +185,61 @@ def test_calibration_file_places_the_hands_and_no_intrinsics_warns_once(tmp_path
     np.testing.assert_allclose(r["intrinsics"][0], np.array([1400.0, 1400.0, 960.0, 540.0]) * width / 1920)
     assert run_cli("--inputs", folder, "-o", tmp_path / "default", "--no-render") == 0
     assert capsys.readouterr().err.count("no camera intrinsics") == 1
+
+
+def _run_with_and_without_depth(tmp_path, depth_image, *model):
+    """Results of magic.jpg (as a folder of one frame) placed by the model, then with depth_image."""
+    photos, depth = tmp_path / "photos", tmp_path / "depth"
+    photos.mkdir()
+    depth.mkdir()
+    shutil.copy(MEDIA / "magic.jpg", photos / "frame_0001.jpg")
+    camera = ["--no-render", "--intrinsics", 700, 700, 480, 270, *model]
+    assert run_cli("--inputs", photos, "-o", tmp_path / "model", *camera) == 0
+    model_results = np.load(tmp_path / "model" / "photos_results.npz")
+    cv2.imwrite(str(depth / "frame_0001.png"), depth_image(model_results))
+    assert run_cli("--inputs", photos, "-o", tmp_path / "fused", "--depth", depth, *camera) == 0
+    fused = np.load(tmp_path / "fused" / "photos_results.npz")
+    assert list(model_results["depth_source"]) == ["model"] * len(model_results["side"])
+    assert list(fused["side"]) == list(model_results["side"])
+    # Hands in the image are placed by the depth; one outside it (random weights can put one there)
+    # has no depth to use and keeps the model's distance.
+    seen = ((fused["keypoints"] >= 0) & (fused["keypoints"] < [960, 540])).all(axis=2).any(axis=1)
+    assert seen.any()
+    assert list(fused["depth_source"]) == ["depth" if s else "model" for s in seen]
+    assert np.all(fused["depth_samples"][seen] > 0)
+    # The hands moved along the camera rays: their joints project where the model's did.
+    project = lambda joints: joints[..., :2] / joints[..., 2:]  # noqa: E731
+    np.testing.assert_allclose(project(fused["joints"]), project(model_results["joints"]), atol=1e-5)
+    np.testing.assert_array_equal(fused["keypoints"], model_results["keypoints"])
+    return model_results, fused, seen
+
+
+def test_a_flat_depth_image_puts_the_wrist_at_its_distance(tmp_path):
+    """A photographed hand (MediaPipe) and a depth image of a flat surface 0.6 m away: the fused
+    wrist is at 0.6 m within the hand's thickness, whatever the monocular guess was."""
+    _, fused, seen = _run_with_and_without_depth(tmp_path, lambda _: np.full((540, 960), 600, np.uint16),
+                                                 "--backend", "mediapipe")
+    assert seen.all()
+    assert np.all(np.abs(fused["wrist_position"][:, 2] - 0.6) < 0.03), fused["wrist_position"]
+    assert np.all(np.isfinite(fused["depth_residual"]))
+
+
+def test_acr_hands_land_on_the_depth_of_their_own_surface(tmp_path, acr_checkpoint, mano_dir):
+    """ACR (random weights): a depth image of the model's own meshes at 80 % of their distance, in
+    front of a wall: the fused hands are the model's scaled by 0.8."""
+    from acr_ros.acr.hands import CameraIntrinsics
+    from support.depth_scenes import splat
+
+    def depth_of_meshes(results):
+        metres = np.full((540, 960), float(results["vertices"][..., 2].max()) + 0.5)
+        for vertices in results["vertices"]:
+            splat(metres, vertices.astype(np.float64) * 0.8, camera=CameraIntrinsics(700, 700, 480, 270))
+        return np.rint(metres * 1000).astype(np.uint16)
+
+    model_results, fused, seen = _run_with_and_without_depth(tmp_path, depth_of_meshes, "--checkpoint",
+                                                             acr_checkpoint, "--mano-dir", mano_dir)
+    np.testing.assert_allclose(fused["wrist_position"][seen], 0.8 * model_results["wrist_position"][seen], rtol=0.01)
+    assert np.all(fused["depth_residual"][seen] < 0.005)
 
 
 def test_default_inputs_are_the_samples():

@@ -20,7 +20,7 @@ from typing import Optional
 
 import numpy as np
 
-from acr_ros.acr.hands import CameraIntrinsics
+from acr_ros.acr.hands import DEPTH_FROM_SENSOR, CameraIntrinsics, HandResult
 
 # Depth values outside this range (metres) are no measurement (sensor limits of RGB-D cameras).
 MIN_DEPTH, MAX_DEPTH = 0.1, 10.0
@@ -29,12 +29,22 @@ MIN_DEPTH, MAX_DEPTH = 0.1, 10.0
 # place are visible; deeper ones are hidden by the hand itself.
 SURFACE_RADIUS = 0.006
 VISIBILITY_TOLERANCE = 0.008
-# Votes of one surface agree within the hand's visible relief plus the sensor noise, which grows
-# with the square of the distance (structured light and stereo: ~0.1-0.2 % of z² per metre).
-SURFACE_WINDOW = 0.02
+# Votes of one surface agree within the model's error in the hand's relief (a mesh's visible
+# vertices: small; joints, whose depth a monocular model guesses roughly: about the hand's
+# thickness) plus the sensor noise, which grows with the square of the distance (structured light
+# and stereo: ~0.1-0.2 % of z² per metre).
+MESH_WINDOW = 0.02
+JOINT_WINDOW = 0.05
 NOISE_PER_M2 = 0.002
 MIN_SAMPLES = 12        # fewer valid samples on the hand: keep the model's estimate
 MIN_INLIER_FRACTION = 0.3
+MIN_ANCHOR_SAMPLES = 5
+HAND_SIZE = 0.1  # metres: no part of a hand's visible surface is further than this from the rest
+# Without a mesh, the joints are sampled, each over a (2 r + 1)² patch as a joint is a single pixel;
+# they lie about this far behind the skin the camera sees. Their relative depths are a monocular
+# guess, so the wrist's own samples place the hand when they agree with the hand's surface.
+JOINT_DEPTH_BELOW_SKIN = 0.008
+JOINT_PATCH_RADIUS = 2
 
 
 @dataclass(frozen=True)
@@ -57,7 +67,7 @@ def depth_image_to_metres(image: np.ndarray, encoding: str, millimetres_per_unit
     measurement.
     """
     if encoding in ("16UC1", "mono16"):
-        metres = np.asarray(image, dtype=np.float32) * np.float32(millimetres_per_unit * 1e-3)
+        metres = np.asarray(image, dtype=np.float32) / np.float32(1000.0 / millimetres_per_unit)  # exact for mm
     elif encoding == "32FC1":
         metres = np.array(image, dtype=np.float32, copy=True)
     else:
@@ -110,7 +120,8 @@ def visible_points(points: np.ndarray, k: CameraIntrinsics, width: int, height: 
 
 def fit_hand_depth(points: np.ndarray, depth: np.ndarray, k: CameraIntrinsics,
                    visible: Optional[np.ndarray] = None, patch_radius: int = 0,
-                   surface_offset: float = 0.0) -> DepthFit:
+                   surface_offset: float = 0.0, window: float = MESH_WINDOW,
+                   anchor: Optional[int] = None) -> DepthFit:
     """The scale about the camera centre that puts a hand's visible surface on the measured depth.
 
     points: (N, 3) the hand in the camera frame (metres): mesh vertices (ACR) or joints (MediaPipe);
@@ -118,7 +129,11 @@ def fit_hand_depth(points: np.ndarray, depth: np.ndarray, k: CameraIntrinsics,
     image k describes; visible: (N,) bool, which points the camera sees (default: all that project into the image);
     patch_radius: also sample the (2 r + 1)² pixels around each point (sparse points: joints);
     surface_offset: how far in front of the points the surface the camera sees lies (metres; 0
-    for mesh vertices, about 0.008 for joint centres under the skin).
+    for mesh vertices, about 0.008 for joint centres under the skin); window: how far (metres)
+    the votes of the hand's surface may spread (MESH_WINDOW, JOINT_WINDOW), noise added;
+    anchor: the index of a point whose own agreeing samples, when there are enough, set the scale
+    (the wrist, for joints whose relative depths a model guesses roughly); the others then only
+    decide which surface is the hand's.
     """
     p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     height, width = depth.shape[:2]
@@ -132,6 +147,7 @@ def fit_hand_depth(points: np.ndarray, depth: np.ndarray, k: CameraIntrinsics,
     u = (uv[:, 0:1] + du.reshape(1, -1)).reshape(-1)
     v = (uv[:, 1:2] + dv.reshape(1, -1)).reshape(-1)
     z = np.repeat(z, du.size)
+    owner = np.repeat(np.flatnonzero(use), du.size)
     inside = (u >= 0) & (u < width) & (v >= 0) & (v < height)
     measured = np.full(u.shape, np.nan)
     measured[inside] = depth[v[inside], u[inside]]
@@ -141,19 +157,54 @@ def fit_hand_depth(points: np.ndarray, depth: np.ndarray, k: CameraIntrinsics,
         return DepthFit(False, 1.0, samples, 0, float("nan"),
                         f"{samples} valid depth samples on the hand (at least {MIN_SAMPLES} needed)")
     # Each sample votes for the scale that puts its point on its measurement.
-    measured, z = measured[valid], z[valid]
+    measured, z, owner = measured[valid], z[valid], owner[valid]
     votes = (measured + surface_offset) / z
-    ordered = np.sort(votes)
     distance = float(np.median(measured))
-    window = (SURFACE_WINDOW + 3 * NOISE_PER_M2 * distance ** 2) / float(np.median(z))  # metres -> scale
-    ends = np.searchsorted(ordered, ordered + window, side="right")
-    start = int(np.argmax(ends - np.arange(len(ordered))))  # the densest window of votes
-    centre = float(np.median(ordered[start:ends[start]]))
+    window = (window + 3 * NOISE_PER_M2 * distance ** 2) / float(np.median(z))  # metres -> scale
+    centre = _densest(votes, window)
     agreeing = np.abs(votes - centre) <= window / 2
     inliers = int(agreeing.sum())
     if inliers < max(MIN_SAMPLES, MIN_INLIER_FRACTION * samples):
         return DepthFit(False, 1.0, samples, inliers, float("nan"),
                         f"only {inliers} of {samples} depth samples agree on one surface")
+    # The anchor's own surface: the densest of its samples within a hand's size of the hand's.
+    near = (owner == anchor) & (np.abs(votes - centre) <= HAND_SIZE / float(np.median(z)))
     scale = float(np.median(votes[agreeing]))
+    if near.sum() >= MIN_ANCHOR_SAMPLES:
+        anchor_votes = votes[near]
+        anchor_centre = _densest(anchor_votes, window)
+        anchored = anchor_votes[np.abs(anchor_votes - anchor_centre) <= window / 2]
+        if len(anchored) >= MIN_ANCHOR_SAMPLES:
+            scale = float(np.median(anchored))
     residual = float(np.median(np.abs(measured[agreeing] + surface_offset - scale * z[agreeing])))
     return DepthFit(True, scale, samples, inliers, residual)
+
+
+def _densest(votes: np.ndarray, window: float) -> float:
+    """The median of the densest window of ``window`` width among the votes."""
+    ordered = np.sort(votes)
+    ends = np.searchsorted(ordered, ordered + window, side="right")
+    start = int(np.argmax(ends - np.arange(len(ordered))))
+    return float(np.median(ordered[start:ends[start]]))
+
+
+def fuse_hand(hand: HandResult, depth: np.ndarray, k: CameraIntrinsics) -> DepthFit:
+    """Places one hand with an aligned depth image (float metres, NaN unmeasured; k the intrinsics
+    the hand was placed with). With a mesh (ACR) its visible vertices are sampled, otherwise the
+    joints with small patches, the wrist's own samples setting the distance when it is visible. When the depth is used, the joints and vertices are scaled about
+    the camera centre (the keypoints and the orientation stay) and the hand records the fit;
+    otherwise the hand is left as the model placed it. Returns the fit either way."""
+    height, width = depth.shape[:2]
+    if hand.vertices is not None:
+        vertices = np.asarray(hand.vertices, dtype=np.float64)
+        fit = fit_hand_depth(vertices, depth, k, visible=visible_points(vertices, k, width, height))
+    else:
+        fit = fit_hand_depth(hand.joints, depth, k, patch_radius=JOINT_PATCH_RADIUS,
+                             surface_offset=JOINT_DEPTH_BELOW_SKIN, window=JOINT_WINDOW, anchor=0)
+    hand.depth_samples = fit.samples
+    if fit.used:
+        hand.joints = (np.asarray(hand.joints, dtype=np.float64) * fit.scale).astype(np.float32)
+        if hand.vertices is not None:
+            hand.vertices = (np.asarray(hand.vertices, dtype=np.float64) * fit.scale).astype(np.float32)
+        hand.depth_source, hand.depth_residual = DEPTH_FROM_SENSOR, fit.residual
+    return fit

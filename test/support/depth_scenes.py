@@ -57,13 +57,15 @@ def posed_hands(mano_dir: Path, count: int, seed: int) -> tuple[np.ndarray, np.n
     return out.vertices.numpy().astype(np.float64), out.joints.numpy().astype(np.float64), mano.faces("right")
 
 
-def _splat(depth: np.ndarray, points: np.ndarray, radius_m: float) -> None:
-    """Renders points as discs of radius_m into depth (in place, nearest wins)."""
-    uv = project(points, CAMERA)
+def splat(depth: np.ndarray, points: np.ndarray, radius_m: float = SURFACE_RADIUS,
+          camera: CameraIntrinsics = CAMERA) -> None:
+    """Renders points as discs of radius_m into depth (metres, in place, nearest wins)."""
+    height, width = depth.shape
+    uv = project(points, camera)
     for (u, v), z in zip(uv, points[:, 2]):
-        r = CAMERA.fx * radius_m / z
-        x0, x1 = int(max(np.floor(u - r), 0)), int(min(np.ceil(u + r) + 1, WIDTH))
-        y0, y1 = int(max(np.floor(v - r), 0)), int(min(np.ceil(v + r) + 1, HEIGHT))
+        r = camera.fx * radius_m / z
+        x0, x1 = int(max(np.floor(u - r), 0)), int(min(np.ceil(u + r) + 1, width))
+        y0, y1 = int(max(np.floor(v - r), 0)), int(min(np.ceil(v + r) + 1, height))
         if x0 >= x1 or y0 >= y1:
             continue
         yy, xx = np.mgrid[y0:y1, x0:x1]
@@ -85,7 +87,7 @@ def render_scene(vertices: np.ndarray, joints: np.ndarray, faces: np.ndarray, rn
     yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float64)
     depth = distance + rng.uniform(0.1, 0.8) + rng.uniform(-0.1, 0.1) * (xx / WIDTH - 0.5) \
         + rng.uniform(-0.1, 0.1) * (yy / HEIGHT - 0.5)
-    _splat(depth, verts, SURFACE_RADIUS)
+    splat(depth, verts)
     # An occluder (an object, the other hand) over a corner of the hand's box, 5-20 cm in front.
     uv = project(verts, CAMERA)
     (u0, v0), (u1, v1) = uv.min(axis=0), uv.max(axis=0)
