@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -474,8 +475,11 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # The node's own shutdown work, timed (the interpreter's exit that follows is not the node's).
+        started, logger = time.monotonic(), node.get_logger()
         node.shutdown()
         node.destroy_node()
+        logger.info(f"shut down in {time.monotonic() - started:.3f} s")
         rclpy.try_shutdown()
     return 0
 

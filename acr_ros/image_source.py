@@ -51,6 +51,7 @@ class ImageSource(Node):
         self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
         self.compressed_pub = (self.create_publisher(CompressedImage, "image_raw/compressed", qos)
                                if self.param("compressed") else None)
+        self.frames_published = 0
 
     def param(self, name):
         return self.get_parameter(name).value
@@ -79,6 +80,7 @@ class ImageSource(Node):
             ok, jpeg = cv2.imencode(".jpg", bgr)
             if ok:
                 self.compressed_pub.publish(CompressedImage(header=header, format="jpeg", data=jpeg.tobytes()))
+        self.frames_published += 1
 
     def wait_for_subscribers(self) -> None:
         wanted = self.param("wait_for_subscribers")
@@ -96,11 +98,13 @@ class ImageSource(Node):
                                      f"{media.kind}")
                 self._play(media)
             if not self.param("loop"):
-                # Reliable subscribers get the last frames even though this process ends now.
-                for publisher in (self.image_pub, self.info_pub, self.compressed_pub):
-                    if publisher is not None:
-                        publisher.wait_for_all_acked(Duration(seconds=2))
                 return
+
+    def flush(self) -> None:
+        """Waits (up to 2 s) until reliable subscribers have acknowledged every frame."""
+        for publisher in (self.image_pub, self.info_pub, self.compressed_pub):
+            if publisher is not None:
+                publisher.wait_for_all_acked(Duration(seconds=2))
 
     def _play(self, media) -> None:
         period = 1.0 / (self.param("rate") or media.fps or 10.0)
@@ -122,6 +126,8 @@ def main(args=None) -> int:
     node = ImageSource()
     try:
         node.run()
+        if rclpy.ok():  # the media ended: reliable subscribers get the last frames before this process ends
+            node.flush()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (FileNotFoundError, ValueError) as error:  # bad input path or unreadable media

@@ -20,8 +20,8 @@ from support.ros_harness import NodeProcess, Probe, Session, camera_info_msg, im
 def mediapipe_session(tmp_path_factory):
     session = Session(tmp_path_factory.mktemp("mp"), dict(backend="mediapipe"))
     yield session
-    code, seconds = session.close()
-    assert code == 0, session.process.log()
+    assert session.close() == 0, session.process.log()
+    seconds = session.process.shutdown_seconds()
     assert seconds < 2.0, f"SIGINT shutdown took {seconds:.2f} s"
 
 
@@ -174,7 +174,7 @@ def test_compressed_input_and_a_corrupt_jpeg(tmp_path):
         assert [hand.side for hand in msg.hands] == [Hand.LEFT]
         assert not [m for m in s.hands if m.header.stamp.sec == 1700000700]
     finally:
-        code, _ = s.close()
+        code = s.close()
     assert code == 0
 
 
@@ -189,7 +189,7 @@ def test_two_cameras_keep_their_own_stamps_and_frames(tmp_path):
         assert [h.side for h in first.hands] == [Hand.LEFT]
         assert [h.side for h in second.hands] == [Hand.RIGHT]
     finally:
-        code, _ = s.close()
+        code = s.close()
     assert code == 0
 
 
@@ -291,7 +291,7 @@ def test_acr_backend_publishes_meshes_joint_frames_and_mano(tmp_path, acr_checkp
         for before, after in zip(msg.hands, smoothed.hands):
             assert np.allclose(before.finger_pose, after.finger_pose, atol=1e-5)
     finally:
-        code, _ = s.close()
+        code = s.close()
     assert code == 0
 
 
@@ -308,9 +308,8 @@ def test_sigterm_shuts_down_within_two_seconds(tmp_path):
     s = Session(tmp_path, dict(backend="mediapipe"), name="sigterm_hands")
     s.send(image_msg(magic_bgr(), stamp=(1700001100, 0)))
     s.answer((1700001100, 0))
-    code, seconds = s.process.stop(signal.SIGTERM)
-    s.probe.close()
-    assert code == 0 and seconds < 2.0, (code, seconds, s.process.log())
+    code = s.close(signal.SIGTERM)
+    assert code == 0 and s.process.shutdown_seconds() < 2.0, s.process.log()
 
 
 @pytest.mark.parametrize("params, expected", [

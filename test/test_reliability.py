@@ -20,13 +20,14 @@ from support.soak import soak
 def session(tmp_path_factory):
     s = Session(tmp_path_factory.mktemp("reliability"), dict(backend="mediapipe"), name="reliability_hands")
     yield s
-    code, _ = s.close()
-    assert code == 0
+    assert s.close() == 0
 
 
 @pytest.mark.slow
-def test_soak_two_minutes_at_30_hz():
-    result = soak(120.0, warmup=30.0, backend="mediapipe")
+def test_soak_48_seconds_at_30_hz():
+    """docs/reliability.md's 30-minute soak, shortened for CI; memory and latency are compared after
+    a 12 s warm-up (the node's resident memory is flat after about 4 s)."""
+    result = soak(48.0, warmup=12.0, backend="mediapipe")
     print(result)
     assert result["exit_code"] == 0 and result["shutdown_seconds"] < 2.0
     assert result["rss_growth"] < 0.05, result

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,9 +51,8 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> tuple[int, float]:
-        """Sends sig; returns (exit code, seconds it took to exit)."""
-        start = time.monotonic()
+    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> int:
+        """Sends sig; returns the exit code (killed after timeout: negative)."""
         if self.alive():
             self.process.send_signal(sig)
             try:
@@ -61,7 +61,13 @@ class NodeProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
-        return self.process.returncode, time.monotonic() - start
+        return self.process.returncode
+
+    def shutdown_seconds(self) -> float:
+        """How long the hands node's own shutdown took, as it logged it (not the interpreter's exit)."""
+        found = re.findall(r"shut down in ([0-9.]+) s", self.log())
+        assert found, f"the node logged no shutdown time:\n{self.log()}"
+        return float(found[-1])
 
 
 class Probe:
@@ -188,7 +194,8 @@ class Session:
             f"no hands message with stamp {stamp}; node log:\n{self.process.log()}"
         return match()[0]
 
-    def close(self):
-        code, seconds = self.process.stop()
+    def close(self, sig=signal.SIGINT) -> int:
+        """Stops the node with sig; returns its exit code."""
+        code = self.process.stop(sig)
         self.probe.close()
-        return code, seconds
+        return code
