@@ -272,11 +272,13 @@ class HandsNode(Node):
                 self.counters.add("dropped", "a newer frame arrived before inference took this one")
             self._wake.set()
 
+        # CameraInfo first: the executor takes waiting messages in subscription order, so an image
+        # and its CameraInfo that arrive together are converted with it.
+        self.create_subscription(CameraInfo, sibling_topic(topic, "camera_info"), camera.put_info, qos)
         if self._param("compressed"):
             self.create_subscription(CompressedImage, topic + "/compressed", on_image, qos)
         else:
             self.create_subscription(Image, topic, on_image, qos)
-        self.create_subscription(CameraInfo, sibling_topic(topic, "camera_info"), camera.put_info, qos)
         return camera
 
     def _validate_parameters(self, params) -> SetParametersResult:
