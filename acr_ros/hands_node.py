@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Optional
 
@@ -271,11 +272,13 @@ class HandsNode(Node):
                 self.counters.add("dropped", "a newer frame arrived before inference took this one")
             self._wake.set()
 
+        # CameraInfo first: the executor takes waiting messages in subscription order, so an image
+        # and its CameraInfo that arrive together are converted with it.
+        self.create_subscription(CameraInfo, sibling_topic(topic, "camera_info"), camera.put_info, qos)
         if self._param("compressed"):
             self.create_subscription(CompressedImage, topic + "/compressed", on_image, qos)
         else:
             self.create_subscription(Image, topic, on_image, qos)
-        self.create_subscription(CameraInfo, sibling_topic(topic, "camera_info"), camera.put_info, qos)
         return camera
 
     def _validate_parameters(self, params) -> SetParametersResult:
@@ -474,8 +477,11 @@ def main(args=None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # The node's own shutdown work, timed (the interpreter's exit that follows is not the node's).
+        started, logger = time.monotonic(), node.get_logger()
         node.shutdown()
         node.destroy_node()
+        logger.info(f"shut down in {time.monotonic() - started:.3f} s")
         rclpy.try_shutdown()
     return 0
 

@@ -64,6 +64,7 @@ class ImageSource(Node):
                 "no camera calibration (parameters camera_info_url or fx): publishing an uncalibrated "
                 "CameraInfo (K all zeros), so consumers place hands with a default focal length and "
                 "distances can be off by a large factor")
+        self.frames_published = 0
 
     def param(self, name):
         return self.get_parameter(name).value
@@ -105,6 +106,7 @@ class ImageSource(Node):
             ok, jpeg = cv2.imencode(".jpg", bgr)
             if ok:
                 self.compressed_pub.publish(CompressedImage(header=header, format="jpeg", data=jpeg.tobytes()))
+        self.frames_published += 1
 
     def wait_for_subscribers(self) -> None:
         wanted = self.param("wait_for_subscribers")
@@ -122,11 +124,13 @@ class ImageSource(Node):
                                      f"{media.kind}")
                 self._play(media)
             if not self.param("loop"):
-                # Reliable subscribers get the last frames even though this process ends now.
-                for publisher in (self.image_pub, self.info_pub, self.compressed_pub):
-                    if publisher is not None:
-                        publisher.wait_for_all_acked(Duration(seconds=2))
                 return
+
+    def flush(self) -> None:
+        """Waits (up to 2 s) until reliable subscribers have acknowledged every frame."""
+        for publisher in (self.image_pub, self.info_pub, self.compressed_pub):
+            if publisher is not None:
+                publisher.wait_for_all_acked(Duration(seconds=2))
 
     def _play(self, media) -> None:
         period = 1.0 / (self.param("rate") or media.fps or 10.0)
@@ -153,6 +157,8 @@ def main(args=None) -> int:
         return 1
     try:
         node.run()
+        if rclpy.ok():  # the media ended: reliable subscribers get the last frames before this process ends
+            node.flush()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (FileNotFoundError, ValueError) as error:  # bad input path or unreadable media
