@@ -20,6 +20,7 @@ from acr_ros.backends import create_backend
 from acr_ros.export import main as acr_export
 from acr_ros.media import SAMPLES_DIR
 from support.random_weights import random_acr_network
+from support.tolerances import describe_failures, suite_comparison
 
 TYPES = {"scores": "tensor(float)", "cells": "tensor(int64)", "detected": "tensor(bool)",
          "params": "tensor(float)", "params_raw": "tensor(float)", "priors": "tensor(float)",
@@ -60,17 +61,8 @@ def ort_backend(acr_checkpoint, mano_dir):
 
 def assert_same_hands(a, b):
     """Two readbacks of the same images within the suite's tolerances (test_pipeline.py)."""
-    assert np.array_equal(a.detected, b.detected) and np.array_equal(a.prior_applied, b.prior_applied)
-    assert np.array_equal(a.cells[a.detected], b.cells[b.detected])
-    d = a.detected
-    np.testing.assert_allclose(a.scores[d], b.scores[d], atol=1e-5, rtol=0)
-    np.testing.assert_allclose(a.cam[d], b.cam[d], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(a.keypoints[d], b.keypoints[d], atol=0.5, rtol=0)
-    np.testing.assert_allclose(a.joints[d], b.joints[d], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(a.vertices[d], b.vertices[d], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(a.translation[d], b.translation[d], rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(a.finger_pose[d], b.finger_pose[d], atol=2e-3)
-    np.testing.assert_allclose(a.betas[d], b.betas[d], atol=1e-3)
+    comparison = suite_comparison(a, b)
+    assert comparison["within"], describe_failures(comparison)
 
 
 def test_the_backend_runs_the_network_in_onnxruntime(ort_backend):

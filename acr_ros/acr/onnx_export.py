@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import warnings
 from pathlib import Path
@@ -80,12 +81,10 @@ def export_onnx(network: Union[ACRNet, FastACR], path: Union[str, Path, None] = 
     and writes it to ``path`` when given. batch: fixed batch size, or None for a dynamic batch dimension (1 to
     MAX_DYNAMIC_BATCH). metadata: extra key/value strings stored in the model (e.g. the checkpoint).
     Raises ImportError naming the packages when onnx / onnxscript are missing."""
-    try:
-        import onnx  # noqa: F401  (the exporter needs both)
-        import onnxscript  # noqa: F401
-    except ImportError as error:
-        raise ImportError(f"ONNX export needs the onnx and onnxscript packages ({error}); "
-                          "pip install -r scripts/requirements.txt") from error
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"ONNX export needs the packages {', '.join(missing)}: pip install -r "
+                          "scripts/requirements.txt (onnx, onnxscript)")
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be at least 1 or None (dynamic), got {batch}")
     if opset < OPSET:
