@@ -31,7 +31,8 @@ fi
 
 EXTRA=""
 if compgen -G "$ROOT/.whl/*.whl" >/dev/null; then
-  EXTRA=$(mktemp -d /tmp/gpu_check_wheels.XXXXXX)
+  EXTRA=${TMPDIR:-/tmp}/acr_ros_gpu_check_wheels
+  rm -rf "$EXTRA"
   "$PY" -m pip install --quiet --no-index --no-deps --no-compile --no-cache-dir --target "$EXTRA" "$ROOT"/.whl/*.whl
 fi
 # acr_ros from this tree (acr_ros.msg is not needed by the engine), test/support as `support`.
