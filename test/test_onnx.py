@@ -69,7 +69,7 @@ def test_the_backend_runs_the_network_in_onnxruntime(ort_backend):
     backend, reason = ort_backend
     assert backend.pipeline.providers == ("CPUExecutionProvider",)
     assert backend.model == "ACR HRNet-W32 + MANO (onnxruntime: CPUExecutionProvider)"
-    assert backend.precision == "fp32" and "network fp32 (auto) on cpu" in reason
+    assert backend.precision == "fp32" and "network fp32 (auto: the onnxruntime export is fp32) on cpu" in reason
     frames = backend.reconstruct(IMAGES[:2], [None, None], [0.0, 0.0], ["a", "b"])
     assert [[h.side for h in f.hands] for f in frames] == [[LEFT, RIGHT]] * 2
 

@@ -31,6 +31,13 @@ def calibration_images() -> list[np.ndarray]:
     return [image for image in (cv2.imread(str(path)) for path in CALIBRATION_PHOTOS) if image is not None]
 
 
+def _precision_reason(options: EngineOptions) -> str:
+    """Why the precision is what it is, where nothing was measured."""
+    if options.precision != "auto":
+        return "requested"
+    return "auto: the onnxruntime export is fp32" if options.runtime == "onnxruntime" else "auto: fp16 on CUDA"
+
+
 def _hand(rows: HandRows[np.ndarray], i: int, s: int) -> HandResult:
     t = rows.translation[i, s]
     return HandResult(
@@ -70,16 +77,15 @@ class ACRBackend:
     def __init__(self, checkpoint: Union[str, Path], mano_dir: Union[str, Path],
                  options: EngineOptions = EngineOptions(), smoothing: Optional[SmoothingConfig] = None,
                  tune_process: bool = False):
-        resolve_device(options.device)  # a device that is not there fails before the model loads
+        device = resolve_device(options.device)  # a device that is not there fails before the model loads
         net = load_acr_network(checkpoint)
         mano = ManoLayer.from_directory(mano_dir)
         self.checkpoint = checkpoint_id(checkpoint)
-        if (options.precision == "auto" and options.runtime == "torch"
-                and resolve_device(options.device).type == "cpu"):
+        if options.precision == "auto" and options.runtime == "torch" and device.type == "cpu":
             self.pipeline, self.precision_reason = auto_cpu_pipeline(net, mano, options, calibration_images())
         else:
             self.pipeline = ACRPipeline(net, mano, options)
-            self.precision_reason = "auto" if options.precision == "auto" else "requested"
+            self.precision_reason = _precision_reason(options)
         self.precision = PRECISION_NAMES[self.pipeline.dtype]
         if self.pipeline.providers:
             self.model = f"{self.model} (onnxruntime: {', '.join(self.pipeline.providers)})"
