@@ -34,7 +34,7 @@ from visualization_msgs.msg import MarkerArray
 from acr_ros import ros_messages
 from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
 from acr_ros.acr.one_euro import SmoothingConfig
-from acr_ros.acr.options import PRECISIONS, EngineOptions
+from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions, parse_providers
 from acr_ros.backends import BACKENDS, THRESHOLDS, BackendOutOfMemoryError, create_backend, faces_by_side
 from acr_ros.diagnostics import Counters, LatencyStats, RateMeter
 from acr_ros.image_conversion import (
@@ -72,8 +72,15 @@ PARAMS = (
     Param("mano_dir", "", "Folder holding MANO_LEFT.pkl and MANO_RIGHT.pkl (https://mano.is.tue.mpg.de)",
           True),
     Param("device", "auto", "Inference device: auto (CUDA when available), cuda, cuda:N or cpu", True),
-    Param("precision", "auto", "Network precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
+    Param("precision", "auto", "Network precision: auto (fp16 on CUDA; on CPU fp32, or bf16 where the CPU has "
+          "native bf16 and bf16 stays within 1 px / 1 mm of fp32 on the bundled photos), fp32, fp16, bf16",
           True, choices=PRECISIONS),
+    Param("runtime", "torch", "What runs the ACR network: torch, or onnxruntime (exported to ONNX at start-up, "
+          "fp32; needs the onnxruntime package, onnxruntime-gpu for the CUDA and TensorRT providers)", True,
+          choices=RUNTIMES),
+    Param("onnx_providers", "", "With runtime onnxruntime: execution providers in order of preference, "
+          "comma-separated, e.g. 'TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider'; "
+          "empty: CUDA then CPU on a CUDA device, CPU otherwise", True),
     Param("enabled", True, "Run inference; false pauses it (frames are dropped and counted, the model "
           "stays loaded)"),
     # One confidence threshold per backend, each with its own meaning and range.
@@ -242,7 +249,9 @@ class HandsNode(Node):
             checkpoint=self._param("checkpoint"),
             mano_dir=self._param("mano_dir"),
             options=EngineOptions(device=self._param("device"), precision=self._param("precision"),
-                                  suppress_duplicate_hands=self._param("suppress_duplicate_hands")),
+                                  suppress_duplicate_hands=self._param("suppress_duplicate_hands"),
+                                  runtime=self._param("runtime"),
+                                  onnx_providers=parse_providers(self._param("onnx_providers"))),
             smoothing=self._smoothing_config(),
             tune_process=True,
         )

@@ -2,7 +2,8 @@
 
     acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID ...] [-o OUTPUT_DIR] [-t]
                 [--backend auto|acr|mediapipe] [--checkpoint wild.pkl] [--mano-dir DIR]
-                [--device auto] [--precision auto] [--threshold T] [--no-render]
+                [--device auto] [--precision auto] [--runtime torch|onnxruntime [--onnx-providers P ...]]
+                [--threshold T] [--no-render]
                 [--calibration camera.yaml | --intrinsics FX FY CX CY] [--depth DEPTH_FOLDER]
 
 Without --inputs it runs on the bundled samples (acr_ros/data/samples: its images as a folder,
@@ -57,8 +58,8 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from acr_ros.acr.options import PRECISIONS, EngineOptions
 from acr_ros.acr.depth import depth_image_to_metres, fuse_hand
+from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.backends import BACKENDS, faces_by_side
 from acr_ros.calibration import load_calibration
@@ -203,6 +204,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                        "(https://mano.is.tue.mpg.de)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (ACR)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="ACR")
+    parser.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                        help="what runs the ACR network (onnxruntime: exported to ONNX at start-up, fp32)")
+    parser.add_argument("--onnx-providers", nargs="+", default=(), metavar="PROVIDER",
+                        help="onnxruntime execution providers in order of preference (default: CUDA then CPU "
+                             "on a CUDA device, CPU otherwise)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="detection threshold (ACR: center-map peak, default 0.35; "
                              "MediaPipe: detection confidence, default 0.5)")
@@ -396,7 +402,8 @@ def main(argv=None) -> int:
         intrinsics_for = camera_intrinsics(args)
         backend, reason = create_backend(
             args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir,
-            options=EngineOptions(device=args.device, precision=args.precision),
+            options=EngineOptions(device=args.device, precision=args.precision, runtime=args.runtime,
+                                  onnx_providers=args.onnx_providers),
             detection_threshold=args.threshold, smoothing=SmoothingConfig() if args.temporal else None,
             tune_process=True, names={"checkpoint": "--checkpoint", "mano_dir": "--mano-dir"})
     except (ValueError, ImportError) as error:

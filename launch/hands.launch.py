@@ -25,6 +25,7 @@ PARAMETER_ARGUMENTS = {
     "checkpoint": "path to the ACR checkpoint wild.pkl",
     "mano_dir": "folder with MANO_LEFT.pkl and MANO_RIGHT.pkl",
     "device": "auto, cuda or cpu",
+    "runtime": "torch or onnxruntime (what runs the ACR network)",
 }
 
 

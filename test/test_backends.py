@@ -126,6 +126,7 @@ def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     class FakeACR:
         name = "acr"
         detection_threshold = 0.35
+        precision, precision_reason, device = "fp32", "requested", "cpu"
 
         def __init__(self, checkpoint, mano_dir, options, smoothing, tune_process):
             made.update(checkpoint=checkpoint, mano_dir=mano_dir, options=options, smoothing=smoothing,
@@ -138,7 +139,7 @@ def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     backend, reason = create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), options=options,
                                      detection_threshold=0.5, smoothing=smoothing)
     assert isinstance(backend, FakeACR) and backend.detection_threshold == 0.5
-    assert reason == f"ACR checkpoint and MANO files found: wild.pkl, MANO from {mano}"
+    assert reason == f"ACR checkpoint and MANO files found: wild.pkl, MANO from {mano}; network fp32 (requested) on cpu"
     assert made == dict(checkpoint=str(ckpt), mano_dir=str(mano), options=options, smoothing=smoothing,
                         tune_process=False)
     backend, reason = create_backend("acr", checkpoint=str(ckpt), mano_dir=str(mano))
