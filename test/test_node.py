@@ -227,14 +227,16 @@ def test_parameters_are_validated_and_applied_at_run_time(mediapipe_session):
     stamp = (1700000901, 0)
     mediapipe_session.send(image_msg(magic_bgr(), stamp=stamp))
     assert mediapipe_session.answer(stamp).hands == []
-    # Paused: frames are dropped (and counted), none answered; resumed: answered again.
+    # enabled false deactivates the node: unsubscribed, none answered; true: subscribed and answered again.
     assert _set_parameter(probe, "enabled", ParameterValue(type=ParameterType.PARAMETER_BOOL,
                                                            bool_value=False)).successful
+    assert probe.spin_until(lambda: mediapipe_session.images["cam0"].get_subscription_count() == 0, 10)
     paused = (1700000902, 0)
     mediapipe_session.send(image_msg(magic_bgr(), stamp=paused))
     assert not probe.spin_until(lambda: any(m.header.stamp.sec == paused[0] for m in mediapipe_session.hands), 2.0)
     assert _set_parameter(probe, "enabled", ParameterValue(type=ParameterType.PARAMETER_BOOL,
                                                            bool_value=True)).successful
+    probe.wait_for_subscribers(mediapipe_session.images["cam0"], process=mediapipe_session.process)
     resumed = (1700000903, 0)
     mediapipe_session.send(image_msg(magic_bgr(), stamp=resumed))
     mediapipe_session.answer(resumed)

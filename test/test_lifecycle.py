@@ -1,0 +1,173 @@
+"""The hands node as a managed node, driven over DDS through the standard lifecycle services (and the
+real `ros2 lifecycle` tools where installed): every transition, autostart on and off, the model kept
+over deactivate/activate and released by cleanup, shutdown from each state exiting 0."""
+from __future__ import annotations
+
+import pytest
+from sensor_msgs.msg import Image
+
+from acr_ros.msg import Hands
+from support.lifecycle import NO_ROS2_CLI, ROS2, LifecycleClient, ros2
+from support.ros_harness import RELIABLE, NodeProcess, Probe, image_msg, magic_bgr
+
+MODEL_LOADED = "hand backend:"  # the node logs this line each time configure loads a model
+
+
+class ManagedNode:
+    """A hands node process with autostart off, a probe, its lifecycle client and one camera."""
+
+    def __init__(self, tmp_path, name: str, **params):
+        self.name = name
+        self.image_topic = f"/{name}_cam/image_raw"
+        self.process = NodeProcess("acr_ros.hands_node", {
+            "backend": "mediapipe", "autostart": False, "image_topics": [self.image_topic],
+            "qos_reliability": "reliable", **params}, tmp_path, name=name)
+        self.probe = Probe(f"{name}_probe")
+        self.lifecycle = LifecycleClient(self.probe, name)
+        self.hands = self.probe.record(Hands, f"/{name}/hands")
+        self.images = self.probe.publisher(Image, self.image_topic, RELIABLE)
+        self.lifecycle.wait_for_services(self.process)
+
+    def subscribed(self) -> bool:
+        return self.images.get_subscription_count() > 0
+
+    def answers(self, stamp) -> bool:
+        """Sends the left-hand photo stamped `stamp` (once the node's subscription matched) and
+        waits for its Hands message."""
+        self.probe.wait_for_subscribers(self.images, process=self.process)
+        self.images.publish(image_msg(magic_bgr(), stamp=stamp))
+        return self.probe.spin_until(lambda: any(m.header.stamp.sec == stamp[0] for m in self.hands), 60,
+                                     self.process)
+
+    def close(self) -> int:
+        code, _ = self.process.stop()
+        self.probe.close()
+        return code
+
+
+@pytest.fixture
+def managed(tmp_path):
+    nodes = []
+
+    def start(name: str, **params) -> ManagedNode:
+        node = ManagedNode(tmp_path, name, **params)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        node.close()
+
+
+def test_every_transition_over_the_lifecycle_services(managed):
+    node = managed("managed_hands")
+    life = node.lifecycle
+    assert life.state() == "unconfigured"
+    assert MODEL_LOADED not in node.process.log()
+
+    assert life.change("configure") and life.state() == "inactive"
+    assert node.process.log().count(MODEL_LOADED) == 1
+    assert life.change("activate") and life.state() == "active"
+    assert node.answers((1700010000, 0))
+
+    # Deactivate: unsubscribed, nothing answered, the model kept.
+    assert life.change("deactivate") and life.state() == "inactive"
+    assert node.probe.spin_until(lambda: not node.subscribed(), 10)
+    node.images.publish(image_msg(magic_bgr(), stamp=(1700010001, 0)))
+    assert not node.probe.spin_until(lambda: any(m.header.stamp.sec == 1700010001 for m in node.hands), 2.0)
+    # Activate again: answering without loading the model again.
+    assert life.change("activate") and life.state() == "active"
+    assert node.answers((1700010002, 0))
+    assert node.process.log().count(MODEL_LOADED) == 1
+
+    # Cleanup releases the model and the outputs; configure loads it again.
+    assert life.change("deactivate") and life.change("cleanup") and life.state() == "unconfigured"
+    assert "model and publishers released" in node.process.log()
+    assert node.probe.spin_until(lambda: node.probe.node.count_publishers(f"/{node.name}/hands") == 0, 10)
+    assert life.change("configure") and life.state() == "inactive"
+    assert node.process.log().count(MODEL_LOADED) == 2
+
+    # Shutdown from inactive: the process ends by itself, exit code 0.
+    assert life.change("shutdown")
+    assert node.process.process.wait(timeout=30) == 0, node.process.log()
+    assert "Traceback" not in node.process.log()
+    # The transition events tell a lifecycle manager each step.
+    assert node.probe.spin_until(lambda: life.goal_states()[-2:] == ["shuttingdown", "finalized"], 10)
+    assert life.goal_states() == [
+        "configuring", "inactive", "activating", "active", "deactivating", "inactive", "activating", "active",
+        "deactivating", "inactive", "cleaningup", "unconfigured", "configuring", "inactive",
+        "shuttingdown", "finalized"]
+
+
+@pytest.mark.parametrize("state, transitions", [("unconfigured", []), ("inactive", ["configure"]),
+                                                ("active", ["configure", "activate"])])
+def test_shutdown_from_each_primary_state_exits_0(managed, state, transitions):
+    node = managed(f"shutdown_from_{state}")
+    for transition in transitions:
+        assert node.lifecycle.change(transition)
+    assert node.lifecycle.state() == state
+    if state == "active":
+        assert node.answers((1700010100, 0))
+    assert node.lifecycle.change("shutdown")
+    assert node.process.process.wait(timeout=30) == 0, node.process.log()
+    log = node.process.log()
+    assert f"shut down from {state}" in log and "Traceback" not in log
+
+
+def test_a_refused_configuration_leaves_the_node_unconfigured_and_fixable(managed):
+    """A lifecycle manager sees configure fail (one line says why), sets the parameter right and
+    configures again; the node never exits on its own."""
+    node = managed("misconfigured_hands", backend="acr", checkpoint="/nowhere/wild.pkl")
+    assert not node.lifecycle.change("configure")
+    assert node.lifecycle.state() == "unconfigured" and node.process.alive()
+    log = node.process.log()
+    assert "configure failed: ACR checkpoint not found at /nowhere/wild.pkl" in log and "Traceback" not in log
+
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = node.probe.node.create_client(SetParameters, f"/{node.name}/set_parameters")
+    assert client.wait_for_service(timeout_sec=30)
+    future = client.call_async(SetParameters.Request(parameters=[Parameter(
+        name="backend", value=ParameterValue(type=ParameterType.PARAMETER_STRING, string_value="mediapipe"))]))
+    assert node.probe.spin_until(future.done, 30) and future.result().results[0].successful
+    assert node.lifecycle.change("configure") and node.lifecycle.change("activate")
+    assert node.answers((1700010200, 0))
+
+
+def test_autostart_activates_and_enabled_false_stops_at_inactive(tmp_path):
+    """autostart (the default): active at start, as unmanaged nodes always were; with enabled false
+    at start the node is configured (model loaded) but not active."""
+    probe = Probe("autostart_probe")
+    processes = [NodeProcess("acr_ros.hands_node", dict(backend="mediapipe", image_topics=[f"/{name}/image_raw"],
+                                                        enabled=enabled), tmp_path, name=name)
+                 for name, enabled in (("autostarted_hands", True), ("autostarted_paused_hands", False))]
+    try:
+        started, paused = (LifecycleClient(probe, name) for name in ("autostarted_hands", "autostarted_paused_hands"))
+        for client, process in zip((started, paused), processes):
+            client.wait_for_services(process)
+        # The services exist before the node's start transitions have run: wait for the outcome.
+        assert probe.spin_until(lambda: started.state() == "active", 60, processes[0])
+        assert probe.spin_until(lambda: paused.state() == "inactive", 60, processes[1])
+        assert MODEL_LOADED in processes[1].log()
+    finally:
+        codes = [process.stop()[0] for process in processes]
+        probe.close()
+    assert codes == [0, 0]
+
+
+@pytest.mark.launch
+@pytest.mark.skipif(ROS2 is None, reason=NO_ROS2_CLI)
+def test_ros2_lifecycle_tools_drive_the_node(managed):
+    node = managed("cli_hands")
+    for transition in ("configure", "activate"):
+        result = ros2("lifecycle", "set", "/cli_hands", transition)
+        assert "Transitioning successful" in result.stdout, result
+    assert ros2("lifecycle", "get", "/cli_hands").stdout.strip() == "active [3]"
+    assert node.answers((1700010300, 0))
+    available = ros2("lifecycle", "list", "/cli_hands").stdout
+    assert "deactivate [4]" in available and "shutdown [7]" in available
+    for transition in ("deactivate", "cleanup", "shutdown"):
+        assert "Transitioning successful" in ros2("lifecycle", "set", "/cli_hands", transition).stdout
+    assert node.probe.spin_until(lambda: node.lifecycle.goal_states()[-2:] == ["shuttingdown", "finalized"], 10)
+    assert node.process.process.wait(timeout=30) == 0, node.process.log()
