@@ -4,6 +4,7 @@ over deactivate/activate and released by cleanup, shutdown from each state exiti
 from __future__ import annotations
 
 import pytest
+from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
 from acr_ros.msg import Hands
@@ -171,3 +172,48 @@ def test_ros2_lifecycle_tools_drive_the_node(managed):
         assert "Transitioning successful" in ros2("lifecycle", "set", "/cli_hands", transition).stdout
     assert node.probe.spin_until(lambda: node.lifecycle.goal_states()[-2:] == ["shuttingdown", "finalized"], 10)
     assert node.process.process.wait(timeout=30) == 0, node.process.log()
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU")])])
+def test_cleanup_releases_the_acr_model_and_its_accelerator_memory(device, acr_checkpoint, mano_dir):
+    """In process with the real ACR backend (random weights): after a frame, cleanup drops every
+    reference to the backend; on CUDA the allocated memory goes back to what it was before
+    configure and the cached memory is handed back to the driver."""
+    import gc
+    import weakref
+
+    import rclpy
+    import torch
+
+    from acr_ros.acr.options import EngineOptions
+    from acr_ros.backends.acr import ACRBackend
+    from acr_ros.hands_node import HandsNode, PendingFrame
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    gc.collect()
+    allocated_before = torch.cuda.memory_allocated() if device == "cuda" else 0
+    node = HandsNode(backend_factory=lambda: (ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device=device)),
+                                              "test"), context=context)
+    try:
+        assert node.start()
+        header = image_msg(magic_bgr(), stamp=(1700010400, 0)).header
+        node._process([PendingFrame(node.cameras[0], header, magic_bgr(), None)])
+        assert node.counters.get("published") == 1
+        backend = weakref.ref(node.backend)
+        if device == "cuda":
+            allocated_loaded, reserved_loaded = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
+            assert allocated_loaded > allocated_before + 50 * 2**20  # 30 M parameters in fp16, at least
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert backend() is not None  # inactive: the model stays loaded
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert backend() is None
+        if device == "cuda":
+            assert torch.cuda.memory_allocated() <= allocated_before + 2**20
+            assert torch.cuda.memory_reserved() <= reserved_loaded - 50 * 2**20
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
