@@ -104,6 +104,7 @@ def main(argv=None) -> int:
     print("| rate (Hz) | min_cutoff (Hz) | beta | lag (ms) | at rest (ms) | at median speed (ms) | "
           "jitter raw / filtered (mm) | numpy vs torch |")
     print("|---|---|---|---|---|---|---|---|")
+    speeds = []
     for rate in args.rates:
         times = np.arange(0.0, args.seconds, 1.0 / rate)
         truth, speed = sample(segments, times)
@@ -122,8 +123,9 @@ def main(argv=None) -> int:
             jitter = np.sqrt(np.mean((out[in_hold] - truth[in_hold]) ** 2)) * 1e3
             print(f"| {rate:g} | {min_cutoff:g} | {beta:g} | {lag * 1e3:.1f} | {lag_seconds(min_cutoff) * 1e3:.1f} | "
                   f"{lag_seconds(min_cutoff, beta, median_speed) * 1e3:.1f} | {raw_jitter:.2f} / {jitter:.2f} | "
-                  f"{difference:.0e} |")
-        print(f"\nmedian speed during reaches at {rate:g} Hz: {median_speed:.2f} m/s")
+                  f"{difference:.0e} |", flush=True)
+        speeds.append(f"{median_speed:.2f} m/s at {rate:g} Hz")
+    print(f"\nmedian speed during reaches: {', '.join(speeds)}")
     return 0
 
 

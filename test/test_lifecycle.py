@@ -184,9 +184,10 @@ def launch_file_installed() -> bool:
     from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
 
     try:
-        return ROS2 is not None and (Path(get_package_share_directory("acr_ros")) / "launch" / "hands.launch.py").exists()
+        share = Path(get_package_share_directory("acr_ros"))
     except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH at all
         return False
+    return ROS2 is not None and (share / "launch" / "hands.launch.py").exists()
 
 
 @pytest.mark.launch

@@ -17,8 +17,8 @@ from support.ros_harness import Probe
 
 # The ros2 command of the environment running the tests (a venv's bin, or a sourced ROS install).
 ROS2 = shutil.which("ros2", path=str(Path(sys.executable).parent)) or shutil.which("ros2")
-NO_ROS2_CLI = ("the ros2 command-line tools are not installed here (a real ROS 2 install has them; in the "
-               "pip set-up: bash ../shared/ros/launch_stack/install.sh .venv)")
+NO_ROS2_CLI = ("the ros2 command-line tools are not installed here (a real ROS 2 install has them; they are "
+               "not on PyPI)")
 
 
 class LifecycleClient:
