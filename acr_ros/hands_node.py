@@ -395,7 +395,7 @@ class HandsNode(LifecycleNode):
     def _release(self, worker_timeout: Optional[float] = None) -> None:
         """Back to unconfigured from any state: worker, subscriptions, publishers, model."""
         stopped = self._stop_worker(worker_timeout)
-        self._unsubscribe("the node was shut down")
+        self._unsubscribe("the node released its inputs (shutdown or a failed transition)")
         self._shown_sides.clear()
         self.tracker.clear()
         for publisher in self._outputs:
