@@ -1,14 +1,15 @@
-"""Two-hand reconstruction: the hands node, optionally an image source and RViz.
+"""Two-hand reconstruction: the hands node (a managed node), optionally an image source and RViz.
 
     ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
     ros2 launch acr_ros hands.launch.py source:=video input:=clip.mp4 rviz:=true
     ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
+    ros2 launch acr_ros hands.launch.py autostart:=false   # then: ros2 lifecycle set /acr_hands configure, activate
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
@@ -30,15 +31,18 @@ PARAMETER_ARGUMENTS = {
 
 
 def hands_node(context):
-    overrides = {}
+    overrides = {"autostart": LaunchConfiguration("autostart").perform(context) == "true"}
     for name in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
-    return [Node(
+    # A LifecycleNode action: launch follows its transition events and can request transitions
+    # (launch_ros.events.lifecycle.ChangeState); the node starts itself when autostart is true.
+    return [LifecycleNode(
         package="acr_ros",
         executable="hands_node",
         name="acr_hands",
+        namespace="",
         output="screen",
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=CAMERA_REMAPPINGS,
@@ -54,6 +58,10 @@ def generate_launch_description():
                               description="CameraInfo of that camera"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "hands.yaml"]),
                               description="parameters of the hands node"),
+        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
+                              description="configure and activate the hands node at start; false: a lifecycle "
+                                          "manager or `ros2 lifecycle set /acr_hands configure` (then activate) "
+                                          "drives it"),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
                               description="start RViz with config/hands.rviz"),
         DeclareLaunchArgument("source", default_value="none",

@@ -135,6 +135,7 @@ def test_out_of_memory_retries_smaller_batches():
     rclpy.init(context=context)
     backend = OutOfMemoryBackend()
     node = HandsNode(backend_factory=lambda: (backend, "fault injection"), context=context)
+    node.trigger_configure()  # loads the backend
     try:
         header = image_msg(magic_bgr()).header
         batch = [PendingFrame(Camera(f"cam{i}"), header, magic_bgr(), None) for i in range(4)]

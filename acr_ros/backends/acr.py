@@ -117,6 +117,11 @@ class ACRBackend:
             if self.smoother is not None:
                 self.smoother.reset()
 
+    def reset_side(self, stream: str, side: str) -> None:
+        with self._lock:
+            if self.smoother is not None:
+                self.smoother.reset_side(stream, SIDES.index(side))
+
     def close(self) -> None:
         """Drops the network, MANO and the smoothing state and, on CUDA, hands the cached GPU memory
         back to the driver; the backend cannot reconstruct afterwards."""

@@ -292,6 +292,11 @@ class MediaPipeBackend:
         with self._lock:
             self._close_streams()
 
+    def reset_side(self, stream: str, side: str) -> None:
+        with self._lock:
+            if stream in self._streams:
+                self._streams[stream].filters.pop(side, None)
+
     def close(self) -> None:
         """Closes every stream's MediaPipe graph (a later reconstruct would open new ones)."""
         self.reset()

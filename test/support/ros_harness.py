@@ -178,6 +178,7 @@ class Session:
                                   cli_args=["--ros-args", "-r", f"__node:={name}"],
                                   parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
             self.probe.executor.add_node(self.node)
+            assert self.node.start(), "the node did not configure and activate"  # what main() does with autostart
         self.hands = self.probe.record(Hands, f"/{name}/hands")
         self.markers = self.probe.record(MarkerArray, f"/{name}/markers")
         self.overlays = self.probe.record(Image, f"/{name}/overlay", 2)
