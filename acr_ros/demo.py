@@ -50,7 +50,7 @@ def start(module: str, params: dict, log_path: Path, name: str) -> subprocess.Po
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
-def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -84,14 +84,20 @@ class NodeStatus:
             "frames published", "frames dropped", "bad input frames", "inference errors", "internal errors"))
 
 
-def spin_until(executor, predicate, timeout: float) -> bool:
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: the demo stops its nodes and ends early."""
+
+
+def spin_until(executor, predicate, timeout: float, stop) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not predicate():
+        if stop:
+            raise Interrupted
         executor.spin_once(timeout_sec=0.1)
     return predicate()
 
 
-def play(executor, status: NodeStatus, media: Path, args) -> dict:
+def play(executor, status: NodeStatus, media: Path, args, stop) -> dict:
     """Publishes one input through the graph and records the node's output; returns its summary."""
     from rclpy.parameter import Parameter
 
@@ -105,10 +111,10 @@ def play(executor, status: NodeStatus, media: Path, args) -> dict:
         cli_args=["--ros-args", "-r", "hands:=/acr_hands/hands", "-r", "overlay:=/acr_hands/overlay"])
     executor.add_node(recorder)
     assert spin_until(executor, lambda: recorder.hands_subscription.get_publisher_count() > 0
-                      and recorder.overlay_subscription.get_publisher_count() > 0, 30), \
+                      and recorder.overlay_subscription.get_publisher_count() > 0, 30, stop), \
         "the recorder did not match the hands node's publishers"
     received_before, published_before = status.count("frames received"), status.count("frames published")
-    source = ImageSource(namespace=CAMERA_NAMESPACE, parameter_overrides=[
+    source = ImageSource(stop=stop, namespace=CAMERA_NAMESPACE, parameter_overrides=[
         Parameter(name, value=value) for name, value in {
             "source": "video" if video else "image", "input": str(media), "loop": False,
             "rate": 0.0 if video else args.rate, "repeat": 1 if video else 3,
@@ -117,15 +123,15 @@ def play(executor, status: NodeStatus, media: Path, args) -> dict:
     # The source paces its frames in a thread of its own while this one records what comes back.
     with ThreadPoolExecutor(1) as thread:
         playing = thread.submit(source.run)
-        spin_until(executor, playing.done, 600)
+        spin_until(executor, playing.done, 600, stop)
     source.destroy_node()
     playing.result()  # raises what stopped the source (e.g. unreadable media)
     # Done when the node's report says it received every frame and handled each (published,
     # dropped or refused), and the recorder holds every published frame's hands and overlay.
     spin_until(executor, lambda: status.count("frames received") - received_before >= source.frames_published
                and status.settled()
-               and len(recorder.summaries) >= status.count("frames published") - published_before, 120)
-    spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5)  # overlays trail
+               and len(recorder.summaries) >= status.count("frames published") - published_before, 120, stop)
+    spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5, stop)  # overlays trail
     path = recorder.finish()
     executor.remove_node(recorder)
     recorder.destroy_node()
@@ -152,7 +158,11 @@ def main(argv=None) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    rclpy.init()
+    from acr_ros.ros_runtime import start_ros
+
+    stop = start_ros("acr_ros_demo", [])
+    if stop is None:
+        return 1
     executor = SingleThreadedExecutor()
     probe = rclpy.create_node("acr_ros_demo")
     executor.add_node(probe)
@@ -164,16 +174,19 @@ def main(argv=None) -> int:
     }, logs / "hands_node.log", "acr_hands")
     summaries = {}
     try:
-        if not spin_until(executor, lambda: node.poll() is not None or bool(status.values), 300):
+        if not spin_until(executor, lambda: node.poll() is not None or bool(status.values), 300, stop):
             raise RuntimeError("the hands node did not come up")
         if node.poll() is not None:
             print((logs / "hands_node.log").read_text(), file=sys.stderr)
             return 1
         for media in inputs:
             print(f"playing {media.name} ...", flush=True)
-            summaries[media.name] = play(executor, status, media, args)
+            summaries[media.name] = play(executor, status, media, args, stop)
+    except Interrupted:
+        print(f"acr_ros_demo: stopped by {stop.name}; outputs so far in {args.output_dir.resolve()}", file=sys.stderr)
+        return 128 + stop.signal  # the shell's convention for a program ended by a signal
     finally:
-        stop(node)
+        stop_process(node)
         executor.shutdown()
         probe.destroy_node()
         rclpy.try_shutdown()

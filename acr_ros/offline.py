@@ -50,6 +50,7 @@ These are the per-hand fields of acr_ros/Hand (joint order: acr_ros.acr.hands.JO
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -381,7 +382,30 @@ def camera_intrinsics(args) -> IntrinsicsFor:
     return lambda width, height: None
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def interrupt_once(number, frame):
+    """SIGINT and SIGTERM stop the run as Ctrl-C does (the input in progress is saved); any later one
+    is ignored, so the saving is never cut short with a traceback."""
+    for other in STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    previous = {number: signal.signal(number, interrupt_once) for number in STOP_SIGNALS}
+    try:
+        return run(argv)
+    except KeyboardInterrupt:  # outside an input's processing (which saves what it did and ends)
+        print("acr_offline: stopped", file=sys.stderr)
+        return 130
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def run(argv=None) -> int:
     args = parse_args(argv)
     from acr_ros.acr.one_euro import SmoothingConfig
     from acr_ros.backends import create_backend
