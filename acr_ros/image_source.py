@@ -32,7 +32,7 @@ class ImageSource(Node):
     def __init__(self, stop: StopRequest | None = None, **node_options):
         """stop: once set (a stop signal, see acr_ros.ros_runtime), nothing more is published."""
         super().__init__("image_source", **node_options)
-        self.stop = stop or StopRequest()
+        self.stop = stop if stop is not None else StopRequest()  # a StopRequest is falsy until set
         parameters = {
             "source": ("auto", "auto (from input), webcam, video, folder or image"),
             "input": ("0", "webcam id, video file, image folder or image file"),

@@ -387,7 +387,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def interrupt_once(number, frame):
     """SIGINT and SIGTERM stop the run as Ctrl-C does (the input in progress is saved); any later one
-    is ignored, so the saving is never cut short with a traceback."""
+    is ignored, so that neither the saving nor the interpreter's exit is cut short (Python puts
+    handled signals back to their default action when it exits, but leaves ignored ones ignored)."""
     for other in STOP_SIGNALS:
         signal.signal(other, signal.SIG_IGN)
     raise KeyboardInterrupt
@@ -401,8 +402,9 @@ def main(argv=None) -> int:
         print("acr_offline: stopped", file=sys.stderr)
         return 130
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        if signal.getsignal(signal.SIGINT) is interrupt_once:  # not stopped: callers get theirs back
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def run(argv=None) -> int:

@@ -25,7 +25,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class StopRequest:
-    """Set by the first SIGINT or SIGTERM; later ones change nothing (no exception, no traceback)."""
+    """Set by the first SIGINT or SIGTERM; later ones are ignored. Ignored, not just absorbed: Python's
+    own finalization puts handled signals back to their default action (a second Ctrl-C arriving
+    while the interpreter exits would kill the process, exit code -2), but leaves ignored ones
+    ignored. The clean-up this leaves to finish is bounded (the hands node's worker gets 1.5 s);
+    launch's escalation to SIGKILL still ends a process that hangs."""
 
     def __init__(self):
         self._event = threading.Event()
@@ -36,8 +40,9 @@ class StopRequest:
             signal.signal(number, self._on_signal)
 
     def _on_signal(self, number, frame) -> None:
-        if self.signal is None:
-            self.signal = number
+        for other in STOP_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
+        self.signal = number
         self._event.set()
 
     def __bool__(self) -> bool:
@@ -59,23 +64,17 @@ def start_ros(program: str, args=None) -> Optional[StopRequest]:
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except RCLError as error:
-        print(f"{program}: cannot start: {rcl_reason(error)} (arguments: {' '.join(ros_arguments(args))})",
-              file=sys.stderr)
+        print(f"{program}: cannot start: {rcl_reason(error)}", file=sys.stderr)
         return None
     return stop
 
 
 def rcl_reason(error: Exception) -> str:
-    """rcl's message without its source locations and internal context ("..., at /path/rcl/x.c:123")."""
-    text = " ".join(str(error).split())
+    """rcl's message on one line, without its source locations (", at /path/rcl/x.c:123")."""
+    text = " ".join(str(error).split()).removeprefix("failed to initialize rcl: ")
     for marker in (", at /", ", at ./"):
         text = text.split(marker)[0]
     return text
-
-
-def ros_arguments(args=None) -> list[str]:
-    argv = sys.argv if args is None else args
-    return argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
 
 
 def unknown_parameters(node) -> list[str]:
