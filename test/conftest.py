@@ -27,3 +27,12 @@ def acr_checkpoint(tmp_path_factory) -> Path:
     from support.random_weights import write_random_checkpoint
 
     return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "wild.pkl", seed=0, detect="both")
+
+
+@pytest.fixture(scope="session")
+def colcon_workspace(tmp_path_factory) -> Path:
+    """The repository built by colcon once per session (test/support/colcon.py): the install space that
+    `ros2 launch acr_ros ...`, `ros2 run` and `colcon test` use."""
+    from support.colcon import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("ws"))

@@ -3,7 +3,6 @@ Jazzy, then the node run from the install space, talking over DDS."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,27 +20,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    colcon = shutil.which("colcon", path=str(PREFIX / "bin")) or shutil.which("colcon")
-    if colcon is None:
-        pytest.fail("colcon is not installed (scripts/setup.sh installs it)")
-    ws = tmp_path_factory.mktemp("ws")
-    (ws / "src").mkdir()
-    # The package as colcon finds it in a workspace: the repository's tracked files.
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for name in files.split():
-        target = ws / "src" / "acr_ros" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, target)
-    env = dict(os.environ, AMENT_PREFIX_PATH=str(PREFIX), CMAKE_PREFIX_PATH=str(PREFIX),
-               PATH=f"{PREFIX / 'bin'}:{os.environ['PATH']}")
-    result = subprocess.run(
-        [colcon, "build", "--packages-select", "acr_ros", "--event-handlers", "console_direct-",
-         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}"],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return ws
+def workspace(colcon_workspace) -> Path:
+    return colcon_workspace
 
 
 def test_colcon_installs_interfaces_nodes_launch_and_config(workspace):
