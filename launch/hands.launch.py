@@ -52,7 +52,9 @@ def check_params_file(context):
     except OSError as error:
         raise LaunchRefused(f"params_file:={path}: cannot read it ({error.strerror})") from None
     except yaml.YAMLError as error:
-        raise LaunchRefused(f"params_file:={path}: not valid YAML ({' '.join(str(error).split())})") from None
+        mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None) or "unreadable"
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise LaunchRefused(f"params_file:={path}: not valid YAML ({where}{problem})") from None
     if not isinstance(parameters, dict) or not all(
             isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict)
             for section in parameters.values()):
