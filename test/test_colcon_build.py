@@ -6,10 +6,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
 from acr_ros.msg import Hands
+from support.colcon import environment
 from support.ros_harness import RELIABLE, Probe, image_msg, magic_bgr
 
 
@@ -75,3 +77,19 @@ def test_sourced_workspace_imports_its_own_copy(workspace, tmp_path):
     assert result.returncode == 0, result.stderr
     node_file, msg_file = result.stdout.split()
     assert node_file.startswith(str(install)) and msg_file.startswith(str(install))
+
+
+def test_colcon_test_runs_the_registered_tests(workspace):
+    """`colcon test` runs the package's registered pytest test against the colcon build. A small
+    selection (PYTEST_ADDOPTS, which ament's pytest runner passes on): the whole suite is what
+    scripts/test.sh runs, and running it twice would double CI's time."""
+    env = dict(environment(), PYTEST_ADDOPTS="-k 'test_tracks or test_interfaces'")
+    result = subprocess.run([str(PREFIX / "bin" / "colcon"), "test", "--packages-select", "acr_ros",
+                             "--event-handlers", "console_direct-"],
+                            cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = ElementTree.parse(workspace / "build" / "acr_ros" / "test_results" / "acr_ros"
+                               / "acr_ros_tests.xunit.xml").getroot()
+    suite = report if report.tag == "testsuite" else report.find("testsuite")
+    assert int(suite.get("tests")) >= 5, result.stdout[-4000:]
+    assert suite.get("failures") == "0" and suite.get("errors") == "0", result.stdout[-4000:]
