@@ -202,11 +202,16 @@ def test_ros2_launch_starts_a_managed_node(colcon_workspace, tmp_path, autostart
             if probe.spin_until(lambda: bool(hands), 2.0):
                 break
         assert hands, launch.log()
+        if autostart == "false":  # a manager shuts the node down: the launch ends with it, exit 0
+            assert life.change("shutdown")
     finally:
-        launch.ctrl_c()  # what ctrl-c does: SIGINT to the launch and its nodes
+        if autostart == "true":
+            launch.ctrl_c()  # what ctrl-c does: SIGINT to the launch and its nodes
         code = launch.wait(60)
         probe.close()
     assert code == 0 and "process has finished cleanly" in launch.log()
+    if autostart == "false":
+        assert "the hands node (acr_hands) exited" not in launch.log()  # a clean exit is no error
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
