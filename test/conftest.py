@@ -11,6 +11,18 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 
 
+def pytest_configure(config):
+    """scripts/test.sh sets ACR_ROS_EXPECT_LAUNCH where set-up installed the launch stack: there, a
+    missing ros2 is an error, not a reason to skip the launch tests."""
+    if os.environ.get("ACR_ROS_EXPECT_LAUNCH") == "1":
+        import shutil
+        import sys
+
+        if not (shutil.which("ros2", path=str(Path(sys.executable).parent)) or shutil.which("ros2")):
+            raise pytest.UsageError("ACR_ROS_EXPECT_LAUNCH=1 but there is no ros2 command: the launch tests "
+                                    "would skip (run scripts/setup.sh; it installs ../shared/ros/launch_stack)")
+
+
 
 @pytest.fixture(scope="session")
 def mano_dir(tmp_path_factory) -> Path:
