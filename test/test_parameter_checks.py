@@ -34,8 +34,11 @@ def test_an_unknown_command_line_parameter_is_named(tmp_path):
     program = Program(["-m", "acr_ros.image_source", "--ros-args", "-r", "image_raw:=/param_check/image_raw",
                        "-p", "source:=image", "-p", f"input:={SAMPLES_DIR / 'magic.jpg'}", "-p", "depth_topic:=/d",
                        "-p", "frame_idd:=cam"], tmp_path / "source.log")
-    program.wait_for_output("unknown parameter 'frame_idd'", 60)
-    code, _ = program.stop([2], 20)
+    try:
+        program.wait_for_output("unknown parameter 'frame_idd'", 60)
+        code, _ = program.stop([2], 20)
+    finally:
+        program.kill()
     log = program.log()
     assert code == 0, log
     assert "unknown parameter 'frame_idd' ignored (this node has no such parameter); did you mean 'frame_id'?" in log

@@ -9,6 +9,7 @@ README promises through the time it logs ("shut down in X s"), which excludes th
 """
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -27,6 +28,20 @@ SIGINT, SIGTERM = signal.SIGINT, signal.SIGTERM
 STOPS = {"SIGINT": [SIGINT], "SIGINT twice": [SIGINT, SIGINT], "SIGTERM": [SIGTERM]}
 
 
+@pytest.fixture
+def run(tmp_path):
+    """Starts a program (Program's arguments) that is killed after the test if still running."""
+    programs = []
+
+    def start(command: list[str], log_name: str) -> Program:
+        programs.append(Program(command, tmp_path / log_name))
+        return programs[-1]
+
+    yield start
+    for program in programs:
+        program.kill()
+
+
 def assert_clean(program: Program, code: int, seconds: float, expected_codes) -> None:
     log = program.log()
     assert code in expected_codes, f"exit code {code}:\n{log}"
@@ -35,9 +50,9 @@ def assert_clean(program: Program, code: int, seconds: float, expected_codes) ->
 
 
 @pytest.mark.parametrize("stop", STOPS)
-def test_hands_node(tmp_path, stop):
-    program = Program(["-m", "acr_ros.hands_node", "--ros-args", "-r", "__node:=signal_hands", "-p",
-                       "backend:=mediapipe", "-p", "image_topics:=['/signal_cam/image_raw']"], tmp_path / "node.log")
+def test_hands_node(run, stop):
+    program = run(["-m", "acr_ros.hands_node", "--ros-args", "-r", "__node:=signal_hands", "-p",
+                   "backend:=mediapipe", "-p", "image_topics:=['/signal_cam/image_raw']"], "node.log")
     program.wait_for_output("active: subscribed to")
     code, seconds = program.stop(STOPS[stop], EXIT_BOUND_S * 2)
     assert_clean(program, code, seconds, {0})
@@ -46,11 +61,11 @@ def test_hands_node(tmp_path, stop):
 
 
 @pytest.mark.parametrize("stop", STOPS)
-def test_image_source_while_publishing(tmp_path, stop):
-    topic = f"/signal_source_{stop.replace(' ', '_')}"
-    program = Program(["-m", "acr_ros.image_source", "--ros-args", "-r", f"image_raw:={topic}/image_raw",
-                       "-r", f"camera_info:={topic}/camera_info", "-p", "source:=image",
-                       "-p", f"input:={SAMPLES_DIR / 'magic.jpg'}", "-p", "rate:=30.0"], tmp_path / "source.log")
+def test_image_source_while_publishing(run, stop):
+    topic = f"/signal_source_{os.getpid()}_{stop.replace(' ', '_')}"  # no other run's source answers
+    program = run(["-m", "acr_ros.image_source", "--ros-args", "-r", f"image_raw:={topic}/image_raw",
+                   "-r", f"camera_info:={topic}/camera_info", "-p", "source:=image",
+                   "-p", f"input:={SAMPLES_DIR / 'magic.jpg'}", "-p", "rate:=30.0"], "source.log")
     probe = Probe("signal_source_probe")
     try:
         images = probe.record(Image, f"{topic}/image_raw", qos_profile_sensor_data)
@@ -62,9 +77,9 @@ def test_image_source_while_publishing(tmp_path, stop):
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
-def test_hands_recorder(tmp_path, stop):
-    program = Program(["-m", "acr_ros.hands_recorder", "--ros-args", "-r", "hands:=/signal_rec/hands",
-                       "-p", f"output_dir:={tmp_path}"], tmp_path / "recorder.log")
+def test_hands_recorder(run, tmp_path, stop):
+    program = run(["-m", "acr_ros.hands_recorder", "--ros-args", "-r", "hands:=/signal_rec/hands",
+                   "-p", f"output_dir:={tmp_path}"], "recorder.log")
     probe = Probe("signal_recorder_probe")
     try:
         assert probe.spin_until(lambda: probe.node.count_subscribers("/signal_rec/hands") > 0, 60), program.log()
@@ -76,9 +91,8 @@ def test_hands_recorder(tmp_path, stop):
 
 
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
-def test_demo(tmp_path, stop):
-    program = Program(["-m", "acr_ros.demo", "--backend", "mediapipe", "-o", str(tmp_path / "out")],
-                      tmp_path / "demo.log")
+def test_demo(run, tmp_path, stop):
+    program = run(["-m", "acr_ros.demo", "--backend", "mediapipe", "-o", str(tmp_path / "out")], "demo.log")
     program.wait_for_output("playing", 300)
     code, seconds = program.stop(STOPS[stop], EXIT_BOUND_S * 3)  # it stops its hands node too
     assert_clean(program, code, seconds, {CONVENTIONAL[STOPS[stop][0]]})
@@ -87,11 +101,10 @@ def test_demo(tmp_path, stop):
 
 
 @pytest.mark.parametrize("stop", ["SIGINT twice", "SIGTERM"])
-def test_offline(tmp_path, stop):
+def test_offline(run, tmp_path, stop):
     """Stopped while it works on the clip: what it did is saved (exit 0), or, stopped before, 130."""
-    program = Program(["-m", "acr_ros.offline", "--backend", "mediapipe", "--inputs",
-                       str(SAMPLES_DIR / "magic_clip.mp4"), "-o", str(tmp_path / "out"), "--quiet"],
-                      tmp_path / "offline.log")
+    program = run(["-m", "acr_ros.offline", "--backend", "mediapipe", "--inputs",
+                   str(SAMPLES_DIR / "magic_clip.mp4"), "-o", str(tmp_path / "out"), "--quiet"], "offline.log")
     program.wait_for_output("backend:")
     code, seconds = program.stop(STOPS[stop], EXIT_BOUND_S * 2)
     assert_clean(program, code, seconds, {0, 130})

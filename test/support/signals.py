@@ -35,6 +35,13 @@ class Program:
             assert time.monotonic() < deadline, f"no {text!r} after {timeout} s:\n{self.log()}"
             time.sleep(0.1)
 
+    def kill(self) -> None:
+        """Whatever happened in the test, the process does not outlive it."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
     def stop(self, signals: list[int], timeout: float) -> tuple[int, float]:
         """Sends the signals 0.3 s apart; returns the exit code and the seconds from the first signal
         to the exit (killed after timeout: AssertionError)."""
