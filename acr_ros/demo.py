@@ -91,7 +91,7 @@ class Interrupted(Exception):
 def spin_until(executor, predicate, timeout: float, stop) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not predicate():
-        if stop:
+        if stop.requested:
             raise Interrupted
         executor.spin_once(timeout_sec=0.1)
     return predicate()

@@ -760,7 +760,7 @@ def main(args=None) -> int:
         started, logger = time.monotonic(), node.get_logger()
         node.shutdown()
         node.destroy_node()
-        logger.info(f"shut down in {time.monotonic() - started:.3f} s" + (f" ({stop.name})" if stop else ""))
+        logger.info(f"shut down in {time.monotonic() - started:.3f} s" + (f" ({stop.name})" if stop.requested else ""))
         executor.shutdown()
         rclpy.try_shutdown()
     return code

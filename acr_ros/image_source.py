@@ -32,7 +32,7 @@ class ImageSource(Node):
     def __init__(self, stop: StopRequest | None = None, **node_options):
         """stop: once set (a stop signal, see acr_ros.ros_runtime), nothing more is published."""
         super().__init__("image_source", **node_options)
-        self.stop = stop if stop is not None else StopRequest()  # a StopRequest is falsy until set
+        self.stop = stop or StopRequest()
         parameters = {
             "source": ("auto", "auto (from input), webcam, video, folder or image"),
             "input": ("0", "webcam id, video file, image folder or image file"),
@@ -129,7 +129,7 @@ class ImageSource(Node):
                 return
 
     def running(self) -> bool:
-        return rclpy.ok(context=self.context) and not self.stop
+        return rclpy.ok(context=self.context) and not self.stop.requested
 
     def flush(self) -> None:
         """Waits (up to 2 s) until reliable subscribers have acknowledged every frame."""
@@ -166,7 +166,7 @@ def main(args=None) -> int:
     warn_unknown_parameters(node)
     try:
         node.run()
-        if not stop:  # the media ended: reliable subscribers get the last frames before this process ends
+        if not stop.requested:  # the media ended: reliable subscribers get the last frames before this process ends
             node.flush()
     except (FileNotFoundError, ValueError) as error:  # bad input path or unreadable media
         node.get_logger().fatal(str(error))

@@ -45,7 +45,8 @@ class StopRequest:
         self.signal = number
         self._event.set()
 
-    def __bool__(self) -> bool:
+    @property
+    def requested(self) -> bool:
         return self._event.is_set()
 
     def wait(self, timeout: float) -> bool:
@@ -101,5 +102,5 @@ def warn_unknown_parameters(node) -> list[str]:
 def spin_until_stopped(executor, stop: StopRequest, done=lambda: False, period: float = 0.1) -> None:
     """Spins until a stop signal or done(); wakes every `period` s, since a Python signal handler
     runs only when the main thread is back from rcl's wait."""
-    while not stop and not done():
+    while not stop.requested and not done():
         executor.spin_once(timeout_sec=period)

@@ -19,8 +19,8 @@ class Launch:
     def __init__(self, workspace: Path, log_path: Path, *arguments: str):
         self.log_path = log_path
         self._log = open(log_path, "w")
-        self.process = subprocess.Popen(sourced(workspace, ["ros2", "launch", "acr_ros", "hands.launch.py", *arguments]),
-                                        stdout=self._log, stderr=subprocess.STDOUT, env=environment(),
+        command = sourced(workspace, ["ros2", "launch", "acr_ros", "hands.launch.py", *arguments])
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=environment(),
                                         start_new_session=True)
         self.group = self.process.pid  # start_new_session: the launch leads its own group
 
