@@ -51,6 +51,16 @@ class Launch:
             except ProcessLookupError:
                 return
 
+    def terminate_group(self) -> None:
+        """SIGTERM to every process of the group, as systemd stops a service (KillMode=control-group)."""
+        os.killpg(self.group, signal.SIGTERM)
+
+    def wait_until_group_gone(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return not self.group_alive()
+
     def wait(self, timeout: float = 60.0) -> int:
         """The launch's exit code; on timeout everything of the group is killed and AssertionError raised."""
         try:
