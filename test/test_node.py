@@ -44,8 +44,9 @@ def fake_session(tmp_path, request):
     session = Session(tmp_path, dict(diagnostics_period=0.1, **getattr(request, "param", {})),
                       name="logic_hands", backend=FakeBackend())
     yield session
+    backend = session.node.backend
     session.close()
-    assert session.node.backend.closed  # shutdown releases the model
+    assert backend.closed and session.node.backend is None  # shutdown releases the model
 
 
 ENCODINGS = ["bgr8", "rgb8", "bgra8", "rgba8", "yuv422_yuy2", "uyvy", "mono8"]

@@ -219,7 +219,7 @@ def test_diagnostics_report_each_stage_and_the_smoothing_lag(scripted_node):
 def session(tmp_path_factory):
     s = Session(tmp_path_factory.mktemp("poses"), dict(backend="mediapipe"), name="poses_hands")
     yield s
-    code, _ = s.close()
+    code = s.close()
     assert code == 0
 
 
