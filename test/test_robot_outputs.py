@@ -111,14 +111,15 @@ def scripted_node():
 
     context = rclpy.Context()
     rclpy.init(context=context)
+    nodes = []
 
     def start(script):
         node = HandsNode(backend_factory=lambda: (ScriptedBackend(script), "scripted"), context=context)
+        nodes.append(node)
         assert node.start()
         return node
 
-    nodes = []
-    yield lambda script: nodes.append(start(script)) or nodes[-1]
+    yield start
     for node in nodes:
         node.shutdown()
         node.destroy_node()
