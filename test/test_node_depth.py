@@ -1,0 +1,72 @@
+"""The hands node with an aligned depth image (depth_topics), over DDS with a real photo and the
+MediaPipe backend: a flat depth image behind the photographed hand sets the hand's distance."""
+import numpy as np
+import pytest
+
+from acr_ros.backends import create_backend
+from acr_ros.msg import Hand
+from support.depth_topics import flat_depth_msg
+from support.ros_harness import RELIABLE, Session, camera_info_msg, image_msg, magic_bgr
+from sensor_msgs.msg import Image
+
+WIDTH, HEIGHT, FOCAL = 640, 360, 500.0
+
+
+@pytest.fixture(scope="module")
+def depth_session(tmp_path_factory):
+    name = "depth_hands"
+    session = Session(tmp_path_factory.mktemp("depth"),
+                      dict(depth_topics=[f"/{name}_cam0/depth/image_raw"], diagnostics_period=0.2),
+                      name=name, backend=create_backend("mediapipe")[0])
+    session.depth = session.probe.publisher(Image, f"/{name}_cam0/depth/image_raw", RELIABLE)
+    session.probe.wait_for_subscribers(session.depth)
+    yield session
+    session.close()
+
+
+def send_depth(session, msg):
+    """Publishes a depth image and waits until the node holds it (its pairing is by stamp)."""
+    session.depth.publish(msg)
+    stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+    pairing = session.node.cameras[0].depth
+    assert session.probe.spin_until(lambda: pairing.partner(stamp_ns, 0) is not None, 10)
+
+
+def wrist_z(hand) -> float:
+    return hand.joints[0].z
+
+
+def test_a_flat_depth_image_puts_the_wrist_at_its_distance(depth_session):
+    s = depth_session
+    stamp = (1700001000, 0)
+    send_depth(s, flat_depth_msg(WIDTH, HEIGHT, 600, stamp))
+    s.send(image_msg(magic_bgr(), stamp=stamp), info=camera_info_msg(WIDTH, HEIGHT, FOCAL, stamp=stamp))
+    hand = s.answer(stamp).hands[0]
+    assert hand.depth_source == Hand.DEPTH_FROM_SENSOR
+    # The wrist joint lies about a hand's half thickness behind the wall's surface.
+    assert wrist_z(hand) == pytest.approx(0.6, abs=0.03)
+    assert hand.wrist_pose.position.z == pytest.approx(wrist_z(hand), abs=1e-4)  # the pose follows
+    # The residual: how far the other joints' monocular depths sit from a flat wall (a hand is not flat).
+    assert hand.depth_samples >= 12 and 0 <= hand.depth_residual < 0.1
+    assert s.probe.spin_until(lambda: float(s.status().get("fusion p50 (ms)", 0)) > 0, 10)  # its own stage
+
+
+def test_a_frame_without_a_depth_partner_keeps_the_model_placement_and_is_counted(depth_session):
+    s = depth_session
+    send_depth(s, flat_depth_msg(WIDTH, HEIGHT, 600, (1700001100, 0)))
+    stamp = (1700001101, 0)  # a second later: beyond depth_max_time_difference
+    s.send(image_msg(magic_bgr(), stamp=stamp), info=camera_info_msg(WIDTH, HEIGHT, FOCAL, stamp=stamp))
+    hand = s.answer(stamp).hands[0]
+    assert hand.depth_source == Hand.DEPTH_FROM_MODEL and np.isnan(hand.depth_residual)
+    assert s.probe.spin_until(lambda: int(s.status().get("frames without a depth partner", 0)) >= 1, 10)
+
+
+def test_a_depth_image_of_another_size_is_refused_and_said_why(depth_session):
+    s = depth_session
+    stamp = (1700001200, 0)
+    send_depth(s, flat_depth_msg(WIDTH // 2, HEIGHT // 2, 600, stamp))
+    s.send(image_msg(magic_bgr(), stamp=stamp), info=camera_info_msg(WIDTH, HEIGHT, FOCAL, stamp=stamp))
+    assert s.answer(stamp).hands[0].depth_source == Hand.DEPTH_FROM_MODEL
+    assert s.probe.spin_until(lambda: "320x180" in s.status().get("last refused depth", ""), 10)
+    assert int(s.status()["depth images refused"]) >= 1
+

@@ -1,0 +1,57 @@
+"""The hands node's inputs over DDS (FakeBackend in this process): qos_reliability auto follows the
+publishers, and the diagnostics say what each camera delivers."""
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from support.fake_backend import FakeBackend
+from support.ros_harness import Session, camera_info_msg, image_msg, magic_bgr
+
+
+@pytest.fixture
+def auto_session(tmp_path):
+    session = Session(tmp_path, dict(qos_reliability="auto", diagnostics_period=0.1),
+                      name="auto_hands", backend=FakeBackend())
+    yield session
+    session.close()
+
+
+def test_auto_reliability_follows_the_publishers(auto_session):
+    s = auto_session
+    image = s.node.cameras[0].image_input
+    # The session's publishers are reliable: the node re-subscribes reliably.
+    assert s.probe.spin_until(lambda: image.reliability == ReliabilityPolicy.RELIABLE, 10)
+    stamp = (1700002000, 0)
+    s.send(image_msg(magic_bgr(), stamp=stamp), info=camera_info_msg(640, 360, 500.0, stamp=stamp))
+    assert s.answer(stamp).hands
+    assert s.probe.spin_until(lambda: s.status().get("input /auto_hands_cam0/image_raw", "").startswith("reliable"), 10)
+    # A best-effort publisher joins: a reliable subscription would never hear it.
+    best_effort = s.probe.publisher(Image, "/auto_hands_cam0/image_raw",
+                                    QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+    assert s.probe.spin_until(lambda: image.reliability == ReliabilityPolicy.BEST_EFFORT, 10)
+    s.probe.wait_for_subscribers(best_effort)
+    stamp = (1700002001, 0)
+    best_effort.publish(image_msg(magic_bgr(), stamp=stamp))
+    assert s.answer(stamp, timeout=20).hands
+
+
+def test_diagnostics_warn_on_default_intrinsics_and_name_grey_input(auto_session):
+    s = auto_session
+    stamp = (1700002100, 0)
+    s.send(image_msg(magic_bgr(), "mono8", stamp=stamp))  # no CameraInfo
+    s.answer(stamp)
+    key = "input /auto_hands_cam0/image_raw"
+    assert s.probe.spin_until(lambda: "default intrinsics" in s.status().get(key, ""), 10)
+    assert "mono8 (grey: replicated to 3 channels" in s.status()[key]
+    latest = s.reports()[-1]
+    assert latest.level == DiagnosticStatus.WARN and "default intrinsics" in latest.message
+
+
+def test_diagnostics_warn_when_a_publisher_sends_nothing_and_while_inactive(auto_session):
+    s = auto_session
+    # The session's publishers exist but send nothing.
+    assert s.probe.spin_until(lambda: "no frame arrived" in (s.reports() or [DiagnosticStatus()])[-1].message, 15)
+    s.node.trigger_deactivate()
+    assert s.probe.spin_until(lambda: s.reports()[-1].message.startswith("inactive"), 10)
+    assert s.reports()[-1].level == DiagnosticStatus.WARN
