@@ -41,11 +41,12 @@ def mediapipe_session(tmp_path_factory):
 @pytest.fixture
 def fake_session(tmp_path, request):
     """A node in this process with a FakeBackend (session.node.backend), diagnostics at 10 Hz."""
+    backend = FakeBackend()
     session = Session(tmp_path, dict(diagnostics_period=0.1, **getattr(request, "param", {})),
-                      name="logic_hands", backend=FakeBackend())
+                      name="logic_hands", backend=backend)
     yield session
     session.close()
-    assert session.node.backend.closed  # shutdown releases the model
+    assert backend.closed  # shutdown releases the model (and the node lets go of it)
 
 
 ENCODINGS = ["bgr8", "rgb8", "bgra8", "rgba8", "yuv422_yuy2", "uyvy", "mono8"]
