@@ -3,11 +3,13 @@ MediaPipe backend: a flat depth image behind the photographed hand sets the hand
 import numpy as np
 import pytest
 
+from sensor_msgs.msg import CompressedImage, Image
+
 from acr_ros.backends import create_backend
+from acr_ros.hands_node import depth_topics_problem
 from acr_ros.msg import Hand
-from support.depth_topics import flat_depth_msg
+from support.depth_topics import compressed_depth_msg, flat_depth_msg
 from support.ros_harness import RELIABLE, Session, camera_info_msg, image_msg, magic_bgr
-from sensor_msgs.msg import Image
 
 WIDTH, HEIGHT, FOCAL = 640, 360, 500.0
 
@@ -15,20 +17,25 @@ WIDTH, HEIGHT, FOCAL = 640, 360, 500.0
 @pytest.fixture(scope="module")
 def depth_session(tmp_path_factory):
     name = "depth_hands"
+    # cam0: raw 16UC1 depth; cam1: the same as compressedDepth.
+    topics = {"cam0": (Image, f"/{name}_cam0/depth/image_raw"),
+              "cam1": (CompressedImage, f"/{name}_cam1/depth/image_raw/compressedDepth")}
     session = Session(tmp_path_factory.mktemp("depth"),
-                      dict(depth_topics=[f"/{name}_cam0/depth/image_raw"], diagnostics_period=0.2),
-                      name=name, backend=create_backend("mediapipe")[0])
-    session.depth = session.probe.publisher(Image, f"/{name}_cam0/depth/image_raw", RELIABLE)
-    session.probe.wait_for_subscribers(session.depth)
+                      dict(depth_topics=[topic for _, topic in topics.values()], diagnostics_period=0.2),
+                      topics=tuple(topics), name=name, backend=create_backend("mediapipe")[0])
+    session.depth = {camera: session.probe.publisher(msg_type, topic, RELIABLE)
+                     for camera, (msg_type, topic) in topics.items()}
+    for publisher in session.depth.values():
+        session.probe.wait_for_subscribers(publisher)
     yield session
     session.close()
 
 
-def send_depth(session, msg):
+def send_depth(session, msg, camera="cam0"):
     """Publishes a depth image and waits until the node holds it (its pairing is by stamp)."""
-    session.depth.publish(msg)
+    session.depth[camera].publish(msg)
     stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-    pairing = session.node.cameras[0].depth
+    pairing = session.node.cameras[list(session.depth).index(camera)].depth
     assert session.probe.spin_until(lambda: pairing.partner(stamp_ns, 0) is not None, 10)
 
 
@@ -70,3 +77,18 @@ def test_a_depth_image_of_another_size_is_refused_and_said_why(depth_session):
     assert s.probe.spin_until(lambda: "320x180" in s.status().get("last refused depth", ""), 10)
     assert int(s.status()["depth images refused"]) >= 1
 
+
+
+def test_compressed_depth_places_the_hand_too(depth_session):
+    s = depth_session
+    stamp = (1700001300, 0)
+    send_depth(s, compressed_depth_msg(flat_depth_msg(WIDTH, HEIGHT, 600, stamp)), camera="cam1")
+    s.send(image_msg(magic_bgr(), stamp=stamp), topic="cam1", info=camera_info_msg(WIDTH, HEIGHT, FOCAL, stamp=stamp))
+    hand = s.answer(stamp).hands[0]
+    assert hand.depth_source == Hand.DEPTH_FROM_SENSOR and wrist_z(hand) == pytest.approx(0.6, abs=0.03)
+
+
+def test_depth_topics_must_match_the_cameras():
+    assert depth_topics_problem(["a/image_raw"], [""]) is None               # the default: no depth
+    assert depth_topics_problem(["a/image_raw", "b/image_raw"], ["", "b/depth"]) is None
+    assert "one per camera" in depth_topics_problem(["a/image_raw", "b/image_raw"], ["a/depth"])

@@ -1,8 +1,11 @@
 """Depth images for the node tests: what an RGB-D camera's aligned depth topic carries."""
 from __future__ import annotations
 
+import struct
+
+import cv2
 import numpy as np
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 
 def flat_depth_msg(width: int, height: int, millimetres: int, stamp,
@@ -13,4 +16,14 @@ def flat_depth_msg(width: int, height: int, millimetres: int, stamp,
     msg.data = data.tobytes()
     msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
     msg.header.frame_id = frame_id
+    return msg
+
+
+def compressed_depth_msg(image: Image) -> CompressedImage:
+    """A 16UC1 depth image as image_transport's compressedDepth: a 12-byte header, then a 16-bit PNG."""
+    millimetres = np.frombuffer(bytes(image.data), dtype="<u2").reshape(image.height, image.width)
+    ok, png = cv2.imencode(".png", millimetres)
+    assert ok
+    msg = CompressedImage(header=image.header, format="16UC1; compressedDepth png")
+    msg.data = struct.pack("<iff", 0, 0.0, 0.0) + png.tobytes()
     return msg
