@@ -2,6 +2,7 @@
 
     python test/support/frame_delivery.py [--seconds 5] [--rate 30]
     FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA python test/support/frame_delivery.py   # both ends inherit it
+    FASTRTPS_DEFAULT_PROFILES_FILE=config/fastdds_large_frames.xml python test/support/frame_delivery.py
 
 The node runs as its own process with its real (MediaPipe) backend; a probe publishes frames at a
 fixed rate and the node's `frames received` diagnostic (its image callback) counts what arrived.
@@ -81,7 +82,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=30.0)
     args = parser.parse_args()
-    transports = os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT")
+    profile = os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE")
+    transports = Path(profile).name if profile else os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "DEFAULT")
     print("| Fast DDS transports | publisher | node qos_reliability | size | published | received |")
     print("|---|---|---|---|---|---|")
     for publisher, node in (("reliable", "auto"), ("reliable", "best_effort"), ("best_effort", "auto")):
