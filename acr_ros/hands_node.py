@@ -753,8 +753,9 @@ class HandsNode(LifecycleNode):
             self.get_logger().warning(reason, throttle_duration_sec=5.0)
             return
         for hand in result.hands:
-            if not fuse_hand(hand, metres, result.intrinsics).used:
-                self.counters.add("depth_unplaced")
+            fit = fuse_hand(hand, metres, result.intrinsics)
+            if not fit.used:
+                self.counters.add("depth_unplaced", fit.reason)
         self.stage_latency["fusion"].add(time.perf_counter() - start)
 
     def _reconstruct(self, batch: list[PendingFrame]) -> list[Optional[FrameResult]]:
@@ -907,6 +908,7 @@ class HandsNode(LifecycleNode):
             values.update({
                 "frames without a depth partner": str(self.counters.get("depth_unpaired")),
                 "hands the depth could not place": str(self.counters.get("depth_unplaced")),
+                "why the last one was not placed": self.counters.reason("depth_unplaced"),
                 "depth images refused": str(self.counters.get("bad_depth")),
                 "last refused depth": self.counters.reason("bad_depth"),
             })

@@ -92,3 +92,13 @@ def test_depth_topics_must_match_the_cameras():
     assert depth_topics_problem(["a/image_raw"], [""]) is None               # the default: no depth
     assert depth_topics_problem(["a/image_raw", "b/image_raw"], ["", "b/depth"]) is None
     assert "one per camera" in depth_topics_problem(["a/image_raw", "b/image_raw"], ["a/depth"])
+
+
+def test_a_hand_without_depth_under_it_keeps_the_model_placement_and_says_why(depth_session):
+    s = depth_session
+    stamp = (1700001400, 0)
+    send_depth(s, flat_depth_msg(WIDTH, HEIGHT, 0, stamp))  # 0: no measurement anywhere
+    s.send(image_msg(magic_bgr(), stamp=stamp), info=camera_info_msg(WIDTH, HEIGHT, FOCAL, stamp=stamp))
+    hand = s.answer(stamp).hands[0]
+    assert hand.depth_source == Hand.DEPTH_FROM_MODEL and hand.depth_samples == 0
+    assert s.probe.spin_until(lambda: "valid depth samples" in s.status().get("why the last one was not placed", ""), 10)
