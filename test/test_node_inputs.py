@@ -13,6 +13,11 @@ from support.ros_harness import Session, camera_info_msg, image_msg, magic_bgr
 def auto_session(tmp_path):
     session = Session(tmp_path, dict(qos_reliability="auto", diagnostics_period=0.1),
                       name="auto_hands", backend=FakeBackend())
+    # The session's publishers are reliable: auto re-subscribes reliably within a second; the
+    # tests start once it has and the new subscriptions have matched.
+    inputs = session.node.cameras[0].inputs
+    assert session.probe.spin_until(lambda: all(i.reliability == ReliabilityPolicy.RELIABLE for i in inputs), 10)
+    session.probe.spin_until(lambda: False, 0.5)
     yield session
     session.close()
 
@@ -20,8 +25,7 @@ def auto_session(tmp_path):
 def test_auto_reliability_follows_the_publishers(auto_session):
     s = auto_session
     image = s.node.cameras[0].image_input
-    # The session's publishers are reliable: the node re-subscribes reliably.
-    assert s.probe.spin_until(lambda: image.reliability == ReliabilityPolicy.RELIABLE, 10)
+    assert image.reliability == ReliabilityPolicy.RELIABLE  # reliable publishers (the fixture waited for it)
     stamp = (1700002000, 0)
     s.send(image_msg(magic_bgr(), stamp=stamp), info=camera_info_msg(640, 360, 500.0, stamp=stamp))
     assert s.answer(stamp).hands
@@ -55,3 +59,19 @@ def test_diagnostics_warn_when_a_publisher_sends_nothing_and_while_inactive(auto
     s.node.trigger_deactivate()
     assert s.probe.spin_until(lambda: s.reports()[-1].message.startswith("inactive"), 10)
     assert s.reports()[-1].level == DiagnosticStatus.WARN
+
+
+def test_a_first_frame_waits_for_its_late_camera_info_and_the_fallback_is_warned_once(auto_session, capfd):
+    s = auto_session
+    stamp = (1700002200, 0)
+    s.images["cam0"].publish(image_msg(magic_bgr(), stamp=stamp))  # the frame overtakes its CameraInfo
+    s.probe.spin_until(lambda: False, 0.3)
+    s.infos["cam0"].publish(camera_info_msg(640, 360, 500.0, stamp=stamp))
+    assert not s.answer(stamp).default_intrinsics  # it waited (camera_info_timeout 1 s), not fell back
+    for second in (1, 2):  # a camera_info that says uncalibrated: the default, warned once
+        stamp = (1700002200 + second, 0)
+        info = camera_info_msg(640, 360, 500.0, stamp=stamp)
+        info.k = [0.0] * 9
+        s.send(image_msg(magic_bgr(), stamp=stamp), info=info)
+        assert s.answer(stamp).default_intrinsics
+    assert capfd.readouterr().err.count("Fix: publish the camera's calibration") == 1
