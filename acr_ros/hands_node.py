@@ -211,7 +211,8 @@ def stamp_nanoseconds(stamp) -> int:
 class Input:
     """One subscription of a camera, with what re-creating it (another reliability) needs."""
 
-    topic: str              # as configured; subscription.topic_name is the resolved (remapped) name
+    topic: str              # as configured
+    resolved: str           # the topic's full name, remappings applied: what diagnostics and logs show
     msg_type: type
     callback: object
     subscription: object = None
@@ -382,7 +383,7 @@ class HandsNode(LifecycleNode):
         self._publish_mesh()
         self._follow_state(enabled=True)
         self.get_logger().info("active: subscribed to " + ", ".join(
-            f"{i.subscription.topic_name} ({qos.policy_name(i.reliability)})" for c in self.cameras for i in c.inputs))
+            f"{i.resolved} ({qos.policy_name(i.reliability)})" for c in self.cameras for i in c.inputs))
         return result
 
     @_logged
@@ -575,17 +576,20 @@ class HandsNode(LifecycleNode):
         # CameraInfo first: the executor takes waiting messages in subscription order, so an image
         # and its CameraInfo that arrive together are converted with it.
         image_type = CompressedImage if self._param("compressed") else Image
-        camera.inputs = [Input(sibling_topic(topic, "camera_info"), CameraInfo, camera.put_info),
-                         Input(self._image_topic(topic), image_type, on_image)]
+        camera.inputs = [self._input(sibling_topic(topic, "camera_info"), CameraInfo, camera.put_info),
+                         self._input(self._image_topic(topic), image_type, on_image)]
         if depth_topic:
             depth_type = CompressedImage if depth_topic.endswith("/compressedDepth") else Image
-            camera.inputs.append(Input(depth_topic, depth_type, on_depth))
+            camera.inputs.append(self._input(depth_topic, depth_type, on_depth))
         for item in camera.inputs:
-            self._connect(item, self._reliability_for(item.topic))
+            self._connect(item, self._reliability_for(item))
         return camera
 
-    def _reliability_for(self, topic: str) -> ReliabilityPolicy:
-        offered = qos.offered_reliabilities(self.get_publishers_info_by_topic(self.resolve_topic_name(topic)))
+    def _input(self, topic: str, msg_type, callback) -> Input:
+        return Input(topic, self.resolve_topic_name(topic), msg_type, callback)
+
+    def _reliability_for(self, item: Input) -> ReliabilityPolicy:
+        offered = qos.offered_reliabilities(self.get_publishers_info_by_topic(item.resolved))
         return qos.choose_reliability(self._param("qos_reliability"), offered)
 
     def _connect(self, item: Input, reliability: ReliabilityPolicy) -> None:
@@ -602,10 +606,10 @@ class HandsNode(LifecycleNode):
         reliability (a reliable camera replaced by a best-effort one, or the reverse)."""
         for camera in self.cameras:
             for item in camera.inputs:
-                reliability = self._reliability_for(item.topic)
+                reliability = self._reliability_for(item)
                 if reliability != item.reliability:
                     self.get_logger().info(
-                        f"{item.subscription.topic_name}: publishers offer {qos.policy_name(reliability)}: "
+                        f"{item.resolved}: publishers offer {qos.policy_name(reliability)}: "
                         f"re-subscribing {qos.policy_name(reliability)} (was {qos.policy_name(item.reliability)})")
                     self._connect(item, reliability)
 
@@ -686,9 +690,9 @@ class HandsNode(LifecycleNode):
         camera.default_intrinsics = intrinsics is None
         if intrinsics is None and not camera.warned_default_intrinsics:
             camera.warned_default_intrinsics = True
-            info_topic = camera.inputs[0].subscription.topic_name
+            info_topic = camera.inputs[0].resolved
             self.get_logger().warning(
-                f"{camera.image_input.subscription.topic_name}: no usable CameraInfo on {info_topic} "
+                f"{camera.image_input.resolved}: no usable CameraInfo on {info_topic} "
                 "(none arrived, K all zeros, or another size): the backend's default intrinsics place "
                 "the hands, so their distance is approximate. Fix: publish the camera's calibration "
                 "there (a driver's camera_info_url, image_source's camera_info_url, camera_calibration)")
@@ -701,7 +705,7 @@ class HandsNode(LifecycleNode):
         if camera.info_arrived.is_set() or camera.first_frame is None:
             return
         remaining = camera.first_frame + self._param("camera_info_timeout") - time.monotonic()
-        if remaining > 0 and self.count_publishers(camera.inputs[0].subscription.topic_name) > 0:
+        if remaining > 0 and self.count_publishers(camera.inputs[0].resolved) > 0:
             camera.info_arrived.wait(remaining)
 
     def _process(self, batch) -> None:
@@ -839,7 +843,7 @@ class HandsNode(LifecycleNode):
         """What is wrong with the inputs now, or ''."""
         now = time.monotonic()
         for camera in self.cameras:
-            topic = camera.image_input.subscription.topic_name
+            topic = camera.image_input.resolved
             silent = now - (camera.last_frame or camera.activated)
             if silent > self.SILENCE_S and self.count_publishers(topic) > 0:
                 return (f"{topic} has a publisher but no frame arrived for {silent:.0f} s (a QoS mismatch, "
@@ -914,7 +918,7 @@ class HandsNode(LifecycleNode):
             })
         for camera in self.cameras:
             image = camera.image_input
-            topic = image.subscription.topic_name  # resolved: remappings applied
+            topic = image.resolved
             values[f"input rate {topic} (Hz)"] = f"{camera.received.rate():.2f}"
             values[f"input {topic}"] = (f"{qos.policy_name(image.reliability)}, "
                                         f"{self._encoding_note(camera.encoding)}, "

@@ -75,3 +75,24 @@ def test_a_first_frame_waits_for_its_late_camera_info_and_the_fallback_is_warned
         s.send(image_msg(magic_bgr(), stamp=stamp), info=info)
         assert s.answer(stamp).default_intrinsics
     assert capfd.readouterr().err.count("Fix: publish the camera's calibration") == 1
+
+
+def test_inputs_are_named_by_their_remapped_topics():
+    from rclpy.parameter import Parameter
+
+    from acr_ros.hands_node import HandsNode
+    from support.ros_harness import Probe
+
+    probe = Probe("remap_probe")
+    node = HandsNode(backend_factory=lambda: (FakeBackend(), "test backend"), context=probe.context,
+                     cli_args=["--ros-args", "-r", "__node:=remapped_hands", "-r", "image_raw:=/camera/color/image_raw",
+                               "-r", "camera_info:=/camera/color/camera_info"],
+                     parameter_overrides=[Parameter("image_topics", value=["image_raw"])])
+    try:
+        assert node.start()
+        # What diagnostics and logs name each input by: the topic it really reads.
+        assert [i.resolved for i in node.cameras[0].inputs] == ["/camera/color/camera_info", "/camera/color/image_raw"]
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        probe.close()
