@@ -16,8 +16,9 @@ With `autostart` (default) the node configures and activates itself at start. `e
 the lifecycle: setting it false deactivates the node, true activates it; it follows the state.
 
 Threading: subscription callbacks only store the newest message of each camera (older unprocessed
-frames are dropped and counted, never queued); one worker thread, running while the node is active,
-converts, batches the cameras' newest frames into one forward pass and publishes. Transitions run
+frames are dropped and counted, never queued) and, with depth_topics, its last depth images; one
+worker thread, running while the node is active, converts, batches the cameras' newest frames into
+one forward pass, places the hands on their depth partners and publishes. Transitions run
 on the executor thread and stop the worker before they change what it uses.
 """
 from __future__ import annotations
