@@ -96,3 +96,10 @@ def test_inputs_are_named_by_their_remapped_topics():
         node.shutdown()
         node.destroy_node()
         probe.close()
+
+
+def test_parameter_changes_are_logged(auto_session, capfd):
+    from rclpy.parameter import Parameter
+
+    auto_session.node.set_parameters([Parameter("track_timeout", value=3.5)])
+    assert "parameter track_timeout set to 3.5" in capfd.readouterr().err
