@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from acr_ros.backends import BACKENDS
-from acr_ros.media import VIDEO_SUFFIXES, sample_inputs
+from acr_ros.media import VIDEO_SUFFIXES, VideoSource, sample_inputs
 
 CAMERA_NAMESPACE = "/demo_camera"  # the source publishes image_raw and camera_info in it
 
@@ -99,9 +99,14 @@ def play(executor, status: NodeStatus, media: Path, args) -> dict:
     from acr_ros.image_source import ImageSource
 
     video = media.suffix.lower() in VIDEO_SUFFIXES
+    recording = [Parameter("output_dir", value=str(args.output_dir)), Parameter("name", value=media.stem),
+                 Parameter("video", value=video)]
+    if video:  # the mp4 plays at the clip's own rate
+        clip = VideoSource(media)
+        recording.append(Parameter("fps", value=float(clip.fps)))
+        clip.close()
     recorder = HandsRecorder(
-        parameter_overrides=[Parameter("output_dir", value=str(args.output_dir)),
-                             Parameter("name", value=media.stem), Parameter("video", value=video)],
+        parameter_overrides=recording,
         cli_args=["--ros-args", "-r", "hands:=/acr_hands/hands", "-r", "overlay:=/acr_hands/overlay"])
     executor.add_node(recorder)
     assert spin_until(executor, lambda: recorder.hands_subscription.get_publisher_count() > 0

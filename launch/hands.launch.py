@@ -1,6 +1,8 @@
 """Two-hand reconstruction: the hands node (a managed node), optionally an image source and RViz.
 
     ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
+    ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info \
+        depth_topic:=/camera/aligned_depth_to_color/image_raw        # RGB-D: metric hands
     ros2 launch acr_ros hands.launch.py source:=video input:=clip.mp4 rviz:=true
     ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
     ros2 launch acr_ros hands.launch.py autostart:=false   # then: ros2 lifecycle set /acr_hands configure, activate
@@ -36,6 +38,9 @@ def hands_node(context):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
+    depth_topic = LaunchConfiguration("depth_topic").perform(context)
+    if depth_topic:
+        overrides["depth_topics"] = [depth_topic]
     # A LifecycleNode action: launch follows its transition events and can request transitions
     # (launch_ros.events.lifecycle.ChangeState); the node starts itself when autostart is true.
     return [LifecycleNode(
@@ -56,6 +61,9 @@ def generate_launch_description():
                               description="camera image topic (sensor_msgs/Image)"),
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
                               description="CameraInfo of that camera"),
+        DeclareLaunchArgument("depth_topic", default_value="",
+                              description="depth image registered to that camera (e.g. "
+                              "/camera/aligned_depth_to_color/image_raw); empty: no depth"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "hands.yaml"]),
                               description="parameters of the hands node"),
         DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
