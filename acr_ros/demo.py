@@ -59,31 +59,6 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
             process.kill()
 
 
-class NodeStatus:
-    """Follows the hands node's /diagnostics to know when it has finished every frame it got."""
-
-    def __init__(self, node):
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self.values: dict[str, str] = {}
-        self.updated_at = 0.0
-        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-
-    def _on_diagnostics(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith("acr_hands"):
-                self.values = {kv.key: kv.value for kv in status.values}
-                self.updated_at = time.monotonic()
-
-    def count(self, key: str) -> int:
-        return int(self.values.get(key, "0"))
-
-    def settled(self) -> bool:
-        received = self.count("frames received")
-        return received > 0 and received == sum(self.count(key) for key in (
-            "frames published", "frames dropped", "bad input frames", "inference errors", "internal errors"))
-
-
 def spin_until(executor, predicate, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not predicate():
@@ -91,7 +66,7 @@ def spin_until(executor, predicate, timeout: float) -> bool:
     return predicate()
 
 
-def play(executor, status: NodeStatus, media: Path, args) -> dict:
+def play(executor, media: Path, args) -> dict:
     """Publishes one input through the graph and records the node's output; returns its summary."""
     from rclpy.parameter import Parameter
 
@@ -112,7 +87,6 @@ def play(executor, status: NodeStatus, media: Path, args) -> dict:
     assert spin_until(executor, lambda: recorder.hands_subscription.get_publisher_count() > 0
                       and recorder.overlay_subscription.get_publisher_count() > 0, 30), \
         "the recorder did not match the hands node's publishers"
-    received_before, published_before = status.count("frames received"), status.count("frames published")
     source = ImageSource(namespace=CAMERA_NAMESPACE, parameter_overrides=[
         Parameter(name, value=value) for name, value in {
             "source": "video" if video else "image", "input": str(media), "loop": False,
@@ -125,12 +99,12 @@ def play(executor, status: NodeStatus, media: Path, args) -> dict:
         spin_until(executor, playing.done, 600)
     source.destroy_node()
     playing.result()  # raises what stopped the source (e.g. unreadable media)
-    # Done when the node's report says it received every frame and handled each (published,
-    # dropped or refused), and the recorder holds every published frame's hands and overlay.
-    spin_until(executor, lambda: status.count("frames received") - received_before >= source.frames_published
-               and status.settled()
-               and len(recorder.summaries) >= status.count("frames published") - published_before, 120)
-    spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5)  # overlays trail
+    if source.last_stamp is not None:
+        # The newest frame is never dropped (older ones may be, newest wins): once its hands are in,
+        # so are all the others' (one ordered topic), and only their overlays can trail.
+        last = source.last_stamp.sec + source.last_stamp.nanosec * 1e-9  # as the recorder keeps it
+        spin_until(executor, lambda: any(frame["stamp"] == last for frame in recorder.summaries), 120)
+        spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5)
     path = recorder.finish()
     executor.remove_node(recorder)
     recorder.destroy_node()
@@ -155,28 +129,30 @@ def main(argv=None) -> int:
     logs.mkdir(exist_ok=True)
 
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
 
     rclpy.init()
     executor = SingleThreadedExecutor()
     probe = rclpy.create_node("acr_ros_demo")
     executor.add_node(probe)
-    status = NodeStatus(probe)
+    reports = []  # the node's /diagnostics: it is up once it reports
+    probe.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: reports.extend(
+        status for status in msg.status if status.name.startswith("acr_hands")), 10)
     node = start("acr_ros.hands_node", {
         "backend": args.backend, "checkpoint": args.checkpoint, "mano_dir": args.mano_dir,
         "device": args.device, "image_topics": [f"{CAMERA_NAMESPACE}/image_raw"], "qos_reliability": "reliable",
-        "diagnostics_period": 0.2,  # its reports say when every frame of a sample is handled
     }, logs / "hands_node.log", "acr_hands")
     summaries = {}
     try:
-        if not spin_until(executor, lambda: node.poll() is not None or bool(status.values), 300):
+        if not spin_until(executor, lambda: node.poll() is not None or bool(reports), 300):
             raise RuntimeError("the hands node did not come up")
         if node.poll() is not None:
             print((logs / "hands_node.log").read_text(), file=sys.stderr)
             return 1
         for media in inputs:
             print(f"playing {media.name} ...", flush=True)
-            summaries[media.name] = play(executor, status, media, args)
+            summaries[media.name] = play(executor, media, args)
     finally:
         stop(node)
         executor.shutdown()
