@@ -17,9 +17,10 @@ Markers (visualization_msgs/MarkerArray), namespace ``{ns}/{frame_id}/{kind}`` (
 for an empty frame_id) with kind mesh | skeleton | joints | label and id 0 (left) or 1 (right):
 ids are stable per camera and side, so each frame's markers replace the previous ones in place.
 hand_markers() returns ADD markers for the hands present (and DELETE for a kind a present hand
-does not draw, e.g. no mesh); the caller deletes the markers of sides that disappeared with
-deletion_markers(sides, header) (the node remembers which sides it showed per camera). No
-DELETEALL: it would also wipe other publishers' markers on the same topic.
+does not draw, e.g. no mesh); the markers of sides that disappeared are deleted with
+deletion_markers(sides, header); frame_markers() does both, given the sides shown so far per camera
+(the node and the recording writer keep them). No DELETEALL: it would also wipe other publishers'
+markers on the same topic.
 
 Quaternions are (x, y, z, w), unit length, w >= 0, from acr_ros.acr.hands.rotation_to_quaternion()
 (numpy, vectorised; tf_transformations is not used even where installed: one tested code path).
@@ -326,3 +327,16 @@ def deletion_markers(sides, header, ns: str = "hands") -> MarkerArray:
     """DELETE markers for every marker kind of the given sides (hands that disappeared)."""
     return MarkerArray(markers=[_delete(header, ns, kind, side)
                                 for side in SIDES if side in set(sides) for kind in MARKER_KINDS])
+
+
+def frame_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optional[np.ndarray]],
+                  shown_sides: dict[str, set[str]]) -> MarkerArray:
+    """hand_markers() of a frame, preceded by DELETE markers for the sides shown on the previous
+    frame of the same frame_id and gone now; shown_sides (frame_id -> sides, the caller's) is updated."""
+    markers = hand_markers(frame, header, faces_by_side)
+    shown = {hand.side for hand in frame.hands}
+    gone = shown_sides.get(header.frame_id, set()) - shown
+    if gone:
+        markers.markers[:0] = deletion_markers(gone, header).markers
+    shown_sides[header.frame_id] = shown
+    return markers
