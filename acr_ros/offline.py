@@ -37,10 +37,14 @@ These are the per-hand fields of acr_ros/Hand (joint order: acr_ros.acr.hands.JO
 from __future__ import annotations
 
 import argparse
+import queue
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -48,7 +52,7 @@ import numpy as np
 from acr_ros.acr.options import PRECISIONS, EngineOptions
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.backends import BACKENDS, faces_by_side
-from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, open_media, sample_inputs
+from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, is_recording, open_media, sample_inputs
 
 DEFAULT_OUTPUT = Path("acr_output")
 
@@ -196,6 +200,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max-frames", type=int, default=None, help="stop each input after this many frames")
     parser.add_argument("--batch-size", type=int, default=1, help="frames per forward pass (video, folder)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    bags = parser.add_argument_group("recordings (rosbag2 bag directories, .mcap or .db3 files)")
+    bags.add_argument("--image-topic", help="sensor_msgs/Image or CompressedImage topic (default: the bag's only one)")
+    bags.add_argument("--camera-info-topic", help="default: the image topic's sibling camera_info, when recorded")
+    bags.add_argument("--copy-inputs", action="store_true",
+                      help="copy every input topic into the output bag, so that one file holds both")
+    bags.add_argument("--bag-overlay", action="store_true",
+                      help="write the overlay image into the output bag (raw bgr8, as the node's ~/overlay)")
     return parser.parse_args(argv)
 
 
@@ -283,6 +294,186 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
             "seconds": elapsed, "outputs": outputs, "interrupted": interrupted}
 
 
+# ---- recordings -------------------------------------------------------------------------------------
+_END = object()  # closes a queue of the recording pipeline
+
+
+@contextmanager
+def _stop_on_interrupt():
+    """An Event set by the first Ctrl-C (the run stops after the batch in flight and writes what is
+    done); a second Ctrl-C raises KeyboardInterrupt as usual."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _put(box: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
+    """Puts item into a bounded queue, waiting for room unless give_up() says the consumer is gone."""
+    while not give_up():
+        try:
+            box.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            pass
+    return False
+
+
+def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Optional[str] = None,
+                      camera_info_topic: Optional[str] = None, copy_inputs: bool = False, bag_overlay: bool = False,
+                      render: bool = True, intrinsics: Optional[CameraIntrinsics] = None, batch_size: int = 1,
+                      max_frames: Optional[int] = None, quiet: bool = False) -> dict:
+    """Every frame of a recording's image topic, in order, into NAME_hands/ (an MCAP bag),
+    NAME_results.npz and NAME_output.mp4; returns a summary dict ("problems": what failed).
+
+    Three stages overlap: a thread reads, converts and pairs the images, this thread runs the
+    backend on batches of batch_size frames, a thread writes. The queues between them keep the
+    recording's order, so the outputs do not depend on timing. Raises RecordingError (one line
+    naming the file) when the recording or its topics are unusable.
+    """
+    from tqdm import tqdm
+
+    from acr_ros.recordings import HandsBag, InputMessage, Recording, RecordedFrame, read_frames
+    from acr_ros.render import draw_hands
+
+    def warn(message: str) -> None:
+        tqdm.write(f"acr_offline: {message}", file=sys.stderr)
+
+    recording = Recording(spec)
+    try:
+        selection = recording.select(image_topic, camera_info_topic, copy_inputs)
+        name = recording.name
+        faces = faces_by_side(backend)
+        bag = HandsBag(output_dir / f"{name}_hands", recording, selection, backend, faces, overlay=bag_overlay)
+    except BaseException:
+        recording.close()
+        raise
+    for note in recording.notes:
+        warn(note)
+    if selection.camera_info is None and intrinsics is None:
+        warn(f"{recording.path}: no camera_info for {selection.image.name}: the default intrinsics are used, "
+             "depth is approximate (--camera-info-topic or --intrinsics to give them)")
+    for skipped in bag.skipped:
+        warn(f"{recording.path}: not copied: {skipped}")
+    recorder = ResultsRecorder(backend)
+    video = (VideoOutput(output_dir / f"{name}_output.mp4", recording.frame_rate(selection.image) or 30.0)
+             if render else None)
+    total = selection.image.count or None
+    if max_frames is not None:
+        total = min(total or max_frames, max_frames)
+    bar = tqdm(total=total, desc=name, unit="frame", disable=True if quiet else None)
+    unusable: dict[str, int] = {}       # reason -> frames
+    backend.static_image_mode = False  # a recording is a video: track
+    backend.reset()
+
+    def write(segment: list, results: list) -> None:
+        results = iter(results)
+        for item in segment:
+            if isinstance(item, InputMessage):
+                bag.copy(item)
+                continue
+            if item.problem:
+                if item.problem not in unusable:
+                    warn(f"{recording.path}: image {item.index} on {selection.image.name} is unusable: {item.problem}")
+                unusable[item.problem] = unusable.get(item.problem, 0) + 1
+                bar.update(1)
+                continue
+            result = next(results)
+            result.hands = [hand for hand in result.hands if hand.is_finite()]  # as the node: no NaN out
+            overlay = draw_hands(item.image, result, faces) if video is not None or bag_overlay else None
+            bag.add(item, result, overlay)
+            height, width = item.image.shape[:2]
+            recorder.add(f"{name}_{item.index:06d}", item.timestamp, width, height, result)
+            if video is not None:
+                video.write(overlay)
+            bar.update(1)
+
+    inbox: queue.Queue = queue.Queue(maxsize=4 * batch_size + 64)
+    outbox: queue.Queue = queue.Queue(maxsize=2)
+    halt = threading.Event()
+    failures: list[BaseException] = []  # raised in the threads (bugs, not bad data)
+
+    def read() -> None:
+        try:
+            for item in read_frames(recording, selection, max_frames, warn=warn):
+                if intrinsics is not None and isinstance(item, RecordedFrame):
+                    item.intrinsics = intrinsics
+                if not _put(inbox, item, halt.is_set):
+                    return
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            _put(inbox, _END, halt.is_set)
+
+    def write_all() -> None:
+        try:
+            while (job := outbox.get()) is not _END:
+                write(*job)
+        except BaseException as error:
+            failures.append(error)
+
+    reader = threading.Thread(target=read, name=f"{name}_read", daemon=True)
+    writer = threading.Thread(target=write_all, name=f"{name}_write", daemon=True)
+    started = time.perf_counter()
+    interrupted = False
+    with _stop_on_interrupt() as stop:
+        reader.start()
+        writer.start()
+        try:
+            segment, frames = [], []  # items in record order since the last batch; its usable frames
+            while not stop.is_set() and not failures:
+                try:
+                    item = inbox.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is not _END:
+                    segment.append(item)
+                    if isinstance(item, RecordedFrame) and not item.problem:
+                        frames.append(item)
+                if len(frames) >= max(1, batch_size) or (item is _END and segment):
+                    results = backend.reconstruct([f.image for f in frames], [f.intrinsics for f in frames],
+                                                  [f.timestamp for f in frames],
+                                                  [selection.image.name] * len(frames)) if frames else []
+                    _put(outbox, (segment, results), lambda: not writer.is_alive())
+                    segment, frames = [], []
+                if item is _END:
+                    break
+            interrupted = stop.is_set()
+        except KeyboardInterrupt:  # the second Ctrl-C: the batch in flight is lost
+            interrupted = True
+        finally:
+            halt.set()
+            _put(outbox, _END, lambda: not writer.is_alive())
+            writer.join()
+            reader.join()
+            bar.close()
+            if video is not None:
+                video.close()
+            bag.close()
+            recording.close()
+    if failures:
+        raise failures[0]
+    elapsed = time.perf_counter() - started
+    outputs = [bag.path] + ([video.path] if video is not None and video.frames else [])
+    outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
+    problems = [f"{recording.path}: {count} unusable image(s) skipped: {reason}" for reason, count in unusable.items()]
+    if recording.damage:
+        problems.append(recording.damage)
+    return {"input": spec, "name": name, "frames": recorder.num_frames, "hands": recorder.num_hands,
+            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "problems": problems}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from acr_ros.acr.one_euro import SmoothingConfig
@@ -306,20 +497,38 @@ def main(argv=None) -> int:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     status = 0
     for spec in inputs:
-        try:
-            source = open_media(spec, folder_fps=args.fps, max_frames=args.max_frames)
-        except (OSError, ValueError) as error:
-            print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
-            status = 1
-            continue
-        summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics,
-                                args.batch_size, args.max_frames, args.quiet)
+        if is_recording(spec):
+            from acr_ros.recordings import RecordingError
+
+            try:
+                summary = process_recording(
+                    backend, str(spec), args.output_dir, image_topic=args.image_topic,
+                    camera_info_topic=args.camera_info_topic, copy_inputs=args.copy_inputs,
+                    bag_overlay=args.bag_overlay, render=not args.no_render, intrinsics=intrinsics,
+                    batch_size=args.batch_size, max_frames=args.max_frames, quiet=args.quiet)
+            except RecordingError as error:  # names the file and what is wrong
+                print(f"acr_offline: {error}", file=sys.stderr)
+                status = 1
+                continue
+        else:
+            try:
+                source = open_media(spec, folder_fps=args.fps, max_frames=args.max_frames)
+            except (OSError, ValueError) as error:
+                print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
+                status = 1
+                continue
+            summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics,
+                                    args.batch_size, args.max_frames, args.quiet)
         rate = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
         print(f"{summary['name']}: {summary['frames']} frame(s), {summary['hands']} hand(s), "
               f"{rate:.1f} frames/s" + (" (interrupted)" if summary["interrupted"] else ""))
         for path in summary["outputs"]:
             print(f"  {path}")
+        for problem in summary.get("problems", ()):
+            print(f"acr_offline: {problem}", file=sys.stderr)
+            status = 1
         if summary["interrupted"]:
+            status = 130
             break
     backend.close()
     return status

@@ -1,0 +1,623 @@
+"""Recordings in, a bag of hands out: rosbag2 bags (sqlite3 or MCAP storage) and single .mcap files.
+
+Reading and writing use rosbags (pure Python, pinned in scripts/requirements.txt). Messages cross
+into rclpy as raw CDR: rclpy.serialization turns the recorded bytes of an Image into the same
+message object a subscription delivers, so the node's conversions apply unchanged; the outputs are
+the node's own messages (ros_messages), serialized.
+
+    recording = Recording("my_bag/")                  # RecordingError: one line naming the file
+    selection = recording.select(image_topic=None)    # the bag's only image topic, its camera_info
+    for item in read_frames(recording, selection):    # InputMessage | RecordedFrame, record order
+        ...
+    with HandsBag("out/my_bag_hands", recording, selection, backend) as bag:
+        bag.copy(message); bag.add(frame, result, overlay)
+
+Reading
+    A directory with metadata.yaml is a rosbag2 bag (any number of storage files); a directory
+    without one (the recorder was killed before writing it) is read through its .mcap / .db3
+    files directly, in name order; a .mcap or .db3 file on its own is one storage file.
+    Damaged storage is read up to the damage: an MCAP file cut short (no summary or footer) is
+    scanned from the start; a truncated sqlite3 file is read in insertion order through a VFS
+    that pads it to the size its header records (SQLite refuses shorter files). Where reading
+    stops early, Recording.damage says where and why.
+Pairing
+    An image is paired with the CameraInfo of its exact stamp; failing that, the newest one read
+    so far. Images wait for their CameraInfo up to PAIRING_WINDOW_NS of record time (a driver
+    may record it just after the image), so the pairing depends on the recording only.
+Writing (HandsBag, MCAP storage)
+    {prefix}/hands, /tf, {prefix}/markers, {prefix}/overlay (optional), {prefix}/mesh (ACR, once):
+    the node's topics and messages, each stamped with its source image's stamp and written at the
+    image's record time; /tf_static of the input passed through (all of it, so that the camera's
+    static transforms are there), and with copy_inputs every input topic, at their record times.
+"""
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import apsw
+import numpy as np
+from rclpy.serialization import deserialize_message, serialize_message
+from rosbags.interfaces import (Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat, Qos,
+                                QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
+from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2.metadata import parse_qos
+from rosbags.rosbag2.reader import DirectoryReader
+from rosbags.rosbag2.storage_mcap import McapReader
+from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
+
+from acr_ros import ros_messages
+from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
+from acr_ros.cdr import PaddingWalker
+from acr_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, bgr_to_image, compressed_to_bgr,
+                                      image_to_bgr)
+from acr_ros.media import RECORDING_SUFFIXES
+
+IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_STATIC = "/tf_static"
+DEFAULT_PREFIX = "/acr_hands"        # the node's default name: the output topics are the node's
+PAIRING_WINDOW_NS = 500_000_000      # how long (record time) an image waits for its CameraInfo
+_ACR_ROS_MESSAGES = ("Hand", "Hands", "HandMesh")
+
+
+class RecordingError(ValueError):
+    """A recording that cannot be used; ``str(error)`` names the file and says what is wrong."""
+
+
+# ---- message types ---------------------------------------------------------------------------------
+def _acr_ros_msg_dir() -> Path:
+    """This package's .msg files: installed (ament index), else the source checkout (pip set-up)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory("acr_ros")) / "msg"
+        if installed.is_dir():
+            return installed
+    except (ImportError, LookupError, OSError):  # no ament index (AMENT_PREFIX_PATH unset)
+        pass
+    return Path(__file__).resolve().parents[1] / "msg"
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """ROS 2 Jazzy's standard types plus acr_ros/msg/*: definitions and type hashes for the writer."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    folder = _acr_ros_msg_dir()
+    types = {}
+    for name in _ACR_ROS_MESSAGES:
+        types.update(get_types_from_msg((folder / f"{name}.msg").read_text(), f"acr_ros/msg/{name}"))
+    store.register(types)
+    return store
+
+
+def _qos(depth: int, durability: QosDurability = QosDurability.VOLATILE) -> Qos:
+    infinite = QosTime(9223372036, 854775807)  # how Jazzy's rosbag2 writes "no limit"
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, durability, infinite, infinite,
+               QosLiveliness.AUTOMATIC, infinite, False)
+
+
+# The node's publishers: replaying the output offers what the node would.
+OUTPUT_QOS = _qos(10)
+TF_QOS = _qos(100)
+LATCHED_QOS = _qos(1, QosDurability.TRANSIENT_LOCAL)
+
+
+# ---- damaged storage -----------------------------------------------------------------------------
+class _SalvagingMcapReader(McapReader):
+    """rosbags' MCAP reader, plus files cut short: without a valid footer and summary the file is
+    scanned from its start; reading then stops with an error at the damage."""
+
+    damage = ""
+
+    def _open(self) -> None:
+        try:
+            super()._open()
+        except ReaderError as error:
+            if not self.data_start:  # the header itself is wrong: not an MCAP file at all
+                raise
+            self.damage = f"cut short (no valid MCAP summary: {error}); reading it from the start up to the damage"
+            for table in (self.schemas, self.channels, self.chunks, self.connections):
+                table.clear()
+            self.data_end = self.bio.seek(0, 2)
+            try:
+                self.meta_scan()  # the topics; it stops where the data does
+            except (ReaderError, ValueError, TypeError):
+                pass
+
+
+class _PaddedFile(apsw.VFSFile):
+    def __init__(self, name, flags, size: int):
+        super().__init__("", name, flags)
+        self.size = size
+
+    def xFileSize(self) -> int:
+        return max(super().xFileSize(), self.size)
+
+
+class _PaddedVFS(apsw.VFS):
+    """Reports a truncated sqlite3 file at the size its header records; the missing pages read as
+    zeros (a short read), so SQLite reads every page before them instead of refusing the file."""
+
+    def __init__(self, name: str, size: int):
+        self.size = size
+        super().__init__(name, "")
+
+    def xOpen(self, name, flags):
+        return _PaddedFile(name, flags, self.size)
+
+
+class _SalvagingSqlite3Reader(Sqlite3Reader):
+    """rosbags' sqlite3 reader, plus truncated files: read through _PaddedVFS, topics from the
+    topics table, messages in insertion (= recording) order up to the damage."""
+
+    damage = ""
+    _vfs: Optional[_PaddedVFS] = None
+
+    def open(self) -> None:
+        try:
+            super().open()
+        except ReaderError as error:
+            with open(self.path, "rb") as file:
+                header = file.read(100)
+            if not header.startswith(b"SQLite format 3\x00") or len(header) < 100:
+                raise
+            page_size = int.from_bytes(header[16:18], "big")
+            page_size = 65536 if page_size == 1 else page_size
+            name = f"acr_ros_padded_{id(self)}"
+            self._vfs = _PaddedVFS(name, page_size * int.from_bytes(header[28:32], "big"))
+            try:
+                self.dbconn = apsw.Connection(f"file:{self.path}?immutable=1", vfs=name,
+                                              flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+                self.connections = self._salvaged_connections()
+            except apsw.Error as salvage_error:
+                self.close()
+                raise ReaderError(f"{error} (and its topics are unreadable: {salvage_error})") from None
+            self.damage = f"damaged ({error}); reading its messages in recording order up to the damage"
+
+    def _salvaged_connections(self) -> list[Connection]:
+        """The topics as rosbags' reader makes them (so that a bag directory's metadata matches them),
+        without the message counts, which would read every row."""
+        columns = {row[1] for row in self.dbconn.execute("PRAGMA table_info(topics)")}
+        qos = "offered_qos_profiles" if "offered_qos_profiles" in columns else "''"
+        digest = "type_description_hash" if "type_description_hash" in columns else "''"
+        rows = list(self.dbconn.execute(
+            f"SELECT id, name, type, serialization_format, {qos}, {digest} FROM topics ORDER BY id"))
+        definitions = {}
+        if self.dbconn.execute("SELECT count(*) FROM sqlite_master WHERE name='message_definitions'").fetchone()[0]:
+            definitions = {name: (encoding, text) for name, encoding, text in self.dbconn.execute(
+                "SELECT topic_type, encoding, encoded_message_definition FROM message_definitions")}
+        formats = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
+
+        def definition(msgtype: str) -> MessageDefinition:
+            encoding, text = definitions.get(msgtype, ("", ""))
+            return MessageDefinition(formats.get(encoding, MessageDefinitionFormat.NONE), text)
+
+        return [Connection(cid, topic, msgtype, definition(msgtype), digest_value or "", 0,
+                           ConnectionExtRosbag2(fmt, parse_qos(qos_value)), self)
+                for cid, topic, msgtype, fmt, qos_value, digest_value in rows]
+
+    def messages(self, connections, start=None, stop=None):
+        if not self.damage:
+            yield from super().messages(connections, start, stop)
+            return
+        wanted = {c.id: c for c in connections}
+        for cid, timestamp, data in self.dbconn.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id"):
+            if cid in wanted:
+                yield wanted[cid], timestamp, data
+
+    def close(self) -> None:
+        if self.dbconn is not None:
+            super().close()
+        if self._vfs is not None:
+            self._vfs.unregister()
+            self._vfs = None
+
+
+class _BagDirectory(DirectoryReader):
+    STORAGE_PLUGINS = {"mcap": _SalvagingMcapReader, "sqlite3": _SalvagingSqlite3Reader}
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+# ---- reading ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    msgtype: str
+    count: int                  # messages, as the recording's index says (0 when it has none)
+    connection: Connection      # the first connection: definition, type hash, offered QoS
+
+
+@dataclass(frozen=True)
+class TopicSelection:
+    image: Topic
+    camera_info: Optional[str]       # None: the recording has none for this camera
+    copied: tuple[Topic, ...]        # passed through to the output
+
+
+class Recording:
+    """A recording opened for reading (see the module documentation for what is accepted)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.notes: list[str] = []           # things the user should know (read without metadata, ...)
+        self.damage = ""                     # set when reading stopped before the end of the data
+        self._storages = []
+        if not self.path.exists():
+            raise RecordingError(f"{self.path}: no such file or directory")
+        if self.path.is_dir() and (self.path / "metadata.yaml").is_file():
+            self._storages = [_BagDirectory(self.path)]
+        else:
+            files = ([self.path] if self.path.is_file() else
+                     sorted((p for p in self.path.iterdir() if p.suffix in RECORDING_SUFFIXES), key=_natural_key))
+            if not files:
+                raise RecordingError(f"{self.path}: not a rosbag2 bag (no metadata.yaml, no .mcap or .db3 file)")
+            if self.path.is_dir():
+                self.notes.append(f"{self.path}: no metadata.yaml (the recording was not closed; `ros2 bag "
+                                  f"reindex` restores it): reading {', '.join(p.name for p in files)} directly")
+            for file in files:
+                if file.suffix not in RECORDING_SUFFIXES:
+                    raise RecordingError(f"{file}: not a recording (expected a bag directory, .mcap or .db3)")
+            self._storages = [(_SalvagingMcapReader if f.suffix == ".mcap" else _SalvagingSqlite3Reader)(f)
+                              for f in files]
+        opened = []
+        try:
+            for storage in self._storages:
+                storage.open()
+                opened.append(storage)
+        except (ReaderError, OSError, KeyError, ValueError) as error:
+            for storage in opened:
+                storage.close()
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RecordingError(f"{self.path}: cannot read it as a rosbag2 recording: {reason}") from None
+        for storage in self._parts():
+            if storage.damage:
+                self.notes.append(f"{storage.path}: {storage.damage}")
+        self.topics = self._topics()
+
+    def _parts(self):
+        """The storage readers holding the data (a bag directory's own readers)."""
+        for storage in self._storages:
+            yield from (storage.storages if isinstance(storage, DirectoryReader) else [storage])
+
+    def _topics(self) -> dict[str, Topic]:
+        topics: dict[str, Topic] = {}
+        for storage in self._storages:
+            for connection in storage.connections:
+                known = topics.get(connection.topic)
+                count = connection.msgcount + (known.count if known else 0)
+                topics[connection.topic] = Topic(connection.topic, connection.msgtype, count,
+                                                 known.connection if known else connection)
+        return topics
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path.is_file() else (self.path.resolve().name or "recording")
+
+    def frame_rate(self, topic: Topic) -> Optional[float]:
+        """Messages per second of a topic over the recording's span, None when unknown (damaged storage)."""
+        span = sum(storage.metadata.duration for storage in self._storages) * 1e-9
+        return (topic.count - 1) / span if topic.count > 1 and span > 0 else None
+
+    def image_topics(self) -> list[Topic]:
+        return [t for t in self.topics.values() if t.msgtype in IMAGE_TYPES]
+
+    def describe_image_topics(self) -> str:
+        found = self.image_topics()
+        if not found:
+            return "it has no image topics (sensor_msgs/msg/Image or CompressedImage)"
+        return "its image topics: " + ", ".join(f"{t.name} ({t.msgtype.rsplit('/', 1)[1]}, {t.count} messages)"
+                                                for t in found)
+
+    def select(self, image_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
+               copy_inputs: bool = False) -> TopicSelection:
+        """The topics to read; RecordingError when the image topic is missing, ambiguous or not an image."""
+        if not image_topic:
+            found = self.image_topics()
+            if len(found) != 1:
+                raise RecordingError(f"{self.path}: {'several' if found else 'no'} image topics; choose one "
+                                     f"with --image-topic: {self.describe_image_topics()}")
+            image = found[0]
+        elif image_topic not in self.topics:
+            raise RecordingError(f"{self.path}: no topic {image_topic}; {self.describe_image_topics()}")
+        else:
+            image = self.topics[image_topic]
+            if image.msgtype not in IMAGE_TYPES:
+                raise RecordingError(f"{self.path}: {image.name} is {image.msgtype}, not an image "
+                                     f"(sensor_msgs/msg/Image or CompressedImage); {self.describe_image_topics()}")
+        if camera_info_topic:
+            info = self.topics.get(camera_info_topic)
+            if info is None or info.msgtype != CAMERA_INFO_TYPE:
+                raise RecordingError(f"{self.path}: no {CAMERA_INFO_TYPE} topic {camera_info_topic}; its camera "
+                                     "info topics: " + (", ".join(t.name for t in self.topics.values()
+                                                                  if t.msgtype == CAMERA_INFO_TYPE) or "none"))
+        else:
+            sibling = camera_info_sibling(image.name, image.msgtype)
+            camera_info_topic = sibling if self.topics.get(sibling, None) and \
+                self.topics[sibling].msgtype == CAMERA_INFO_TYPE else None
+        copied = [t for t in self.topics.values() if copy_inputs or t.name == TF_STATIC]
+        return TopicSelection(image, camera_info_topic, tuple(copied))
+
+    def messages(self, topics) -> Iterator[tuple[str, int, bytes]]:
+        """(topic, record time ns, CDR bytes) of the given topic names in record order; stops at
+        damaged data, which it describes in self.damage."""
+        names = set(topics)
+        count = 0
+        for storage in self._storages:
+            connections = [c for c in storage.connections if c.topic in names]
+            if not connections:
+                continue
+            try:
+                for connection, timestamp, data in storage.messages(connections):
+                    count += 1
+                    yield connection.topic, timestamp, data
+            except Exception as error:  # the storage's own error at the damage: ReaderError, apsw, struct...
+                parts = storage.storages if isinstance(storage, DirectoryReader) else [storage]
+                where = parts[0].path if len(parts) == 1 else storage.path
+                self.damage = (f"{where}: unreadable after {count} messages ({type(error).__name__}: {error}); "
+                               "everything before was processed")
+                return
+
+    def close(self) -> None:
+        for storage in self._storages:
+            storage.close()
+        self._storages = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def camera_info_sibling(image_topic: str, msgtype: str) -> str:
+    """'/cam/image_raw' (and '/cam/image_raw/compressed') -> '/cam/camera_info' (image_transport's
+    convention)."""
+    base = image_topic
+    if msgtype == "sensor_msgs/msg/CompressedImage" and base.endswith("/compressed"):
+        base = base[: -len("/compressed")]
+    head, _, _ = base.rpartition("/")
+    return f"{head}/camera_info"
+
+
+@dataclass(frozen=True)
+class InputMessage:
+    """A recorded message passed through to the output unchanged."""
+
+    topic: str
+    time: int           # record time, ns
+    raw: bytes          # CDR, as recorded
+
+
+@dataclass
+class RecordedFrame:
+    """One image of the recording, converted; image None (and problem set) when it is unusable."""
+
+    index: int                                  # position among the image topic's messages
+    time: int                                   # record time, ns
+    header: Header                              # the image's stamp and frame_id: every output's
+    image: Optional[np.ndarray] = None          # BGR uint8
+    intrinsics: Optional[CameraIntrinsics] = None  # None: the backend's default camera
+    problem: str = ""
+
+    @property
+    def timestamp(self) -> float:
+        return self.header.stamp.sec + self.header.stamp.nanosec * 1e-9
+
+
+@dataclass
+class _Pending:
+    topic: str
+    time: int
+    raw: bytes
+    stamp: Optional[tuple[int, int]] = None      # images: the header stamp, for the pairing
+    index: int = -1
+
+
+def _stamp_of(raw: bytes) -> Optional[tuple[int, int]]:
+    """The header stamp of a CDR message that starts with a std_msgs/Header (after the 4-byte
+    encapsulation): sec int32, nanosec uint32. Read without deserializing the image."""
+    if len(raw) < 12:
+        return None
+    order = "little" if raw[1] == 1 else "big"
+    return int.from_bytes(raw[4:8], order, signed=True), int.from_bytes(raw[8:12], order)
+
+
+@dataclass
+class _Intrinsics:
+    """The CameraInfos read so far: by stamp, and the newest."""
+
+    by_stamp: dict = field(default_factory=dict)
+    latest: Optional[CameraInfo] = None
+
+    def add(self, info: CameraInfo) -> None:
+        self.by_stamp[(info.header.stamp.sec, info.header.stamp.nanosec)] = info
+        while len(self.by_stamp) > 1000:
+            self.by_stamp.pop(next(iter(self.by_stamp)))
+        self.latest = info
+
+    def get(self, stamp) -> Optional[CameraInfo]:
+        return self.by_stamp.get(stamp, self.latest)
+
+
+def read_frames(recording: Recording, selection: TopicSelection, max_frames: Optional[int] = None,
+                max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                warn: Callable[[str], None] = lambda message: None) -> Iterator:
+    """The selected topics in record order: InputMessage for each copied message, RecordedFrame for
+    each image (converted and paired with its CameraInfo). warn(message) is called once per kind of
+    fallback that changes results (e.g. default intrinsics for a camera_info of another size)."""
+    image_topic, info_topic = selection.image.name, selection.camera_info
+    image_class = IMAGE_TYPES[selection.image.msgtype]
+    copied = {t.name for t in selection.copied}
+    infos = _Intrinsics()
+    warned: set[str] = set()
+    pending: deque[_Pending] = deque()
+    images = 0
+
+    def warn_once(kind: str, message: str) -> None:
+        if kind not in warned:
+            warned.add(kind)
+            warn(message)
+
+    def convert(item: _Pending) -> RecordedFrame:
+        try:
+            msg = deserialize_message(item.raw, image_class)
+        except Exception as error:  # rclpy raises RMWError (a RuntimeError) with Fast CDR's reason
+            header = Header()
+            header.stamp.sec, header.stamp.nanosec = item.stamp or (0, 0)
+            return RecordedFrame(item.index, item.time, header, problem=f"cannot deserialize the image ({error})")
+        frame = RecordedFrame(item.index, item.time, msg.header)
+        try:
+            frame.image = (compressed_to_bgr(msg, max_pixels) if image_class is CompressedImage
+                           else image_to_bgr(msg, max_pixels))
+        except ImageConversionError as error:
+            frame.problem = str(error)
+            return frame
+        info = infos.get((msg.header.stamp.sec, msg.header.stamp.nanosec)) if info_topic else None
+        if info is not None:
+            frame.intrinsics = CameraIntrinsics.from_k(info.k)
+            height, width = frame.image.shape[:2]
+            if frame.intrinsics is None:
+                warn_once("uncalibrated", f"camera_info on {info_topic} has no usable K (uncalibrated): "
+                                          "the default intrinsics are used, depth is approximate")
+            elif (info.width, info.height) not in ((0, 0), (width, height)):
+                warn_once("size", f"camera_info on {info_topic} is for {info.width}x{info.height} but the images "
+                                  f"are {width}x{height}: the default intrinsics are used, depth is approximate")
+                frame.intrinsics = None
+        return frame
+
+    def ready(item: _Pending, now: int) -> bool:
+        return (item.stamp is None or info_topic is None or item.stamp in infos.by_stamp
+                or now - item.time > PAIRING_WINDOW_NS)
+
+    def release(now: Optional[int]):
+        while pending and (now is None or ready(pending[0], now)):
+            item = pending.popleft()
+            yield convert(item) if item.index >= 0 else InputMessage(item.topic, item.time, item.raw)
+
+    topics = copied | {image_topic} | ({info_topic} if info_topic else set())
+    for topic, time, raw in recording.messages(topics):
+        if topic == info_topic:
+            try:
+                infos.add(deserialize_message(raw, CameraInfo))
+            except Exception as error:
+                warn_once("bad_info", f"{recording.path}: a camera_info message on {info_topic} is unreadable "
+                                      f"({error}); skipped")
+        if topic in copied:
+            pending.append(_Pending(topic, time, raw))
+        if topic == image_topic:
+            if max_frames is not None and images >= max_frames:
+                break
+            pending.append(_Pending(topic, time, raw, _stamp_of(raw), images))
+            images += 1
+        yield from release(time)
+    yield from release(None)
+
+
+# ---- writing ----------------------------------------------------------------------------------------
+class HandsBag:
+    """The output bag (MCAP storage): the node's outputs per frame, and the copied input topics."""
+
+    def __init__(self, path, recording: Recording, selection: TopicSelection, backend, faces: dict,
+                 prefix: str = DEFAULT_PREFIX, overlay: bool = False):
+        self.path = Path(path)
+        self.backend, self.faces = backend, faces
+        self.prefix = "/" + prefix.strip("/")
+        self.frames = 0
+        self.skipped: list[str] = []    # copied topics left out, with why
+        self._shown_sides: dict[str, set[str]] = {}
+        self._mesh_written = faces.get(LEFT) is None or faces.get(RIGHT) is None
+        try:
+            self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+            self.writer.open()
+        except WriterError as error:
+            raise RecordingError(f"{self.path}: {error} (remove it or choose another output folder)") from None
+        store = typestore()
+        own = {f"{self.prefix}/hands": ("acr_ros/msg/Hands", OUTPUT_QOS),
+               "/tf": ("tf2_msgs/msg/TFMessage", TF_QOS),
+               f"{self.prefix}/markers": ("visualization_msgs/msg/MarkerArray", OUTPUT_QOS)}
+        if overlay:
+            own[f"{self.prefix}/overlay"] = ("sensor_msgs/msg/Image", OUTPUT_QOS)
+        if not self._mesh_written:
+            own[f"{self.prefix}/mesh"] = ("acr_ros/msg/HandMesh", LATCHED_QOS)
+        self._own = {topic: self.writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=[qos])
+                     for topic, (msgtype, qos) in own.items()}
+        self._padding = PaddingWalker(store)
+        self._copied: dict[str, Connection] = {}
+        for topic in selection.copied:
+            if topic.name == "/tf" and topic.msgtype == "tf2_msgs/msg/TFMessage":
+                self._copied[topic.name] = self._own["/tf"]  # the robot's TF and the hands' in one topic
+                continue
+            if topic.name in self._own:
+                self.skipped.append(f"{topic.name} (the output writes its own)")
+                continue
+            definition = self._definition(topic)
+            if definition is None:
+                self.skipped.append(f"{topic.name} ({topic.msgtype}: no message definition in the recording, "
+                                    "and not a standard type)")
+                continue
+            qos = list(topic.connection.ext.offered_qos_profiles) if isinstance(
+                topic.connection.ext, ConnectionExtRosbag2) else []
+            self._copied[topic.name] = self.writer.add_connection(
+                topic.name, topic.msgtype, msgdef=definition[0], rihs01=definition[1], offered_qos_profiles=qos)
+
+    @staticmethod
+    def _definition(topic: Topic) -> Optional[tuple[str, str]]:
+        """(message definition, type hash) for the writer: the recording's, else the type store's."""
+        connection = topic.connection
+        if connection.msgdef.format != MessageDefinitionFormat.NONE and connection.msgdef.data and connection.digest:
+            return connection.msgdef.data, connection.digest
+        store = typestore()
+        if topic.msgtype not in store.fielddefs:
+            return None
+        return store.generate_msgdef(topic.msgtype, ros_version=2)[0], store.hash_rihs01(topic.msgtype)
+
+    def copy(self, message: InputMessage) -> None:
+        connection = self._copied.get(message.topic)
+        if connection is not None:
+            self.writer.write(connection, message.time, message.raw)
+
+    def _write(self, topic: str, time: int, msg) -> None:
+        connection = self._own[topic]
+        # Padding zeroed: the same recording gives the same bytes in every run.
+        self.writer.write(connection, time, self._padding.zero_padding(serialize_message(msg), connection.msgtype))
+
+    def add(self, frame: RecordedFrame, result: FrameResult, overlay: Optional[np.ndarray] = None) -> None:
+        """The outputs of one frame, stamped with its image's header, at its record time."""
+        height, width = frame.image.shape[:2]
+        if not self._mesh_written:
+            self._write(f"{self.prefix}/mesh", frame.time, ros_messages.mesh_msg(
+                self.faces[LEFT], self.faces[RIGHT], ros_messages.copy_header(frame.header).stamp))
+            self._mesh_written = True
+        self._write(f"{self.prefix}/hands", frame.time, ros_messages.frame_to_msg(
+            result, frame.header, width, height, self.backend.name, self.backend.model, self.backend.checkpoint))
+        if result.hands:
+            self._write("/tf", frame.time, TFMessage(transforms=ros_messages.hand_transforms(result, frame.header)))
+        markers = ros_messages.frame_markers(result, frame.header, self.faces, self._shown_sides)
+        if markers.markers:
+            self._write(f"{self.prefix}/markers", frame.time, markers)
+        if overlay is not None and f"{self.prefix}/overlay" in self._own:
+            self._write(f"{self.prefix}/overlay", frame.time, bgr_to_image(overlay, frame.header))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Writes the summary, footer and metadata.yaml: a complete bag of what was added."""
+        if self.writer.storage is not None:
+            self.writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
