@@ -41,7 +41,7 @@ from typing import Callable, Iterator, Optional
 
 import apsw
 import numpy as np
-from rclpy.serialization import deserialize_message, serialize_message
+from rclpy.serialization import deserialize_message
 from rosbags.interfaces import (Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat, Qos,
                                 QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
 from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
@@ -56,7 +56,7 @@ from tf2_msgs.msg import TFMessage
 
 from acr_ros import ros_messages
 from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
-from acr_ros.cdr import PaddingWalker
+from acr_ros.cdr import CdrEncoder
 from acr_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, bgr_to_image, compressed_to_bgr,
                                       image_to_bgr)
 from acr_ros.media import RECORDING_SUFFIXES
@@ -553,7 +553,7 @@ class HandsBag:
             own[f"{self.prefix}/mesh"] = ("acr_ros/msg/HandMesh", LATCHED_QOS)
         self._own = {topic: self.writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=[qos])
                      for topic, (msgtype, qos) in own.items()}
-        self._padding = PaddingWalker(store)
+        self._encoder = CdrEncoder(store)
         self._copied: dict[str, Connection] = {}
         for topic in selection.copied:
             if topic.name == "/tf" and topic.msgtype == "tf2_msgs/msg/TFMessage":
@@ -590,8 +590,7 @@ class HandsBag:
 
     def _write(self, topic: str, time: int, msg) -> None:
         connection = self._own[topic]
-        # Padding zeroed: the same recording gives the same bytes in every run.
-        self.writer.write(connection, time, self._padding.zero_padding(serialize_message(msg), connection.msgtype))
+        self.writer.write(connection, time, self._encoder.encode(msg, connection.msgtype))
 
     def add(self, frame: RecordedFrame, result: FrameResult, overlay: Optional[np.ndarray] = None) -> None:
         """The outputs of one frame, stamped with its image's header, at its record time."""
@@ -604,7 +603,8 @@ class HandsBag:
             result, frame.header, width, height, self.backend.name, self.backend.model, self.backend.checkpoint))
         if result.hands:
             self._write("/tf", frame.time, TFMessage(transforms=ros_messages.hand_transforms(result, frame.header)))
-        markers = ros_messages.frame_markers(result, frame.header, self.faces, self._shown_sides)
+        markers = ros_messages.frame_markers(result, frame.header, self.faces, self._shown_sides,
+                                             points_as_arrays=True)
         if markers.markers:
             self._write(f"{self.prefix}/markers", frame.time, markers)
         if overlay is not None and f"{self.prefix}/overlay" in self._own:

@@ -104,6 +104,15 @@ def points(xyz: np.ndarray, fast: Optional[bool] = None) -> list:
     return out
 
 
+def _set_points(marker: Marker, xyz: np.ndarray, as_array: bool) -> None:
+    """marker.points = the (N, 3) positions: Point objects, or with as_array the float64 array itself,
+    stored in the slot past the setter (for acr_ros.cdr.CdrEncoder; rclpy cannot serialize that)."""
+    if as_array and hasattr(Marker, "_points"):
+        Marker._points.__set__(marker, np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3))
+    else:
+        marker.points = points(xyz)
+
+
 def _quaternion_msg(q) -> Quaternion:
     return Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3]))
 
@@ -272,13 +281,15 @@ def _delete(header, ns: str, kind: str, side: str) -> Marker:
 
 
 def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optional[np.ndarray]],
-                 ns: str = "hands", lifetime: float = 0.0) -> MarkerArray:
+                 ns: str = "hands", lifetime: float = 0.0, points_as_arrays: bool = False) -> MarkerArray:
     """RViz markers of the hands of one frame (see the module doc for namespaces, ids, deletion).
 
     Per hand: TRIANGLE_LIST mesh (vertices[faces], side colour, alpha 0.8; only when the hand has
     vertices and faces_by_side has that side's faces), LINE_LIST skeleton (20 bones), SPHERE_LIST
     joints (8 mm), TEXT_VIEW_FACING label "<side> <score>" above the hand. lifetime > 0 (seconds)
-    lets RViz drop markers that are not refreshed, e.g. after the node stops.
+    lets RViz drop markers that are not refreshed, e.g. after the node stops. points_as_arrays:
+    each marker's points as one (N, 3) float64 array, not N Point objects (the recording writer's
+    encoder takes them whole; rclpy cannot serialize such markers).
     """
     out = MarkerArray()
     for hand in _one_per_side(frame):
@@ -294,19 +305,19 @@ def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optiona
             m = _marker(header, ns, "mesh", side, Marker.TRIANGLE_LIST, lifetime)
             m.scale = Vector3(x=1.0, y=1.0, z=1.0)
             m.color = _colour(side, MESH_ALPHA)
-            m.points = points(vertices[faces.reshape(-1)])
+            _set_points(m, vertices[faces.reshape(-1)], points_as_arrays)
             out.markers.append(m)
             drawn.add("mesh")
         m = _marker(header, ns, "skeleton", side, Marker.LINE_LIST, lifetime)
         m.scale = Vector3(x=BONE_WIDTH, y=0.0, z=0.0)
         m.color = _colour(side)
-        m.points = points(xyz[_BONES.reshape(-1)])
+        _set_points(m, xyz[_BONES.reshape(-1)], points_as_arrays)
         out.markers.append(m)
         drawn.add("skeleton")
         m = _marker(header, ns, "joints", side, Marker.SPHERE_LIST, lifetime)
         m.scale = Vector3(x=JOINT_DIAMETER, y=JOINT_DIAMETER, z=JOINT_DIAMETER)
         m.color = _colour(side)
-        m.points = points(xyz)
+        _set_points(m, xyz, points_as_arrays)
         out.markers.append(m)
         drawn.add("joints")
         m = _marker(header, ns, "label", side, Marker.TEXT_VIEW_FACING, lifetime)
@@ -330,10 +341,10 @@ def deletion_markers(sides, header, ns: str = "hands") -> MarkerArray:
 
 
 def frame_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optional[np.ndarray]],
-                  shown_sides: dict[str, set[str]]) -> MarkerArray:
+                  shown_sides: dict[str, set[str]], points_as_arrays: bool = False) -> MarkerArray:
     """hand_markers() of a frame, preceded by DELETE markers for the sides shown on the previous
     frame of the same frame_id and gone now; shown_sides (frame_id -> sides, the caller's) is updated."""
-    markers = hand_markers(frame, header, faces_by_side)
+    markers = hand_markers(frame, header, faces_by_side, points_as_arrays=points_as_arrays)
     shown = {hand.side for hand in frame.hands}
     gone = shown_sides.get(header.frame_id, set()) - shown
     if gone:

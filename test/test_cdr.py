@@ -1,5 +1,5 @@
-"""acr_ros.cdr: the padding of rclpy-serialized messages zeroed, checked against rosbags' own
-serializer (which writes into a zeroed buffer) on every message type the recording writer emits."""
+"""acr_ros.cdr: CdrEncoder against rclpy's serializer (the same values) and rosbags' (the same bytes,
+zero padding included) on every message type the recording writer emits."""
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
@@ -8,7 +8,7 @@ from tf2_msgs.msg import TFMessage
 
 from acr_ros import ros_messages
 from acr_ros.acr.hands import FrameResult, HandResult
-from acr_ros.cdr import PaddingWalker
+from acr_ros.cdr import CdrEncoder
 from acr_ros.image_conversion import bgr_to_image
 from acr_ros.recordings import typestore
 
@@ -39,18 +39,28 @@ def messages(frame_id):
 
 
 @pytest.mark.parametrize("frame_id", ["", "ab", "cam", "camera_color_optical_frame"])  # every string alignment
-def test_padding_is_zero_and_values_untouched(frame_id):
+def test_the_encoding_is_cdr_with_zero_padding(frame_id):
     store = typestore()
-    walker = PaddingWalker(store)
+    encoder = CdrEncoder(store)
     for msgtype, msg in messages(frame_id):
-        raw = serialize_message(msg)
-        zeroed = walker.zero_padding(raw, msgtype)
-        assert zeroed == bytes(store.serialize_cdr(store.deserialize_cdr(raw, msgtype), msgtype)), msgtype
-        again = serialize_message(deserialize_message(zeroed, type(msg)))  # the values survive
-        assert walker.zero_padding(again, msgtype) == zeroed, msgtype
+        raw = serialize_message(msg)  # rclpy's, padding as the allocator left it
+        encoded = encoder.encode(msg, msgtype)
+        assert encoded == bytes(store.serialize_cdr(store.deserialize_cdr(raw, msgtype), msgtype)), msgtype
+        again = serialize_message(deserialize_message(encoded, type(msg)))  # rclpy reads the same values back
+        assert encoder.encode(deserialize_message(again, type(msg)), msgtype) == encoded, msgtype
 
 
-def test_a_message_of_another_layout_is_refused():
-    raw = serialize_message(Header(frame_id="camera"))
-    with pytest.raises(ValueError):
-        PaddingWalker(typestore()).zero_padding(raw, "acr_ros/msg/Hands")
+def test_markers_with_points_as_arrays_encode_like_point_objects():
+    encoder = CdrEncoder(typestore())
+    header = Header(frame_id="cam")
+    frame = FrameResult(hands=[hand("left", True), hand("right", False)])
+    as_objects = ros_messages.frame_markers(frame, header, FACES, {})
+    as_arrays = ros_messages.frame_markers(frame, header, FACES, {}, points_as_arrays=True)
+    assert isinstance(as_arrays.markers[0].points, np.ndarray)
+    assert encoder.encode(as_arrays, "visualization_msgs/msg/MarkerArray") == \
+        encoder.encode(as_objects, "visualization_msgs/msg/MarkerArray")
+
+
+def test_an_object_without_the_type_s_fields_is_refused():
+    with pytest.raises(AttributeError):
+        CdrEncoder(typestore()).encode(Header(frame_id="cam"), "sensor_msgs/msg/CameraInfo")
