@@ -3,6 +3,7 @@
     ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
     ros2 launch acr_ros hands.launch.py source:=video input:=clip.mp4 rviz:=true
     ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
+    ros2 launch acr_ros hands.launch.py use_sim_time:=true ...   # beside `ros2 bag play --clock`
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -29,7 +30,8 @@ PARAMETER_ARGUMENTS = {
 
 
 def hands_node(context):
-    overrides = {}
+    # A recording played with `ros2 bag play --clock`: the node's clock is the recording's.
+    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}
     for name in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
         if value:
@@ -62,6 +64,8 @@ def generate_launch_description():
                               description="the source's input: webcam id, video file, image folder or image"),
         DeclareLaunchArgument("frame_id", default_value="camera_optical_frame",
                               description="optical frame of the image source"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
+                              description="run the node and RViz on /clock (a bag played with --clock)"),
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
          for name, text in PARAMETER_ARGUMENTS.items()]
 
@@ -84,6 +88,7 @@ def generate_launch_description():
         executable="rviz2",
         name="rviz2",
         arguments=["-d", PathJoinSubstitution([share, "config", "hands.rviz"])],
+        parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
         condition=IfCondition(LaunchConfiguration("rviz")),
     )
     return LaunchDescription(arguments + [OpaqueFunction(function=hands_node), image_source, rviz])

@@ -55,3 +55,18 @@ def test_latency_and_stamps_follow_the_recorded_clock(tmp_path):
     # give years (about 1e11 ms).
     latency = float(diagnostic_values(report[-1])["latency p50 (ms)"])
     assert abs(latency) < 60_000
+
+
+def test_the_launch_file_passes_use_sim_time_to_the_node_and_rviz():
+    """`ros2 launch` is not installable here: the launch file is read, not run (as test_launch_files)."""
+    import ast
+
+    from support.ros_harness import REPO
+
+    source = (REPO / "launch" / "hands.launch.py").read_text()
+    declared = {c.args[0].value: c for c in ast.walk(ast.parse(source)) if isinstance(c, ast.Call)
+                and getattr(c.func, "id", None) == "DeclareLaunchArgument" and isinstance(c.args[0], ast.Constant)}
+    assert ast.literal_eval(next(k.value for k in declared["use_sim_time"].keywords if k.arg == "default_value")) \
+        == "false"
+    assert 'overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}' in source
+    assert '"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)' in source
