@@ -1,8 +1,9 @@
-"""Offline hand reconstruction on images, folders, videos and webcams (the seed demo's modes).
+"""Offline hand reconstruction on images, folders, videos, webcams and ROS 2 recordings.
 
-    acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID ...] [-o OUTPUT_DIR] [-t]
+    acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID|BAG ...] [-o OUTPUT_DIR] [-t]
                 [--backend auto|acr|mediapipe] [--checkpoint wild.pkl] [--mano-dir DIR]
-                [--device auto] [--precision auto] [--threshold T] [--no-render]
+                [--device auto] [--precision auto] [--threshold T] [--no-render] [--batch-size N]
+                [--image-topic TOPIC] [--camera-info-topic TOPIC] [--copy-inputs] [--bag-overlay]
 
 Without --inputs it runs on the bundled samples (acr_ros/data/samples: its images as a folder,
 and the clip). The backend is chosen like the node's: ACR when --checkpoint and --mano-dir point
@@ -12,9 +13,23 @@ Outputs in OUTPUT_DIR (default ./acr_output), for an input named NAME:
     image   NAME_output.jpg                     the input with the hands drawn
     folder  NAME/<image>_output.jpg + NAME_output.mp4
     video   NAME_output.mp4                     (webcam: webcam<ID>_output.mp4)
+    bag     NAME_hands/ (rosbag2, MCAP storage) + NAME_output.mp4, see "Recordings" below
     all     NAME_results.npz                    the results, below
 Overlays show the shaded MANO mesh when the backend has one (ACR), the skeleton otherwise;
 --no-render skips them (results only).
+
+Recordings (acr_ros.recordings): a rosbag2 bag directory (sqlite3 or MCAP storage) or a single .mcap
+or .db3 file. Every image of --image-topic (sensor_msgs/Image or CompressedImage; default: the
+bag's only image topic) is processed, in record order, in batches of --batch-size, with the
+CameraInfo of the image topic's sibling camera_info (or --camera-info-topic; --intrinsics overrides
+both). NAME_hands/ holds what the node would have published, at the images' stamps and written at
+their record times: /acr_hands/hands, /tf, /acr_hands/markers, /acr_hands/mesh (ACR), with
+--bag-overlay /acr_hands/overlay; the input's /tf_static as recorded; with --copy-inputs every input
+topic too (the input's /tf merged into the output's). The same recording gives a byte-identical
+bag and identical results arrays on every run (same machine, backend and options). Unusable images, damaged storage and
+missing topics are reported on stderr with the file and the reason; what can be read is processed
+and the exit code is 1. Ctrl-C stops after the batch in flight and closes every output (exit code
+130); a second Ctrl-C stops at once.
 
 -t/--temporal: One-Euro smoothing per hand side (acr_ros.acr.one_euro.SmoothingConfig defaults,
 as the node). ACR smooths the MANO pose and shape (the seed demo's -t); the MediaPipe backend
@@ -179,8 +194,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="acr_offline", description=__doc__.split("\n\n")[0],
         epilog="Results format and outputs: see the module documentation (python -m pydoc acr_ros.offline).")
     parser.add_argument("-i", "--inputs", nargs="+", default=None,
-                        help="images, folders of images, videos or webcam ids (integers); "
-                             "default: the bundled samples")
+                        help="images, folders of images, videos, webcam ids (integers) or recordings "
+                             "(rosbag2 bag directories, .mcap, .db3); default: the bundled samples")
     parser.add_argument("-o", "--output-dir", type=Path, default=DEFAULT_OUTPUT, help="default: ./acr_output")
     parser.add_argument("-t", "--temporal", action="store_true", help="One-Euro temporal smoothing")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
@@ -198,7 +213,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-render", action="store_true", help="write results only, no overlays or mp4")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of folder inputs (timestamps, mp4)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop each input after this many frames")
-    parser.add_argument("--batch-size", type=int, default=1, help="frames per forward pass (video, folder)")
+    parser.add_argument("--batch-size", type=int, default=1, help="frames per forward pass (video, folder, recording)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     bags = parser.add_argument_group("recordings (rosbag2 bag directories, .mcap or .db3 files)")
     bags.add_argument("--image-topic", help="sensor_msgs/Image or CompressedImage topic (default: the bag's only one)")
