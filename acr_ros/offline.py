@@ -366,6 +366,8 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
         tqdm.write(f"acr_offline: {message}", file=sys.stderr)
 
     recording = Recording(spec)
+    for note in recording.notes:  # before choosing topics: damage may be why one is missing
+        warn(note)
     try:
         selection = recording.select(image_topic, camera_info_topic, copy_inputs)
         name = recording.name
@@ -374,8 +376,6 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     except BaseException:
         recording.close()
         raise
-    for note in recording.notes:
-        warn(note)
     if selection.camera_info is None and intrinsics is None:
         warn(f"{recording.path}: no camera_info for {selection.image.name}: the default intrinsics are used, "
              "depth is approximate (--camera-info-topic or --intrinsics to give them)")
@@ -389,10 +389,12 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
         total = min(total or max_frames, max_frames)
     bar = tqdm(total=total, desc=name, unit="frame", disable=True if quiet else None)
     unusable: dict[str, int] = {}       # reason -> frames
+    non_finite = 0                      # hands left out for NaN / Inf values
     backend.static_image_mode = False  # a recording is a video: track
     backend.reset()
 
     def write(segment: list, results: list) -> None:
+        nonlocal non_finite
         results = iter(results)
         for item in segment:
             if isinstance(item, InputMessage):
@@ -405,7 +407,9 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
                 bar.update(1)
                 continue
             result = next(results)
-            result.hands = [hand for hand in result.hands if hand.is_finite()]  # as the node: no NaN out
+            finite = [hand for hand in result.hands if hand.is_finite()]  # as the node: no NaN out
+            non_finite += len(result.hands) - len(finite)
+            result.hands = finite
             overlay = draw_hands(item.image, result, faces) if video is not None or bag_overlay else None
             bag.add(item, result, overlay)
             height, width = item.image.shape[:2]
@@ -441,7 +445,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     reader = threading.Thread(target=read, name=f"{name}_read", daemon=True)
     writer = threading.Thread(target=write_all, name=f"{name}_write", daemon=True)
     started = time.perf_counter()
-    interrupted = False
+    finished = interrupted = False
     with _stop_on_interrupt() as stop:
         reader.start()
         writer.start()
@@ -463,8 +467,9 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
                     _put(outbox, (segment, results), lambda: not writer.is_alive())
                     segment, frames = [], []
                 if item is _END:
+                    finished = True
                     break
-            interrupted = stop.is_set()
+            interrupted = not finished and stop.is_set()
         except KeyboardInterrupt:  # the second Ctrl-C: the batch in flight is lost
             interrupted = True
         finally:
@@ -479,6 +484,8 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
             recording.close()
     if failures:
         raise failures[0]
+    if non_finite:
+        warn(f"{recording.path}: {non_finite} hand(s) with NaN or Inf values left out")
     elapsed = time.perf_counter() - started
     outputs = [bag.path] + ([video.path] if video is not None and video.frames else [])
     outputs.append(recorder.save(output_dir / f"{name}_results.npz"))

@@ -121,7 +121,7 @@ class _SalvagingMcapReader(McapReader):
     def _open(self) -> None:
         try:
             super()._open()
-        except ReaderError as error:
+        except Exception as error:  # ReaderError, or whatever a damaged summary makes the parser raise
             if not self.data_start:  # the header itself is wrong: not an MCAP file at all
                 raise
             self.damage = f"cut short (no valid MCAP summary: {error}); reading it from the start up to the damage"
@@ -130,7 +130,7 @@ class _SalvagingMcapReader(McapReader):
             self.data_end = self.bio.seek(0, 2)
             try:
                 self.meta_scan()  # the topics; it stops where the data does
-            except (ReaderError, ValueError, TypeError):
+            except Exception:  # the damage: what is before it was scanned
                 pass
 
 
@@ -276,7 +276,7 @@ class Recording:
             for storage in self._storages:
                 storage.open()
                 opened.append(storage)
-        except (ReaderError, OSError, KeyError, ValueError) as error:
+        except Exception as error:  # the readers raise ReaderError, OSError, and parser errors on garbage
             for storage in opened:
                 storage.close()
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -207,12 +207,18 @@ def test_unusable_images_are_reported_and_the_rest_processed(tmp_path, frames, c
     assert [m.time for m in hands] == [recorded.record_times[i] for i in (0, 2, 4)]
 
 
-@pytest.mark.parametrize("storage", STORAGES)
-def test_a_truncated_recording_is_processed_up_to_the_damage(tmp_path, frames, storage, capsys):
+@pytest.mark.parametrize("storage, damage", [(s, "truncated") for s in STORAGES] + [("sqlite3", "overwritten")])
+def test_a_damaged_recording_is_processed_up_to_the_damage(tmp_path, frames, storage, damage, capsys):
     recorded = write_bag(tmp_path / "robot", frames * 2, storage)  # 16 frames: several MCAP chunks
     storage_file = recorded.path if recorded.path.is_file() else next(
         p for p in recorded.path.iterdir() if p.suffix in (".mcap", ".db3"))
-    os.truncate(storage_file, storage_file.stat().st_size * 7 // 10)
+    at = storage_file.stat().st_size * 7 // 10
+    if damage == "truncated":
+        os.truncate(storage_file, at)
+    else:  # 64 KiB of zeros over the table's pages, as a failing disk might leave
+        with open(storage_file, "r+b") as file:
+            file.seek(at)
+            file.write(bytes(65536))
     out = tmp_path / "out"
     assert run_cli("--inputs", recorded.path, "-o", out, "--backend", "mediapipe", "--no-render") == 1
     err = capsys.readouterr().err
