@@ -6,12 +6,14 @@
 Writes a bag of the bundled clip's frames (cycled, resized; camera_info and /tf_static beside
 them, as test/support/bags.py records them), then alternates, --repeat times:
   engine   backend.reconstruct on those frames, already decoded in memory, in batches of --batch;
-  bag      acr_offline's process_recording on the bag with the same backend: read, convert, pair,
-           infer, build and write the hands, TF and markers into an MCAP bag, and the npz
-           (--no-render); and once more with the overlay video (the default outputs).
-Reports the median frames/s of each and the ratio to the engine. ACR runs random weights with
-synthetic MANO files (the real model's cost, not hand reconstructions). Prints a markdown table
-(docs/benchmarks.md).
+  read     the reading stage alone: read, deserialize, convert and pair every image;
+  write    the writing stage alone: the engine's results as hands, TF and markers into an MCAP bag;
+  bag      acr_offline's process_recording on the bag with the same backend, the three stages
+           overlapping (--no-render: the bag and the npz); and once more with the overlay video.
+Reports the median frames/s of each and the median of the runs' ratios of bag to bag to the engine
+(each run's engine and bag passes are adjacent: on a shared machine they see the same load). ACR runs random
+weights with synthetic MANO files (the real model's cost and output sizes, not hand
+reconstructions). Prints a markdown table (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -29,8 +31,9 @@ from support.bags import FOCAL, clip_frames, write_bag  # noqa: E402
 
 from acr_ros.acr.hands import CameraIntrinsics  # noqa: E402
 from acr_ros.acr.options import EngineOptions  # noqa: E402
-from acr_ros.backends import create_backend  # noqa: E402
+from acr_ros.backends import create_backend, faces_by_side  # noqa: E402
 from acr_ros.offline import process_recording  # noqa: E402
+from acr_ros.recordings import HandsBag, RecordedFrame, Recording, read_frames  # noqa: E402
 
 
 def make_backend(name: str, device: str, tmp: Path):
@@ -44,15 +47,36 @@ def make_backend(name: str, device: str, tmp: Path):
     return create_backend("mediapipe")[0]
 
 
-def engine_rate(backend, frames, batch: int) -> float:
+def engine_rate(backend, frames, batch: int) -> tuple[float, list]:
+    """frames/s of the backend alone, and its results."""
     height, width = frames[0].shape[:2]
-    k = CameraIntrinsics(FOCAL * width / 320, FOCAL * width / 320, width / 2, height / 2)
+    k = CameraIntrinsics(FOCAL, FOCAL, width / 2, height / 2)
     backend.static_image_mode = False
     backend.reset()
+    results = []
     start = time.perf_counter()
     for i in range(0, len(frames), batch):
         chunk = frames[i:i + batch]
-        backend.reconstruct(chunk, [k] * len(chunk), [(i + j) / 10 for j in range(len(chunk))], ["cam"] * len(chunk))
+        results += backend.reconstruct(chunk, [k] * len(chunk), [(i + j) / 10 for j in range(len(chunk))],
+                                       ["cam"] * len(chunk))
+    return len(frames) / (time.perf_counter() - start), results
+
+
+def read_rate(bag: Path) -> tuple[float, list]:
+    """frames/s of the reading stage alone, and the frames it read."""
+    start = time.perf_counter()
+    with Recording(bag) as recording:
+        frames = [item for item in read_frames(recording, recording.select()) if isinstance(item, RecordedFrame)]
+    return len(frames) / (time.perf_counter() - start), frames
+
+
+def write_rate(bag: Path, out: Path, backend, frames: list, results: list) -> float:
+    """frames/s of the writing stage alone (hands, TF, markers into an MCAP bag)."""
+    start = time.perf_counter()
+    with Recording(bag) as recording, HandsBag(out, recording, recording.select(), backend,
+                                               faces_by_side(backend)) as output:
+        for frame, result in zip(frames, results):
+            output.add(frame, result)
     return len(frames) / (time.perf_counter() - start)
 
 
@@ -78,22 +102,31 @@ def main() -> None:
     frames = [clip[i % len(clip)] for i in range(args.frames)]
     print(f"{platform.processor() or platform.machine()}, Python {platform.python_version()}; "
           f"{args.frames} frames {args.size}, {args.storage} storage, batch {args.batch}\n")
-    print("| backend | device | engine (frames/s) | bag to bag (frames/s) | ratio | bag to bag + mp4 (frames/s) | ratio |")
-    print("|---|---|---|---|---|---|---|")
+    print("| backend | device | engine | reading alone | writing alone | bag to bag | ratio | bag to bag + mp4 | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bag = write_bag(tmp / "recording", frames, args.storage).path
         for name in args.backend:
             backend = make_backend(name, args.device, tmp)
             engine_rate(backend, frames[:min(8, len(frames))], args.batch)  # warm-up
-            engine, plain, rendered = [], [], []
+            engine, read, write, plain, rendered = [], [], [], [], []
             for run in range(args.repeat):
-                engine.append(engine_rate(backend, frames, args.batch))
+                rate, results = engine_rate(backend, frames, args.batch)
+                engine.append(rate)
+                rate, recorded = read_rate(bag)
+                read.append(rate)
+                write.append(write_rate(bag, tmp / f"{name}_write_{run}", backend, recorded, results))
+                del recorded
                 plain.append(bag_rate(backend, bag, tmp / f"{name}_plain_{run}", args.batch, False))
                 rendered.append(bag_rate(backend, bag, tmp / f"{name}_mp4_{run}", args.batch, True))
-            e, p, r = (statistics.median(x) for x in (engine, plain, rendered))
-            print(f"| {name} | {backend.device} | {e:.1f} | {p:.1f} | {p / e:.0%} | {r:.1f} | {r / e:.0%} |")
+            e, r, w, p, m = (statistics.median(x) for x in (engine, read, write, plain, rendered))
+            plain_ratio = statistics.median(b / a for a, b in zip(engine, plain))
+            rendered_ratio = statistics.median(b / a for a, b in zip(engine, rendered))
+            print(f"| {name} | {backend.device} | {e:.1f} | {r:.0f} | {w:.0f} | {p:.1f} | {plain_ratio:.0%} | {m:.1f} | "
+                  f"{rendered_ratio:.0%} |")
             backend.close()
+    print("\nframes/s, medians of interleaved runs")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 The bags are made here (test/support/bags.py) from the bundled clip, downscaled, with camera_info
 and TF on a 2023 clock, in both storage formats; the outputs are read back with rosbags. MediaPipe
-runs its real embedded model; ACR runs random weights (structure and determinism only).
+runs its real embedded model; ACR runs random weights (the structure of its outputs only).
 """
 import json
 import os
@@ -15,8 +15,8 @@ import pytest
 
 from acr_ros import offline
 from acr_ros.recordings import Recording, RecordingError, read_frames
-from support.bags import (CAMERA_FRAME, FOCAL, IMAGE_TOPIC, INFO_TOPIC, clip_frames, read_bag, to_ns,
-                          topic_metadata, write_bag)
+from support.bags import (CAMERA_FRAME, FOCAL, IMAGE_TOPIC, INFO_TOPIC, clip_frames, read_bag, topic_metadata,
+                          write_bag)
 
 PREFIX = "/acr_hands"
 STORAGES = ("mcap", "sqlite3", "mcap-file")
@@ -184,15 +184,15 @@ def test_missing_topic_on_the_command_line(tmp_path, frames, capsys):
 
 
 def test_camera_info_of_another_size_falls_back_with_a_warning(tmp_path, frames):
-    for name, info_size, expected, warned in (("calibrated", None, FOCAL, []),
-                                                ("resized", (640, 360), None, ["640x360", "320x180"])):
+    for name, info_size, focal, warned in (("calibrated", None, FOCAL, 0), ("resized", (640, 360), None, 1)):
         recorded = write_bag(tmp_path / name, frames[:3], "mcap", info_size=info_size)
         warnings = []
         with Recording(recorded.path) as recording:
             items = list(read_frames(recording, recording.select(), warn=warnings.append))
         images = [item for item in items if hasattr(item, "intrinsics")]
-        assert [getattr(f.intrinsics, "fx", None) for f in images] == [expected] * 3
-        assert len(warnings) == len(warned) // 2 and all(w in "".join(warnings) for w in warned)
+        assert [getattr(f.intrinsics, "fx", None) for f in images] == [focal] * 3
+        assert len(warnings) == warned  # once, not per frame
+        assert all("640x360" in w and "320x180" in w for w in warnings)
 
 
 # ---- bad recordings ------------------------------------------------------------------------------------
