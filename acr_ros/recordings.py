@@ -325,9 +325,11 @@ class Recording:
         """The topics to read; RecordingError when the image topic is missing, ambiguous or not an image."""
         if not image_topic:
             found = self.image_topics()
-            if len(found) != 1:
-                raise RecordingError(f"{self.path}: {'several' if found else 'no'} image topics; choose one "
-                                     f"with --image-topic: {self.describe_image_topics()}")
+            if not found:
+                raise RecordingError(f"{self.path}: {self.describe_image_topics()}")
+            if len(found) > 1:
+                raise RecordingError(f"{self.path}: several image topics, choose one with --image-topic; "
+                                     f"{self.describe_image_topics()}")
             image = found[0]
         elif image_topic not in self.topics:
             raise RecordingError(f"{self.path}: no topic {image_topic}; {self.describe_image_topics()}")
@@ -343,9 +345,8 @@ class Recording:
                                      "info topics: " + (", ".join(t.name for t in self.topics.values()
                                                                   if t.msgtype == CAMERA_INFO_TYPE) or "none"))
         else:
-            sibling = camera_info_sibling(image.name, image.msgtype)
-            camera_info_topic = sibling if self.topics.get(sibling, None) and \
-                self.topics[sibling].msgtype == CAMERA_INFO_TYPE else None
+            sibling = self.topics.get(camera_info_sibling(image.name, image.msgtype))
+            camera_info_topic = sibling.name if sibling is not None and sibling.msgtype == CAMERA_INFO_TYPE else None
         copied = [t for t in self.topics.values() if copy_inputs or t.name == TF_STATIC]
         return TopicSelection(image, camera_info_topic, tuple(copied))
 

@@ -102,7 +102,8 @@ def main() -> None:
     frames = [clip[i % len(clip)] for i in range(args.frames)]
     print(f"{platform.processor() or platform.machine()}, Python {platform.python_version()}; "
           f"{args.frames} frames {args.size}, {args.storage} storage, batch {args.batch}\n")
-    print("| backend | device | engine | reading alone | writing alone | bag to bag | ratio | bag to bag + mp4 | ratio |")
+    print("| backend | device | engine | reading alone | writing alone | bag to bag | ratio | bag to bag + mp4 "
+          "| ratio |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -123,8 +124,8 @@ def main() -> None:
             e, r, w, p, m = (statistics.median(x) for x in (engine, read, write, plain, rendered))
             plain_ratio = statistics.median(b / a for a, b in zip(engine, plain))
             rendered_ratio = statistics.median(b / a for a, b in zip(engine, rendered))
-            print(f"| {name} | {backend.device} | {e:.1f} | {r:.0f} | {w:.0f} | {p:.1f} | {plain_ratio:.0%} | {m:.1f} | "
-                  f"{rendered_ratio:.0%} |")
+            print(f"| {name} | {backend.device} | {e:.1f} | {r:.0f} | {w:.0f} | {p:.1f} | {plain_ratio:.0%} "
+                  f"| {m:.1f} | {rendered_ratio:.0%} |")
             backend.close()
     print("\nframes/s, medians of interleaved runs")
 
