@@ -512,6 +512,10 @@ def main(argv=None) -> int:
     except (ValueError, ImportError) as error:
         print(f"acr_offline: {error}", file=sys.stderr)
         return 2
+    if any(is_recording(spec) for spec in inputs):
+        from acr_ros.acr.runtime import tune_cpu_allocator
+
+        tune_cpu_allocator()  # recorded images are megabytes each: heap, not an mmap and page faults per image
     print(f"backend: {backend.name} ({reason}); model {backend.model}"
           + (f", weights {backend.checkpoint}" if backend.checkpoint else ""))
     if args.temporal:

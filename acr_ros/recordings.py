@@ -1,15 +1,16 @@
 """Recordings in, a bag of hands out: rosbag2 bags (sqlite3 or MCAP storage) and single .mcap files.
 
-Reading and writing use rosbags (pure Python, pinned in scripts/requirements.txt). Messages cross
-into rclpy as raw CDR: rclpy.serialization turns the recorded bytes of an Image into the same
-message object a subscription delivers, so the node's conversions apply unchanged; the outputs are
-the node's own messages (ros_messages), serialized.
+Storage is read and written with rosbags (pure Python, pinned in scripts/requirements.txt); the
+messages' CDR bytes with acr_ros.cdr: images and camera_info are decoded without copying their
+pixels into objects with the fields of the ROS messages, so the node's conversions
+(image_conversion) apply unchanged; the outputs are the node's own messages (ros_messages),
+encoded with zeroed padding, so the same recording always gives the same bytes.
 
     recording = Recording("my_bag/")                  # RecordingError: one line naming the file
     selection = recording.select(image_topic=None)    # the bag's only image topic, its camera_info
     for item in read_frames(recording, selection):    # InputMessage | RecordedFrame, record order
         ...
-    with HandsBag("out/my_bag_hands", recording, selection, backend) as bag:
+    with HandsBag("out/my_bag_hands", recording, selection, backend, faces) as bag:
         bag.copy(message); bag.add(frame, result, overlay)
 
 Reading
@@ -37,11 +38,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Iterator, Optional
 
 import apsw
 import numpy as np
-from rclpy.serialization import deserialize_message
 from rosbags.interfaces import (Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat, Qos,
                                 QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
 from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
@@ -50,18 +51,17 @@ from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 from acr_ros import ros_messages
 from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
-from acr_ros.cdr import CdrEncoder
+from acr_ros.cdr import CdrDecoder, CdrEncoder
 from acr_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, bgr_to_image, compressed_to_bgr,
                                       image_to_bgr)
 from acr_ros.media import RECORDING_SUFFIXES
 
-IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = ("sensor_msgs/msg/Image", COMPRESSED_IMAGE_TYPE)
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_STATIC = "/tf_static"
 DEFAULT_PREFIX = "/acr_hands"        # the node's default name: the output topics are the node's
@@ -386,7 +386,7 @@ def camera_info_sibling(image_topic: str, msgtype: str) -> str:
     """'/cam/image_raw' (and '/cam/image_raw/compressed') -> '/cam/camera_info' (image_transport's
     convention)."""
     base = image_topic
-    if msgtype == "sensor_msgs/msg/CompressedImage" and base.endswith("/compressed"):
+    if msgtype == COMPRESSED_IMAGE_TYPE and base.endswith("/compressed"):
         base = base[: -len("/compressed")]
     head, _, _ = base.rpartition("/")
     return f"{head}/camera_info"
@@ -407,7 +407,7 @@ class RecordedFrame:
 
     index: int                                  # position among the image topic's messages
     time: int                                   # record time, ns
-    header: Header                              # the image's stamp and frame_id: every output's
+    header: SimpleNamespace                     # the image's std_msgs/Header: every output's stamp and frame
     image: Optional[np.ndarray] = None          # BGR uint8
     intrinsics: Optional[CameraIntrinsics] = None  # None: the backend's default camera
     problem: str = ""
@@ -419,36 +419,34 @@ class RecordedFrame:
 
 @dataclass
 class _Pending:
+    """A message read, waiting for its turn (an image: for its CameraInfo)."""
+
     topic: str
     time: int
     raw: bytes
-    stamp: Optional[tuple[int, int]] = None      # images: the header stamp, for the pairing
-    index: int = -1
+    index: int = -1                              # images: position among the image topic's messages
+    image: Optional[SimpleNamespace] = None      # images: decoded (None: undecodable, see problem)
+    problem: str = ""
 
-
-def _stamp_of(raw: bytes) -> Optional[tuple[int, int]]:
-    """The header stamp of a CDR message that starts with a std_msgs/Header (after the 4-byte
-    encapsulation): sec int32, nanosec uint32. Read without deserializing the image."""
-    if len(raw) < 12:
-        return None
-    order = "little" if raw[1] == 1 else "big"
-    return int.from_bytes(raw[4:8], order, signed=True), int.from_bytes(raw[8:12], order)
+    @property
+    def stamp(self) -> Optional[tuple[int, int]]:
+        return (self.image.header.stamp.sec, self.image.header.stamp.nanosec) if self.image else None
 
 
 @dataclass
 class _Intrinsics:
-    """The CameraInfos read so far: by stamp, and the newest."""
+    """The CameraInfos read so far (decoded): by stamp, and the newest."""
 
     by_stamp: dict = field(default_factory=dict)
-    latest: Optional[CameraInfo] = None
+    latest: Optional[SimpleNamespace] = None
 
-    def add(self, info: CameraInfo) -> None:
+    def add(self, info: SimpleNamespace) -> None:
         self.by_stamp[(info.header.stamp.sec, info.header.stamp.nanosec)] = info
         while len(self.by_stamp) > 1000:
             self.by_stamp.pop(next(iter(self.by_stamp)))
         self.latest = info
 
-    def get(self, stamp) -> Optional[CameraInfo]:
+    def get(self, stamp) -> Optional[SimpleNamespace]:
         return self.by_stamp.get(stamp, self.latest)
 
 
@@ -459,7 +457,8 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
     each image (converted and paired with its CameraInfo). warn(message) is called once per kind of
     fallback that changes results (e.g. default intrinsics for a camera_info of another size)."""
     image_topic, info_topic = selection.image.name, selection.camera_info
-    image_class = IMAGE_TYPES[selection.image.msgtype]
+    compressed = selection.image.msgtype == COMPRESSED_IMAGE_TYPE
+    decoder = CdrDecoder(typestore())
     copied = {t.name for t in selection.copied}
     infos = _Intrinsics()
     warned: set[str] = set()
@@ -471,21 +470,26 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
             warned.add(kind)
             warn(message)
 
+    def read_image(topic: str, time: int, raw: bytes) -> _Pending:
+        item = _Pending(topic, time, raw, images)
+        try:  # into a bytearray: the pixels are views of it, writable like a subscription's
+            item.image = decoder.decode(bytearray(raw), selection.image.msgtype)
+        except ValueError as error:
+            item.problem = f"cannot decode the image ({error})"
+        return item
+
     def convert(item: _Pending) -> RecordedFrame:
-        try:
-            msg = deserialize_message(item.raw, image_class)
-        except Exception as error:  # rclpy raises RMWError (a RuntimeError) with Fast CDR's reason
-            header = Header()
-            header.stamp.sec, header.stamp.nanosec = item.stamp or (0, 0)
-            return RecordedFrame(item.index, item.time, header, problem=f"cannot deserialize the image ({error})")
+        if item.image is None:
+            header = SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0), frame_id="")
+            return RecordedFrame(item.index, item.time, header, problem=item.problem)
+        msg = item.image
         frame = RecordedFrame(item.index, item.time, msg.header)
         try:
-            frame.image = (compressed_to_bgr(msg, max_pixels) if image_class is CompressedImage
-                           else image_to_bgr(msg, max_pixels))
+            frame.image = compressed_to_bgr(msg, max_pixels) if compressed else image_to_bgr(msg, max_pixels)
         except ImageConversionError as error:
             frame.problem = str(error)
             return frame
-        info = infos.get((msg.header.stamp.sec, msg.header.stamp.nanosec)) if info_topic else None
+        info = infos.get(item.stamp) if info_topic else None
         if info is not None:
             frame.intrinsics = CameraIntrinsics.from_k(info.k)
             height, width = frame.image.shape[:2]
@@ -499,7 +503,7 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
         return frame
 
     def ready(item: _Pending, now: int) -> bool:
-        return (item.stamp is None or info_topic is None or item.stamp in infos.by_stamp
+        return (item.index < 0 or item.stamp is None or info_topic is None or item.stamp in infos.by_stamp
                 or now - item.time > PAIRING_WINDOW_NS)
 
     def release(now: Optional[int]):
@@ -511,8 +515,8 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
     for topic, time, raw in recording.messages(topics):
         if topic == info_topic:
             try:
-                infos.add(deserialize_message(raw, CameraInfo))
-            except Exception as error:
+                infos.add(decoder.decode(raw, CAMERA_INFO_TYPE))
+            except ValueError as error:
                 warn_once("bad_info", f"{recording.path}: a camera_info message on {info_topic} is unreadable "
                                       f"({error}); skipped")
         if topic in copied:
@@ -520,7 +524,7 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
         if topic == image_topic:
             if max_frames is not None and images >= max_frames:
                 break
-            pending.append(_Pending(topic, time, raw, _stamp_of(raw), images))
+            pending.append(read_image(topic, time, raw))
             images += 1
         yield from release(time)
     yield from release(None)

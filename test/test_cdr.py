@@ -1,14 +1,16 @@
 """acr_ros.cdr: CdrEncoder against rclpy's serializer (the same values) and rosbags' (the same bytes,
-zero padding included) on every message type the recording writer emits."""
+zero padding included) on every message type the recording writer emits; CdrDecoder against
+rclpy's deserializer on what the recording reader decodes."""
 import numpy as np
 import pytest
 from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CameraInfo, CompressedImage
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 
 from acr_ros import ros_messages
 from acr_ros.acr.hands import FrameResult, HandResult
-from acr_ros.cdr import CdrEncoder
+from acr_ros.cdr import CdrDecoder, CdrEncoder
 from acr_ros.image_conversion import bgr_to_image
 from acr_ros.recordings import typestore
 
@@ -64,3 +66,30 @@ def test_markers_with_points_as_arrays_encode_like_point_objects():
 def test_an_object_without_the_type_s_fields_is_refused():
     with pytest.raises(AttributeError):
         CdrEncoder(typestore()).encode(Header(frame_id="cam"), "sensor_msgs/msg/CameraInfo")
+
+
+def test_decoding_reads_what_rclpy_reads_without_copying_the_pixels():
+    decoder = CdrDecoder(typestore())
+    image = bgr_to_image(RNG.integers(0, 255, (6, 9, 3), dtype=np.uint8), Header(frame_id="camera"))
+    image.header.stamp.sec, image.header.stamp.nanosec = 1690000000, 5
+    info = CameraInfo(width=9, height=6, distortion_model="plumb_bob", d=[0.1, -0.2, 0.0, 0.0, 0.01])
+    info.k = [300.0, 0.0, 4.5, 0.0, 301.0, 3.0, 0.0, 0.0, 1.0]
+    compressed = CompressedImage(format="jpeg")
+    compressed.data = b"\xff\xd8\xff\xe0 not really a jpeg"
+    for msg, msgtype in ((image, "sensor_msgs/msg/Image"), (info, "sensor_msgs/msg/CameraInfo"),
+                         (compressed, "sensor_msgs/msg/CompressedImage")):
+        raw = bytearray(serialize_message(msg))
+        decoded = decoder.decode(raw, msgtype)
+        reference = deserialize_message(bytes(raw), type(msg))
+        for field in reference.get_fields_and_field_types():
+            value, expected = getattr(decoded, field.lstrip("_")), getattr(reference, field.lstrip("_"))
+            if hasattr(expected, "get_fields_and_field_types"):
+                continue  # nested messages: the header is checked below
+            assert np.array_equal(np.asarray(value), np.asarray(expected)), (msgtype, field)
+        assert (decoded.header.stamp.sec, decoded.header.frame_id) == (reference.header.stamp.sec,
+                                                                       reference.header.frame_id)
+    pixels = decoder.decode(raw := bytearray(serialize_message(image)), "sensor_msgs/msg/Image").data
+    raw[-1] ^= 0xFF
+    assert pixels[-1] == raw[-1] and pixels.flags.writeable  # a view of the buffer, not a copy
+    with pytest.raises(ValueError):
+        decoder.decode(bytes(raw[:40]), "sensor_msgs/msg/Image")
