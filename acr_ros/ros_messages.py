@@ -104,6 +104,19 @@ def points(xyz: np.ndarray, fast: Optional[bool] = None) -> list:
     return out
 
 
+def _build(cls, **fields):
+    """cls(**fields) without running its constructor, which first builds a default for every field
+    (for a TransformStamped: ten throw-away messages); every field must be given. Falls back to the
+    constructor where the generated class keeps its fields elsewhere (another ROS release)."""
+    if not hasattr(cls, "_check_fields"):
+        return cls(**fields)
+    msg = cls.__new__(cls)
+    cls._check_fields.__set__(msg, False)
+    for name, value in fields.items():
+        getattr(cls, f"_{name}").__set__(msg, value)
+    return msg
+
+
 def _set_points(marker: Marker, xyz: np.ndarray, as_array: bool) -> None:
     """marker.points = the (N, 3) positions: Point objects, or with as_array the float64 array itself,
     stored in the slot past the setter (for acr_ros.cdr.CdrEncoder; rclpy cannot serialize that)."""
@@ -227,8 +240,9 @@ def joint_frames(hand: HandResult) -> np.ndarray:
 def hand_transforms(frame: FrameResult, header, prefix: str = "hand", joints: bool = True) -> list:
     """geometry_msgs/TransformStamped for each hand's wrist (and, with joints=True, its other 20
     joints), children of header.frame_id, stamped header.stamp. Frames with non-finite values are
-    left out (tf2 rejects them)."""
+    left out (tf2 rejects them). The transforms share one copy of the header."""
     transforms = []
+    stamped = copy_header(header)
     for hand in _one_per_side(frame):
         positions = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
         count = NUM_JOINTS if joints else 1
@@ -240,12 +254,10 @@ def hand_transforms(frame: FrameResult, header, prefix: str = "hand", joints: bo
             if not finite[j]:
                 continue
             p, q = positions[j].tolist(), quaternions[j]
-            t = TransformStamped()
-            t.header = copy_header(header)
-            t.child_frame_id = frame_name(prefix, hand.side, JOINT_NAMES[j])
-            t.transform = Transform(translation=Vector3(x=p[0], y=p[1], z=p[2]),
-                                    rotation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3]))
-            transforms.append(t)
+            transforms.append(_build(
+                TransformStamped, header=stamped, child_frame_id=frame_name(prefix, hand.side, JOINT_NAMES[j]),
+                transform=_build(Transform, translation=_build(Vector3, x=p[0], y=p[1], z=p[2]),
+                                 rotation=_build(Quaternion, x=q[0], y=q[1], z=q[2], w=q[3]))))
     return transforms
 
 

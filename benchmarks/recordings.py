@@ -14,7 +14,9 @@ them, as test/support/bags.py records them), then alternates, --repeat times:
 Reports the median frames/s of each, the median of the runs' ratios of bag to bag to the engine
 (each run's engine and bag passes are adjacent: on a shared machine they see the same load), and
 how much of the bag-to-bag time the backend was busy (100 %: reading and writing never made it
-wait; less: it waited, or contended with them for the cores or the GIL). ACR runs random
+wait; less: it waited, or contended with them for the cores or the GIL), and the CPU time per
+frame of the engine alone and of bag to bag (their difference is what reading and writing cost;
+on a machine whose cores are all busy it comes off the throughput). ACR runs random
 weights with synthetic MANO files (the real model's cost and output sizes, not hand
 reconstructions). Prints a markdown table (docs/benchmarks.md).
 """
@@ -133,34 +135,39 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, Python {platform.python_version()}; "
           f"{args.frames} frames {args.size}, {args.storage} storage, batch {args.batch}\n")
     print("| backend | device | engine | reading alone | writing alone | bag to bag | ratio | engine busy "
-          "| bag to bag + mp4 | ratio |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU ms/frame engine / bag to bag | bag to bag + mp4 | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         bag = write_bag(tmp / "recording", frames, args.storage).path
         for name in args.backend:
             backend = make_backend(name, args.device, tmp)
             engine_rate(backend, frames[:min(8, len(frames))], args.batch)  # warm-up
-            engine, read, write, plain, rendered, busy = [], [], [], [], [], []
+            engine, read, write, plain, rendered, busy, engine_cpu, plain_cpu = ([] for _ in range(8))
             for run in range(args.repeat):
+                cpu = time.process_time()
                 rate, results = engine_rate(backend, frames, args.batch)
+                engine_cpu.append((time.process_time() - cpu) / len(frames) * 1e3)
                 engine.append(rate)
                 rate, recorded = read_rate(bag)
                 read.append(rate)
                 write.append(write_rate(bag, tmp / f"{name}_write_{run}", backend, recorded, results))
                 del recorded
+                cpu = time.process_time()
                 rate, fraction = bag_rate(backend, bag, tmp / f"{name}_plain_{run}", args.batch, False)
+                plain_cpu.append((time.process_time() - cpu) / len(frames) * 1e3)
                 plain.append(rate)
                 busy.append(fraction)
                 rendered.append(bag_rate(backend, bag, tmp / f"{name}_mp4_{run}", args.batch, True)[0])
-            e, r, w, p, m, b = (statistics.median(x) for x in (engine, read, write, plain, rendered, busy))
+            e, r, w, p, m, b, ec, pc = (statistics.median(x) for x in (engine, read, write, plain, rendered, busy,
+                                                                       engine_cpu, plain_cpu))
             plain_ratio = statistics.median(b / a for a, b in zip(engine, plain))
             rendered_ratio = statistics.median(b / a for a, b in zip(engine, rendered))
             print(f"| {name} | {backend.device} | {e:.1f} | {r:.0f} | {w:.0f} | {p:.1f} | {plain_ratio:.0%} "
-                  f"| {b:.0%} | {m:.1f} | {rendered_ratio:.0%} |")
+                  f"| {b:.0%} | {ec:.1f} / {pc:.1f} | {m:.1f} | {rendered_ratio:.0%} |")
             backend.close()
     print("\nframes/s, medians of interleaved runs; engine busy: the share of bag-to-bag time spent in "
-          "backend.reconstruct")
+          "backend.reconstruct; CPU ms/frame: this process's CPU time (all threads) per frame")
 
 
 if __name__ == "__main__":
