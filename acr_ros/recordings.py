@@ -539,22 +539,23 @@ class HandsBag:
         self.path = Path(path)
         self.backend, self.faces = backend, faces
         self.prefix = "/" + prefix.strip("/")
-        self.frames = 0
         self.skipped: list[str] = []    # copied topics left out, with why
         self._shown_sides: dict[str, set[str]] = {}
-        self._mesh_written = faces.get(LEFT) is None or faces.get(RIGHT) is None
+        self._mesh_pending = faces.get(LEFT) is not None and faces.get(RIGHT) is not None  # ACR: once, first
         try:
             self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
             self.writer.open()
         except WriterError as error:
             raise RecordingError(f"{self.path}: {error} (remove it or choose another output folder)") from None
+        except OSError as error:
+            raise RecordingError(f"{self.path}: cannot write the output bag: {error}") from None
         store = typestore()
         own = {f"{self.prefix}/hands": ("acr_ros/msg/Hands", OUTPUT_QOS),
                "/tf": ("tf2_msgs/msg/TFMessage", TF_QOS),
                f"{self.prefix}/markers": ("visualization_msgs/msg/MarkerArray", OUTPUT_QOS)}
         if overlay:
             own[f"{self.prefix}/overlay"] = ("sensor_msgs/msg/Image", OUTPUT_QOS)
-        if not self._mesh_written:
+        if self._mesh_pending:
             own[f"{self.prefix}/mesh"] = ("acr_ros/msg/HandMesh", LATCHED_QOS)
         self._own = {topic: self.writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=[qos])
                      for topic, (msgtype, qos) in own.items()}
@@ -600,10 +601,10 @@ class HandsBag:
     def add(self, frame: RecordedFrame, result: FrameResult, overlay: Optional[np.ndarray] = None) -> None:
         """The outputs of one frame, stamped with its image's header, at its record time."""
         height, width = frame.image.shape[:2]
-        if not self._mesh_written:
+        if self._mesh_pending:
             self._write(f"{self.prefix}/mesh", frame.time, ros_messages.mesh_msg(
                 self.faces[LEFT], self.faces[RIGHT], ros_messages.copy_header(frame.header).stamp))
-            self._mesh_written = True
+            self._mesh_pending = False
         self._write(f"{self.prefix}/hands", frame.time, ros_messages.frame_to_msg(
             result, frame.header, width, height, self.backend.name, self.backend.model, self.backend.checkpoint))
         if result.hands:
@@ -614,7 +615,6 @@ class HandsBag:
             self._write(f"{self.prefix}/markers", frame.time, markers)
         if overlay is not None and f"{self.prefix}/overlay" in self._own:
             self._write(f"{self.prefix}/overlay", frame.time, bgr_to_image(overlay, frame.header))
-        self.frames += 1
 
     def close(self) -> None:
         """Writes the summary, footer and metadata.yaml: a complete bag of what was added."""
