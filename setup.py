@@ -19,6 +19,7 @@ setup(
             "image_source = acr_ros.image_source:main",
             "hands_recorder = acr_ros.hands_recorder:main",
             "acr_offline = acr_ros.offline:main",
+            "acr_export = acr_ros.export:main",
             "acr_ros_demo = acr_ros.demo:main",
         ],
     },

@@ -2,9 +2,10 @@
 
     acr_ros_demo [-o OUTPUT_DIR] [--backend auto|acr|mediapipe] [--checkpoint wild.pkl --mano-dir DIR]
 
-Starts the hands node and, for each sample (a clip and still photos), an image source process
-publishing it as Image + CameraInfo; records what the node publishes (overlays, `<name>_output.mp4`
-for the clip, a JSON summary per sample) and prints where it went. Equivalent on a ROS 2 install:
+Starts the hands node as its own process and, in this one, plays each sample (a clip and still
+photos) through an image source node publishing Image + CameraInfo over DDS; records what the node
+publishes (overlays, `<name>_output.mp4` for the clip, a JSON summary per sample) and prints where
+it went. Equivalent on a ROS 2 install:
 `ros2 launch acr_ros hands.launch.py source:=video input:=<clip> rviz:=true`.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -39,13 +41,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def start(module: str, params: dict, log_path: Path, name: str, namespace: str = "/") -> subprocess.Popen:
+def start(module: str, params: dict, log_path: Path, name: str) -> subprocess.Popen:
     params_file = log_path.with_suffix(".yaml")
     params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     log = open(log_path, "w")
     return subprocess.Popen(
-        [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}", "-r", f"__ns:={namespace}",
-         "--params-file", str(params_file)],
+        [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}", "--params-file", str(params_file)],
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
@@ -74,12 +75,13 @@ class NodeStatus:
                 self.values = {kv.key: kv.value for kv in status.values}
                 self.updated_at = time.monotonic()
 
+    def count(self, key: str) -> int:
+        return int(self.values.get(key, "0"))
+
     def settled(self) -> bool:
-        count = lambda key: int(self.values.get(key, "0"))  # noqa: E731
-        received = count("frames received")
-        return received > 0 and received == (count("frames published") + count("frames dropped")
-                                             + count("bad input frames") + count("inference errors")
-                                             + count("internal errors"))
+        received = self.count("frames received")
+        return received > 0 and received == sum(self.count(key) for key in (
+            "frames published", "frames dropped", "bad input frames", "inference errors", "internal errors"))
 
 
 def spin_until(executor, predicate, timeout: float) -> bool:
@@ -89,11 +91,12 @@ def spin_until(executor, predicate, timeout: float) -> bool:
     return predicate()
 
 
-def play(executor, status: NodeStatus, media: Path, args, logs: Path) -> dict:
+def play(executor, status: NodeStatus, media: Path, args) -> dict:
     """Publishes one input through the graph and records the node's output; returns its summary."""
     from rclpy.parameter import Parameter
 
     from acr_ros.hands_recorder import HandsRecorder
+    from acr_ros.image_source import ImageSource
 
     video = media.suffix.lower() in VIDEO_SUFFIXES
     recorder = HandsRecorder(
@@ -101,23 +104,32 @@ def play(executor, status: NodeStatus, media: Path, args, logs: Path) -> dict:
                              Parameter("name", value=media.stem), Parameter("video", value=video)],
         cli_args=["--ros-args", "-r", "hands:=/acr_hands/hands", "-r", "overlay:=/acr_hands/overlay"])
     executor.add_node(recorder)
-    assert spin_until(executor, lambda: recorder.hands_subscription.get_publisher_count() > 0, 30), \
-        "the recorder did not match the hands node's publisher"
-    source = start("acr_ros.image_source", {
-        "source": "video" if video else "image", "input": str(media), "loop": False,
-        "rate": 0.0 if video else args.rate, "repeat": 1 if video else 3,
-        "frame_id": "demo_camera_optical_frame", "wait_for_subscribers": 1, "reliable": True,
-    }, logs / f"source_{media.stem}.log", "image_source", CAMERA_NAMESPACE)
-    spin_until(executor, lambda: source.poll() is not None, 600)
-    source_done = time.monotonic()
-    # Done when a report newer than the source's end says every frame was handled (published,
-    # dropped or refused).
-    spin_until(executor, lambda: status.updated_at > source_done and status.settled(), 120)
-    spin_until(executor, lambda: False, 1.5)  # the last outputs in flight
+    assert spin_until(executor, lambda: recorder.hands_subscription.get_publisher_count() > 0
+                      and recorder.overlay_subscription.get_publisher_count() > 0, 30), \
+        "the recorder did not match the hands node's publishers"
+    received_before, published_before = status.count("frames received"), status.count("frames published")
+    source = ImageSource(namespace=CAMERA_NAMESPACE, parameter_overrides=[
+        Parameter(name, value=value) for name, value in {
+            "source": "video" if video else "image", "input": str(media), "loop": False,
+            "rate": 0.0 if video else args.rate, "repeat": 1 if video else 3,
+            "frame_id": "demo_camera_optical_frame", "wait_for_subscribers": 1, "reliable": True,
+        }.items()])
+    # The source paces its frames in a thread of its own while this one records what comes back.
+    with ThreadPoolExecutor(1) as thread:
+        playing = thread.submit(source.run)
+        spin_until(executor, playing.done, 600)
+    source.destroy_node()
+    playing.result()  # raises what stopped the source (e.g. unreadable media)
+    # Done when the node's report says it received every frame and handled each (published,
+    # dropped or refused), and the recorder holds every published frame's hands and overlay.
+    spin_until(executor, lambda: status.count("frames received") - received_before >= source.frames_published
+               and status.settled()
+               and len(recorder.summaries) >= status.count("frames published") - published_before, 120)
+    spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5)  # overlays trail
     path = recorder.finish()
     executor.remove_node(recorder)
     recorder.destroy_node()
-    return json.loads(path.read_text()) | {"summary_file": str(path), "source_exit": source.returncode}
+    return json.loads(path.read_text()) | {"summary_file": str(path)}
 
 
 def describe(name: str, summary: dict) -> str:
@@ -148,6 +160,7 @@ def main(argv=None) -> int:
     node = start("acr_ros.hands_node", {
         "backend": args.backend, "checkpoint": args.checkpoint, "mano_dir": args.mano_dir,
         "device": args.device, "image_topics": [f"{CAMERA_NAMESPACE}/image_raw"], "qos_reliability": "reliable",
+        "diagnostics_period": 0.2,  # its reports say when every frame of a sample is handled
     }, logs / "hands_node.log", "acr_hands")
     summaries = {}
     try:
@@ -158,7 +171,7 @@ def main(argv=None) -> int:
             return 1
         for media in inputs:
             print(f"playing {media.name} ...", flush=True)
-            summaries[media.name] = play(executor, status, media, args, logs)
+            summaries[media.name] = play(executor, status, media, args)
     finally:
         stop(node)
         executor.shutdown()

@@ -1,16 +1,32 @@
-"""The hands node: camera images in; hands, TF, RViz markers, an overlay and diagnostics out.
+"""The hands node: camera images in; hands, per-side wrist poses, TF, RViz markers, an overlay and
+diagnostics out. A managed (lifecycle) node.
 
 One job: convert ROS messages to arrays, hand them to a hand backend (acr_ros.backends), and
-publish what comes back, stamped with each source image's stamp and frame_id.
+publish what comes back, stamped with each source image's stamp and frame_id, each hand with its
+track (acr_ros.tracks: per camera and side).
+
+Lifecycle (rclpy.lifecycle: the standard ~/change_state, ~/get_state, ... services and
+~/transition_event):
+  configure   checks the parameters, loads the model, creates the publishers and diagnostics
+  activate    subscribes to the cameras, starts inference and publishing
+  deactivate  unsubscribes, stops inference and publishing, ends the tracks; the model stays loaded
+  cleanup     releases the model (and its accelerator memory) and the publishers
+  shutdown    from any state: releases everything; main() then exits 0
+With `autostart` (default) the node configures and activates itself at start. `enabled` maps onto
+the lifecycle: setting it false deactivates the node, true activates it; it follows the state.
 
 Threading: subscription callbacks only store the newest message of each camera (older unprocessed
-frames are dropped and counted, never queued); one worker thread converts, batches the cameras'
-newest frames into one forward pass and publishes.
+frames are dropped and counted, never queued); one worker thread, running while the node is active,
+converts, batches the cameras' newest frames into one forward pass and publishes. Transitions run
+on the executor thread and stop the worker before they change what it uses.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import threading
+import time
+import traceback
 from dataclasses import dataclass
 from typing import Optional
 
@@ -23,17 +39,23 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from geometry_msgs.msg import PoseStamped
 from rclpy.exceptions import NameValidationException, ParameterException
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
 from acr_ros import ros_messages
-from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
-from acr_ros.acr.one_euro import SmoothingConfig
-from acr_ros.acr.options import PRECISIONS, EngineOptions
+from acr_ros.acr.hands import LEFT, RIGHT, SIDES, CameraIntrinsics, FrameResult
+from acr_ros.acr.one_euro import SmoothingConfig, lag_seconds
+from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions, parse_providers
 from acr_ros.backends import BACKENDS, THRESHOLDS, BackendOutOfMemoryError, create_backend, faces_by_side
 from acr_ros.diagnostics import Counters, LatencyStats, RateMeter
 from acr_ros.image_conversion import (
@@ -44,11 +66,7 @@ from acr_ros.image_conversion import (
     image_to_bgr,
 )
 from acr_ros.msg import HandMesh, Hands
-
-try:  # a real ROS install has tf2_ros; without it, publish the same TFMessage on /tf ourselves
-    from tf2_ros import TransformBroadcaster
-except ImportError:
-    TransformBroadcaster = None
+from acr_ros.tracks import HandTracker
 
 
 @dataclass(frozen=True)
@@ -56,7 +74,8 @@ class Param:
     name: str
     default: object
     description: str
-    read_only: bool = False          # model parameters: applied at start-up only
+    at_configure: bool = False       # model and input parameters: applied by configure, settable while unconfigured
+    read_only: bool = False          # read once at start
     float_range: tuple[float, float] | None = None
     int_range: tuple[int, int] | None = None
     choices: tuple[str, ...] = ()
@@ -71,10 +90,20 @@ PARAMS = (
     Param("mano_dir", "", "Folder holding MANO_LEFT.pkl and MANO_RIGHT.pkl (https://mano.is.tue.mpg.de)",
           True),
     Param("device", "auto", "Inference device: auto (CUDA when available), cuda, cuda:N or cpu", True),
-    Param("precision", "auto", "Network precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
+    Param("precision", "auto", "Network precision: auto (fp16 on CUDA; on CPU fp32, or bf16 where the CPU has "
+          "native bf16 and bf16 stays within 1 px / 1 mm of fp32 on the bundled photos), fp32, fp16, bf16",
           True, choices=PRECISIONS),
-    Param("enabled", True, "Run inference; false pauses it (frames are dropped and counted, the model "
-          "stays loaded)"),
+    Param("runtime", "torch", "What runs the ACR network: torch, or onnxruntime (exported to ONNX at start-up, "
+          "fp32; needs the onnxruntime package, onnxruntime-gpu for the CUDA and TensorRT providers)", True,
+          choices=RUNTIMES),
+    Param("onnx_providers", "", "With runtime onnxruntime: execution providers in order of preference, "
+          "comma-separated, e.g. 'TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider'; "
+          "empty: CUDA then CPU on a CUDA device, CPU otherwise", True),
+    Param("autostart", True, "Configure and activate the node at start; false: it stays unconfigured "
+          "until a lifecycle manager or `ros2 lifecycle set` drives it", read_only=True),
+    Param("enabled", True, "Follows the lifecycle state: false deactivates the node (no subscriptions, "
+          "no inference, no publishing; the model stays loaded), true activates it again. With "
+          "autostart, false at start configures the node without activating it"),
     # One confidence threshold per backend, each with its own meaning and range.
     *(Param(t.parameter, t.default, t.meaning, float_range=(t.low, t.high)) for t in THRESHOLDS),
     Param("suppress_duplicate_hands", False, "ACR: when the left and right detections fall on the same "
@@ -95,19 +124,31 @@ PARAMS = (
     Param("qos_depth", 5, "Image subscription queue depth", True, int_range=(1, 100)),
     Param("max_image_pixels", DEFAULT_MAX_PIXELS, "Larger images are rejected (counted on diagnostics)",
           int_range=(1, 100_000_000)),
+    Param("track_timeout", 2.0, "Seconds (image stamps) between two processed frames of a camera beyond "
+          "which its hand tracks end; keep it above the time one inference takes",
+          float_range=(0.01, 3600.0)),
+    Param("publish_wrist_poses", True, "Publish each side's wrist as geometry_msgs/PoseStamped on "
+          "~/left/wrist_pose and ~/right/wrist_pose (RELIABLE), only while that side is tracked"),
     Param("publish_tf", True, "Publish TF frames of the hands"),
     Param("tf_joints", True, "Publish a TF frame for each of the 21 joints (false: wrists only)"),
     Param("frame_prefix", "hand", "Prefix of the TF frame names, e.g. hand_left_wrist"),
     Param("publish_markers", True, "Publish RViz markers (mesh, skeleton, joints, label) on ~/markers"),
+    Param("marker_lifetime", 1.0, "Seconds RViz keeps a hand's markers without a refresh, so that "
+          "stale hands vanish when the camera stops (0: until deleted)", float_range=(0.0, 3600.0)),
     Param("publish_overlay", True, "Publish ~/overlay (input with the hands drawn), only while subscribed"),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages", True, float_range=(0.1, 60.0)),
 )
+
+
+PARAMS_BY_NAME = {param.name: param for param in PARAMS}
 
 
 def _descriptor(param: Param) -> ParameterDescriptor:
     description = param.description
     if param.choices:
         description += f" (one of: {', '.join(param.choices)})"
+    if param.at_configure:
+        description += " [applied at configure: set it while the node is unconfigured]"
     descriptor = ParameterDescriptor(description=description, read_only=param.read_only)
     if param.float_range:
         descriptor.floating_point_range = [
@@ -123,8 +164,23 @@ def sibling_topic(image_topic: str, name: str) -> str:
     return f"{head}/{name}" if head or image_topic.startswith("/") else name
 
 
+def _problem(param: Param, value) -> Optional[str]:
+    """Why a parameter value is refused beyond its type and range (the descriptors enforce those), or None."""
+    if param.choices and value not in param.choices:
+        return f"parameter {param.name} is {value!r}; expected one of {', '.join(param.choices)}"
+    if param.name == "frame_prefix" and (not value or "/" in value or " " in value):
+        return "frame_prefix must be non-empty, without '/' or spaces"
+    if param.name == "image_topics" and not value:
+        return "image_topics is empty: name at least one camera image topic"
+    return None
+
+
 def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
+
+
+def stamp_nanoseconds(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
 class Camera:
@@ -137,6 +193,7 @@ class Camera:
         self._latest_info: Optional[CameraInfo] = None
         self._lock = threading.Lock()
         self.received = RateMeter()
+        self.subscriptions: list = []  # image and camera_info, while the node is active
 
     def put_frame(self, msg) -> bool:
         """Stores msg as the newest frame; True when it replaced an unprocessed one (a drop)."""
@@ -174,51 +231,226 @@ class PendingFrame:
     intrinsics: Optional[CameraIntrinsics]  # None: uncalibrated, the backend's default is used
 
 
-class HandsNode(Node):
+def _logged(transition):
+    """A transition callback whose unexpected exception is logged with its traceback (rclpy turns it
+    into ERROR without a word); on_error then releases everything."""
+    @functools.wraps(transition)
+    def callback(self, state):
+        try:
+            return transition(self, state)
+        except Exception:
+            self.get_logger().error(f"{transition.__name__} failed:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
+    return callback
+
+
+RCLError = rclpy_implementation.RCLError
+# What a refused configuration raises: a message naming the parameter or file, where and why.
+CONFIGURATION_ERRORS = (ValueError, FileNotFoundError, ImportError)
+# Per-side wrist poses: the newest pose is the command; RELIABLE, or MoveIt Servo and most
+# controllers (reliable subscribers) never connect.
+WRIST_POSE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+# tf2_ros's TransformBroadcaster QoS (DynamicBroadcasterQoS): what TF listeners expect on /tf.
+TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+
+
+class HandsNode(LifecycleNode):
     REPORTED = ("bad_input", "inference_errors", "internal_errors")  # counters that set the level
+    STAGES = ("conversion", "inference", "publish")  # latency per stage, on /diagnostics
 
     def __init__(self, backend_factory=None, **node_options):
-        """backend_factory() -> (backend, reason) replaces the parameter-driven choice (tests)."""
+        """backend_factory() -> (backend, reason) replaces the parameter-driven choice (tests).
+        The node starts unconfigured: main() runs start() with autostart, a lifecycle manager otherwise."""
         super().__init__("acr_hands", **node_options)
         for param in PARAMS:
-            value = self.declare_parameter(param.name, param.default, _descriptor(param)).value
-            if param.choices and value not in param.choices:
-                raise ValueError(f"parameter {param.name} is {value!r}; expected one of {', '.join(param.choices)}")
+            self.declare_parameter(param.name, param.default, _descriptor(param))
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
+        self._backend_factory = backend_factory or self._create_backend
 
         self.counters = Counters()
         self._reported: dict[str, int] = {}
         self._smoothing_changed = threading.Event()
         self.latency = LatencyStats()
+        self.stage_latency = {stage: LatencyStats() for stage in self.STAGES}
         self.published = RateMeter()
+        self.tracker = HandTracker(self._param("track_timeout"))  # lives as long as the node: ids stay unique
+        self.finished = Future()  # done once the shutdown transition ran: main() then exits
 
-        self.backend, reason = (backend_factory or self._create_backend)()
-        self.backend.detection_threshold = self._param(self.backend.threshold.parameter)
-        self.get_logger().info(f"hand backend: {self.backend.name} ({reason}); model {self.backend.model}"
-                               + (f", weights {self.backend.checkpoint}" if self.backend.checkpoint else ""))
-
-        self.faces = faces_by_side(self.backend)
-        self.hands_pub = self.create_publisher(Hands, "~/hands", 10)
-        self.markers_pub = self.create_publisher(MarkerArray, "~/markers", 10)
-        self.overlay_pub = self.create_publisher(Image, "~/overlay", 2)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._publish_mesh()
-        if TransformBroadcaster is not None:
-            self._tf = TransformBroadcaster(self)
-            self._send_transforms = self._tf.sendTransform
-        else:
-            from tf2_msgs.msg import TFMessage
-            tf_pub = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100))
-            self._send_transforms = lambda transforms: tf_pub.publish(TFMessage(transforms=transforms))
-
-        self.cameras = [self._subscribe(topic) for topic in self.get_parameter("image_topics").value]
+        # Set by configure, released by cleanup:
+        self.backend = None
+        self.faces = None
+        self._outputs: list = []  # managed publishers
+        self._diagnostics = None  # (publisher, timer): reported while inactive too
+        # Set by activate, released by deactivate:
+        self.cameras: list[Camera] = []
+        self._worker: Optional[threading.Thread] = None
         self._shown_sides: dict[str, set[str]] = {}  # per frame_id: sides with markers out
         self._wake = threading.Event()
         self._stop = threading.Event()
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    @property
+    def configured(self) -> bool:
+        return self.backend is not None
+
+    @property
+    def active(self) -> bool:
+        return self._worker is not None
+
+    def start(self) -> bool:
+        """autostart: configure, then activate unless `enabled` is false; False when a transition
+        failed (its reason is logged)."""
+        if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return False
+        return not self._param("enabled") or self.trigger_activate() == TransitionCallbackReturn.SUCCESS
+
+    @_logged
+    def on_configure(self, state):
+        try:
+            self._configure()
+        except CONFIGURATION_ERRORS as error:
+            self._release()
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        return super().on_configure(state)
+
+    @_logged
+    def on_activate(self, state):
+        result = super().on_activate(state)  # the managed publishers first: the worker publishes
+        self.cameras = [self._subscribe(topic) for topic in self._param("image_topics")]
+        self._start_worker()
+        self._publish_mesh()
+        self._follow_state(enabled=True)
+        self.get_logger().info(f"active: subscribed to {', '.join(c.topic for c in self.cameras)}")
+        return result
+
+    @_logged
+    def on_deactivate(self, state):
+        self._stop_worker()  # waits for a batch in flight: nothing is published after this
+        self._unsubscribe("the node was deactivated")
+        self._delete_shown_markers()  # stale hands leave RViz now, not after their lifetime
+        self.tracker.clear()
+        self.backend.reset()  # a later activation starts without old smoothing or tracking state
+        self._follow_state(enabled=False)
+        self.get_logger().info("inactive: unsubscribed, the model stays loaded")
+        return super().on_deactivate(state)
+
+    @_logged
+    def on_cleanup(self, state):
+        self._release()
+        self.get_logger().info("cleaned up: model and publishers released")
+        return super().on_cleanup(state)
+
+    @_logged
+    def on_shutdown(self, state):
+        try:
+            self.shutdown()
+            self.get_logger().info(f"shut down from {state.label}: everything released")
+            return super().on_shutdown(state)
+        finally:
+            self.finished.set_result(True)
+
+    def on_error(self, state):
+        self.get_logger().error(f"a transition from {state.label} failed: model and connections released, "
+                                "the node is unconfigured")
+        self._release()
+        return super().on_error(state)
+
+    def shutdown(self) -> None:
+        """Releases everything, in any state; the worker gets 1.5 s (a batch still running then
+        finishes unpublished and the model is left to the process exit)."""
+        self._release(worker_timeout=1.5)
+
+    def _configure(self) -> None:
+        for param in PARAMS:
+            problem = _problem(param, self._param(param.name))
+            if problem:
+                raise ValueError(problem)
+        for topic in self._param("image_topics"):  # a bad name is refused here, not at activate
+            for name in (self._image_topic(topic), sibling_topic(topic, "camera_info")):
+                try:
+                    self.resolve_topic_name(name)
+                except RCLError as error:  # "failed to resolve name: <why>, at <rcl source>"
+                    why = str(error).removeprefix("failed to resolve name: ").split(", at /")[0]
+                    raise ValueError(f"parameter image_topics: {name!r} is not a valid topic name: {why}") from None
+        self._smoothing_changed.clear()
+        self.backend, reason = self._backend_factory()
+        self.backend.detection_threshold = self._param(self.backend.threshold.parameter)
+        self.get_logger().info(f"hand backend: {self.backend.name} ({reason}); model {self.backend.model}"
+                               + (f", weights {self.backend.checkpoint}" if self.backend.checkpoint else ""))
+        self.faces = faces_by_side(self.backend)
+        self.hands_pub = self._output(Hands, "~/hands", 10)
+        self.wrist_pose_pubs = {side: self._output(PoseStamped, f"~/{side}/wrist_pose", WRIST_POSE_QOS)
+                                for side in SIDES}
+        self.markers_pub = self._output(MarkerArray, "~/markers", 10)
+        self.overlay_pub = self._output(Image, "~/overlay", 2)
+        self.tf_pub = self._output(TFMessage, "/tf", TF_QOS)
+        self._mesh_pub = None
+        if self.faces[LEFT] is not None and self.faces[RIGHT] is not None:
+            self._mesh_pub = self._output(HandMesh, "~/mesh", QoSProfile(
+                depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE))
+        self._diagnostics = (self.create_publisher(DiagnosticArray, "/diagnostics", 10),
+                             self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics))
+
+    def _output(self, msg_type, topic: str, qos):
+        """A managed publisher: it publishes only while the node is active."""
+        publisher = self.create_lifecycle_publisher(msg_type, topic, qos)
+        self._outputs.append(publisher)
+        return publisher
+
+    def _release(self, worker_timeout: Optional[float] = None) -> None:
+        """Back to unconfigured from any state: worker, subscriptions, publishers, model."""
+        stopped = self._stop_worker(worker_timeout)
+        self._unsubscribe("the node released its inputs (shutdown or a failed transition)")
+        self._shown_sides.clear()
+        self.tracker.clear()
+        for publisher in self._outputs:
+            self.destroy_lifecycle_publisher(publisher)
+        self._outputs = []
+        if self._diagnostics is not None:
+            self.destroy_publisher(self._diagnostics[0])
+            self.destroy_timer(self._diagnostics[1])
+            self._diagnostics = None
+        if self.backend is not None and stopped:  # else the worker still uses it
+            self.backend.close()
+        self.backend = self.faces = None
+
+    def _start_worker(self) -> None:
+        self._stop.clear()
         self._worker = threading.Thread(target=self._run, name="acr_hands_inference", daemon=True)
         self._worker.start()
-        self.create_timer(self.get_parameter("diagnostics_period").value, self._publish_diagnostics)
+
+    def _stop_worker(self, timeout: Optional[float] = None) -> bool:
+        """True when the worker is gone (or never ran)."""
+        if self._worker is None:
+            return True
+        self._stop.set()
+        self._wake.set()
+        self._worker.join(timeout)
+        stopped = not self._worker.is_alive()
+        self._worker = None
+        return stopped
+
+    def _unsubscribe(self, reason: str) -> None:
+        for camera in self.cameras:
+            for subscription in camera.subscriptions:
+                self.destroy_subscription(subscription)
+            if camera.take_frame() is not None:
+                self.counters.add("dropped", reason)
+        self.cameras = []
+
+    def _follow_state(self, enabled: bool) -> None:
+        """Keeps the parameter `enabled` equal to whether the node is active."""
+        if self._param("enabled") != enabled:
+            self.set_parameters([Parameter("enabled", value=enabled)])
+
+    def _delete_shown_markers(self) -> None:
+        now = self.get_clock().now().to_msg()
+        for frame_id, sides in self._shown_sides.items():
+            if sides:
+                self.markers_pub.publish(ros_messages.deletion_markers(sides, Header(stamp=now, frame_id=frame_id)))
+        self._shown_sides.clear()
 
     # ---- set-up -------------------------------------------------------------------------------
     def _param(self, name: str):
@@ -241,19 +473,20 @@ class HandsNode(Node):
             checkpoint=self._param("checkpoint"),
             mano_dir=self._param("mano_dir"),
             options=EngineOptions(device=self._param("device"), precision=self._param("precision"),
-                                  suppress_duplicate_hands=self._param("suppress_duplicate_hands")),
+                                  suppress_duplicate_hands=self._param("suppress_duplicate_hands"),
+                                  runtime=self._param("runtime"),
+                                  onnx_providers=parse_providers(self._param("onnx_providers"))),
             smoothing=self._smoothing_config(),
             tune_process=True,
         )
 
     def _publish_mesh(self) -> None:
-        left, right = self.faces[LEFT], self.faces[RIGHT]
-        if left is None or right is None:
-            return
-        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL,
-                             reliability=ReliabilityPolicy.RELIABLE)
-        self._mesh_pub = self.create_publisher(HandMesh, "~/mesh", latched)
-        self._mesh_pub.publish(ros_messages.mesh_msg(left, right, self.get_clock().now().to_msg()))
+        if self._mesh_pub is not None:
+            self._mesh_pub.publish(ros_messages.mesh_msg(self.faces[LEFT], self.faces[RIGHT],
+                                                         self.get_clock().now().to_msg()))
+
+    def _image_topic(self, topic: str) -> str:
+        return topic + "/compressed" if self._param("compressed") else topic
 
     def _subscribe(self, topic: str) -> Camera:
         camera = Camera(topic)
@@ -271,28 +504,47 @@ class HandsNode(Node):
                 self.counters.add("dropped", "a newer frame arrived before inference took this one")
             self._wake.set()
 
-        if self._param("compressed"):
-            self.create_subscription(CompressedImage, topic + "/compressed", on_image, qos)
-        else:
-            self.create_subscription(Image, topic, on_image, qos)
-        self.create_subscription(CameraInfo, sibling_topic(topic, "camera_info"), camera.put_info, qos)
+        # CameraInfo first: the executor takes waiting messages in subscription order, so an image
+        # and its CameraInfo that arrive together are converted with it.
+        image_type = CompressedImage if self._param("compressed") else Image
+        camera.subscriptions = [
+            self.create_subscription(CameraInfo, sibling_topic(topic, "camera_info"), camera.put_info, qos),
+            self.create_subscription(image_type, self._image_topic(topic), on_image, qos),
+        ]
         return camera
 
     def _validate_parameters(self, params) -> SetParametersResult:
         # Types and ranges are enforced by the descriptors; the rest is checked here.
         for param in params:
-            if param.name == "frame_prefix" and (not param.value or "/" in param.value
-                                                 or " " in param.value):
-                return SetParametersResult(successful=False,
-                                           reason="frame_prefix must be non-empty, without '/' or spaces")
+            spec = PARAMS_BY_NAME.get(param.name)
+            if spec is None:
+                continue
+            if spec.at_configure and self.configured:
+                return SetParametersResult(successful=False, reason=(
+                    f"{param.name} is applied at configure: deactivate and clean up the node first "
+                    f"(ros2 lifecycle set {self.get_fully_qualified_name()} cleanup)"))
+            if param.name == "enabled" and param.value and not self.configured:
+                return SetParametersResult(successful=False, reason=(
+                    f"the node is unconfigured: configure it first "
+                    f"(ros2 lifecycle set {self.get_fully_qualified_name()} configure)"))
+            problem = _problem(spec, param.value)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
         return SetParametersResult(successful=True)
 
     def _apply_parameters(self, params) -> None:
         for param in params:
-            if param.name == self.backend.threshold.parameter:
+            if self.configured and param.name == self.backend.threshold.parameter:
                 self.backend.detection_threshold = float(param.value)
             elif param.name.startswith("smoothing."):
                 self._smoothing_changed.set()
+            elif param.name == "track_timeout":
+                self.tracker.timeout_s = float(param.value)
+            elif param.name == "enabled":
+                if param.value and self.configured and not self.active:
+                    self.trigger_activate()
+                elif not param.value and self.active:
+                    self.trigger_deactivate()
 
     # ---- inference ----------------------------------------------------------------------------
     def _run(self) -> None:
@@ -301,9 +553,6 @@ class HandsNode(Node):
             self._wake.clear()
             frames = [(camera, msg) for camera in self.cameras if (msg := camera.take_frame()) is not None]
             if not frames:
-                continue
-            if not self._param("enabled"):
-                self.counters.add("dropped", "inference paused (parameter enabled)", len(frames))
                 continue
             try:
                 batch = [frame for frame in (self._convert(*item) for item in frames) if frame is not None]
@@ -315,6 +564,7 @@ class HandsNode(Node):
                                         throttle_duration_sec=5.0)
 
     def _convert(self, camera: Camera, msg):
+        start = time.perf_counter()
         max_pixels = self._param("max_image_pixels")
         try:
             if isinstance(msg, CompressedImage):
@@ -334,18 +584,26 @@ class HandsNode(Node):
                 f"camera_info of {camera.topic} is for {info.width}x{info.height} but the image is "
                 f"{bgr.shape[1]}x{bgr.shape[0]}: using the default intrinsics", throttle_duration_sec=5.0)
             intrinsics = None
+        self.stage_latency["conversion"].add(time.perf_counter() - start)
         return PendingFrame(camera, msg.header, bgr, intrinsics)
 
     def _process(self, batch) -> None:
         if self._smoothing_changed.is_set():
             self._smoothing_changed.clear()
             self.backend.set_smoothing(self._smoothing_config())
+        # A camera silent for longer than track_timeout: its tracks end before inference, so that
+        # their smoothing restarts with this frame.
+        for frame in batch:
+            for track in self.tracker.expire(frame.camera.topic, stamp_nanoseconds(frame.header.stamp)):
+                self.backend.reset_side(frame.camera.topic, track.side)
+        start = time.perf_counter()
         results = self._reconstruct(batch)
-        if self._stop.is_set():  # shutting down: the publishers may be gone
+        self.stage_latency["inference"].add(time.perf_counter() - start)
+        if self._stop.is_set():  # deactivating or shutting down: publish nothing more
             return
         for frame, result in zip(batch, results):
             if result is not None:
-                self._publish(frame.header, frame.bgr, result)
+                self._publish(frame, result)
 
     def _reconstruct(self, batch: list[PendingFrame]) -> list[Optional[FrameResult]]:
         """The backend's results, None for frames it failed on; a failure never takes the node down.
@@ -376,30 +634,44 @@ class HandsNode(Node):
                                   f"{error}", throttle_duration_sec=5.0)
         return [None] * len(batch)
 
-    def _publish(self, header, bgr, result: FrameResult) -> None:
-        height, width = bgr.shape[:2]
+    def _publish(self, frame: PendingFrame, result: FrameResult) -> None:
+        start = time.perf_counter()
+        header, stream = frame.header, frame.camera.topic
+        height, width = frame.bgr.shape[:2]
         finite = [hand for hand in result.hands if hand.is_finite()]
         if len(finite) < len(result.hands):
             self.counters.add("non_finite_hands", "a hand had NaN or Inf values", len(result.hands) - len(finite))
-            result.hands = finite
-        self.hands_pub.publish(ros_messages.frame_to_msg(
-            result, header, width, height, self.backend.name, self.backend.model, self.backend.checkpoint))
+        # The published hands (one per side) are what the tracks follow; a side that is not
+        # published ends its track, and that side's smoothing restarts.
+        result.hands = ros_messages.one_per_side(FrameResult(finite))
+        update = self.tracker.update(stream, stamp_nanoseconds(header.stamp), [hand.side for hand in result.hands])
+        for track in update.ended:
+            self.backend.reset_side(stream, track.side)
+        hands = ros_messages.frame_to_msg(result, header, width, height, self.backend.name, self.backend.model,
+                                          self.backend.checkpoint, update.tracks)
+        self.hands_pub.publish(hands)
+        if self._param("publish_wrist_poses"):
+            for hand in hands.hands:
+                self.wrist_pose_pubs[ros_messages.SIDE_NAMES[hand.side]].publish(
+                    ros_messages.wrist_pose_msg(hands, hand))
         if self._param("publish_tf") and result.hands:
-            self._send_transforms(ros_messages.hand_transforms(
-                result, header, prefix=self._param("frame_prefix"), joints=self._param("tf_joints")))
+            self.tf_pub.publish(TFMessage(transforms=ros_messages.hand_transforms(
+                result, header, prefix=self._param("frame_prefix"), joints=self._param("tf_joints"))))
         if self._param("publish_markers"):
             self._publish_markers(header, result)
         if self._param("publish_overlay") and self.overlay_pub.get_subscription_count() > 0:
             from acr_ros.render import draw_hands
 
-            overlay = draw_hands(bgr, result, self.faces)
+            overlay = draw_hands(frame.bgr, result, self.faces)
             self.overlay_pub.publish(bgr_to_image(overlay, header))
+        self.stage_latency["publish"].add(time.perf_counter() - start)
         self.latency.add(self.get_clock().now().nanoseconds * 1e-9 - stamp_seconds(header.stamp))
         self.published.tick()
         self.counters.add("published")
 
     def _publish_markers(self, header, result: FrameResult) -> None:
-        markers = ros_messages.frame_markers(result, header, self.faces, self._shown_sides)
+        markers = ros_messages.frame_markers(result, header, self.faces, self._shown_sides,
+                                             lifetime=self._param("marker_lifetime"))
         if markers.markers:
             self.markers_pub.publish(markers)
 
@@ -411,20 +683,32 @@ class HandsNode(Node):
         # The level says what happened since the previous report, so it recovers.
         new = {name: self.counters.get(name) - self._reported.get(name, 0) for name in self.REPORTED}
         self._reported = {name: self.counters.get(name) for name in self.REPORTED}
-        level, message = DiagnosticStatus.OK, "running"
+        level = DiagnosticStatus.OK
+        message = "active" if self.active else "inactive (not subscribed; the model stays loaded)"
         if new["internal_errors"] or new["inference_errors"]:
             name = "internal_errors" if new["internal_errors"] else "inference_errors"
             level, message = DiagnosticStatus.ERROR, self.counters.reason(name)
         elif new["bad_input"]:
             level, message = DiagnosticStatus.WARN, self.counters.reason("bad_input")
+        smoothing = self._smoothing_config()
         values = {
             "backend": self.backend.name,
             "model": self.backend.model,
             "checkpoint": self.backend.checkpoint or "(bundled)",
             "device": self.backend.device,
+            "state": "active" if self.active else "inactive",
             "output rate (Hz)": f"{self.published.rate():.2f}",
             "latency p50 (ms)": f"{p50 * 1e3:.1f}",
             "latency p95 (ms)": f"{p95 * 1e3:.1f}",
+        }
+        for stage, stats in self.stage_latency.items():  # the stages of one frame inside the node
+            stage_p50, stage_p95 = stats.percentiles(50, 95)
+            values[f"{stage} p50 (ms)"] = f"{stage_p50 * 1e3:.1f}"
+            values[f"{stage} p95 (ms)"] = f"{stage_p95 * 1e3:.1f}"
+        values.update({
+            # The most smoothing can delay a pose (a hand at rest or moving slowly): 1 / (2 pi min_cutoff).
+            "smoothing lag at rest (ms)": (f"{lag_seconds(smoothing.pose_min_cutoff) * 1e3:.1f}"
+                                           if smoothing else "off"),
             "frames received": str(self.counters.get("received")),
             "frames published": str(self.counters.get("published")),
             "frames dropped": str(dropped),
@@ -433,7 +717,7 @@ class HandsNode(Node):
             "inference errors": str(errors),
             "internal errors": str(internal),
             "hands with NaN/Inf dropped": str(self.counters.get("non_finite_hands")),
-        }
+        })
         for camera in self.cameras:
             values[f"input rate {camera.topic} (Hz)"] = f"{camera.received.rate():.2f}"
         status = DiagnosticStatus(
@@ -442,37 +726,36 @@ class HandsNode(Node):
             values=[KeyValue(key=key, value=str(value)) for key, value in values.items()])
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_pub.publish(array)
-
-    def shutdown(self) -> None:
-        """Stops the worker (within 1.5 s: a batch still running finishes unpublished) and frees the model."""
-        self._stop.set()
-        self._wake.set()
-        self._worker.join(timeout=1.5)
-        if not self._worker.is_alive():
-            self.backend.close()
+        self._diagnostics[0].publish(array)
 
 
 def main(args=None) -> int:
     rclpy.init(args=args)
     try:
         node = HandsNode()
-    except (ValueError, FileNotFoundError, ImportError, ParameterException, NameValidationException) as error:
-        # Model files or parameters wrong: say exactly what and where, no traceback.
+    except (ParameterException, NameValidationException) as error:
+        # A parameter outside its range or of the wrong type: say exactly which, no traceback.
         rclpy.logging.get_logger("acr_hands").fatal(str(error))
         rclpy.try_shutdown()
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
+    code = 0
     try:
-        executor.spin()
+        if node.get_parameter("autostart").value and not node.start():
+            code = 1  # the model files or parameters are wrong: the transition logged what and where
+        else:
+            executor.spin_until_future_complete(node.finished)  # the shutdown transition ends the process
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # The node's own shutdown work, timed (the interpreter's exit that follows is not the node's).
+        started, logger = time.monotonic(), node.get_logger()
         node.shutdown()
         node.destroy_node()
+        logger.info(f"shut down in {time.monotonic() - started:.3f} s")
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -64,11 +64,11 @@ class HandsRecorder(Node):
 
         self.summaries: list[dict] = []
         self._writer = None
-        self._written = 0
+        self.overlays_written = 0
         self._last_message = None
         self.done = threading.Event()
         self.hands_subscription = self.create_subscription(Hands, "hands", self._on_hands, 50)
-        self.create_subscription(Image, "overlay", self._on_overlay, 50)
+        self.overlay_subscription = self.create_subscription(Image, "overlay", self._on_overlay, 50)
         self.create_timer(0.2, self._check_idle)
 
     def _on_hands(self, msg: Hands) -> None:
@@ -84,7 +84,7 @@ class HandsRecorder(Node):
             self.get_logger().warning(f"overlay not recorded: {error}", throttle_duration_sec=5.0)
             return
         if not self.video:
-            cv2.imwrite(str(self.output_dir / f"{self.name}_{self._written:05d}.jpg"), bgr)
+            cv2.imwrite(str(self.output_dir / f"{self.name}_{self.overlays_written:05d}.jpg"), bgr)
         else:
             size = (bgr.shape[1], bgr.shape[0])
             if self._writer is None:
@@ -97,7 +97,7 @@ class HandsRecorder(Node):
                 self.get_logger().warning("overlay of another size not recorded", throttle_duration_sec=5.0)
                 return
             self._writer.write(bgr)
-        self._written += 1
+        self.overlays_written += 1
 
     def _check_idle(self) -> None:
         if (self.idle_timeout and self._last_message is not None
@@ -108,7 +108,7 @@ class HandsRecorder(Node):
         if self._writer is not None:
             self._writer.release()
         path = self.output_dir / f"{self.name}_summary.json"
-        path.write_text(json.dumps({"frames": self.summaries, "overlays_written": self._written}, indent=1))
+        path.write_text(json.dumps({"frames": self.summaries, "overlays_written": self.overlays_written}, indent=1))
         return path
 
 

@@ -25,9 +25,10 @@ bayer_{rggb,bggr,gbrg,grbg}8   demosaiced with OpenCV (bilinear); width and heig
 bayer_{rggb,bggr,gbrg,grbg}16  scaled to 8 bits as above, then demosaiced
 =============================  ==============================================================
 
-Rejected: 16UC1 / 32FC1 and other depth or generic formats (a depth map in millimetres is not an
-image a hand model can use; an intensity camera should publish mono16), unless cv_bridge is
-importable and can convert them to bgr8.
+Rejected as camera images: 16UC1 / 32FC1 and other depth or generic formats (a depth map in
+millimetres is not an image a hand model can use; an intensity camera should publish mono16),
+unless cv_bridge is importable and can convert them to bgr8. Depth images have their own
+conversion, depth_to_metres (16UC1 / mono16 / 32FC1 and image_transport's compressedDepth).
 """
 from __future__ import annotations
 
@@ -274,6 +275,69 @@ def compressed_to_bgr(msg, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np
     if target and target[0] in ("rgb8", "rgba8", "rgb16", "rgba16"):
         bgr = bgr[:, :, ::-1]
     return np.ascontiguousarray(bgr)
+
+
+# ---- depth --------------------------------------------------------------------------------------
+def depth_to_metres(msg, millimetres_per_unit: float = 1.0,
+                    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A depth image (sensor_msgs/Image 16UC1, mono16 or 32FC1, or a CompressedImage in the
+    compressedDepth format of image_transport) as (H, W) float32 metres, NaN where unmeasured.
+
+    16-bit values are in units of ``millimetres_per_unit`` mm (1.0: millimetres, the usual scale);
+    32FC1 is metres. See acr_ros.acr.depth.depth_image_to_metres for what counts as no measurement.
+    """
+    from acr_ros.acr.depth import depth_image_to_metres
+
+    if hasattr(msg, "format"):  # CompressedImage
+        raw, encoding = _compressed_depth(msg, max_pixels)
+    else:
+        encoding = str(msg.encoding).strip()
+        width, height, step = int(msg.width), int(msg.height), int(msg.step)
+        _check_size(width, height, max_pixels, "depth image")
+        sample = {"16uc1": "u2", "mono16": "u2", "32fc1": "f4"}.get(encoding.lower())
+        if sample is None:
+            raise ImageConversionError(f"depth encoding '{encoding}' is not supported: expected 16UC1 "
+                                       "(millimetres) or 32FC1 (metres)")
+        size = int(sample[1])
+        if step < width * size:
+            raise ImageConversionError(f"step {step} is less than width {width} x {size} bytes")
+        buf = _byte_buffer(msg.data)
+        if buf.size < step * height:
+            raise ImageConversionError(f"data has {buf.size} bytes, expected step x height = {step * height}")
+        dtype = np.dtype(sample).newbyteorder(">" if msg.is_bigendian else "<")
+        rows = buf[:step * height].reshape(height, step)[:, :width * size]
+        raw = np.ascontiguousarray(rows).view(dtype).reshape(height, width)
+        encoding = "32FC1" if sample == "f4" else "16UC1"
+    try:
+        return depth_image_to_metres(raw, encoding, millimetres_per_unit)
+    except ValueError as error:
+        raise ImageConversionError(str(error)) from None
+
+
+def _compressed_depth(msg, max_pixels: Optional[int]) -> tuple[np.ndarray, str]:
+    """compressedDepth: a 12-byte header (int32 format, float32 depthQuantA, depthQuantB) then a
+    16-bit PNG: millimetres for 16UC1, quantised inverse depth for 32FC1 (image_transport's
+    compressed_depth_image_transport)."""
+    fmt = str(msg.format).strip().lower()
+    buf = _byte_buffer(msg.data)
+    if "compresseddepth" not in fmt:
+        raise ImageConversionError(f"a compressed depth image needs the compressedDepth format, got '{msg.format}'")
+    if buf.size < 12 + 24:
+        raise ImageConversionError("compressedDepth payload too short")
+    quant_a, quant_b = np.frombuffer(buf[4:12].tobytes(), dtype="<f4")
+    png = buf[12:]
+    size = _png_size(png[:24].tobytes()) if png[:8].tobytes() == _PNG_MAGIC else None
+    if size is None:
+        raise ImageConversionError("compressedDepth payload is not a PNG (RVL is not supported)")
+    _check_size(*size, max_pixels, "depth image")
+    values = _cv_call(cv2.imdecode, png, cv2.IMREAD_UNCHANGED)
+    if values is None or values.dtype != np.uint16 or values.ndim != 2:
+        raise ImageConversionError("corrupt compressedDepth PNG")
+    if fmt.startswith("32fc1"):
+        with np.errstate(divide="ignore"):
+            metres = np.where(values > 0, quant_a / (values.astype(np.float32) - quant_b), np.nan)
+        return metres.astype(np.float32), "32FC1"
+    return values, "16UC1"
 
 
 # ---- output ------------------------------------------------------------------------------------

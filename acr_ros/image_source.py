@@ -4,8 +4,10 @@
         -r image_raw:=/camera/image_raw -r camera_info:=/camera/camera_info
 
 The seed demo's input modes as a ROS camera: frames are stamped when they are captured (webcam) or
-published (files), and CameraInfo carries the same stamp. Without fx/fy the camera is published as
-uncalibrated (K all zeros), and consumers fall back to their default intrinsics.
+published (files), and CameraInfo carries the same stamp. The calibration comes from
+camera_info_url (the YAML that ROS's camera_calibration writes; scaled when the images are a
+resized stream) or from fx/fy/cx/cy; without either the camera is published as uncalibrated (K
+all zeros, said once as a warning) and consumers fall back to their default intrinsics.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from acr_ros.calibration import Calibration, CalibrationError, load_calibration
 from acr_ros.image_conversion import bgr_to_image
 from acr_ros.media import open_media
 
@@ -35,7 +38,9 @@ class ImageSource(Node):
             "loop": (True, "start again at the end (false: exit after the last frame)"),
             "repeat": (1, "publish each image or folder frame this many times"),
             "frame_id": ("camera_optical_frame", "frame_id of the images (the camera optical frame)"),
-            "fx": (0.0, "focal length x in pixels (0: uncalibrated, K all zeros)"),
+            "camera_info_url": ("", "camera calibration YAML (camera_calibration's format): a path, "
+                                    "file:// or package:// URL; takes precedence over fx/fy/cx/cy"),
+            "fx": (0.0, "focal length x in pixels (0 and no camera_info_url: uncalibrated, K all zeros)"),
             "fy": (0.0, "focal length y in pixels (0: same as fx)"),
             "cx": (-1.0, "principal point x in pixels (negative: image centre, width / 2)"),
             "cy": (-1.0, "principal point y in pixels (negative: image centre, height / 2)"),
@@ -51,6 +56,15 @@ class ImageSource(Node):
         self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
         self.compressed_pub = (self.create_publisher(CompressedImage, "image_raw/compressed", qos)
                                if self.param("compressed") else None)
+        url = self.param("camera_info_url")
+        self.calibration: Calibration | None = load_calibration(url) if url else None
+        self._scaled: dict[tuple[int, int], Calibration] = {}
+        if self.calibration is None and self.param("fx") <= 0:
+            self.get_logger().warning(
+                "no camera calibration (parameters camera_info_url or fx): publishing an uncalibrated "
+                "CameraInfo (K all zeros), so consumers place hands with a default focal length and "
+                "distances can be off by a large factor")
+        self.frames_published = 0
 
     def param(self, name):
         return self.get_parameter(name).value
@@ -59,7 +73,11 @@ class ImageSource(Node):
         info = CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob",
                           d=[0.0] * 5)
         fx = self.param("fx")
-        if fx > 0:
+        if self.calibration is not None:
+            calibration = self._calibration_for(width, height)
+            info.k, info.d, info.r, info.p = calibration.k, calibration.d, calibration.r, calibration.p
+            info.distortion_model = calibration.distortion_model
+        elif fx > 0:
             fy = self.param("fy") or fx
             # Pixel coordinates have their origin at the top-left pixel's corner (as in Hand.msg).
             cx = self.param("cx") if self.param("cx") >= 0 else width / 2
@@ -68,6 +86,15 @@ class ImageSource(Node):
             info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
             info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
         return info
+
+    def _calibration_for(self, width: int, height: int) -> Calibration:
+        if (width, height) not in self._scaled:
+            self._scaled[(width, height)] = self.calibration.scaled_to(width, height)
+            if (width, height) != (self.calibration.width, self.calibration.height):
+                self.get_logger().warning(
+                    f"{self.calibration.source} is for {self.calibration.width}x{self.calibration.height}; "
+                    f"scaled to the {width}x{height} images")
+        return self._scaled[(width, height)]
 
     def publish(self, bgr) -> None:
         header = Image().header
@@ -79,6 +106,7 @@ class ImageSource(Node):
             ok, jpeg = cv2.imencode(".jpg", bgr)
             if ok:
                 self.compressed_pub.publish(CompressedImage(header=header, format="jpeg", data=jpeg.tobytes()))
+        self.frames_published += 1
 
     def wait_for_subscribers(self) -> None:
         wanted = self.param("wait_for_subscribers")
@@ -96,11 +124,13 @@ class ImageSource(Node):
                                      f"{media.kind}")
                 self._play(media)
             if not self.param("loop"):
-                # Reliable subscribers get the last frames even though this process ends now.
-                for publisher in (self.image_pub, self.info_pub, self.compressed_pub):
-                    if publisher is not None:
-                        publisher.wait_for_all_acked(Duration(seconds=2))
                 return
+
+    def flush(self) -> None:
+        """Waits (up to 2 s) until reliable subscribers have acknowledged every frame."""
+        for publisher in (self.image_pub, self.info_pub, self.compressed_pub):
+            if publisher is not None:
+                publisher.wait_for_all_acked(Duration(seconds=2))
 
     def _play(self, media) -> None:
         period = 1.0 / (self.param("rate") or media.fps or 10.0)
@@ -119,9 +149,16 @@ class ImageSource(Node):
 
 def main(args=None) -> int:
     rclpy.init(args=args)
-    node = ImageSource()
+    try:
+        node = ImageSource()
+    except CalibrationError as error:
+        rclpy.logging.get_logger("image_source").fatal(str(error))
+        rclpy.try_shutdown()
+        return 1
     try:
         node.run()
+        if rclpy.ok():  # the media ended: reliable subscribers get the last frames before this process ends
+            node.flush()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (FileNotFoundError, ValueError) as error:  # bad input path or unreadable media

@@ -46,7 +46,7 @@ class Frame:
     name: str           # image file stem, or "<source>_<index:06d>"
 
 
-def _natural_key(path: Path):
+def natural_key(path: Path):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)]
 
 
@@ -59,12 +59,14 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
 
 
 class MediaSource:
-    """Base: iterate for Frames; kind, name, fps and length (None when unknown)."""
+    """Base: iterate for Frames; kind, name, fps and length (None when unknown). Image files that
+    cannot be decoded are skipped and listed in ``unreadable``."""
 
     kind = ""
 
     def __init__(self, name: str, fps: Optional[float], length: Optional[int]):
         self.name, self.fps, self.length = name, fps, length
+        self.unreadable: list[Path] = []
 
     def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -89,7 +91,8 @@ class ImageFileSource(MediaSource):
     def __iter__(self):
         image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
         if image is None:
-            raise ValueError(f"cannot read the image {self.path}")
+            self.unreadable.append(self.path)
+            return
         yield Frame(image, 0, 0.0, self.path.stem)
 
 
@@ -98,7 +101,7 @@ class FolderSource(MediaSource):
 
     def __init__(self, path: Path, fps: float = 30.0):
         self.paths = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                            key=_natural_key)
+                            key=natural_key)
         if not self.paths:
             raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the folder {path}")
         super().__init__(path.resolve().name or "folder", fps, len(self.paths))
@@ -108,7 +111,8 @@ class FolderSource(MediaSource):
         for i, p in enumerate(self.paths):
             image = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if image is None:
-                continue  # unreadable file: skipped, like a dropped frame
+                self.unreadable.append(p)
+                continue
             yield Frame(image, i, i / self.fps, p.stem)
 
 

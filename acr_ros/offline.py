@@ -2,12 +2,24 @@
 
     acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID|BAG ...] [-o OUTPUT_DIR] [-t]
                 [--backend auto|acr|mediapipe] [--checkpoint wild.pkl] [--mano-dir DIR]
-                [--device auto] [--precision auto] [--threshold T] [--no-render] [--batch-size N]
+                [--device auto] [--precision auto] [--runtime torch|onnxruntime [--onnx-providers P ...]]
+                [--threshold T] [--no-render] [--batch-size N]
+                [--calibration camera.yaml | --intrinsics FX FY CX CY] [--depth DEPTH_FOLDER]
                 [--image-topic TOPIC] [--camera-info-topic TOPIC] [--copy-inputs] [--bag-overlay]
 
 Without --inputs it runs on the bundled samples (acr_ros/data/samples: its images as a folder,
-and the clip). The backend is chosen like the node's: ACR when --checkpoint and --mano-dir point
-at existing files, the embedded MediaPipe backend otherwise (no download needed).
+and the clip). The backend is chosen like the node's: ACR when --checkpoint or --mano-dir is given
+(a wrong path stops the run with a message naming the file), the embedded MediaPipe backend when
+neither is (no download needed). Inputs that do not exist are reported before any model loads;
+unreadable images are reported one line each and skipped; the exit code is 1 when anything was
+skipped, 2 when nothing could run.
+
+Distances need the camera's intrinsics: --calibration reads the calibration YAML that ROS's
+camera_calibration writes (scaled to the image size when the images are a resized stream),
+--intrinsics takes them directly; without either, ACR's default focal length is used (said once as
+a warning) and depth can be off by a large factor. --depth FOLDER places every hand on an aligned
+depth image (an RGB-D camera's depth registered to colour: 16-bit PNG in millimetres, --depth-scale
+for other units; paired with the frames by file name, else by order), as the node's depth_topics.
 
 Outputs in OUTPUT_DIR (default ./acr_output), for an input named NAME:
     image   NAME_output.jpg                     the input with the hands drawn
@@ -18,18 +30,20 @@ Outputs in OUTPUT_DIR (default ./acr_output), for an input named NAME:
 Overlays show the shaded MANO mesh when the backend has one (ACR), the skeleton otherwise;
 --no-render skips them (results only).
 
-Recordings (acr_ros.recordings): a rosbag2 bag directory (sqlite3 or MCAP storage) or a single .mcap
-or .db3 file. Every image of --image-topic (sensor_msgs/Image or CompressedImage; default: the
-bag's only image topic) is processed, in record order, in batches of --batch-size, with the
-CameraInfo of the image topic's sibling camera_info (or --camera-info-topic; --intrinsics overrides
-both). NAME_hands/ holds what the node would have published, at the images' stamps and written at
-their record times: /acr_hands/hands, /tf, /acr_hands/markers, /acr_hands/mesh (ACR), with
---bag-overlay /acr_hands/overlay; the input's /tf_static as recorded; with --copy-inputs every input
-topic too (the input's /tf merged into the output's). The same recording gives a byte-identical
-bag and identical results arrays on every run (same machine, backend and options). Unusable images, damaged storage and
-missing topics are reported on stderr with the file and the reason; what can be read is processed
-and the exit code is 1. Ctrl-C stops after the batch in flight and closes every output (exit code
-130); a second Ctrl-C stops at once.
+Recordings (acr_ros.recordings): a rosbag2 bag directory (sqlite3 or MCAP storage) or a single
+.mcap or .db3 file. Every image of --image-topic (sensor_msgs/Image or CompressedImage; default:
+the bag's only image topic) is processed, in record order, in batches of --batch-size, with the
+CameraInfo of the image topic's sibling camera_info (or --camera-info-topic; --calibration and
+--intrinsics override both). NAME_hands/ holds what the node would have published, at the images'
+stamps and written at their record times: /acr_hands/hands (hand tracks as the node keeps them),
+/acr_hands/left|right/wrist_pose, /tf, /acr_hands/markers, /acr_hands/mesh (ACR), with
+--bag-overlay /acr_hands/overlay; the input's /tf_static as recorded; with --copy-inputs every
+input topic too (the input's /tf merged into the output's). The same recording gives a
+byte-identical bag and identical results arrays on every run (same machine, backend and options).
+Unusable images, damaged storage and missing topics are reported on stderr with the file and the
+reason; what can be read is processed and the exit code is 1. Ctrl-C stops after the batch in
+flight and closes every output (exit code 130); a second Ctrl-C stops at once. --depth does not
+apply to recordings yet (their aligned depth topics are not read).
 
 -t/--temporal: One-Euro smoothing per hand side (acr_ros.acr.one_euro.SmoothingConfig defaults,
 as the node). ACR smooths the MANO pose and shape (the seed demo's -t); the MediaPipe backend
@@ -44,6 +58,7 @@ NAME_results.npz (numpy.load, no pickle) holds one row per frame and one row per
     side (N,) str 'left'/'right', score (N,) float32
     joints (N, 21, 3) m, camera optical frame; keypoints (N, 21, 2) px; box (N, 4) int x, y, w, h
     wrist_position (N, 3) m; wrist_rotation (N, 3, 3); wrist_quaternion (N, 4) x, y, z, w
+    depth_source (N,) str 'model'/'depth', depth_residual (N,) m (NaN from the model), depth_samples (N,)
     global_orient (N, 3), finger_pose (N, 45), shape (N, 10), weak_camera (N, 3),
     vertices (N, 778, 3) m, joint_rotations (N, 21, 3, 3)   NaN where the backend gives none
                                         (MediaPipe: no MANO fields, no vertices)
@@ -64,10 +79,13 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from acr_ros.acr.options import PRECISIONS, EngineOptions
+from acr_ros.acr.depth import depth_image_to_metres, fuse_hand
+from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.backends import BACKENDS, faces_by_side
-from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, is_recording, open_media, sample_inputs
+from acr_ros.calibration import load_calibration
+from acr_ros.media import (SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, is_recording, natural_key, open_media,
+                           sample_inputs)
 
 DEFAULT_OUTPUT = Path("acr_output")
 
@@ -89,7 +107,8 @@ class ResultsRecorder:
                                          "intrinsics")}
         self.hands: dict[str, list] = {k: [] for k in
                                        ("hand_frame", "side", "score", "joints", "keypoints", "box",
-                                        "wrist_position", "wrist_rotation", *_OPTIONAL_FIELDS)}
+                                        "wrist_position", "wrist_rotation", "depth_source", "depth_residual",
+                                        "depth_samples", *_OPTIONAL_FIELDS)}
 
     def add(self, name: str, timestamp: float, width: int, height: int, result: FrameResult) -> None:
         row = len(self.frames["frame_name"])
@@ -109,6 +128,9 @@ class ResultsRecorder:
             h["box"].append(hand.box(int(width), int(height)))
             h["wrist_position"].append(np.asarray(hand.joints, np.float32)[0])
             h["wrist_rotation"].append(np.asarray(hand.wrist_rotation, np.float32).reshape(3, 3))
+            h["depth_source"].append(hand.depth_source)
+            h["depth_residual"].append(float(hand.depth_residual))
+            h["depth_samples"].append(int(hand.depth_samples))
             for field, shape in _OPTIONAL_FIELDS.items():
                 value = getattr(hand, field, None)
                 h[field].append(np.full(shape, np.nan, np.float32) if value is None
@@ -131,8 +153,8 @@ class ResultsRecorder:
         out["intrinsics"] = np.array(self.frames["intrinsics"], np.float64).reshape(-1, 4)
         shapes = {"hand_frame": (), "side": (), "score": (), "joints": (NUM_JOINTS, 3),
                   "keypoints": (NUM_JOINTS, 2), "box": (4,), "wrist_position": (3,), "wrist_rotation": (3, 3),
-                  **_OPTIONAL_FIELDS}
-        dtypes = {"hand_frame": np.int64, "side": str, "box": np.int64}
+                  "depth_source": (), "depth_residual": (), "depth_samples": (), **_OPTIONAL_FIELDS}
+        dtypes = {"hand_frame": np.int64, "side": str, "box": np.int64, "depth_source": str, "depth_samples": np.int64}
         for key, shape in shapes.items():
             values = self.hands[key]
             dtype = dtypes.get(key, np.float32)
@@ -204,12 +226,25 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                        "(https://mano.is.tue.mpg.de)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (ACR)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="ACR")
+    parser.add_argument("--runtime", default="torch", choices=RUNTIMES,
+                        help="what runs the ACR network (onnxruntime: exported to ONNX at start-up, fp32)")
+    parser.add_argument("--onnx-providers", nargs="+", default=(), metavar="PROVIDER",
+                        help="onnxruntime execution providers in order of preference (default: CUDA then CPU "
+                             "on a CUDA device, CPU otherwise)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="detection threshold (ACR: center-map peak, default 0.35; "
                              "MediaPipe: detection confidence, default 0.5)")
-    parser.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
+    camera = parser.add_mutually_exclusive_group()
+    camera.add_argument("--intrinsics", type=float, nargs=4, metavar=("FX", "FY", "CX", "CY"),
                         help="camera intrinsics in pixels of the inputs (default: the documented "
                              "default focal, depth approximate)")
+    camera.add_argument("--calibration", default=None,
+                        help="camera calibration YAML (ROS camera_calibration format; path or file:// URL)")
+    parser.add_argument("--depth", type=Path, default=None,
+                        help="folder of depth images aligned to the colour frames (16-bit PNG in millimetres, "
+                             "or 32-bit float TIFF in metres), paired by file name, else by order")
+    parser.add_argument("--depth-scale", type=float, default=1.0,
+                        help="millimetres per unit of 16-bit depth images (default 1.0)")
     parser.add_argument("--no-render", action="store_true", help="write results only, no overlays or mp4")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of folder inputs (timestamps, mp4)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop each input after this many frames")
@@ -231,10 +266,52 @@ def default_inputs() -> list[str]:
     return [str(SAMPLES_DIR)] + [str(p) for p in clips]
 
 
+IntrinsicsFor = Callable[[int, int], Optional[CameraIntrinsics]]  # (width, height) -> K, None: default
+
+
+class DepthFolder:
+    """Depth images aligned to the colour frames: 16-bit PNGs (units of ``millimetres_per_unit``
+    mm) or 32-bit float TIFF/EXR in metres, in one folder, paired with the colour frames by file
+    name when every frame has a namesake there, else by order (the n-th frame, the n-th depth)."""
+
+    SUFFIXES = (".png", ".tif", ".tiff", ".exr")
+
+    def __init__(self, folder: Path, millimetres_per_unit: float = 1.0):
+        self.folder, self.millimetres_per_unit = folder, millimetres_per_unit
+        if not folder.is_dir():
+            raise ValueError(f"--depth {folder}: not a folder")
+        self.paths = sorted((p for p in folder.iterdir() if p.suffix.lower() in self.SUFFIXES), key=natural_key)
+        if not self.paths:
+            raise ValueError(f"--depth {folder}: no depth images ({', '.join(self.SUFFIXES)})")
+        self._by_stem = {p.stem: p for p in self.paths}
+        self.missing = 0       # frames without a depth partner (placed by the model)
+        self.unused = 0        # hands the depth could not place (too few or disagreeing samples)
+
+    def path_for(self, frame) -> Optional[Path]:
+        by_name = self._by_stem.get(frame.name)
+        if by_name is not None:
+            return by_name
+        return self.paths[frame.index] if frame.index < len(self.paths) else None
+
+    def fuse(self, frame, result: FrameResult) -> None:
+        path = self.path_for(frame)
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path is not None else None
+        if raw is None or raw.shape[:2] != frame.image.shape[:2]:
+            self.missing += 1
+            return
+        encoding = "16UC1" if raw.dtype == np.uint16 else "32FC1"
+        metres = depth_image_to_metres(raw if raw.ndim == 2 else raw[..., 0], encoding, self.millimetres_per_unit)
+        for hand in result.hands:
+            if not fuse_hand(hand, metres, result.intrinsics).used:
+                self.unused += 1
+
+
 def process_input(backend, source: MediaSource, spec: str, output_dir: Path, render: bool,
-                  intrinsics: Optional[CameraIntrinsics], batch_size: int = 1,
-                  max_frames: Optional[int] = None, quiet: bool = False) -> dict:
-    """Runs one input through the backend; writes its outputs; returns a summary dict."""
+                  intrinsics_for: IntrinsicsFor, batch_size: int = 1,
+                  max_frames: Optional[int] = None, quiet: bool = False,
+                  depth: Optional["DepthFolder"] = None) -> dict:
+    """Runs one input through the backend (hands placed with the aligned depth images when
+    ``depth`` is given); writes its outputs; returns a summary dict."""
     from tqdm import tqdm
 
     from acr_ros.render import draw_hands
@@ -260,10 +337,13 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
     interrupted = False
 
     def flush(batch):
-        results = backend.reconstruct([f.image for f in batch], [intrinsics] * len(batch),
+        results = backend.reconstruct([f.image for f in batch],
+                                      [intrinsics_for(f.image.shape[1], f.image.shape[0]) for f in batch],
                                       [f.timestamp for f in batch], [spec] * len(batch))
         for frame, result in zip(batch, results):
             h, w = frame.image.shape[:2]
+            if depth is not None:
+                depth.fuse(frame, result)
             recorder.add(frame.name, frame.timestamp, w, h, result)
             if render:
                 overlay = draw_hands(frame.image, result, faces)
@@ -304,13 +384,40 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
         if frames_dir is not None:
             outputs.append(frames_dir)
     elapsed = time.perf_counter() - started
-    outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
+    if recorder.num_frames or not source.unreadable:  # an unreadable image leaves no empty results
+        outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
     return {"input": spec, "name": name, "frames": recorder.num_frames, "hands": recorder.num_hands,
-            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted}
+            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "unreadable": source.unreadable}
+
+
+def missing_inputs(inputs: list[str]) -> list[str]:
+    """The inputs that are neither a webcam id nor an existing file or folder (checked before any
+    model loads, so a typo fails at once)."""
+    return [spec for spec in inputs if not str(spec).strip().isdigit() and not Path(spec).expanduser().exists()]
+
+
+def camera_intrinsics(args, warn: bool = True) -> IntrinsicsFor:
+    """The intrinsics for each image size from --calibration or --intrinsics; without either,
+    None (the backend's default camera) and, with warn, a warning, once."""
+    if args.calibration:
+        calibration = load_calibration(args.calibration)
+        return calibration.intrinsics_for
+    if args.intrinsics:
+        k = CameraIntrinsics(*args.intrinsics)
+        return lambda width, height: k
+    if warn:
+        print("acr_offline: warning: no camera intrinsics (--calibration or --intrinsics): hands are placed with "
+              "ACR's default focal length and distances can be off by a large factor", file=sys.stderr)
+    return lambda width, height: None
 
 
 # ---- recordings -------------------------------------------------------------------------------------
 _END = object()  # closes a queue of the recording pipeline
+TRACK_TIMEOUT_S = 2.0  # the node's track_timeout default: a longer gap between frames ends the hand tracks
+
+
+def _stamp_ns(frame) -> int:
+    return frame.header.stamp.sec * 1_000_000_000 + frame.header.stamp.nanosec
 
 
 @contextmanager
@@ -347,10 +454,11 @@ def _put(box: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
 
 def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Optional[str] = None,
                       camera_info_topic: Optional[str] = None, copy_inputs: bool = False, bag_overlay: bool = False,
-                      render: bool = True, intrinsics: Optional[CameraIntrinsics] = None, batch_size: int = 1,
+                      render: bool = True, intrinsics_for: Optional[IntrinsicsFor] = None, batch_size: int = 1,
                       max_frames: Optional[int] = None, quiet: bool = False) -> dict:
     """Every frame of a recording's image topic, in order, into NAME_hands/ (an MCAP bag),
     NAME_results.npz and NAME_output.mp4; returns a summary dict ("problems": what failed).
+    intrinsics_for (--calibration, --intrinsics) overrides the recorded camera_info.
 
     Three stages overlap: a thread reads, converts and pairs the images, this thread runs the
     backend on batches of batch_size frames, a thread writes. The queues between them keep the
@@ -361,6 +469,8 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
 
     from acr_ros.recordings import HandsBag, InputMessage, Recording, RecordedFrame, read_frames
     from acr_ros.render import draw_hands
+    from acr_ros.ros_messages import one_per_side
+    from acr_ros.tracks import HandTracker
 
     def warn(message: str) -> None:
         tqdm.write(f"acr_offline: {message}", file=sys.stderr)
@@ -376,9 +486,9 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     except BaseException:
         recording.close()
         raise
-    if selection.camera_info is None and intrinsics is None:
+    if selection.camera_info is None and intrinsics_for is None:
         warn(f"{recording.path}: no camera_info for {selection.image.name}: the default intrinsics are used, "
-             "depth is approximate (--camera-info-topic or --intrinsics to give them)")
+             "depth is approximate (--camera-info-topic, --calibration or --intrinsics to give them)")
     for skipped in bag.skipped:
         warn(f"{recording.path}: not copied: {skipped}")
     recorder = ResultsRecorder(backend)
@@ -392,9 +502,29 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     non_finite = 0                      # hands left out for NaN / Inf values
     backend.static_image_mode = False  # a recording is a video: track
     backend.reset()
+    stream = selection.image.name
+    tracker = HandTracker(TRACK_TIMEOUT_S)
+
+    def infer(frames: list) -> list:
+        """The backend on a batch, then the hand tracks as the node keeps them: a track that ends
+        restarts its side's smoothing. Here, not in the writer: the next batch depends on it."""
+        nonlocal non_finite
+        for frame in frames:
+            for track in tracker.expire(stream, _stamp_ns(frame)):
+                backend.reset_side(stream, track.side)
+        results = backend.reconstruct([f.image for f in frames], [f.intrinsics for f in frames],
+                                      [f.timestamp for f in frames], [stream] * len(frames))
+        for frame, result in zip(frames, results):
+            finite = [hand for hand in result.hands if hand.is_finite()]  # as the node: no NaN out
+            non_finite += len(result.hands) - len(finite)
+            result.hands = one_per_side(FrameResult(finite))
+            update = tracker.update(stream, _stamp_ns(frame), [hand.side for hand in result.hands])
+            for track in update.ended:
+                backend.reset_side(stream, track.side)
+            frame.tracks = update.tracks
+        return results
 
     def write(segment: list, results: list) -> None:
-        nonlocal non_finite
         results = iter(results)
         for item in segment:
             if isinstance(item, InputMessage):
@@ -407,9 +537,6 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
                 bar.update(1)
                 continue
             result = next(results)
-            finite = [hand for hand in result.hands if hand.is_finite()]  # as the node: no NaN out
-            non_finite += len(result.hands) - len(finite)
-            result.hands = finite
             overlay = draw_hands(item.image, result, faces) if video is not None or bag_overlay else None
             bag.add(item, result, overlay)
             height, width = item.image.shape[:2]
@@ -426,8 +553,8 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     def read() -> None:
         try:
             for item in read_frames(recording, selection, max_frames, warn=warn):
-                if intrinsics is not None and isinstance(item, RecordedFrame):
-                    item.intrinsics = intrinsics
+                if intrinsics_for is not None and isinstance(item, RecordedFrame) and item.image is not None:
+                    item.intrinsics = intrinsics_for(item.image.shape[1], item.image.shape[0])
                 if not _put(inbox, item, halt.is_set):
                     return
         except BaseException as error:
@@ -461,10 +588,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
                     if isinstance(item, RecordedFrame) and not item.problem:
                         frames.append(item)
                 if len(frames) >= max(1, batch_size) or (item is _END and segment):
-                    results = backend.reconstruct([f.image for f in frames], [f.intrinsics for f in frames],
-                                                  [f.timestamp for f in frames],
-                                                  [selection.image.name] * len(frames)) if frames else []
-                    _put(outbox, (segment, results), lambda: not writer.is_alive())
+                    _put(outbox, (segment, infer(frames) if frames else []), lambda: not writer.is_alive())
                     segment, frames = [], []
                 if item is _END:
                     finished = True
@@ -501,18 +625,36 @@ def main(argv=None) -> int:
     from acr_ros.acr.one_euro import SmoothingConfig
     from acr_ros.backends import create_backend
 
-    inputs = args.inputs or default_inputs()
-    intrinsics = CameraIntrinsics(*args.intrinsics) if args.intrinsics else None
+    inputs = [str(spec) for spec in args.inputs or default_inputs()]
+    status = 0
+    for spec in missing_inputs(inputs):
+        print(f"acr_offline: skipping {spec}: no such file or folder", file=sys.stderr)
+        inputs.remove(spec)
+        status = 1
+    if not inputs:
+        print("acr_offline: no input to process", file=sys.stderr)
+        return 2
+    if args.depth is not None and not args.depth.is_dir():
+        print(f"acr_offline: --depth {args.depth}: not a folder", file=sys.stderr)
+        return 2
+    recordings = [spec for spec in inputs if is_recording(spec)]
+    if args.depth is not None and recordings:
+        print(f"acr_offline: --depth applies to image, folder and video inputs, not to recordings "
+              f"({', '.join(recordings)}): their hands keep the model's distance", file=sys.stderr)
     try:
+        # Recordings carry their camera_info: no warning when they are all the inputs.
+        intrinsics_for = camera_intrinsics(args, warn=len(recordings) < len(inputs))
+        given_intrinsics = intrinsics_for if args.calibration or args.intrinsics else None
         backend, reason = create_backend(
             args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir,
-            options=EngineOptions(device=args.device, precision=args.precision),
+            options=EngineOptions(device=args.device, precision=args.precision, runtime=args.runtime,
+                                  onnx_providers=args.onnx_providers),
             detection_threshold=args.threshold, smoothing=SmoothingConfig() if args.temporal else None,
-            tune_process=True)
+            tune_process=True, names={"checkpoint": "--checkpoint", "mano_dir": "--mano-dir"})
     except (ValueError, ImportError) as error:
         print(f"acr_offline: {error}", file=sys.stderr)
         return 2
-    if any(is_recording(spec) for spec in inputs):
+    if recordings:
         from acr_ros.acr.runtime import tune_cpu_allocator
 
         tune_cpu_allocator()  # recorded images are megabytes each: heap, not an mmap and page faults per image
@@ -521,16 +663,16 @@ def main(argv=None) -> int:
     if args.temporal:
         print("temporal smoothing: on (One-Euro, per hand side)")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    status = 0
     for spec in inputs:
-        if is_recording(spec):
+        depth = None
+        if spec in recordings:
             from acr_ros.recordings import RecordingError
 
             try:
                 summary = process_recording(
-                    backend, str(spec), args.output_dir, image_topic=args.image_topic,
+                    backend, spec, args.output_dir, image_topic=args.image_topic,
                     camera_info_topic=args.camera_info_topic, copy_inputs=args.copy_inputs,
-                    bag_overlay=args.bag_overlay, render=not args.no_render, intrinsics=intrinsics,
+                    bag_overlay=args.bag_overlay, render=not args.no_render, intrinsics_for=given_intrinsics,
                     batch_size=args.batch_size, max_frames=args.max_frames, quiet=args.quiet)
             except RecordingError as error:  # names the file and what is wrong
                 print(f"acr_offline: {error}", file=sys.stderr)
@@ -543,10 +685,20 @@ def main(argv=None) -> int:
                 print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
                 status = 1
                 continue
-            summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics,
-                                    args.batch_size, args.max_frames, args.quiet)
+            depth = DepthFolder(args.depth, args.depth_scale) if args.depth else None
+            summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics_for,
+                                    args.batch_size, args.max_frames, args.quiet, depth)
+        if depth is not None and (depth.missing or depth.unused):
+            print(f"acr_offline: warning: {spec}: {depth.missing} frame(s) without a depth image of their size, "
+                  f"{depth.unused} hand(s) the depth could not place: those keep the model's distance",
+                  file=sys.stderr)
+        for path in summary.get("unreadable", ()):
+            print(f"acr_offline: skipping {path}: cannot read it as an image (empty, corrupt or not an image)",
+                  file=sys.stderr)
+            status = 1
         rate = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
-        print(f"{summary['name']}: {summary['frames']} frame(s), {summary['hands']} hand(s), "
+        unreadable = f", {len(summary['unreadable'])} unreadable" if summary.get("unreadable") else ""
+        print(f"{summary['name']}: {summary['frames']} frame(s){unreadable}, {summary['hands']} hand(s), "
               f"{rate:.1f} frames/s" + (" (interrupted)" if summary["interrupted"] else ""))
         for path in summary["outputs"]:
             print(f"  {path}")

@@ -26,9 +26,9 @@ Pairing
     so far. Images wait for their CameraInfo up to PAIRING_WINDOW_NS of record time (a driver
     may record it just after the image), so the pairing depends on the recording only.
 Writing (HandsBag, MCAP storage)
-    {prefix}/hands, /tf, {prefix}/markers, {prefix}/overlay (optional), {prefix}/mesh (ACR, once):
-    the node's topics and messages, each stamped with its source image's stamp and written at the
-    image's record time; /tf_static of the input passed through (all of it, so that the camera's
+    {prefix}/hands (with the hand tracks), {prefix}/left|right/wrist_pose, /tf, {prefix}/markers,
+    {prefix}/overlay (optional), {prefix}/mesh (ACR, once): the node's topics and messages, each
+    stamped with its source image's stamp and written at the image's record time; /tf_static of the input passed through (all of it, so that the camera's
     static transforms are there), and with copy_inputs every input topic, at their record times.
 """
 from __future__ import annotations
@@ -107,6 +107,7 @@ def _qos(depth: int, durability: QosDurability = QosDurability.VOLATILE) -> Qos:
 
 # The node's publishers: replaying the output offers what the node would.
 OUTPUT_QOS = _qos(10)
+WRIST_POSE_QOS = _qos(1)
 TF_QOS = _qos(100)
 LATCHED_QOS = _qos(1, QosDurability.TRANSIENT_LOCAL)
 
@@ -411,6 +412,7 @@ class RecordedFrame:
     image: Optional[np.ndarray] = None          # BGR uint8
     intrinsics: Optional[CameraIntrinsics] = None  # None: the backend's default camera
     problem: str = ""
+    tracks: dict = field(default_factory=dict)  # side -> acr_ros.tracks.Track of the hands, once processed
 
     @property
     def timestamp(self) -> float:
@@ -551,6 +553,8 @@ class HandsBag:
             raise RecordingError(f"{self.path}: cannot write the output bag: {error}") from None
         store = typestore()
         own = {f"{self.prefix}/hands": ("acr_ros/msg/Hands", OUTPUT_QOS),
+               **{f"{self.prefix}/{side}/wrist_pose": ("geometry_msgs/msg/PoseStamped", WRIST_POSE_QOS)
+                  for side in (LEFT, RIGHT)},
                "/tf": ("tf2_msgs/msg/TFMessage", TF_QOS),
                f"{self.prefix}/markers": ("visualization_msgs/msg/MarkerArray", OUTPUT_QOS)}
         if overlay:
@@ -605,8 +609,12 @@ class HandsBag:
             self._write(f"{self.prefix}/mesh", frame.time, ros_messages.mesh_msg(
                 self.faces[LEFT], self.faces[RIGHT], ros_messages.copy_header(frame.header).stamp))
             self._mesh_pending = False
-        self._write(f"{self.prefix}/hands", frame.time, ros_messages.frame_to_msg(
-            result, frame.header, width, height, self.backend.name, self.backend.model, self.backend.checkpoint))
+        hands = ros_messages.frame_to_msg(result, frame.header, width, height, self.backend.name,
+                                          self.backend.model, self.backend.checkpoint, frame.tracks)
+        self._write(f"{self.prefix}/hands", frame.time, hands)
+        for hand in hands.hands:
+            self._write(f"{self.prefix}/{ros_messages.SIDE_NAMES[hand.side]}/wrist_pose", frame.time,
+                        ros_messages.wrist_pose_msg(hands, hand))
         if result.hands:
             self._write("/tf", frame.time, TFMessage(transforms=ros_messages.hand_transforms(result, frame.header)))
         markers = ros_messages.frame_markers(result, frame.header, self.faces, self._shown_sides,

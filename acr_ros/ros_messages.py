@@ -1,8 +1,12 @@
-"""HandResult / FrameResult -> ROS messages: Hands, HandMesh, TF transforms and RViz markers.
+"""HandResult / FrameResult -> ROS messages: Hands, HandMesh, per-side wrist poses, TF transforms and
+RViz markers.
 
 Pure functions: no node, no rclpy.init. Everything derived from an image carries that image's
 header (stamp = acquisition time, frame_id = camera optical frame); only mesh_msg takes a
 separate stamp (the node passes now(): the mesh belongs to no image).
+
+Track fields of a Hand come from acr_ros.tracks (the node's tracker); a hand without a track has
+them all 0. wrist_pose_msg() gives a Hand's wrist as geometry_msgs/PoseStamped in the image's frame.
 
 TF frames (children of the image's frame_id, all at one level, stamped with the image stamp):
   ``{prefix}_{side}_wrist``       the wrist joint, oriented by HandResult.wrist_rotation (MANO's
@@ -34,18 +38,20 @@ from typing import Mapping, Optional
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
-from geometry_msgs.msg import Point, Pose, Quaternion, Transform, TransformStamped, Vector3
+from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped, Vector3
 from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from acr_ros.acr.hands import (JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES, RIGHT, SIDES,
-                               FrameResult, HandResult, rotation_to_quaternion)
+from acr_ros.acr.hands import (DEPTH_FROM_SENSOR, JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES,
+                               RIGHT, SIDES, FrameResult, HandResult, rotation_to_quaternion)
 from acr_ros.msg import Hand, HandMesh, Hands
 from acr_ros.render import SIDE_COLOURS
+from acr_ros.tracks import Track
 
 SIDE_IDS = {LEFT: 0, RIGHT: 1}            # marker id per side
 SIDE_CONSTANTS = {LEFT: Hand.LEFT, RIGHT: Hand.RIGHT}
+SIDE_NAMES = {Hand.LEFT: LEFT, Hand.RIGHT: RIGHT}  # Hand.side -> LEFT / RIGHT
 MARKER_KINDS = ("mesh", "skeleton", "joints", "label")
 MESH_ALPHA = 0.8
 JOINT_DIAMETER = 0.008      # m, SPHERE_LIST scale
@@ -53,6 +59,7 @@ BONE_WIDTH = 0.004          # m, LINE_LIST scale.x
 LABEL_HEIGHT = 0.02         # m, TEXT_VIEW_FACING scale.z
 LABEL_LIFT = 0.02           # m above (camera -y) the hand's highest joint
 _BONES = np.array([(JOINT_PARENTS[j], j) for j in range(1, NUM_JOINTS)], dtype=np.intp)  # (20, 2)
+_THUMB_TIP, _INDEX_TIP = JOINT_NAMES.index("thumb_tip"), JOINT_NAMES.index("index_tip")
 
 
 # ---- small helpers -----------------------------------------------------------------------------
@@ -104,6 +111,12 @@ def points(xyz: np.ndarray, fast: Optional[bool] = None) -> list:
     return out
 
 
+def time_msg(nanoseconds: int) -> Time:
+    """builtin_interfaces/Time of a stamp in integer nanoseconds."""
+    sec, nanosec = divmod(int(nanoseconds), 1_000_000_000)
+    return Time(sec=sec, nanosec=nanosec)
+
+
 def _build(cls, **fields):
     """cls(**fields) without running its constructor, which first builds a default for every field
     (for a TransformStamped: ten throw-away messages); every field must be given. Falls back to the
@@ -136,8 +149,9 @@ def _side(hand: HandResult) -> str:
     return hand.side
 
 
-def _one_per_side(frame: FrameResult) -> list[HandResult]:
-    """The hands of a frame, at most one per side (the highest score), left first."""
+def one_per_side(frame: FrameResult) -> list[HandResult]:
+    """The hands of a frame, at most one per side (the highest score), left first: the hands that
+    are published (and so the sides whose tracks go on)."""
     best: dict[str, HandResult] = {}
     for hand in frame.hands:
         side = _side(hand)
@@ -147,8 +161,9 @@ def _one_per_side(frame: FrameResult) -> list[HandResult]:
 
 
 # ---- Hands / HandMesh --------------------------------------------------------------------------
-def hand_to_msg(hand: HandResult, width: int, height: int) -> Hand:
-    """One HandResult as an acr_ros/Hand; box = keypoint bounding box clipped to width x height."""
+def hand_to_msg(hand: HandResult, width: int, height: int, track: Optional[Track] = None) -> Hand:
+    """One HandResult as an acr_ros/Hand; box = keypoint bounding box clipped to width x height;
+    track: the hand's track (its fields stay 0 without one)."""
     side = _side(hand)
     joints = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
     keypoints = np.ascontiguousarray(hand.keypoints, dtype=np.float32).reshape(2 * NUM_JOINTS)
@@ -167,20 +182,36 @@ def hand_to_msg(hand: HandResult, width: int, height: int) -> Hand:
     msg.shape = _float32_array(hand.shape)
     msg.weak_camera = _float32_array(hand.weak_camera)
     msg.vertices = _float32_array(hand.vertices)
+    msg.depth_source = Hand.DEPTH_FROM_SENSOR if hand.depth_source == DEPTH_FROM_SENSOR else Hand.DEPTH_FROM_MODEL
+    msg.depth_residual = float(hand.depth_residual)
+    msg.depth_samples = int(hand.depth_samples)
+    msg.pinch_distance = float(np.linalg.norm(joints[_THUMB_TIP] - joints[_INDEX_TIP]))
+    if track is not None:
+        if track.side != side:
+            raise ValueError(f"the track of a {track.side} hand given for a {side} hand")
+        msg.track_id, msg.track_frames = track.id, track.frames
+        msg.track_first_seen = time_msg(track.first_seen_ns)
     return msg
 
 
 def frame_to_msg(frame: FrameResult, header, width: int, height: int, backend_name: str, model: str,
-                 checkpoint: str) -> Hands:
+                 checkpoint: str, tracks: Optional[Mapping[str, Track]] = None) -> Hands:
     """The hands of one image as acr_ros/Hands (at most one per side, as Hands.msg promises), with
-    the image's header (stamp and frame) copied."""
+    the image's header (stamp and frame) copied; tracks: side -> Track of the hands published."""
     msg = Hands()
     msg.header = copy_header(header)
-    msg.hands = [hand_to_msg(hand, width, height) for hand in _one_per_side(frame)]
+    tracks = tracks or {}
+    msg.hands = [hand_to_msg(hand, width, height, tracks.get(hand.side)) for hand in one_per_side(frame)]
     msg.image_width, msg.image_height = int(width), int(height)
     msg.backend, msg.model, msg.checkpoint = str(backend_name), str(model), str(checkpoint or "")
     msg.default_intrinsics = bool(frame.default_intrinsics)
     return msg
+
+
+def wrist_pose_msg(hands: Hands, hand: Hand) -> PoseStamped:
+    """A hand's wrist pose as geometry_msgs/PoseStamped with the header of its Hands message (the
+    image's stamp, the camera optical frame): what pose-command consumers subscribe to."""
+    return PoseStamped(header=copy_header(hands.header), pose=hand.wrist_pose)
 
 
 def _faces(faces, name: str) -> Optional[np.ndarray]:
@@ -243,7 +274,7 @@ def hand_transforms(frame: FrameResult, header, prefix: str = "hand", joints: bo
     left out (tf2 rejects them). The transforms share one copy of the header."""
     transforms = []
     stamped = copy_header(header)
-    for hand in _one_per_side(frame):
+    for hand in one_per_side(frame):
         positions = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
         count = NUM_JOINTS if joints else 1
         rotations = joint_frames(hand)[:count] if joints else np.asarray(
@@ -304,7 +335,7 @@ def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optiona
     encoder takes them whole; rclpy cannot serialize such markers).
     """
     out = MarkerArray()
-    for hand in _one_per_side(frame):
+    for hand in one_per_side(frame):
         side = hand.side
         xyz = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
         drawn = set()
@@ -353,10 +384,11 @@ def deletion_markers(sides, header, ns: str = "hands") -> MarkerArray:
 
 
 def frame_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optional[np.ndarray]],
-                  shown_sides: dict[str, set[str]], points_as_arrays: bool = False) -> MarkerArray:
+                  shown_sides: dict[str, set[str]], lifetime: float = 0.0,
+                  points_as_arrays: bool = False) -> MarkerArray:
     """hand_markers() of a frame, preceded by DELETE markers for the sides shown on the previous
     frame of the same frame_id and gone now; shown_sides (frame_id -> sides, the caller's) is updated."""
-    markers = hand_markers(frame, header, faces_by_side, points_as_arrays=points_as_arrays)
+    markers = hand_markers(frame, header, faces_by_side, lifetime=lifetime, points_as_arrays=points_as_arrays)
     shown = {hand.side for hand in frame.hands}
     gone = shown_sides.get(header.frame_id, set()) - shown
     if gone:

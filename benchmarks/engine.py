@@ -2,6 +2,7 @@
 
     python benchmarks/engine.py [--device cpu cuda] [--batch 1 8] [--precision fp32 fp16]
                                     [--sizes 640x480 1920x1080] [--iterations 20] [--compile]
+                                    [--runtime torch onnxruntime]
 
 Uses RANDOM weights in the official layout and SYNTHETIC MANO files (the cost of every stage is
 the same as with the real files; the outputs are not hands). Per stage (preprocess, network,
@@ -32,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from acr_ros.acr.options import PRECISIONS, EngineOptions
+from acr_ros.acr.hardware import describe_cpu
+from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions
 
 # The random weights, the synthetic MANO files and the reference transcription live with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
@@ -40,21 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 STAGES = ("preprocess", "network", "parser", "mano", "readback")
 
 
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_name()} ({torch.get_num_threads()} threads)"
+    return f"{describe_cpu()}; {torch.get_num_threads()} threads"
 
 
 def _sync(device: torch.device) -> None:
@@ -199,6 +190,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd network")
     ap.add_argument("--only-compiled", action="store_true", help="with --compile: skip the eager runs")
     ap.add_argument("--cuda-graphs", action="store_true", help="also time the network in CUDA graphs")
+    ap.add_argument("--runtime", nargs="+", default=["torch"], choices=RUNTIMES,
+                    help="what runs the network (onnxruntime: fp32 only, its default providers for the device)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the reference-style baseline")
     ap.add_argument("--baseline-iterations", type=int, default=None)
     args = ap.parse_args(argv)
@@ -239,16 +232,22 @@ def main(argv: Optional[list[str]] = None) -> int:
                 r = base.time(test_images(size, 1)[0], b_iters, 1)
                 rows.append(_row(dev_name, "fp32", 1, size, "baseline (dense eager)", r))
                 print(rows[-1], flush=True)
-        modes = [] if args.only_compiled else [("eager", {})]
+        modes = [] if args.only_compiled or "torch" not in args.runtime else [("eager", {})]
         if args.compile:
             modes.append(("compiled", {"compile": True}))
         if args.cuda_graphs and device.type == "cuda":
             modes.append(("CUDA graphs", {"cuda_graphs": True}))
+        if "onnxruntime" in args.runtime:
+            modes.append(("onnxruntime", {"runtime": "onnxruntime"}))
         for precision in precisions:
             for mode, opts in modes:
+                if mode == "onnxruntime" and precision != "fp32":
+                    continue  # the export is fp32
                 t0 = time.perf_counter()
                 pipe = ACRPipeline(net, mano, EngineOptions(device=dev_name, precision=precision, **opts))
                 tune_process(pipe.device, pipe.dtype)
+                if pipe.providers:
+                    mode = f"onnxruntime ({', '.join(p.replace('ExecutionProvider', '') for p in pipe.providers)})"
                 for batch in args.batch:
                     for size in args.sizes:
                         images = test_images(size, batch)

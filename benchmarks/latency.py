@@ -3,7 +3,9 @@
     python benchmarks/latency.py [--backend mediapipe acr] [--sizes 640x480 1920x1080] [--frames 30]
 
 One frame at a time (the next is sent once the previous answer arrived), so this is latency
-without queueing: DDS transport both ways, conversion, inference, message building. The ACR
+without queueing: DDS transport both ways, conversion, inference, message building. The node's own
+per-stage figures (conversion, inference, publish: p50 over the run, from its /diagnostics) are
+printed beside it. The ACR
 backend runs random weights in the official layout with synthetic MANO files: the same cost as the
 real model, not hand reconstructions. Prints a markdown table (docs/benchmarks.md).
 """
@@ -26,7 +28,14 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 from support.ros_harness import REPO, RELIABLE, NodeProcess, Probe, image_msg  # noqa: E402
 
 
-def measure(backend: str, size: tuple[int, int], frames: int, device: str, tmp: Path) -> list[float]:
+STAGES = ("conversion", "inference", "publish")
+
+
+def measure(backend: str, size: tuple[int, int], frames: int, device: str, tmp: Path
+            ) -> tuple[list[float], dict[str, str]]:
+    """Latencies (s) of `frames` frames, and the node's per-stage p50 (ms) as it reports them."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
     from acr_ros.msg import Hands
     from sensor_msgs.msg import Image
 
@@ -45,6 +54,7 @@ def measure(backend: str, size: tuple[int, int], frames: int, device: str, tmp: 
     probe.node.create_subscription(Hands, f"/bench_{backend}/hands", lambda m: answers.append(
         time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9)), 10)
     publisher = probe.publisher(Image, "/bench/image_raw", RELIABLE)
+    diagnostics = probe.record(DiagnosticArray, "/diagnostics")
     try:
         probe.wait_for_subscribers(publisher, timeout=120, process=process)
         for index in range(frames + 3):  # 3 warm-up frames
@@ -52,10 +62,15 @@ def measure(backend: str, size: tuple[int, int], frames: int, device: str, tmp: 
             now = time.time()
             publisher.publish(image_msg(image, stamp=(int(now), int((now % 1) * 1e9))))
             assert probe.spin_until(lambda: len(answers) > count, 120, process), process.log()
+        seen = len(diagnostics)
+        assert probe.spin_until(lambda: len(diagnostics) > seen, 10, process)  # a report after the last frame
+        reports = [status for array in diagnostics for status in array.status
+                   if status.name.startswith(f"bench_{backend}:")]
     finally:
         process.stop()
         probe.close()
-    return answers[3:]
+    values = {kv.key: kv.value for kv in reports[-1].values}
+    return answers[3:], {stage: values[f"{stage} p50 (ms)"] for stage in STAGES}
 
 
 def main() -> int:
@@ -68,14 +83,16 @@ def main() -> int:
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     print(f"{time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"device {args.device}")
-    print("| backend | input | frames | latency p50 (ms) | p95 (ms) |\n|---|---|---|---|---|")
+    print("| backend | input | frames | latency p50 (ms) | p95 (ms) | conversion / inference / publish p50 (ms) |\n"
+          "|---|---|---|---|---|---|")
     for backend in args.backend:
         for size in args.sizes:
             width, height = map(int, size.split("x"))
             with tempfile.TemporaryDirectory() as tmp:
-                latencies = np.array(measure(backend, (width, height), args.frames, args.device, Path(tmp))) * 1e3
+                latencies, stages = measure(backend, (width, height), args.frames, args.device, Path(tmp))
+            latencies = np.array(latencies) * 1e3
             print(f"| {backend} | {size} | {len(latencies)} | {np.percentile(latencies, 50):.1f} | "
-                  f"{np.percentile(latencies, 95):.1f} |", flush=True)
+                  f"{np.percentile(latencies, 95):.1f} | {' / '.join(stages[stage] for stage in STAGES)} |", flush=True)
     return 0
 
 

@@ -1,15 +1,16 @@
-"""Two-hand reconstruction: the hands node, optionally an image source and RViz.
+"""Two-hand reconstruction: the hands node (a managed node), optionally an image source and RViz.
 
     ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
     ros2 launch acr_ros hands.launch.py source:=video input:=clip.mp4 rviz:=true
     ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
+    ros2 launch acr_ros hands.launch.py autostart:=false   # then: ros2 lifecycle set /acr_hands configure, activate
     ros2 launch acr_ros hands.launch.py use_sim_time:=true ...   # beside `ros2 bag play --clock`
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
@@ -26,20 +27,25 @@ PARAMETER_ARGUMENTS = {
     "checkpoint": "path to the ACR checkpoint wild.pkl",
     "mano_dir": "folder with MANO_LEFT.pkl and MANO_RIGHT.pkl",
     "device": "auto, cuda or cpu",
+    "runtime": "torch or onnxruntime (what runs the ACR network)",
 }
 
 
 def hands_node(context):
-    # A recording played with `ros2 bag play --clock`: the node's clock is the recording's.
-    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}
+    overrides = {"autostart": LaunchConfiguration("autostart").perform(context) == "true",
+                 # a recording played with `ros2 bag play --clock`: the node's clock is the recording's
+                 "use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}
     for name in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
-    return [Node(
+    # A LifecycleNode action: launch follows its transition events and can request transitions
+    # (launch_ros.events.lifecycle.ChangeState); the node starts itself when autostart is true.
+    return [LifecycleNode(
         package="acr_ros",
         executable="hands_node",
         name="acr_hands",
+        namespace="",
         output="screen",
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=CAMERA_REMAPPINGS,
@@ -55,6 +61,10 @@ def generate_launch_description():
                               description="CameraInfo of that camera"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "hands.yaml"]),
                               description="parameters of the hands node"),
+        DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
+                              description="configure and activate the hands node at start; false: a lifecycle "
+                                          "manager or `ros2 lifecycle set /acr_hands configure` (then activate) "
+                                          "drives it"),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
                               description="start RViz with config/hands.rviz"),
         DeclareLaunchArgument("source", default_value="none",
@@ -64,6 +74,9 @@ def generate_launch_description():
                               description="the source's input: webcam id, video file, image folder or image"),
         DeclareLaunchArgument("frame_id", default_value="camera_optical_frame",
                               description="optical frame of the image source"),
+        DeclareLaunchArgument("camera_info_url", default_value="",
+                              description="the image source's calibration YAML (camera_calibration format; "
+                                          "path, file:// or package:// URL); empty: uncalibrated"),
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="run the node and RViz on /clock (a bag played with --clock)"),
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
@@ -79,6 +92,7 @@ def generate_launch_description():
             # a webcam id like "0" must stay a string parameter
             "input": ParameterValue(LaunchConfiguration("input"), value_type=str),
             "frame_id": LaunchConfiguration("frame_id"),
+            "camera_info_url": ParameterValue(LaunchConfiguration("camera_info_url"), value_type=str),
         }],
         remappings=CAMERA_REMAPPINGS,
         condition=IfCondition(NotEqualsSubstitution(LaunchConfiguration("source"), "none")),

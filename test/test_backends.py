@@ -1,4 +1,5 @@
-"""Backend selection: auto falls back to the embedded backend with a reason; acr fails clearly."""
+"""Backend selection: auto runs the embedded backend only when no ACR file is configured; a set but
+unusable path fails clearly, naming the file and the setting to fix."""
 import pytest
 
 from acr_ros.acr.options import EngineOptions
@@ -20,8 +21,8 @@ def test_auto_without_files_uses_mediapipe():
     backend, reason = create_backend("auto")
     try:
         assert backend.name == "mediapipe"
-        assert reason.startswith("ACR checkpoint not configured (parameter checkpoint)")
-        assert "embedded MediaPipe backend" in reason
+        assert reason == ("neither the parameter checkpoint nor the parameter mano_dir is set; "
+                          "using the embedded MediaPipe backend")
     finally:
         backend.close()
 
@@ -32,16 +33,38 @@ def test_auto_reasons(tmp_path, fake_files):
     assert problem[0] == "checkpoint" and "not found at" in problem[1] and "nope.pkl" in problem[1]
     assert "Google Drive" in problem[1]
     problem = acr_files_problem(str(ckpt), "")
-    assert problem[0] == "mano" and "not configured (parameter mano_dir)" in problem[1]
+    assert problem[0] == "mano" and "not configured (the parameter mano_dir)" in problem[1]
+    assert "set the parameter mano_dir to the folder holding them" in problem[1]
     (mano / "MANO_LEFT.pkl").unlink()
     problem = acr_files_problem(str(ckpt), str(mano))
     assert problem[0] == "mano" and "MANO_LEFT.pkl not found in" in problem[1]
     assert str(mano.resolve()) in problem[1] and "https://mano.is.tue.mpg.de" in problem[1]
 
-    backend, reason = create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), detection_threshold=0.4)
+
+
+@pytest.mark.parametrize("checkpoint, mano_dir, expected", [
+    ("nowhere.pkl", "", "ACR checkpoint not found at"),            # checkpoint set, wrong
+    ("", "mano", "ACR checkpoint not configured (the parameter checkpoint)"),  # only the MANO folder set
+    ("wild.pkl", "mano", "MANO_RIGHT.pkl not found in"),           # both set, a MANO file missing
+])
+def test_auto_with_a_set_but_unusable_path_is_an_error_not_a_fallback(tmp_path, fake_files, checkpoint, mano_dir,
+                                                                      expected):
+    (tmp_path / "mano" / "MANO_RIGHT.pkl").unlink()
+    with pytest.raises(ValueError) as info:
+        create_backend("auto", checkpoint=str(tmp_path / checkpoint) if checkpoint else "",
+                       mano_dir=str(tmp_path / mano_dir) if mano_dir else "")
+    assert expected in str(info.value)
+
+
+def test_messages_name_the_callers_settings(tmp_path):
+    names = {"checkpoint": "--checkpoint", "mano_dir": "--mano-dir"}
+    with pytest.raises(ValueError) as info:
+        create_backend("auto", checkpoint=str(tmp_path / "wild.pkl"), names=names)
+    assert "set --checkpoint to its path" in str(info.value) and "parameter" not in str(info.value)
+    backend, reason = create_backend("auto", names=names, detection_threshold=0.4)
     try:
+        assert reason.startswith("neither --checkpoint nor --mano-dir is set")
         assert backend.name == "mediapipe" and backend.detection_threshold == pytest.approx(0.4)
-        assert reason == f"MANO_LEFT.pkl not found in {mano.resolve()}; using the embedded MediaPipe backend"
     finally:
         backend.close()
 
@@ -103,6 +126,7 @@ def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     class FakeACR:
         name = "acr"
         detection_threshold = 0.35
+        precision, precision_reason, device = "fp32", "requested", "cpu"
 
         def __init__(self, checkpoint, mano_dir, options, smoothing, tune_process):
             made.update(checkpoint=checkpoint, mano_dir=mano_dir, options=options, smoothing=smoothing,
@@ -115,7 +139,7 @@ def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     backend, reason = create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), options=options,
                                      detection_threshold=0.5, smoothing=smoothing)
     assert isinstance(backend, FakeACR) and backend.detection_threshold == 0.5
-    assert reason == f"ACR checkpoint and MANO files found: wild.pkl, MANO from {mano}"
+    assert reason == f"ACR checkpoint and MANO files found: wild.pkl, MANO from {mano}; network fp32 (requested) on cpu"
     assert made == dict(checkpoint=str(ckpt), mano_dir=str(mano), options=options, smoothing=smoothing,
                         tune_process=False)
     backend, reason = create_backend("acr", checkpoint=str(ckpt), mano_dir=str(mano))

@@ -30,8 +30,12 @@ def installed_executables() -> set[str]:
     return {Path(p).name for p in programs}
 
 
+def node_calls() -> list[ast.Call]:
+    return launch_calls("Node") + launch_calls("LifecycleNode")
+
+
 def test_every_node_of_the_launch_file_is_an_installed_executable():
-    nodes = launch_calls("Node")
+    nodes = node_calls()
     assert len(nodes) == 3
     ours = [n for n in nodes if ast.literal_eval(keyword(n, "package")) == "acr_ros"]
     assert {ast.literal_eval(keyword(n, "executable")) for n in ours} == {"hands_node", "image_source"}
@@ -79,7 +83,7 @@ def test_remapped_topics_are_the_ones_the_nodes_use():
     remapped = {entry.elts[0].value for entry in table.elts}
     # Every camera topic either node uses, the compressed sibling included (remaps match whole names).
     assert remapped == {"image_raw", "image_raw/compressed", "camera_info"}
-    for node in launch_calls("Node"):
+    for node in node_calls():
         if ast.literal_eval(keyword(node, "package")) == "acr_ros":
             assert getattr(keyword(node, "remappings"), "id", None) == "CAMERA_REMAPPINGS"
     defaults = yaml.safe_load((REPO / "config" / "hands.yaml").read_text())["/**"]["ros__parameters"]

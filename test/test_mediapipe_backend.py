@@ -113,6 +113,16 @@ def test_two_hands(backend):
     assert abs(z[0] - z[1]) < 0.25 * max(z)
 
 
+def test_two_hands_of_one_side_publish_agreeing_side_and_score(backend):
+    """Two copies of the same left hand: one is published as the right hand, with the classifier's
+    probability of 'right' as its score, so side, score and label agree."""
+    left = cv2.imread(str(MEDIA / "magic.jpg"))
+    [frame] = backend.reconstruct([np.vstack([left, left])], [None], [0.0], ["twins"])
+    sides = {h.side: h.score for h in frame.hands}
+    assert set(sides) == {LEFT, RIGHT}, sides
+    assert sides[LEFT] > 0.5 > sides[RIGHT], sides
+
+
 def test_portrait(backend):
     img = image("portrait.jpg")
     result = run(backend, img)
@@ -232,7 +242,7 @@ def test_solve_translation_recovers_a_known_placement():
 
 @pytest.mark.parametrize("height,width", [(211, 301), (301, 211), (101, 200), (7, 3), (480, 640)])
 def test_both_backends_share_the_default_camera(backend, height, width):
-    """ACR's default (SPEC §6): f = 1265 S / 512, the principal point at the centre of the letterbox
+    """ACR's default (docs/architecture.md, "Camera"): f = 1265 S / 512, the principal point at the centre of the letterbox
     square (the odd padding pixel at the bottom / right), for the MediaPipe and the ACR backend."""
     import torch
 

@@ -1,4 +1,7 @@
-"""The ACR network: official checkpoint layout, and the fast inference form equal to the dense one."""
+"""The ACR network: official checkpoint layout, and the fast inference form equal to the dense one.
+
+Grid sizes come from the tensors, so the fast-vs-dense comparisons run on 256x256 images (center
+maps of 32 cells); test_pipeline.py compares the official 512 input through the whole pipeline."""
 import copy
 
 import pytest
@@ -13,17 +16,21 @@ from support.official_layout import official_layout
 from support.random_weights import random_acr_network
 
 
+SIZE = 256          # network input of these tests
+GRID = SIZE // 8    # center-map cells
+
+
 @pytest.fixture(scope="module")
 def net():
-    # Peaks at the grid borders: the patch towers' masks are exercised, the prior is off (89 cells).
-    return random_acr_network(0, "both", {"left": (0, 63), "right": (63, 0)})
+    # Peaks at the grid corners: the patch towers' masks are exercised, the prior is off (43.8 cells).
+    return random_acr_network(0, "both", {"left": (0, GRID - 1), "right": (GRID - 1, 0)}, grid=GRID)
 
 
 @pytest.fixture(scope="module")
 def images():
     g = torch.Generator().manual_seed(3)
     low = torch.rand(2, 3, 12, 12, generator=g) * 2 - 1
-    return F.interpolate(low, size=(512, 512), mode="bicubic", align_corners=False).clamp(-1, 1)
+    return F.interpolate(low, size=(SIZE, SIZE), mode="bicubic", align_corners=False).clamp(-1, 1)
 
 
 def test_state_dict_matches_the_official_checkpoint_layout():
@@ -111,13 +118,13 @@ def test_fast_network_equals_the_dense_maps(net, images):
     assert torch.equal(out.cells, cells) and torch.equal(out.detected, detected)
     torch.testing.assert_close(out.scores, scores, rtol=0, atol=1e-5)
     assert out.detected.all()
-    assert cells[:, 0].tolist() == [63 * 64 + 0] * 2 and cells[:, 1].tolist() == [63] * 2
+    assert cells[:, 0].tolist() == [(GRID - 1) * GRID] * 2 and cells[:, 1].tolist() == [GRID - 1] * 2
     for s, key in enumerate(("l_params_maps", "r_params_maps")):
         expected = _dense_at(dense[key], cells[:, s])
         torch.testing.assert_close(out.params_raw[:, s], expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(out.priors[:, 0], _dense_at(dense["l_prior_maps"], cells[:, 1]), rtol=1e-4, atol=2e-4)
     torch.testing.assert_close(out.priors[:, 1], _dense_at(dense["r_prior_maps"], cells[:, 0]), rtol=1e-4, atol=2e-4)
-    assert not out.prior_applied.any()  # 89 cells apart
+    assert not out.prior_applied.any()  # 43.8 cells apart
     assert torch.equal(out.params, out.params_raw)
 
 

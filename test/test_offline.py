@@ -20,7 +20,7 @@ CLIP = MEDIA / "magic_clip.mp4"
 PER_HAND = {"hand_frame": (), "side": (), "score": (), "joints": (21, 3), "keypoints": (21, 2), "box": (4,),
             "wrist_position": (3,), "wrist_rotation": (3, 3), "wrist_quaternion": (4,), "global_orient": (3,),
             "finger_pose": (45,), "shape": (10,), "weak_camera": (3,), "vertices": (778, 3),
-            "joint_rotations": (21, 3, 3)}
+            "joint_rotations": (21, 3, 3), "depth_source": (), "depth_residual": (), "depth_samples": ()}
 PER_FRAME = {"frame_name": (), "frame_timestamp": (), "frame_size": (2,), "default_intrinsics": (),
              "intrinsics": (4,)}
 
@@ -62,6 +62,21 @@ def video_frames(path):
         n += 1
     cap.release()
     return n
+
+
+CALIBRATION_YAML = """image_width: 1920
+image_height: 1080
+camera_name: test_camera
+camera_matrix:
+  rows: 3
+  cols: 3
+  data: [1400.0, 0.0, 960.0, 0.0, 1400.0, 540.0, 0.0, 0.0, 1.0]
+distortion_model: plumb_bob
+distortion_coefficients:
+  rows: 1
+  cols: 5
+  data: [0.0, 0.0, 0.0, 0.0, 0.0]
+"""
 
 
 def run_cli(*args):
@@ -117,11 +132,114 @@ def test_no_render_and_max_frames(tmp_path):
 
 
 def test_bad_inputs(tmp_path, capsys):
-    assert run_cli("--inputs", tmp_path / "missing.jpg", "-o", tmp_path) == 1
-    assert "missing.jpg" in capsys.readouterr().err
+    assert run_cli("--inputs", tmp_path / "missing.jpg", "-o", tmp_path) == 2
+    out, err = capsys.readouterr()
+    assert "missing.jpg: no such file or folder" in err and "backend:" not in out  # before any model loads
     assert run_cli("--backend", "acr", "--checkpoint", tmp_path / "wild.pkl", "-o", tmp_path) == 2
     err = capsys.readouterr().err
     assert "wild.pkl" in err and "Google Drive" in err
+
+
+@pytest.mark.parametrize("options", [["--checkpoint", "nowhere.pkl"], ["--mano-dir", "mano"]])
+def test_auto_with_a_wrong_model_path_stops_naming_the_option(tmp_path, capsys, options):
+    options = [options[0], tmp_path / options[1]]
+    assert run_cli("--inputs", MEDIA / "magic.jpg", "-o", tmp_path, *options) == 2
+    err = capsys.readouterr().err
+    assert "set --checkpoint to its path" in err and "parameter" not in err and "Traceback" not in err
+    assert not (tmp_path / "magic_results.npz").exists()
+
+
+def test_unreadable_images_are_reported_and_skipped(tmp_path, capsys):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    noise = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    (tmp_path / "noise.jpg").write_bytes(noise)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(MEDIA / "magic.jpg", folder / "a.jpg")
+    (folder / "b.jpg").write_bytes(noise)
+    shutil.copy(MEDIA / "magic_flip.jpg", folder / "c.jpg")
+    out = tmp_path / "out"
+    code = run_cli("--inputs", tmp_path / "empty.jpg", tmp_path / "noise.jpg", folder, "-o", out,
+                   "--backend", "mediapipe", "--no-render")
+    stdout, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err
+    for name in ("empty.jpg", "noise.jpg", "b.jpg"):
+        assert err.count(f"{name}: cannot read it as an image") == 1, err
+    assert "photos: 2 frame(s), 1 unreadable" in stdout
+    assert sorted(p.name for p in out.iterdir()) == ["photos_results.npz"]  # nothing for unreadable images
+    check_results(out / "photos_results.npz", 2, "mediapipe")
+
+
+def test_calibration_file_places_the_hands_and_no_intrinsics_warns_once(tmp_path, capsys):
+    (tmp_path / "camera.yaml").write_text(CALIBRATION_YAML)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(MEDIA / "magic.jpg", folder / "a.jpg")
+    shutil.copy(MEDIA / "magic_flip.jpg", folder / "b.jpg")
+    assert run_cli("--inputs", folder, "-o", tmp_path / "calibrated", "--no-render",
+                   "--calibration", tmp_path / "camera.yaml") == 0
+    assert "no camera intrinsics" not in capsys.readouterr().err
+    r = np.load(tmp_path / "calibrated" / "photos_results.npz")
+    width, height = r["frame_size"][0]
+    assert not r["default_intrinsics"].any()
+    np.testing.assert_allclose(r["intrinsics"][0], np.array([1400.0, 1400.0, 960.0, 540.0]) * width / 1920)
+    assert run_cli("--inputs", folder, "-o", tmp_path / "default", "--no-render") == 0
+    assert capsys.readouterr().err.count("no camera intrinsics") == 1
+
+
+def _run_with_and_without_depth(tmp_path, depth_image, *model):
+    """Results of magic.jpg (as a folder of one frame) placed by the model, then with depth_image."""
+    photos, depth = tmp_path / "photos", tmp_path / "depth"
+    photos.mkdir()
+    depth.mkdir()
+    shutil.copy(MEDIA / "magic.jpg", photos / "frame_0001.jpg")
+    camera = ["--no-render", "--intrinsics", 700, 700, 480, 270, *model]
+    assert run_cli("--inputs", photos, "-o", tmp_path / "model", *camera) == 0
+    model_results = np.load(tmp_path / "model" / "photos_results.npz")
+    cv2.imwrite(str(depth / "frame_0001.png"), depth_image(model_results))
+    assert run_cli("--inputs", photos, "-o", tmp_path / "fused", "--depth", depth, *camera) == 0
+    fused = np.load(tmp_path / "fused" / "photos_results.npz")
+    assert list(model_results["depth_source"]) == ["model"] * len(model_results["side"])
+    assert list(fused["side"]) == list(model_results["side"])
+    # Hands in the image are placed by the depth; one outside it (random weights can put one there)
+    # has no depth to use and keeps the model's distance.
+    seen = ((fused["keypoints"] >= 0) & (fused["keypoints"] < [960, 540])).all(axis=2).any(axis=1)
+    assert seen.any()
+    assert list(fused["depth_source"]) == ["depth" if s else "model" for s in seen]
+    assert np.all(fused["depth_samples"][seen] > 0)
+    # The hands moved along the camera rays: their joints project where the model's did.
+    project = lambda joints: joints[..., :2] / joints[..., 2:]  # noqa: E731
+    np.testing.assert_allclose(project(fused["joints"]), project(model_results["joints"]), atol=1e-5)
+    np.testing.assert_array_equal(fused["keypoints"], model_results["keypoints"])
+    return model_results, fused, seen
+
+
+def test_a_flat_depth_image_puts_the_wrist_at_its_distance(tmp_path):
+    """A photographed hand (MediaPipe) and a depth image of a flat surface 0.6 m away: the fused
+    wrist is at 0.6 m within the hand's thickness, whatever the monocular guess was."""
+    _, fused, seen = _run_with_and_without_depth(tmp_path, lambda _: np.full((540, 960), 600, np.uint16),
+                                                 "--backend", "mediapipe")
+    assert seen.all()
+    assert np.all(np.abs(fused["wrist_position"][:, 2] - 0.6) < 0.03), fused["wrist_position"]
+    assert np.all(np.isfinite(fused["depth_residual"]))
+
+
+def test_acr_hands_land_on_the_depth_of_their_own_surface(tmp_path, acr_checkpoint, mano_dir):
+    """ACR (random weights): a depth image of the model's own meshes at 80 % of their distance, in
+    front of a wall: the fused hands are the model's scaled by 0.8."""
+    from acr_ros.acr.hands import CameraIntrinsics
+    from support.depth_scenes import splat
+
+    def depth_of_meshes(results):
+        metres = np.full((540, 960), float(results["vertices"][..., 2].max()) + 0.5)
+        for vertices in results["vertices"]:
+            splat(metres, vertices.astype(np.float64) * 0.8, camera=CameraIntrinsics(700, 700, 480, 270))
+        return np.rint(metres * 1000).astype(np.uint16)
+
+    model_results, fused, seen = _run_with_and_without_depth(tmp_path, depth_of_meshes, "--checkpoint",
+                                                             acr_checkpoint, "--mano-dir", mano_dir)
+    np.testing.assert_allclose(fused["wrist_position"][seen], 0.8 * model_results["wrist_position"][seen], rtol=0.01)
+    assert np.all(fused["depth_residual"][seen] < 0.005)
 
 
 def test_default_inputs_are_the_samples():

@@ -1,5 +1,8 @@
 """The fast ACR pipeline against a plain transcription of the official flow (test/support/reference.py),
-and the HandBackend built on it. Random weights + synthetic MANO: structure and numerics only."""
+and the HandBackend built on it. Random weights + synthetic MANO: structure and numerics only.
+
+The official 512 network input is compared through the pipeline's own entry point; where resolution
+does not matter, the same stages run on that input downsampled to 256 (center maps of 32 cells)."""
 import subprocess
 import sys
 import warnings
@@ -9,27 +12,52 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from acr_ros.acr.camera import intrinsics_tensor
 from acr_ros.acr.checkpoint import CheckpointError
 from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult, default_intrinsics
 from acr_ros.acr.mano import ManoFileError, ManoLayer
 from acr_ros.acr.one_euro import SmoothingConfig
 from acr_ros.acr.options import EngineOptions
 from acr_ros.acr.pipeline import ACRPipeline
-from acr_ros.acr.preprocess import letterbox
+from acr_ros.acr.preprocess import letterbox, letterbox_tensor
 from acr_ros.backends.acr import ACRBackend
 from support import reference as ref
 from support.random_weights import random_acr_network
 
 REPO = Path(__file__).resolve().parents[1]
-FAR = {"left": (0, 63), "right": (63, 0)}      # grid corners, 89 cells apart: no prior
-NEAR = {"left": (30, 30), "right": (32, 31)}   # 2.2 cells apart: a duplicate candidate
+OFFICIAL, REDUCED = 512, 256                   # network input sizes; center maps of size / 8 cells
+FAR = {"left": (0, 63), "right": (63, 0)}      # corners of the 64 grid, 89 cells apart: no prior
+NEAR = {"left": (15, 15), "right": (17, 16)}   # 2.2 cells apart in the 32 grid: a duplicate candidate
+CPU = EngineOptions(device="cpu", precision="fp32")
 
 
 def smooth_image(height, width, seed):
     rng = np.random.default_rng(seed)
     low = rng.integers(0, 256, (9, 9, 3), dtype=np.uint8)
     return cv2.resize(low, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def network_input(x, size):
+    """The normalised 512 network input, area-downsampled to size x size."""
+    return x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="area")
+
+
+def reference(net, mano, img, size, intrinsics=None):
+    """The reference flow on one image, its network input at size."""
+    x, lb = ref.preprocess(img)
+    return ref.reconstruct_input(net, mano, network_input(x, size), lb, intrinsics)
+
+
+def fast(pipe, images, size, intrinsics=None):
+    """The pipeline on images: its own entry point at the official size, else the same stages with
+    the network input downsampled to size."""
+    if size == OFFICIAL:
+        return pipe(images, intrinsics)
+    x, lbs = pipe.preprocess(images)
+    k = intrinsics_tensor(intrinsics or [None] * len(images), lbs, pipe.device)
+    return pipe.readback(pipe.run(network_input(x, size), letterbox_tensor(lbs, pipe.device), k)), lbs
 
 
 @pytest.fixture(scope="module")
@@ -56,56 +84,58 @@ def compare_with_reference(pipe_arr, i, expected, shown=""):
 
 
 CASES = [
-    # detect, cells, (height, width): prior on / off, every detection pattern, image shapes
-    ("both", None, (480, 640)),      # landscape, prior applied (25.3 cells)
-    ("both", FAR, (640, 360)),       # portrait, prior not applied, cells at the grid corners
-    ("left", None, (301, 211)),      # odd portrait
-    ("right", None, (211, 301)),     # odd landscape
-    ("none", None, (480, 640)),
+    # detect, cells, (height, width), network input: prior on / off, every detection pattern, image shapes
+    ("both", None, (480, 640), OFFICIAL),            # landscape, prior applied (25.3 cells)
+    ("both", FAR, (640, 360), OFFICIAL),             # portrait, prior not applied, cells at the grid corners
+    ("left", None, (301, 211), REDUCED),             # odd portrait
+    ("right", None, (211, 301), REDUCED),            # odd landscape
+    ("none", None, (480, 640), REDUCED),
 ]
 
 
-@pytest.mark.parametrize("detect,cells,shape", CASES, ids=lambda v: str(v))
-def test_fast_pipeline_matches_the_official_flow(mano, detect, cells, shape):
-    net = random_acr_network(0, detect, cells)
+@pytest.mark.parametrize("detect,cells,shape,size", CASES, ids=lambda v: str(v))
+def test_fast_pipeline_matches_the_official_flow(mano, detect, cells, shape, size):
+    grid = size // 8
+    net = random_acr_network(0, detect, cells, grid)
     img = smooth_image(*shape, seed=shape[0])
-    expected = ref.reference_reconstruct(net, mano, img)
-    pipe = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32"))
-    arr, lbs = pipe([img])
+    expected = reference(net, mano, img, size)
+    arr, lbs = fast(ACRPipeline(net, mano, CPU), [img], size)
     assert lbs[0] == expected["letterbox"]
     assert arr.detected.shape == (1, 2)
-    compare_with_reference(arr, 0, expected, f"{detect} {shape}")
+    compare_with_reference(arr, 0, expected, f"{detect} {shape} {size}")
     if detect == "none":
         assert not arr.detected.any() and expected["hands"] == []
-    if cells is FAR:
+    if cells is not None:
         # corner cells: the parameters were read right at the map border
-        assert sorted(arr.cells[0].tolist()) == [63, 63 * 64]
+        assert sorted(arr.cells[0].tolist()) == [grid - 1, (grid - 1) * grid]
 
 
 @pytest.fixture(scope="module")
-def both_net():
-    return random_acr_network(0, "both")
+def both(mano):
+    """The random network detecting both hands (prior applied) at the reduced size, and its pipeline."""
+    net = random_acr_network(0, "both", grid=REDUCED // 8)
+    return net, ACRPipeline(net, mano, CPU)
 
 
-def test_a_batch_of_mixed_sizes_equals_single_images(mano, both_net):
-    pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32"))
+def test_a_batch_of_mixed_sizes_equals_single_images(both):
+    _, pipe = both
     imgs = [smooth_image(480, 640, 1), smooth_image(333, 250, 2), smooth_image(100, 101, 3)]
-    batch, lbs = pipe(imgs)
+    batch, lbs = fast(pipe, imgs, REDUCED)
     assert [lb.size for lb in lbs] == [640, 333, 101]
     for i, img in enumerate(imgs):
-        single, _ = pipe([img])
+        single, _ = fast(pipe, [img], REDUCED)
         assert np.array_equal(batch.detected[i], single.detected[0])
         assert np.array_equal(batch.cells[i], single.cells[0])
         for key in ("keypoints", "joints", "vertices", "cam", "translation"):
             np.testing.assert_allclose(getattr(batch, key)[i], getattr(single, key)[0], atol=1e-4, rtol=1e-4)
 
 
-def test_intrinsics_change_only_the_translation(mano, both_net):
+def test_intrinsics_change_only_the_translation(mano, both):
+    net, pipe = both
     img = smooth_image(480, 640, 4)
     k = CameraIntrinsics(fx=600.0, fy=610.0, cx=330.0, cy=250.0)
-    expected = ref.reference_reconstruct(both_net, mano, img, intrinsics=k)
-    pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32"))
-    arr, _ = pipe([img], [k])
+    expected = reference(net, mano, img, REDUCED, intrinsics=k)
+    arr, _ = fast(pipe, [img], REDUCED, [k])
     compare_with_reference(arr, 0, expected, "intrinsics")
     # The root (joint 9 = origin of the root-aligned joints) projects onto its keypoint.
     for s in (0, 1):
@@ -116,16 +146,18 @@ def test_intrinsics_change_only_the_translation(mano, both_net):
 
 
 def test_duplicate_suppression_is_optional_and_keeps_the_higher_score(mano):
-    net = random_acr_network(0, "both", NEAR)
+    net = random_acr_network(0, "both", NEAR, grid=REDUCED // 8)
     img = smooth_image(480, 640, 6)
-    plain, _ = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32"))([img])
+    plain, _ = fast(ACRPipeline(net, mano, CPU), [img], REDUCED)
     assert plain.detected[0].tolist() == [True, True]  # the official behaviour
     assert plain.prior_applied[0]
-    fixed, _ = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", suppress_duplicate_hands=True))([img])
+    fixed, _ = fast(ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32",
+                                                          suppress_duplicate_hands=True)), [img], REDUCED)
     keep = int(np.argmax(plain.scores[0]))
     assert fixed.detected[0].tolist() == [keep == 0, keep == 1]
     assert not fixed.prior_applied[0]
-    far, _ = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", suppress_duplicate_hands=True, duplicate_distance=2.0))([img])
+    far, _ = fast(ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", suppress_duplicate_hands=True,
+                                                        duplicate_distance=2.0)), [img], REDUCED)
     assert far.detected[0].tolist() == [True, True]  # 2.24 cells > 2
 
 
@@ -186,12 +218,6 @@ def test_backend_threshold_and_errors(backend, acr_checkpoint, tmp_path):
         EngineOptions(device="cpu", precision="fp8")
 
 
-def test_backend_close_drops_the_model(acr_checkpoint, mano_dir):
-    closing = ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cpu"))
-    closing.close()
-    assert closing.pipeline is None and closing.smoother is None
-
-
 def test_backend_smoothing_is_per_stream_and_resettable(acr_checkpoint, mano_dir, backend):
     smooth = ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cpu"), smoothing=SmoothingConfig())
     a, b = smooth_image(240, 320, 10), smooth_image(240, 320, 11)
@@ -218,20 +244,23 @@ def test_backend_smoothing_is_per_stream_and_resettable(acr_checkpoint, mano_dir
         np.testing.assert_allclose(h.finger_pose, r.finger_pose, atol=1e-5)
     smooth.set_smoothing(SmoothingConfig(pose_min_cutoff=1.0))
     assert smooth.smoother.config.pose_min_cutoff == 1.0
+    smooth.close()  # drops the model and the filters
+    assert smooth.pipeline is None and smooth.smoother is None
 
 
-def test_compile_failures_fall_back_to_eager(mano, both_net, monkeypatch):
+def test_compile_failures_fall_back_to_eager(mano, both, monkeypatch):
     def broken_compile(model, **kwargs):
         def run(*args, **kw):
             raise RuntimeError("no C++ compiler")
         return run
 
+    net, _ = both
     monkeypatch.setattr(torch, "compile", broken_compile)
-    pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32", compile=True))
+    pipe = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", compile=True))
     img = smooth_image(120, 160, 12)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        arr, _ = pipe([img])
+        arr, _ = fast(pipe, [img], REDUCED)
     assert any("torch.compile failed" in str(w.message) for w in caught)
     assert arr.detected[0].tolist() == [True, True]
 
@@ -240,13 +269,13 @@ def test_compile_failures_fall_back_to_eager(mano, both_net, monkeypatch):
 
     monkeypatch.setattr(torch, "compile", refusing_compile)
     with pytest.warns(RuntimeWarning, match="torch.compile unavailable"):
-        pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32", compile=True))
-    assert pipe([img])[0].detected[0].tolist() == [True, True]
+        pipe = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", compile=True))
+    assert fast(pipe, [img], REDUCED)[0].detected[0].tolist() == [True, True]
 
 
-def test_whole_device_stage_needs_no_host_synchronisation(mano, both_net):
+def test_whole_device_stage_needs_no_host_synchronisation(mano, both):
     """network + decode + MANO + projection + translation on the meta device: no value is read."""
-    pipe = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32"))
+    pipe = ACRPipeline(both[0], mano, CPU)
     pipe.fast.to("meta")
     pipe.mano_layer.to("meta")
     pipe.device = torch.device("meta")
@@ -257,7 +286,8 @@ def test_whole_device_stage_needs_no_host_synchronisation(mano, both_net):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_pipeline_half_precision_and_cuda_graphs(mano, both_net):
+def test_gpu_pipeline_half_precision_and_cuda_graphs(mano):
+    both_net = random_acr_network(0, "both")
     imgs = [smooth_image(480, 640, 13), smooth_image(1080, 1920, 14)]
     fp32, _ = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp32"))(imgs)
     cpu, _ = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32", preprocess="device"))(imgs)

@@ -65,6 +65,18 @@ def test_every_frame_at_its_stamp_and_record_time(tmp_path, frames, storage):
     assert not any(m.msg.default_intrinsics for m in hands)  # paired with camera_info recorded after each image
     assert sum(len(m.msg.hands) > 0 for m in hands) >= 5      # a real hand in every frame
     assert all(h.joints[0].z > 0 for m in hands for h in m.msg.hands)
+    # The node's hand tracks: a side seen in consecutive frames keeps its id and counts its frames.
+    previous = {}
+    for m in hands:
+        for h in m.msg.hands:
+            assert h.track_id > 0
+            if h.side in previous and previous[h.side][0] == h.track_id:
+                assert h.track_frames == previous[h.side][1] + 1
+        previous = {h.side: (h.track_id, h.track_frames) for h in m.msg.hands}
+    assert max(h.track_frames for m in hands for h in m.msg.hands) >= 3
+    poses = [m for m in messages if m.topic.endswith("/wrist_pose")]
+    assert len(poses) == sum(len(m.msg.hands) for m in hands)
+    assert all(p.msg.header.frame_id == CAMERA_FRAME and p.time in recorded.record_times for p in poses)
 
     tf = by_topic(messages, "/tf")
     with_hands = [m for m in hands if m.msg.hands]

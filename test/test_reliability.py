@@ -10,23 +10,24 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
 from acr_ros.acr.hands import FrameResult
-from acr_ros.backends.base import MEDIAPIPE_THRESHOLD, BackendOutOfMemoryError
+from acr_ros.backends.base import BackendOutOfMemoryError
+from support.fake_backend import FakeBackend
 from support.ros_harness import RELIABLE, Probe, Session, camera_info_msg, image_msg, magic_bgr
 from support.soak import soak
-
 
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     s = Session(tmp_path_factory.mktemp("reliability"), dict(backend="mediapipe"), name="reliability_hands")
     yield s
-    code, _ = s.close()
-    assert code == 0
+    assert s.close() == 0
 
 
 @pytest.mark.slow
-def test_soak_two_minutes_at_30_hz():
-    result = soak(120.0, warmup=30.0, backend="mediapipe")
+def test_soak_48_seconds_at_30_hz():
+    """docs/reliability.md's 30-minute soak, shortened for CI; memory and latency are compared after
+    a 12 s warm-up (the node's resident memory is flat after about 4 s)."""
+    result = soak(48.0, warmup=12.0, backend="mediapipe")
     print(result)
     assert result["exit_code"] == 0 and result["shutdown_seconds"] < 2.0
     assert result["rss_growth"] < 0.05, result
@@ -109,32 +110,20 @@ def test_random_images_and_camera_info_never_break_the_node(session, image, info
         assert np.all(np.isfinite(values))
 
 
-class OutOfMemoryBackend:
+class OutOfMemoryBackend(FakeBackend):
     """Fails like a GPU out of memory on batches of more than one image."""
 
-    name, model, checkpoint, device, detection_threshold = "oom-test", "fault injection", "", "cuda:0", 0.5
-    threshold, static_image_mode = MEDIAPIPE_THRESHOLD, False
+    device = "cuda:0"
 
     def __init__(self):
+        super().__init__()
         self.batch_sizes = []
-
-    def faces(self, side):
-        return None
 
     def reconstruct(self, images, intrinsics, timestamps, streams):
         self.batch_sizes.append(len(images))
         if len(images) > 1:
             raise BackendOutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return [FrameResult()]
-
-    def set_smoothing(self, config):
-        pass
-
-    def reset(self):
-        pass
-
-    def close(self):
-        self.closed = True
+        return super().reconstruct(images, intrinsics, timestamps, streams)
 
 
 def test_out_of_memory_retries_smaller_batches():
@@ -146,6 +135,7 @@ def test_out_of_memory_retries_smaller_batches():
     rclpy.init(context=context)
     backend = OutOfMemoryBackend()
     node = HandsNode(backend_factory=lambda: (backend, "fault injection"), context=context)
+    node.trigger_configure()  # loads the backend
     try:
         header = image_msg(magic_bgr()).header
         batch = [PendingFrame(Camera(f"cam{i}"), header, magic_bgr(), None) for i in range(4)]

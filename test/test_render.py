@@ -1,32 +1,12 @@
-"""The CPU renderer: colours, where it draws, mesh and skeleton paths, speed (synthetic hands)."""
-import time
-
+"""The CPU renderer: colours, where it draws, mesh and skeleton paths (synthetic hands). Its speed:
+benchmarks/outputs.py."""
 import numpy as np
 import pytest
 
-from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandResult
+from acr_ros.acr.hands import LEFT, RIGHT, FrameResult, HandResult
 from acr_ros.render import COLOURS_BGR, draw_hands, fit_intrinsics
-
-K = CameraIntrinsics(1400.0, 1400.0, 960.0, 540.0)
-
-
-def ellipsoid(rings=26, segments=30, radii=(0.09, 0.05, 0.03), centre=(0.0, 0.0, 0.6), flip=False):
-    """A closed triangle mesh of about MANO's size (782 vertices, 1560 faces)."""
-    lat = np.linspace(0, np.pi, rings + 2)[1:-1]
-    lon = np.linspace(0, 2 * np.pi, segments, endpoint=False)
-    la, lo = np.meshgrid(lat, lon, indexing="ij")
-    ring = np.stack([np.sin(la) * np.cos(lo), -np.cos(la), np.sin(la) * np.sin(lo)], -1).reshape(-1, 3)
-    v = np.vstack([[0, -1, 0], ring, [0, 1, 0]]) * radii + centre
-    faces = []
-    for j in range(segments):
-        j2 = (j + 1) % segments
-        faces.append([0, 1 + j, 1 + j2])
-        for i in range(rings - 1):
-            a, b = 1 + i * segments + j, 1 + i * segments + j2
-            faces += [[a, a + segments, b], [b, a + segments, b + segments]]
-        faces.append([len(v) - 1, 1 + (rings - 1) * segments + j2, 1 + (rings - 1) * segments + j])
-    faces = np.array(faces)
-    return v.astype(np.float32), (faces[:, ::-1] if flip else faces)
+from support.hands import CAMERA_1080P as K
+from support.hands import mesh_hand
 
 
 def project(p, k=K):
@@ -41,13 +21,6 @@ def skeleton_hand(side=RIGHT, centre=(0.0, 0.0, 0.6), score=0.87):
         joints += [d * (0.03 + 0.025 * i) for i in range(4)]
     joints = (np.array(joints) + centre).astype(np.float32)
     return HandResult(side, score, joints, project(joints), np.eye(3, dtype=np.float32))
-
-
-def mesh_hand(side=RIGHT, **kw):
-    v, f = ellipsoid(**kw)
-    joints = v[::37][:21]
-    hand = HandResult(side, 0.93, joints, project(joints), np.eye(3, dtype=np.float32), vertices=v)
-    return hand, f
 
 
 def background(value=30):
@@ -183,21 +156,6 @@ def test_label_shows_side_and_score():
     in_place = img.copy()
     assert draw_hands(in_place, FrameResult([hand], False, K), copy=False) is in_place
     assert np.array_equal(in_place, with_label)
-
-
-def test_speed_of_a_mano_sized_mesh_at_1080p():
-    hand, faces = mesh_hand(RIGHT)
-    assert len(hand.vertices) >= 778 and len(faces) >= 1538
-    img = background()
-    result = FrameResult([hand], False, K)
-    draw_hands(img, result, {RIGHT: faces})
-    n = 20
-    start = time.perf_counter()
-    for _ in range(n):
-        draw_hands(img, result, {RIGHT: faces})
-    ms = (time.perf_counter() - start) / n * 1e3
-    print(f"\nmesh overlay, {len(hand.vertices)} vertices / {len(faces)} faces, 1080p: {ms:.1f} ms")
-    assert ms < 60  # typically 2-4 ms on one CPU core
 
 
 def test_huge_finite_coordinates_do_not_crash():

@@ -68,5 +68,5 @@ def test_the_launch_file_passes_use_sim_time_to_the_node_and_rviz():
                 and getattr(c.func, "id", None) == "DeclareLaunchArgument" and isinstance(c.args[0], ast.Constant)}
     assert ast.literal_eval(next(k.value for k in declared["use_sim_time"].keywords if k.arg == "default_value")) \
         == "false"
-    assert 'overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}' in source
+    assert '"use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}' in source
     assert '"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)' in source

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 LEFT, RIGHT = "left", "right"
+DEPTH_FROM_MODEL, DEPTH_FROM_SENSOR = "model", "depth"
 SIDES = (LEFT, RIGHT)  # index 0 = left, 1 = right: the order of the engine's rows and of MANO's layers
 NUM_JOINTS = 21
 NUM_VERTICES = 778
@@ -127,6 +128,12 @@ class HandResult:
     # (21, 3, 3): orientation of each joint's frame in the camera frame, from MANO's kinematic
     # chain (a fingertip takes its parent's); None for backends without MANO.
     joint_rotations: Optional[np.ndarray] = None
+    # Where the hand's distance comes from: DEPTH_FROM_MODEL (the model's assumed hand size) or
+    # DEPTH_FROM_SENSOR (an aligned depth image, acr_ros.acr.depth); with the sensor, the median
+    # |measured - fitted| depth over the agreeing samples (metres) and how many valid samples there were.
+    depth_source: str = DEPTH_FROM_MODEL
+    depth_residual: float = float("nan")
+    depth_samples: int = 0
 
     def is_finite(self) -> bool:
         """True when no array holds NaN or Inf (and the score is finite)."""

@@ -54,6 +54,17 @@ class NetworkOutput:
     prior_applied: torch.Tensor  # (B,) bool
 
 
+@dataclass
+class RawOutput:
+    """FastACR's result before the detection settings are applied (see :func:`decide`)."""
+
+    scores: torch.Tensor         # (B, 2) raw center-map peak after NMS
+    cells: torch.Tensor          # (B, 2) int64 flat index of the peak in the output grid
+    params_raw: torch.Tensor     # (B, 2, 109) before the prior
+    priors: torch.Tensor         # (B, 2, 106) the prior each hand would get
+    map_size: int                # side of the output grid (64 for the 512 input)
+
+
 def coord_maps(size: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """(1, 2, size, size): channel 0 = x (varies along the width), channel 1 = y, in [-1, 1]."""
     r = torch.arange(size, dtype=torch.float32, device=device) / (size - 1) * 2 - 1
@@ -289,6 +300,11 @@ class FastACR(nn.Module):
         return p1, p2
 
     def forward(self, x: torch.Tensor) -> NetworkOutput:
+        distance = self.duplicate_distance if self.suppress_duplicate_hands else None
+        return decide(self.raw(x), self.detection_threshold, distance)
+
+    def raw(self, x: torch.Tensor) -> RawOutput:
+        """Everything that does not depend on the detection settings."""
         b = x.shape[0]
         x = x.to(self.dtype)
         if self.channels_last:
@@ -299,10 +315,7 @@ class FastACR(nn.Module):
         if self.channels_last:
             x34 = x34.contiguous(memory_format=torch.channels_last)
         centers = torch.cat([self.center_l(x34), self.center_r(x34)], 1).float()   # (B,2,64,64)
-        map_size = centers.shape[-1]
-        scores, cells, detected = parser.detect_centers(centers, self.detection_threshold)
-        if self.suppress_duplicate_hands:
-            detected = parser.suppress_duplicates(scores, cells, detected, map_size, self.duplicate_distance)
+        scores, cells = parser.peak_centers(centers)
 
         # part branch: attention-pooled features -> pose (96) and shape (10) offsets per side
         logits = self.segm(feat, stride=2)[:, 1:]
@@ -319,8 +332,19 @@ class FastACR(nn.Module):
         fused = torch.einsum("soi,sbi->sbo", self.fuse_w, fused_in) + self.fuse_b[:, None]
         params_raw = fused.transpose(0, 1)                                     # (B,2,109)
         priors = torch.stack([prior_l, prior_r], 1)                            # (B,2,106)
-        applied = parser.prior_applies(cells, detected, map_size)
-        with_prior = torch.cat([params_raw[..., :3], params_raw[..., 3:] + priors], -1)
-        params = torch.where(applied[:, None, None], with_prior, params_raw)
-        return NetworkOutput(scores=scores, cells=cells, detected=detected, params=params,
-                             params_raw=params_raw, priors=priors, prior_applied=applied)
+        return RawOutput(scores, cells, params_raw, priors, centers.shape[-1])
+
+
+def decide(raw: RawOutput, detection_threshold, duplicate_distance=None) -> NetworkOutput:
+    """The official detection rule (score > threshold) and cross-hand prior on a :class:`RawOutput`.
+
+    detection_threshold and duplicate_distance are floats or 0-d tensors (inputs of the ONNX
+    export); duplicate_distance None: no duplicate suppression (the official behaviour)."""
+    detected = raw.scores > detection_threshold
+    if duplicate_distance is not None:
+        detected = parser.suppress_duplicates(raw.scores, raw.cells, detected, raw.map_size, duplicate_distance)
+    applied = parser.prior_applies(raw.cells, detected, raw.map_size)
+    with_prior = torch.cat([raw.params_raw[..., :3], raw.params_raw[..., 3:] + raw.priors], -1)
+    params = torch.where(applied[:, None, None], with_prior, raw.params_raw)
+    return NetworkOutput(scores=raw.scores, cells=raw.cells, detected=detected, params=params,
+                         params_raw=raw.params_raw, priors=raw.priors, prior_applied=applied)

@@ -37,6 +37,15 @@ def smoothing_factor(cutoff, te):
     return 1.0 / (1.0 + tau / te)
 
 
+def lag_seconds(min_cutoff: float, beta: float = 0.0, speed: float = 0.0) -> float:
+    """How far (in time) the filter's output trails a value moving at a constant `speed` (units
+    of the value per second) once the derivative filter has settled: 1 / (2 pi (min_cutoff +
+    beta |speed|)), i.e. tau at the adapted cutoff. Exact for this discrete filter at any frame
+    rate: alpha = 1 / (1 + tau / te) makes a ramp trail by exactly tau. Largest at rest and for
+    slow motion: 1 / (2 pi min_cutoff) (40 ms at the default 4 Hz)."""
+    return 1.0 / (2 * math.pi * (min_cutoff + beta * abs(speed)))
+
+
 class OneEuroFilter:
     """One stream of float64 numpy arrays (any fixed shape), every value filtered with the
     finger-pose parameters of a SmoothingConfig. The first call passes its input through."""

@@ -3,10 +3,14 @@ table and the command lines can list the choices without importing torch."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Sequence, Union
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")  # of the network; auto: fp16 on CUDA, fp32 on CPU
+# Of the network. auto: fp16 on CUDA; on the CPU fp32, or bf16 where ACRBackend measured it within
+# the half-precision tolerance on the loaded weights (acr_ros.acr.precision); fp32 with onnxruntime.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PREPROCESSING = ("auto", "exact", "device")    # auto: exact (OpenCV) on CPU, device on CUDA
+# What runs the network stage: PyTorch, or onnxruntime on the ONNX export of the same network.
+RUNTIMES = ("torch", "onnxruntime")
 # Official centermap_conf_thresh (configs/demo.yml): a hand is kept when its raw center-map peak
 # (no sigmoid) exceeds this.
 DETECTION_THRESHOLD = 0.35
@@ -29,6 +33,11 @@ class EngineOptions:
     compile: False, True (torch.compile; on CPU with inductor freezing) or a torch.compile mode.
     cuda_graphs: capture the network stage in CUDA graphs (CUDA only; one per batch shape).
     channels_last: run the convolutions in channels-last memory format.
+    runtime: "torch", or "onnxruntime" (the network exported to ONNX at start-up and run by an
+        onnxruntime session, fp32; the other stages stay in torch on ``device``).
+    onnx_providers: onnxruntime execution providers in order of preference, e.g.
+        ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"); empty: CUDA
+        then CPU on a CUDA device, CPU otherwise.
     """
 
     device: str = "auto"
@@ -40,9 +49,29 @@ class EngineOptions:
     compile: Union[bool, str] = False
     cuda_graphs: bool = False
     channels_last: bool = True
+    runtime: str = "torch"
+    onnx_providers: Sequence[str] = ()
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.preprocess not in PREPROCESSING:
             raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got {self.preprocess!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if isinstance(self.onnx_providers, str):
+            raise ValueError(f"onnx_providers must be a sequence of names, got the string {self.onnx_providers!r}")
+        object.__setattr__(self, "onnx_providers", tuple(str(p) for p in self.onnx_providers))
+        if self.runtime == "onnxruntime":
+            if self.precision not in ("auto", "fp32"):
+                raise ValueError(f"runtime onnxruntime runs the fp32 export; precision {self.precision} needs "
+                                 "runtime torch (TensorRT users: build an fp16 engine from the export, README)")
+            if self.compile or self.cuda_graphs:
+                raise ValueError("compile and cuda_graphs apply to runtime torch only")
+        elif self.onnx_providers:
+            raise ValueError("onnx_providers apply to runtime onnxruntime only")
+
+
+def parse_providers(text: str) -> tuple[str, ...]:
+    """'TensorrtExecutionProvider, CPUExecutionProvider' -> the names in order ('' -> ())."""
+    return tuple(name.strip() for name in str(text).split(",") if name.strip())

@@ -46,15 +46,17 @@ def center_nms(maps: torch.Tensor, kernel: int = NMS_KERNEL) -> torch.Tensor:
     return maps * torch.eq(pooled, maps).to(maps.dtype)
 
 
-def detect_centers(maps: torch.Tensor, threshold: float = DETECTION_THRESHOLD):
-    """maps (B, S, H, W) raw center maps (S = 2 sides: left, right).
-
-    Returns scores (B, S) float (the top-1 NMS value), cells (B, S) int64 (flat index y*W + x)
-    and detected (B, S) bool (score > threshold, strictly).
-    """
+def peak_centers(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """maps (B, S, H, W) raw center maps (S = 2 sides: left, right) -> scores (B, S) float (the
+    top-1 NMS value) and cells (B, S) int64 (flat index y*W + x)."""
     nms = center_nms(maps.float())
     scores, cells = torch.topk(nms.flatten(2), 1, dim=-1)
-    scores, cells = scores[..., 0], cells[..., 0]
+    return scores[..., 0], cells[..., 0]
+
+
+def detect_centers(maps: torch.Tensor, threshold: float = DETECTION_THRESHOLD):
+    """:func:`peak_centers` plus detected (B, S) bool (score > threshold, strictly)."""
+    scores, cells = peak_centers(maps)
     return scores, cells, scores > threshold
 
 

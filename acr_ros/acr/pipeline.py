@@ -33,6 +33,7 @@ from acr_ros.acr.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 from acr_ros.acr.smoothing import HandSmoother
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 Array = TypeVar("Array", torch.Tensor, np.ndarray)
 
@@ -67,10 +68,12 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
     return dev
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The network dtype of a precision choice (options.PRECISIONS) on ``device``."""
+def resolve_precision(precision: str, device: torch.device, runtime: str = "torch") -> torch.dtype:
+    """The network dtype of a precision choice (options.PRECISIONS) on ``device``: auto is fp16 on
+    CUDA and fp32 otherwise (ACRBackend may pick bf16 on a CPU after measuring it,
+    acr_ros.acr.precision); the onnxruntime runtime runs fp32."""
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        return torch.float16 if device.type == "cuda" and runtime == "torch" else torch.float32
     return _DTYPES[precision]
 
 
@@ -110,31 +113,46 @@ class ACRPipeline:
     ``net`` is a loaded :class:`ACRNet` (eval mode, fp32); ``mano`` a :class:`ManoLayer` (copied
     to the device; the caller's is left where it is); ``options`` how to run (EngineOptions).
     Constructing one changes no process-wide setting (see ``acr_ros.acr.runtime``).
+    ``providers``: the onnxruntime execution providers in use (empty with runtime torch).
     """
 
     def __init__(self, net: ACRNet, mano: ManoLayer, options: EngineOptions = EngineOptions()):
         self.options = options
         self.device = resolve_device(options.device)
-        self.dtype = resolve_precision(options.precision, self.device)
+        self.dtype = resolve_precision(options.precision, self.device, options.runtime)
         # CPU: OpenCV's letterbox + bicubic is the official input bit for bit and fast on the CPU;
         # CUDA: pad + bicubic on the device (within one intensity level of OpenCV).
         self.preprocess_mode = options.preprocess
         if self.preprocess_mode == "auto":
             self.preprocess_mode = "exact" if self.device.type == "cpu" else "device"
-        self.fast = FastACR(net, dtype=self.dtype, channels_last=options.channels_last,
-                            detection_threshold=options.detection_threshold,
-                            suppress_duplicate_hands=options.suppress_duplicate_hands,
-                            duplicate_distance=options.duplicate_distance).to(self.device)
+        detection = dict(detection_threshold=options.detection_threshold,
+                         suppress_duplicate_hands=options.suppress_duplicate_hands,
+                         duplicate_distance=options.duplicate_distance)
         self.mano_layer = copy.deepcopy(mano).to(self.device)
-        self._network = self.fast
         self._compiled = False
+        if options.runtime == "onnxruntime":
+            from acr_ros.acr.onnx_export import export_form
+            from acr_ros.acr.ort_network import OnnxRuntimeNetwork
+
+            # Stays on the CPU: exported once, then only its detection settings are read.
+            self.fast = export_form(net, **detection)
+            self._network = OnnxRuntimeNetwork(self.fast, self.device, options.onnx_providers)
+            self.providers = tuple(self._network.providers)
+        else:
+            self.fast = FastACR(net, dtype=self.dtype, channels_last=options.channels_last, **detection).to(self.device)
+            self._network = self._torch_network(options)
+            self.providers = ()
+
+    def _torch_network(self, options: EngineOptions):
+        network = self.fast
         if options.compile:
-            self._network = self._compile(options.compile)
+            network = self._compile(options.compile)
         if options.cuda_graphs:
             if self.device.type != "cuda":
-                warnings.warn("cuda_graphs needs a CUDA device; ignored", RuntimeWarning, stacklevel=2)
+                warnings.warn("cuda_graphs needs a CUDA device; ignored", RuntimeWarning, stacklevel=3)
             else:
-                self._network = _CudaGraphNetwork(self._network if not self._compiled else self.fast)
+                network = _CudaGraphNetwork(network if not self._compiled else self.fast)
+        return network
 
     # -- configuration ------------------------------------------------------------------------------
 
@@ -155,7 +173,7 @@ class ACRPipeline:
             compiled = torch.compile(self.fast, dynamic=False, **kwargs)
         except Exception as e:  # no compiler / unsupported platform
             warnings.warn(f"torch.compile unavailable ({type(e).__name__}: {e}); running eagerly",
-                          RuntimeWarning, stacklevel=3)
+                          RuntimeWarning, stacklevel=4)
             return self.fast
         self._compiled = True
         return compiled

@@ -95,6 +95,14 @@ class HandSmoother:
         self._states.clear()
         self._t0 = None
 
+    def reset_side(self, stream: Hashable, side: int) -> None:
+        """Forget one side (0 left, 1 right) of one stream: its next detection starts the filter afresh."""
+        state = self._states.get(stream)
+        if state is not None:
+            started = state.started.clone()
+            started[side] = False
+            self._states[stream] = _State(state.x_prev, state.x_hat, state.dx_hat, state.t_prev, started)
+
     def _params(self, device, dtype):
         key = (str(device), dtype, astuple(self.config))  # the config may be changed at run time
         if key not in self._vectors:

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+import cv2
 import numpy as np
 import torch
 
@@ -15,9 +16,26 @@ from acr_ros.acr.mano import ManoLayer
 from acr_ros.acr.one_euro import SmoothingConfig
 from acr_ros.acr.options import EngineOptions
 from acr_ros.acr import runtime
-from acr_ros.acr.pipeline import ACRPipeline, HandRows, resolve_device
+from acr_ros.acr.pipeline import PRECISION_NAMES, ACRPipeline, HandRows, resolve_device
+from acr_ros.acr.precision import auto_cpu_pipeline
 from acr_ros.acr.smoothing import HandSmoother
 from acr_ros.backends.base import ACR_THRESHOLD, BackendOutOfMemoryError, check_batch
+
+# Bundled photos (acr_ros/data/samples: both sides, and a close-up) on which precision "auto"
+# measures bf16 against fp32 on a CPU with native bf16.
+CALIBRATION_PHOTOS = tuple(Path(__file__).resolve().parents[1] / "data" / "samples" / name
+                           for name in ("two_hands.jpg", "portrait.jpg"))
+
+
+def calibration_images() -> list[np.ndarray]:
+    return [image for image in (cv2.imread(str(path)) for path in CALIBRATION_PHOTOS) if image is not None]
+
+
+def _precision_reason(options: EngineOptions) -> str:
+    """Why the precision is what it is, where nothing was measured."""
+    if options.precision != "auto":
+        return "requested"
+    return "auto: the onnxruntime export is fp32" if options.runtime == "onnxruntime" else "auto: fp16 on CUDA"
 
 
 def _hand(rows: HandRows[np.ndarray], i: int, s: int) -> HandResult:
@@ -41,7 +59,10 @@ class ACRBackend:
     """ACR from the official checkpoint and the MANO files.
 
     checkpoint: path of the official wild.pkl; mano_dir: folder with MANO_LEFT.pkl / MANO_RIGHT.pkl.
-    options: how the engine runs (EngineOptions: device, precision, threshold, ...).
+    options: how the engine runs (EngineOptions: device, precision, runtime, threshold, ...). With
+    precision "auto" on the CPU, bf16 is measured against fp32 on the bundled photos when the CPU
+    has native bf16 (acr_ros.acr.precision); ``precision`` says what runs ("fp32", ...) and
+    ``precision_reason`` why.
     smoothing: a SmoothingConfig turns on One-Euro smoothing per (stream, side); None keeps the raw
     per-frame results. tune_process: apply the engine's process-wide settings for its device
     (acr_ros.acr.runtime; entry points opt in, libraries leave it off).
@@ -56,11 +77,18 @@ class ACRBackend:
     def __init__(self, checkpoint: Union[str, Path], mano_dir: Union[str, Path],
                  options: EngineOptions = EngineOptions(), smoothing: Optional[SmoothingConfig] = None,
                  tune_process: bool = False):
-        resolve_device(options.device)  # a device that is not there fails before the model loads
+        device = resolve_device(options.device)  # a device that is not there fails before the model loads
         net = load_acr_network(checkpoint)
         mano = ManoLayer.from_directory(mano_dir)
         self.checkpoint = checkpoint_id(checkpoint)
-        self.pipeline = ACRPipeline(net, mano, options)
+        if options.precision == "auto" and options.runtime == "torch" and device.type == "cpu":
+            self.pipeline, self.precision_reason = auto_cpu_pipeline(net, mano, options, calibration_images())
+        else:
+            self.pipeline = ACRPipeline(net, mano, options)
+            self.precision_reason = _precision_reason(options)
+        self.precision = PRECISION_NAMES[self.pipeline.dtype]
+        if self.pipeline.providers:
+            self.model = f"{self.model} (onnxruntime: {', '.join(self.pipeline.providers)})"
         if tune_process:
             runtime.tune_process(self.pipeline.device, self.pipeline.dtype)
         self.device = str(self.pipeline.device)
@@ -88,6 +116,11 @@ class ACRBackend:
         with self._lock:
             if self.smoother is not None:
                 self.smoother.reset()
+
+    def reset_side(self, stream: str, side: str) -> None:
+        with self._lock:
+            if self.smoother is not None:
+                self.smoother.reset_side(stream, SIDES.index(side))
 
     def close(self) -> None:
         """Drops the network, MANO and the smoothing state and, on CUDA, hands the cached GPU memory

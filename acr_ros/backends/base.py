@@ -71,6 +71,10 @@ class HandBackend(Protocol):
     def reset(self) -> None:
         """Forget temporal state (smoothing, tracking)."""
 
+    def reset_side(self, stream: str, side: str) -> None:
+        """Forget the smoothing state of one hand side (LEFT or RIGHT) of one stream, e.g. when its
+        hand track ended: the side's next detection starts its filters afresh."""
+
     def close(self) -> None:
         """Release the models (graphs, networks, GPU memory); the backend is unusable afterwards."""
 

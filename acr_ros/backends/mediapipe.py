@@ -28,9 +28,10 @@ Conventions of the results
     side: MediaPipe's handedness classifier assumes a mirrored (selfie) image. On a normal camera
         image its "Left" is the person's right hand, so the label is swapped (mirrored_input=False,
         the default). An image holds at most one hand per side (Hands.msg): when both hands get
-        the same label, the less certain one takes the other side.
-    score: the handedness classifier's confidence (the legacy API exposes no presence score; a
-        hand is only returned once palm detection passed detection_threshold).
+        the same label, the less certain one takes the other side, and its score becomes the
+        classifier's probability of that side (1 - its confidence), so side, score and label agree.
+    score: the handedness classifier's probability of the published side (the legacy API exposes
+        no presence score; a hand is only returned once palm detection passed detection_threshold).
     joints: MediaPipe's world landmarks (metres, about the hand's geometric centre, camera axes),
         moved by the translation that best puts them on the 2D landmarks under the camera K
         (linear least squares on the pinhole equations). Without intrinsics the camera is ACR's
@@ -52,8 +53,13 @@ palm detection on every image.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
+import os
+import re
 import sys
+import tempfile
 import threading
 import types
 import warnings
@@ -76,6 +82,41 @@ INSTALL_HINT = (f"the embedded hand backend needs mediapipe {MEDIAPIPE_VERSION} 
 _WRIST, _INDEX_MCP, _MIDDLE_MCP, _PINKY_MCP = 0, 5, 9, 17
 
 _import_lock = threading.Lock()
+
+# What TensorFlow Lite and absl print straight to the process's stderr each time a MediaPipe graph
+# starts (every stream, every static/video switch): start-up chatter, not problems.
+_GRAPH_START_NOISE = re.compile(
+    r"Created TensorFlow Lite XNNPACK delegate|All log messages before absl::InitializeLog|"
+    r"inference_feedback_manager\.cc.*Feedback manager requires a model with a single signature")
+
+
+def _flush_c_streams() -> None:
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to ask: Python's own flush is all there is
+        pass
+
+
+@contextlib.contextmanager
+def _quiet_graph_start():
+    """Runs a MediaPipe graph's start with the C-level stderr captured; what it printed comes back
+    on stderr without the known start-up chatter (see _GRAPH_START_NOISE)."""
+    sys.stderr.flush()
+    _flush_c_streams()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            _flush_c_streams()  # TensorFlow Lite's C stdio may hold part of a line
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            text = captured.read().decode(errors="replace")
+            kept = [line for line in text.splitlines() if line.strip() and not _GRAPH_START_NOISE.search(line)]
+            if kept:
+                print("\n".join(kept), file=sys.stderr, flush=True)
 
 
 def _import_hands():
@@ -170,6 +211,7 @@ class _Stream:
     hands: object  # mediapipe Hands graph of this stream
     filters: dict  # side -> (OneEuroFilter of the joints, OneEuroFilter of the keypoints)
     size: tuple    # (width, height) of the stream's images
+    started: bool  # the graph has run once (its models are loaded)
 
 
 class MediaPipeBackend:
@@ -250,6 +292,11 @@ class MediaPipeBackend:
         with self._lock:
             self._close_streams()
 
+    def reset_side(self, stream: str, side: str) -> None:
+        with self._lock:
+            if stream in self._streams:
+                self._streams[stream].filters.pop(side, None)
+
     def close(self) -> None:
         """Closes every stream's MediaPipe graph (a later reconstruct would open new ones)."""
         self.reset()
@@ -286,12 +333,13 @@ class MediaPipeBackend:
             if len(self._streams) >= self.max_streams:  # forget the oldest stream
                 oldest = next(iter(self._streams))
                 self._streams.pop(oldest).hands.close()
-            hands = self._hands_module.Hands(
-                static_image_mode=self.static_image_mode, max_num_hands=2,
-                model_complexity=self.model_complexity,
-                min_detection_confidence=self._detection_threshold,
-                min_tracking_confidence=self.tracking_threshold)
-            stream = self._streams[name] = _Stream(hands, {}, size)
+            with _quiet_graph_start():
+                hands = self._hands_module.Hands(
+                    static_image_mode=self.static_image_mode, max_num_hands=2,
+                    model_complexity=self.model_complexity,
+                    min_detection_confidence=self._detection_threshold,
+                    min_tracking_confidence=self.tracking_threshold)
+            stream = self._streams[name] = _Stream(hands, {}, size, started=False)
         return stream
 
     def _one(self, image: np.ndarray, k: Optional[CameraIntrinsics], t: float, stream_name: str) -> FrameResult:
@@ -307,7 +355,13 @@ class MediaPipeBackend:
         stream = self._stream(stream_name, (width, height))
         with warnings.catch_warnings():  # protobuf 4.25 warns on every output of the legacy API
             warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
-            out = stream.hands.process(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            if stream.started:
+                out = stream.hands.process(rgb)
+            else:  # the graph's first run loads the models and prints its chatter
+                with _quiet_graph_start():
+                    out = stream.hands.process(rgb)
+                stream.started = True
         found = []
         if out.multi_hand_landmarks:
             for lms, world, handedness in zip(out.multi_hand_landmarks, out.multi_hand_world_landmarks,
@@ -318,10 +372,12 @@ class MediaPipeBackend:
                 uv = np.array([[p.x * width, p.y * height] for p in lms.landmark], dtype=np.float64)
                 xyz = np.array([[p.x, p.y, p.z] for p in world.landmark], dtype=np.float64)
                 found.append([side, float(label.score), uv, xyz])
-        # At most one hand per side: the less certain of two same-side hands takes the other side.
+        # At most one hand per side: the less certain of two same-side hands takes the other side,
+        # with the classifier's probability of that side (it has two classes).
         if len(found) == 2 and found[0][0] == found[1][0]:
             weaker = min(found, key=lambda h: h[1])
             weaker[0] = RIGHT if weaker[0] == LEFT else LEFT
+            weaker[1] = 1.0 - weaker[1]
         hands = []
         for side, score, uv, xyz in found:
             if uv.shape != (NUM_JOINTS, 2) or xyz.shape != (NUM_JOINTS, 3):

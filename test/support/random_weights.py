@@ -18,7 +18,7 @@ from support.reference import dense_maps
 
 PathLike = Union[str, Path]
 
-DEFAULT_CELLS = {"left": (20, 28), "right": (44, 36)}  # (x, y) 64-grid cells, 25.3 cells apart
+DEFAULT_CELLS = {"left": (20, 28), "right": (44, 36)}  # (x, y) cells of the 64 grid, 25.3 cells apart
 DETECT_CHOICES = ("none", "left", "right", "both")
 _PEAK, _MISS, _SLOPE = 1.0, -1.0, 10.0
 
@@ -68,22 +68,26 @@ def _calibrated_random_state(seed: int) -> dict:
 
 
 @torch.no_grad()
-def random_acr_network(seed: int = 0, detect: str = "both", cells: Optional[dict] = None):
+def random_acr_network(seed: int = 0, detect: str = "both", cells: Optional[dict] = None, grid: int = 64):
     """An ACRNet with random weights in a numerically tame regime (BatchNorm statistics set from a
     synthetic image) whose center maps peak at fixed cells, whatever the image:
 
     * detect 'left' / 'right' / 'both' / 'none': which center maps reach 1.0 at their peak (the
       others peak at -1.0, below the 0.35 threshold);
-    * cells {'left': (x, y), 'right': (x, y)}: the 64-grid peak cells (default left (20, 28),
-      right (44, 36): 25.3 cells apart, so the cross-hand prior applies; put them more than 32
-      cells apart to switch it off). The map falls by 10 x (L1 distance in normalised
-      coordinates) from the peak, i.e. ~0.31 per cell, plus small random terms.
+    * grid: the size of the center maps the peaks are placed for, input size / 8 (64 for the
+      official 512 input; a network input of another size puts them elsewhere);
+    * cells {'left': (x, y), 'right': (x, y)}: the peak cells of that grid (default left (20, 28),
+      right (44, 36) of the 64 grid, scaled to others: 25.3 cells apart at 64, so the cross-hand
+      prior applies; put them more than 32 cells apart to switch it off). The map falls by
+      10 x (L1 distance in normalised coordinates) from the peak, i.e. ~0.31 per cell at 64,
+      plus small random terms.
 
     NOT a hand model: the hands it reports are random poses.
     """
     if detect not in DETECT_CHOICES:
         raise ValueError(f"detect must be one of {DETECT_CHOICES}, got {detect!r}")
-    where = dict(DEFAULT_CELLS, **(cells or {}))
+    defaults = {side: (x * grid // 64, y * grid // 64) for side, (x, y) in DEFAULT_CELLS.items()}
+    where = dict(defaults, **(cells or {}))
     net = ACRNet()
     net.load_state_dict(_calibrated_random_state(int(seed)))
     net.eval()
@@ -93,14 +97,15 @@ def random_acr_network(seed: int = 0, detect: str = "both", cells: Optional[dict
         fuse.weight[0].mul_(0.05)
         fuse.bias[0] = 2.0
         fuse.bias[1:3].mul_(0.5)
-    # Center heads: a peak at the requested cell from the coordinate channels.
-    grid = coord_maps(128)[0]
+    # Center heads: a peak at the requested cell from the coordinate channels of the backbone grid
+    # (twice the map's size; map cell x sits on backbone column 2x).
+    coords = coord_maps(2 * grid)[0]
     for side, heads in (("left", net.l_final_layers), ("right", net.r_final_layers)):
         fire = detect in (side, "both")
         x, y = where[side]
-        if not (0 <= x < 64 and 0 <= y < 64):
-            raise ValueError(f"cell of {side} must be inside the 64x64 grid, got {(x, y)}")
-        x0, y0 = grid[0, 0, 2 * x].item(), grid[1, 2 * y, 0].item()
+        if not (0 <= x < grid and 0 <= y < grid):
+            raise ValueError(f"cell of {side} must be inside the {grid}x{grid} grid, got {(x, y)}")
+        x0, y0 = coords[0, 0, 2 * x].item(), coords[1, 2 * y, 0].item()
         tower = heads[2]
         conv0, bn0 = tower[0][0], tower[0][1]
         for c, (ch, sign, centre) in enumerate(((32, 1, x0), (32, -1, x0), (33, 1, y0), (33, -1, y0))):
@@ -118,11 +123,10 @@ def random_acr_network(seed: int = 0, detect: str = "both", cells: Optional[dict
     return net
 
 
-def write_random_checkpoint(path: PathLike, seed: int = 0, detect: str = "both",
-                            cells: Optional[dict] = None) -> Path:
-    """Write random ACR weights in the official checkpoint layout (``module.`` keys, including the
-    unused ``segmentation_layers.*``) to ``path``; see :func:`random_acr_network` for ``detect``
-    and ``cells``. Returns the path. NOT a hand model."""
+def random_checkpoint_state(seed: int = 0, detect: str = "both", cells: Optional[dict] = None) -> dict:
+    """Random ACR weights as the official checkpoint holds them (``module.`` keys, including the
+    unused ``segmentation_layers.*``); see :func:`random_acr_network` for ``detect`` and ``cells``
+    (of the 64 grid: the official input). NOT a hand model."""
     net = random_acr_network(seed, detect, cells)
     state = {PREFIX + k: v.clone() for k, v in net.state_dict().items()}
     g = torch.Generator().manual_seed(seed + 7)
@@ -136,7 +140,13 @@ def write_random_checkpoint(path: PathLike, seed: int = 0, detect: str = "both",
         t = torch.randn(shape, generator=g) * 0.05
         state[PREFIX + k] = t.abs() + 0.5 if k.endswith("running_var") else t
     state[PREFIX + "segmentation_layers.1.1.num_batches_tracked"] = torch.tensor(0, dtype=torch.int64)
+    return state
+
+
+def write_random_checkpoint(path: PathLike, seed: int = 0, detect: str = "both",
+                            cells: Optional[dict] = None) -> Path:
+    """:func:`random_checkpoint_state` saved to ``path`` as the official file is; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
+    torch.save(random_checkpoint_state(seed, detect, cells), path)
     return path

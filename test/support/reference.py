@@ -178,7 +178,12 @@ def reference_reconstruct(net, mano, bgr: np.ndarray, intrinsics=None) -> dict:
     'maps', 'letterbox'}. Per hand: side (0 left, 1 right), score, cell, cam, global_orient,
     finger_pose, betas, joints_rel / vertices_rel (root-aligned), keypoints (original pixels),
     translation, joints / vertices (camera frame)."""
-    x, lb = preprocess(bgr)
+    return reconstruct_input(net, mano, *preprocess(bgr), intrinsics)
+
+
+def reconstruct_input(net, mano, x: torch.Tensor, lb, intrinsics=None) -> dict:
+    """reference_reconstruct from the normalised network input x (1, 3, S, S) of an image with
+    letterbox lb: S = 512 in the official flow, smaller in tests where resolution does not matter."""
     maps = dense_maps(net, x)
     parsed = parse(maps)
     return dict(hands=place_hands(mano, parsed["rows"], lb, intrinsics), rows=parsed["rows"],

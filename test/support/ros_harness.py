@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -50,9 +51,8 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> tuple[int, float]:
-        """Sends sig; returns (exit code, seconds it took to exit)."""
-        start = time.monotonic()
+    def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> int:
+        """Sends sig; returns the exit code (killed after timeout: negative)."""
         if self.alive():
             self.process.send_signal(sig)
             try:
@@ -61,7 +61,13 @@ class NodeProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
-        return self.process.returncode, time.monotonic() - start
+        return self.process.returncode
+
+    def shutdown_seconds(self) -> float:
+        """How long the hands node's own shutdown took, as it logged it (not the interpreter's exit)."""
+        found = re.findall(r"shut down in ([0-9.]+) s", self.log())
+        assert found, f"the node logged no shutdown time:\n{self.log()}"
+        return float(found[-1])
 
 
 class Probe:
@@ -147,16 +153,32 @@ def magic_bgr() -> np.ndarray:
 
 
 class Session:
-    """A running hands node plus a probe wired to all its inputs and outputs."""
+    """A hands node plus a probe wired to all its inputs and outputs.
 
-    def __init__(self, tmp_path, params: dict, topics=("cam0",), name="acr_hands"):
+    The node runs as its own process, or, given a backend (e.g. support.fake_backend.FakeBackend),
+    in this process with that backend: the same HandsNode over real rclpy and DDS, spun with the
+    probe, for tests of the node's own logic that a process start would only slow down.
+    """
+
+    def __init__(self, tmp_path, params: dict, topics=("cam0",), name="acr_hands", backend=None):
         """name: the node's name, so that sessions alive at the same time keep to their own topics."""
         self.name = name
         self.camera_topics = {t: f"/{name}_{t}" for t in topics}  # short name -> camera namespace
-        self.process = NodeProcess("acr_ros.hands_node", dict(
-            image_topics=[f"{ns}/image_raw" for ns in self.camera_topics.values()], qos_reliability="reliable",
-            **params), tmp_path, name=name)
+        params = dict(image_topics=[f"{ns}/image_raw" for ns in self.camera_topics.values()],
+                      qos_reliability="reliable", **params)
+        self.process = None if backend is not None else NodeProcess("acr_ros.hands_node", params, tmp_path, name=name)
         self.probe = Probe()
+        self.node = None
+        if backend is not None:
+            from rclpy.parameter import Parameter
+
+            from acr_ros.hands_node import HandsNode
+
+            self.node = HandsNode(backend_factory=lambda: (backend, "test backend"), context=self.probe.context,
+                                  cli_args=["--ros-args", "-r", f"__node:={name}"],
+                                  parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+            self.probe.executor.add_node(self.node)
+            assert self.node.start(), "the node did not configure and activate"  # what main() does with autostart
         self.hands = self.probe.record(Hands, f"/{name}/hands")
         self.markers = self.probe.record(MarkerArray, f"/{name}/markers")
         self.overlays = self.probe.record(Image, f"/{name}/overlay", 2)
@@ -170,13 +192,24 @@ class Session:
                       for t, ns in self.camera_topics.items()}
         for publisher in self.images.values():
             self.probe.wait_for_subscribers(publisher, timeout=60, process=self.process)
+        for publisher in self.infos.values():
+            self.probe.wait_for_subscribers(publisher, timeout=60, process=self.process)
         # The node's output publishers exist once its inputs do; wait until ours are matched too.
         assert self.probe.spin_until(lambda: self.probe.node.count_publishers(f"/{name}/hands") > 0, 10)
 
     def send(self, msg, topic="cam0", info=None):
+        """Publishes an image on a camera's topic; with info, that CameraInfo first (a separate
+        topic): the image follows once the node has it (in this process) or after 50 ms, for it
+        to arrive (a process; the node takes a waiting CameraInfo before a waiting image)."""
         if info is not None:
             self.infos[topic].publish(info)
-            self.probe.spin_until(lambda: False, 0.05)
+            if self.node is not None:
+                camera = self.node.cameras[list(self.camera_topics).index(topic)]
+                stamp = info.header.stamp
+                assert self.probe.spin_until(
+                    lambda: getattr(camera.info_for(stamp), "header", None) == info.header, 10)
+            else:
+                self.probe.spin_until(lambda: False, 0.05)
         self.images[topic].publish(msg)
 
     def answer(self, stamp, timeout=60.0) -> Hands:
@@ -185,10 +218,27 @@ class Session:
         match = lambda: [m for m in self.hands  # noqa: E731
                          if (m.header.stamp.sec, m.header.stamp.nanosec) == (sec, nanosec)]
         assert self.probe.spin_until(lambda: bool(match()), timeout, self.process), \
-            f"no hands message with stamp {stamp}; node log:\n{self.process.log()}"
+            f"no hands message with stamp {stamp}" + (f"; node log:\n{self.process.log()}" if self.process else "")
         return match()[0]
 
-    def close(self):
-        code, seconds = self.process.stop()
+    def reports(self) -> list:
+        """This node's /diagnostics statuses so far (other nodes report on the same topic)."""
+        return [status for array in self.diagnostics for status in array.status
+                if status.name.startswith(f"{self.name}: ")]
+
+    def status(self) -> dict[str, str]:
+        """The values of this node's latest /diagnostics report ({} before the first)."""
+        reports = self.reports()
+        return {kv.key: kv.value for kv in reports[-1].values} if reports else {}
+
+    def close(self, sig=signal.SIGINT):
+        """Stops the node: a process with sig, returning its exit code; one in this process as its
+        main() does."""
+        code = None
+        if self.process is not None:
+            code = self.process.stop(sig)
+        else:
+            self.node.shutdown()
+            self.node.destroy_node()
         self.probe.close()
-        return code, seconds
+        return code

@@ -1,0 +1,132 @@
+"""The ACR network as ONNX: what ``acr_export`` writes and what the onnxruntime runtime runs.
+
+The graph is :class:`~acr_ros.acr.network.FastACR` in float32 (BatchNorm folded, heads evaluated
+only at the detected cells), exported with PyTorch's dynamo-based exporter (needs ``onnx`` and
+``onnxscript``), without the CPU-only oneDNN fusions and in the contiguous layout (a runtime picks
+its own). Its interface:
+
+inputs
+    images               float32 (B, 3, 512, 512): RGB letterboxed to 512 and scaled to [-1, 1]
+                         (x / 255 * 2 - 1), the official preprocessing (acr_ros.acr.preprocess)
+    detection_threshold  float32 scalar: a hand is detected when its raw center-map peak exceeds it
+                         (official 0.35)
+    duplicate_distance   float32 scalar: when both sides are detected within this many cells of
+                         the 64 grid, only the higher score is kept; negative (e.g. -1): off, the
+                         official behaviour
+outputs (the fields of NetworkOutput, rows [left, right] per image)
+    scores         float32 (B, 2)       raw center-map peak after 5x5 NMS
+    cells          int64   (B, 2)       flat index y * 64 + x of the peak in the 64x64 grid
+    detected       bool    (B, 2)       scores > detection_threshold (after duplicate suppression)
+    params         float32 (B, 2, 109)  cam (s, tx, ty), global orient 6D, 15 x finger 6D, 10 betas
+    params_raw     float32 (B, 2, 109)  the same before the cross-hand prior
+    priors         float32 (B, 2, 106)  the prior each hand would get
+    prior_applied  bool    (B,)         both detected and at most 32 cells apart: params has the prior
+
+B is fixed (``batch=N``) or dynamic (``batch=None``, named "batch"). MANO, the camera and the 6D
+decoding stay outside the graph (acr_ros.acr.parser / mano / camera).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import warnings
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import nn
+
+from acr_ros.acr.hands import ACR_INPUT_SIZE
+from acr_ros.acr.network import ACRNet, FastACR, NetworkOutput, decide
+
+OPSET = 18  # the oldest the dynamo exporter writes (no opset-17 Resize); TensorRT 10 and later read it
+INPUT_NAMES = ("images", "detection_threshold", "duplicate_distance")
+OUTPUT_NAMES = tuple(f.name for f in dataclasses.fields(NetworkOutput))
+MAX_DYNAMIC_BATCH = 64
+NO_SUPPRESSION = -1.0  # duplicate_distance that switches duplicate suppression off
+
+
+def export_form(net: ACRNet, **detection_settings) -> FastACR:
+    """The FastACR that is exported: float32, contiguous layout, no CPU-only oneDNN fusion."""
+    return FastACR(net, dtype=torch.float32, channels_last=False, fuse_cpu=False, **detection_settings)
+
+
+class ExportableACR(nn.Module):
+    """A FastACR in export form with the detection settings as tensor inputs and a tuple of
+    tensors (OUTPUT_NAMES) as output."""
+
+    def __init__(self, fast: FastACR):
+        super().__init__()
+        if fast.dtype != torch.float32 or fast.fused_cpu or fast.channels_last:
+            raise ValueError("export a FastACR in export form (float32, contiguous, unfused): export_form(net)")
+        self.fast = fast
+
+    def forward(self, images: torch.Tensor, detection_threshold: torch.Tensor,
+                duplicate_distance: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = decide(self.fast.raw(images), detection_threshold, duplicate_distance)
+        return tuple(getattr(out, name) for name in OUTPUT_NAMES)
+
+
+def example_inputs(batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(batch, 3, ACR_INPUT_SIZE, ACR_INPUT_SIZE, generator=g) * 2 - 1
+    return images, torch.tensor(0.35), torch.tensor(NO_SUPPRESSION)
+
+
+def export_onnx(network: Union[ACRNet, FastACR], path: Union[str, Path, None] = None, batch: Optional[int] = 1,
+                opset: int = OPSET, metadata: Optional[dict[str, str]] = None):
+    """Export a loaded ACRNet (or a FastACR in export form) to ONNX; returns the ``onnx.ModelProto``,
+    and writes it to ``path`` when given. batch: fixed batch size, or None for a dynamic batch dimension (1 to
+    MAX_DYNAMIC_BATCH). metadata: extra key/value strings stored in the model (e.g. the checkpoint).
+    Raises ImportError naming the packages when onnx / onnxscript are missing."""
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"ONNX export needs the packages {', '.join(missing)}: pip install -r "
+                          "scripts/requirements.txt (onnx, onnxscript)")
+    if batch is not None and batch < 1:
+        raise ValueError(f"batch must be at least 1 or None (dynamic), got {batch}")
+    if opset < OPSET:
+        raise ValueError(f"opset must be {OPSET} or newer (what torch's exporter writes), got {opset}")
+    module = ExportableACR(network if isinstance(network, FastACR) else export_form(network)).eval()
+    # torch.export specialises a size-1 dimension: trace a dynamic batch with 2 images.
+    inputs = example_inputs(batch if batch is not None else 2)
+    dynamic_shapes = None
+    if batch is None:
+        dim = torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
+        dynamic_shapes = {"images": {0: dim}, "detection_threshold": None, "duplicate_distance": None}
+    with warnings.catch_warnings(), _quiet_exporter():
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
+        program = torch.onnx.export(module, inputs, dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),
+                                    output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic_shapes,
+                                    verbose=False)
+    model = program.model_proto
+    written = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if written != opset:  # the exporter falls back silently when it cannot convert
+        raise ValueError(f"the exporter wrote opset {written}, not the requested {opset}")
+    info = {"producer": "acr_ros", "input_size": str(ACR_INPUT_SIZE),
+            "batch": "dynamic" if batch is None else str(batch), **(metadata or {})}
+    for key, value in info.items():
+        model.metadata_props.add(key=key, value=str(value))
+    if path is not None:
+        import onnx
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        onnx.save_model(model, str(path))
+    return model
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """The exporter logs every step, and every torchvision op it cannot find, as warnings."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo",
+                                                     "torch.fx.experimental.symbolic_shapes")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

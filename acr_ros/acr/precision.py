@@ -1,0 +1,97 @@
+"""How far a lower precision moves the results, and what precision "auto" picks on a CPU.
+
+On a CPU with native bf16 arithmetic (AMX or AVX512-BF16) bf16 runs the network two to three times
+faster than fp32, but how far it moves the hands depends on the weights. So precision "auto" on
+such a CPU runs the loaded weights in fp32 and in bf16 on a few calibration images (the backend's
+bundled photos) and keeps bf16 only when every detection agrees and the deviations stay within
+HALF_PRECISION_TOLERANCE; on any other CPU it is fp32 without measuring.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from acr_ros.acr import hardware
+from acr_ros.acr.options import EngineOptions
+from acr_ros.acr.pipeline import ACRPipeline, HandRows
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    keypoints_px: float
+    joints_mm: float
+    vertices_mm: float
+
+
+# fp16/bf16 against fp32 (issue 15): within 1 px and 1 mm.
+HALF_PRECISION_TOLERANCE = Tolerance(keypoints_px=1.0, joints_mm=1.0, vertices_mm=1.0)
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """The largest coordinate difference between two runs over the hands both detected: keypoints
+    in pixels of the original image, root-aligned joints and vertices and the translation in mm."""
+
+    keypoints_px: float
+    joints_mm: float
+    vertices_mm: float
+    translation_mm: float
+    detections_agree: bool  # the same number of hands in every image
+    sides_agree: bool       # the same sides in every image
+    compared_hands: int
+
+    def within(self, tolerance: Tolerance) -> bool:
+        return (self.detections_agree and self.sides_agree and self.compared_hands > 0
+                and self.keypoints_px <= tolerance.keypoints_px and self.joints_mm <= tolerance.joints_mm
+                and self.vertices_mm <= tolerance.vertices_mm)
+
+    def summary(self) -> str:
+        if not self.compared_hands:
+            return "no hand detected by both"
+        agree = "detections agree" if self.sides_agree else "DETECTIONS OR SIDES DIFFER"
+        return (f"keypoints {self.keypoints_px:.3g} px, joints {self.joints_mm:.3g} mm, vertices "
+                f"{self.vertices_mm:.3g} mm, translation {self.translation_mm:.3g} mm over "
+                f"{self.compared_hands} hands, {agree}")
+
+
+def deviation(reference: HandRows[np.ndarray], other: HandRows[np.ndarray]) -> Deviation:
+    """How far ``other`` is from ``reference`` (two readbacks of the same images)."""
+    both = reference.detected & other.detected
+
+    def worst(field: str, scale: float = 1.0) -> float:
+        if not both.any():
+            return 0.0
+        a = np.asarray(getattr(reference, field), np.float64)[both]
+        b = np.asarray(getattr(other, field), np.float64)[both]
+        return float(np.abs(a - b).max() * scale)
+
+    return Deviation(
+        keypoints_px=worst("keypoints"), joints_mm=worst("joints", 1e3), vertices_mm=worst("vertices", 1e3),
+        translation_mm=worst("translation", 1e3),
+        detections_agree=bool(np.array_equal(reference.detected.sum(1), other.detected.sum(1))),
+        sides_agree=bool(np.array_equal(reference.detected, other.detected)),
+        compared_hands=int(both.sum()))
+
+
+def auto_cpu_pipeline(net, mano, options: EngineOptions, calibration_images: Sequence[np.ndarray],
+                      tolerance: Tolerance = HALF_PRECISION_TOLERANCE) -> tuple[ACRPipeline, str]:
+    """The pipeline for precision "auto" on the CPU (see the module docstring), and why its
+    precision was chosen."""
+    fp32 = ACRPipeline(net, mano, dataclasses.replace(options, precision="fp32"))
+    if not hardware.has_native_bf16():
+        return fp32, "auto: this CPU has no native bf16 (AMX or AVX512-BF16)"
+    if not calibration_images:
+        return fp32, "auto: no calibration images to measure bf16 on"
+    bf16 = ACRPipeline(net, mano, dataclasses.replace(options, precision="bf16"))
+    images = list(calibration_images)
+    measured = deviation(fp32(images)[0], bf16(images)[0])
+    where = f"on {len(images)} calibration image(s)"
+    if not measured.compared_hands:
+        return fp32, f"auto: no hand detected {where}, bf16 not measured"
+    if measured.within(tolerance):
+        return bf16, f"auto: native bf16, against fp32 {where}: {measured.summary()}"
+    return fp32, (f"auto: bf16 would move the results beyond {tolerance.keypoints_px:g} px / "
+                  f"{tolerance.joints_mm:g} mm {where}: {measured.summary()}")

@@ -1,0 +1,735 @@
+"""Proves and measures the GPU path in one command (issue 15); run through scripts/gpu_check.sh.
+
+    scripts/gpu_check.sh [--dry-run] [--out DIR] [--budget SECONDS] [--sections NAME ...] [--box NAME=SECONDS]
+
+Sections, each in its own process with a time box so that a slow one cannot eat the rest (what a
+section finished before its box ran out is kept):
+
+    tests      the engine's CUDA tests: pytest -m gpu on the test files that need no ROS
+    fidelity   CUDA fp32 (TF32 off) against CPU fp32 within the suite's tolerances, then fp16 and
+               bf16 against CUDA fp32 (largest keypoint, joint, vertex deviation; detections, sides)
+    bench      fp16 / fp32 / bf16, eager and CUDA graphs, batch 1 and 8, 640x480 and 1920x1080:
+               per-stage p50/p95, images/s, GPU memory after warm-up and after a few hundred frames
+    onnx       the onnxruntime runtime against torch (suite's tolerances) and timed side by side
+    cpu        the CPU's model and instruction sets, fp32 against bf16 (time, deviation), what
+               precision "auto" picks there
+    compile    torch.compile (fp16), batch 1 and 8, its compile time
+
+Writes gpu_check.md and gpu_check.json (and the sections' logs) to --out (default: $OUT, else a
+new temporary folder) after every section, and prints the report. Every run uses RANDOM weights in
+the official layout and SYNTHETIC MANO files: the cost of every stage is the real model's, the
+outputs are not hands. --dry-run (what CI runs): the CPU, tiny inputs, one or two iterations,
+every code path that can run without CUDA (torch.compile replaced by a no-op); its figures measure
+nothing. Exit status: 0 when every section ran and passed, 1 otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DIR = REPO / "test"
+# (name, time box in seconds on a GPU): compile is last and gets what is left of the budget.
+SECTIONS = (("tests", 70), ("fidelity", 45), ("bench", 100), ("onnx", 40), ("cpu", 30), ("compile", None))
+DEFAULT_BUDGET = 330           # seconds for all sections on a GPU: the whole run stays under 6 minutes
+DRY_RUN_BOX = 240              # a dry-run section that takes this long is broken
+ROS_MODULES = {"rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "geometry_msgs", "visualization_msgs",
+               "diagnostic_msgs", "tf2_msgs", "tf2_ros", "launch", "launch_ros", "builtin_interfaces",
+               "support.ros_harness", "acr_ros.msg"}
+FIXTURE_SHAPES = ((480, 640), (640, 360), (301, 211), (211, 301), (1080, 1920))  # test_pipeline's, plus 1080p
+PHOTOS = ("magic.jpg", "magic_flip.jpg", "two_hands.jpg", "portrait.jpg")
+TARGETS = {"fp16 batch-1 total p50 (ms)": 5.0, "fp16 batch-8 images/s": 400.0,
+           "fp16 vs fp32 on the photos (px / mm)": 1.0}
+
+
+# ------------------------------------------------------------------------------------------------
+# Results: each section writes one JSON file, rewritten after every row.
+
+
+class Recorder:
+    """A section's status, notes and tables, saved to ``path`` whenever they change."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = {"status": "running", "notes": [], "tables": []}
+        self.save()
+
+    def save(self) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=1, default=str))
+        tmp.replace(self.path)
+
+    def note(self, text: str) -> None:
+        self.data["notes"].append(text)
+        self.save()
+
+    def table(self, title: str, columns: list[str]) -> "Table":
+        table = {"title": title, "columns": columns, "rows": []}
+        self.data["tables"].append(table)
+        self.save()
+        return Table(self, table)
+
+    def finish(self, status: str) -> None:
+        self.data["status"] = status
+        self.save()
+
+
+class Table:
+    def __init__(self, recorder: Recorder, table: dict):
+        self.recorder, self.table = recorder, table
+
+    def add(self, *cells) -> None:
+        self.table["rows"].append(list(cells))
+        self.recorder.save()
+
+
+def fmt(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+# ------------------------------------------------------------------------------------------------
+# What a run measures: the GPU run and its CPU rehearsal differ here only, not in code.
+
+
+@dataclass(frozen=True)
+class Plan:
+    device: str                  # the device under test
+    dry_run: bool
+    fixture_shapes: tuple        # (height, width) of the smooth synthetic images
+    photos: tuple                # bundled photos (acr_ros/data/samples)
+    half_precisions: tuple       # fidelity: each against fp32 on the device
+    graphs: bool                 # fidelity: CUDA graphs against eager
+    bench_precisions: tuple
+    bench_modes: tuple           # of BENCH_MODES
+    batches: tuple
+    sizes: tuple                 # (width, height) of the benchmark's input images
+    iterations: int              # timed runs per benchmark row (by stage, then end to end)
+    warmup: int
+    memory_frames: int           # fp16 rows run on to this many frames before the last memory reading
+    runtime_iterations: int      # onnx and cpu sections
+    real_compile: bool           # False: torch.compile replaced by a no-op
+    compile_precision: str
+    cpu_bf16: str                # "always", or "native": only on a CPU with native bf16 (emulated: seconds a frame)
+    all_cpu_threads: bool
+
+
+BENCH_MODES = {"eager": {}, "CUDA graphs": {"cuda_graphs": True}}
+GPU_PLAN = Plan(device="cuda", dry_run=False, fixture_shapes=FIXTURE_SHAPES, photos=PHOTOS,
+                half_precisions=("fp16", "bf16"), graphs=True, bench_precisions=("fp16", "fp32", "bf16"),
+                bench_modes=tuple(BENCH_MODES), batches=(1, 8), sizes=((640, 480), (1920, 1080)), iterations=30,
+                warmup=5, memory_frames=300, runtime_iterations=10, real_compile=True, compile_precision="fp16",
+                cpu_bf16="always", all_cpu_threads=True)
+DRY_RUN_PLAN = Plan(device="cpu", dry_run=True, fixture_shapes=FIXTURE_SHAPES[:1], photos=PHOTOS[2:3],
+                    half_precisions=(), graphs=False, bench_precisions=("fp32",), bench_modes=("eager",),
+                    batches=(1,), sizes=((64, 48),), iterations=1, warmup=0, memory_frames=0,
+                    runtime_iterations=1, real_compile=False, compile_precision="fp32", cpu_bf16="native",
+                    all_cpu_threads=False)
+
+
+def fixtures(work: Path):
+    """The random networks (both: detects both hands, prior on; far: corner cells, prior off; only
+    "both" in a dry run) and synthetic MANO."""
+    from acr_ros.acr.checkpoint import load_acr_network
+    from acr_ros.acr.mano import ManoLayer
+
+    nets = {path.stem: load_acr_network(path) for path in sorted(work.glob("*.pkl"))}
+    return nets, ManoLayer.from_directory(work / "mano")
+
+
+def photos(plan: Plan) -> list:
+    import cv2
+
+    from acr_ros.media import SAMPLES_DIR
+
+    return [cv2.imread(str(SAMPLES_DIR / name)) for name in plan.photos]
+
+
+def image_sets(plan: Plan) -> dict:
+    """Named image sets: smooth synthetic images of the suite's shapes, and the bundled photos (one
+    set in a dry run)."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    smooth = [cv2.resize(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
+              for h, w in plan.fixture_shapes]
+    if plan.dry_run:
+        return {"fixtures and photos": smooth + photos(plan)}
+    return {"fixtures": smooth, "photos": photos(plan)}
+
+
+def synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def memory_mib(device) -> tuple:
+    """(allocated, reserved, peak allocated) MiB on a CUDA device; n/a elsewhere."""
+    import torch
+
+    if device.type != "cuda":
+        return ("n/a",) * 3
+    mib = 2 ** 20
+    return (torch.cuda.memory_allocated(device) / mib, torch.cuda.memory_reserved(device) / mib,
+            torch.cuda.max_memory_allocated(device) / mib)
+
+
+def time_left(deadline: float) -> float:
+    return deadline - time.time()
+
+
+# ------------------------------------------------------------------------------------------------
+# Section: tests
+
+
+def engine_test_files(test_dir: Path = TEST_DIR) -> tuple[list[str], dict[str, str]]:
+    """Test files with tests marked gpu that import no ROS and whose imports are all installed,
+    and the others with the reason they are left out."""
+    chosen, left_out = [], {}
+    for path in sorted(test_dir.glob("test_*.py")):
+        tree = ast.parse(path.read_text())
+        if not any(isinstance(node, ast.Attribute) and node.attr == "gpu" and isinstance(node.value, ast.Attribute)
+                   and node.value.attr == "mark" for node in ast.walk(tree)):
+            continue  # no pytest.mark.gpu
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                imported.add(node.module)
+        ros = sorted(name for name in imported if name in ROS_MODULES or name.split(".")[0] in ROS_MODULES)
+        missing = sorted({name.split(".")[0] for name in imported if name.split(".")[0] not in ("support", "acr_ros")
+                          and importlib.util.find_spec(name.split(".")[0]) is None})
+        if ros:
+            left_out[path.name] = f"needs ROS ({', '.join(ros)})"
+        elif missing:
+            left_out[path.name] = (f"{', '.join(missing)} not installed (carry the wheel: scripts/gpu_check.sh "
+                                   "--fetch-wheels, then carry .whl)")
+        else:
+            chosen.append(path.name)
+    return chosen, left_out
+
+
+# pytest in-process, then whether anything it ran imported rclpy.
+PYTEST_RUNNER = """
+import json, sys
+import pytest
+code = int(pytest.main(sys.argv[2:]))
+with open(sys.argv[1], "w") as f:
+    json.dump({"exit_code": code, "rclpy_loaded": "rclpy" in sys.modules}, f)
+sys.exit(code)
+"""
+
+
+def section_tests(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
+    import xml.etree.ElementTree as ElementTree
+
+    files, left_out = engine_test_files()
+    for name, why in left_out.items():
+        rec.note(f"{name} not run: {why}")
+    xml_path, summary_path = work / "tests.xml", work / "tests_summary.json"
+    # The summary of the whole run comes back from the device machine as pytest.log.
+    with open(work / "pytest.log", "w") as log:
+        subprocess.run([sys.executable, "-c", PYTEST_RUNNER, str(summary_path), "-m", "gpu", "-q", "-rfEs",
+                        "-p", "no:cacheprovider", f"--junitxml={xml_path}", *[f"test/{f}" for f in files]],
+                       cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=max(5.0, time_left(deadline) - 5))
+    summary = json.loads(summary_path.read_text())
+    rec.note(f"pytest -m gpu on {', '.join(files)}: exit code {summary['exit_code']}; rclpy imported during the "
+             f"run: {fmt(summary['rclpy_loaded']).replace('NO', 'no')}")
+    table = rec.table("CUDA tests (pytest -m gpu)", ["test", "outcome", "message"])
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    for case in ElementTree.parse(xml_path).getroot().iter("testcase"):
+        outcome, message = "passed", ""
+        for kind in ("failure", "error", "skipped"):
+            element = case.find(kind)
+            if element is not None:
+                outcome = "skipped" if kind == "skipped" else "failed"
+                message = (element.get("message") or "").splitlines()[0][:160] if element.get("message") else kind
+        counts[outcome] += 1
+        table.add(f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}", outcome, message)
+    rec.note(f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped")
+    if summary["rclpy_loaded"] or counts["failed"] or summary["exit_code"] not in (0, 5):
+        return "failed"
+    return "ok"
+
+
+# ------------------------------------------------------------------------------------------------
+# Section: fidelity
+
+
+def section_fidelity(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
+    import torch
+
+    from acr_ros.acr.options import EngineOptions
+    from acr_ros.acr.pipeline import ACRPipeline
+    from acr_ros.acr.precision import HALF_PRECISION_TOLERANCE, deviation
+    from support.tolerances import describe_failures, suite_comparison
+
+    nets, mano = fixtures(work)
+    images = image_sets(plan)
+    # fp32 means fp32 (what tune_process does for fp32); no cuDNN autotuning for these few runs.
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    rec.note("TF32 off (cuDNN and matmul), cuDNN autotuning off" if plan.device == "cuda" else
+             f"{plan.device} fp32 stands in for CUDA fp32")
+    status = "ok"
+    suite = rec.table("fp32 on the device against CPU fp32 (the suite's tolerances; both with device "
+                      "preprocessing)", ["network", "images", "hands", "keypoints px", "joints m", "vertices m",
+                                         "translation m", "cam", "finger pose", "betas", "within", "outside"])
+    half = rec.table("half precision against fp32 on the device (target: within 1 px and 1 mm)",
+                     ["network", "images", "precision", "keypoints px", "joints mm", "vertices mm",
+                      "translation mm", "detections agree", "sides agree", "within 1 px / 1 mm"])
+    graphs = rec.table("CUDA graphs against eager (fp16, largest keypoint difference, px)",
+                       ["network", "images", "keypoints px", "detections equal"])
+    for net_name, net in nets.items():
+        if time_left(deadline) < 10:
+            rec.note(f"time box: network {net_name} not compared")
+            status = "partial"
+            break
+        reference = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", preprocess="device"))
+        on_device = ACRPipeline(net, mano, EngineOptions(device=plan.device, precision="fp32", preprocess="device"))
+        halves = {p: ACRPipeline(net, mano, EngineOptions(device=plan.device, precision=p))
+                  for p in plan.half_precisions}
+        graphed = eager = None
+        if plan.graphs:
+            eager = ACRPipeline(net, mano, EngineOptions(device=plan.device, precision="fp16"))
+            graphed = ACRPipeline(net, mano, EngineOptions(device=plan.device, precision="fp16", cuda_graphs=True))
+        for set_name, imgs in images.items():
+            label = f"{set_name} ({len(imgs)})"
+            fp32, _ = on_device(imgs)
+            c = suite_comparison(reference(imgs)[0], fp32)
+            f = {k: v["max"] for k, v in c["fields"].items()}
+            suite.add(net_name, label, c["hands"], f["keypoints"], f["joints"], f["vertices"], f["translation"],
+                      f["cam"], f["finger_pose"], f["betas"], c["within"], describe_failures(c))
+            status = status if c["within"] else "failed"
+            for name, pipe in halves.items():
+                d = deviation(fp32, pipe(imgs)[0])
+                half.add(net_name, label, name, d.keypoints_px, d.joints_mm, d.vertices_mm, d.translation_mm,
+                         d.detections_agree, d.sides_agree, d.within(HALF_PRECISION_TOLERANCE))
+            if graphed is not None:
+                expected = eager(imgs)[0]
+                for _ in range(2):  # the capture, then a replay
+                    replay = graphed(imgs)[0]
+                graphs.add(net_name, label, float(abs(replay.keypoints - expected.keypoints).max()),
+                           bool((replay.detected == expected.detected).all()))
+    return status
+
+
+# ------------------------------------------------------------------------------------------------
+# Section: bench
+
+
+MEASURE_COLUMNS = ["batch", "input", "preprocess", "network", "parser", "MANO+camera", "readback",
+                   "total p50 ms", "total p95 ms", "images/s", "MiB allocated after warm-up",
+                   "MiB reserved after warm-up", "frames", "MiB allocated after", "MiB reserved after",
+                   "MiB peak allocated"]
+BENCH_COLUMNS = ["precision", "mode"] + MEASURE_COLUMNS
+
+
+def bench_pipeline(table: Table, pipe, label: list, batch: int, size: tuple, iterations: int, warmup: int,
+                   memory_frames: int = 0) -> None:
+    """One row: the label cells, then MEASURE_COLUMNS: per-stage p50/p95, total, images/s, memory
+    after warm-up and after the frames (run on to memory_frames)."""
+    from engine import STAGES, test_images, time_pipeline
+
+    images = test_images(size, batch)
+    frames = 0
+    for _ in range(warmup):
+        pipe(images)
+        frames += batch
+    synchronize(pipe.device)
+    warm_memory = memory_mib(pipe.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = time_pipeline(pipe, images, iterations, 0)
+    frames += 2 * iterations * batch
+    while frames < memory_frames:
+        pipe(images)
+        frames += batch
+    synchronize(pipe.device)
+    after = memory_mib(pipe.device)
+    stages = [f"{r['stages'][s][0]:.2f} / {r['stages'][s][1]:.2f}" for s in STAGES]
+    p50, p95 = r["total"]
+    table.add(*label, batch, f"{size[0]}x{size[1]}", *stages, round(p50, 3), round(p95, 3),
+              round(batch * 1000.0 / p50, 1), *[fmt(m) for m in warm_memory[:2]], frames,
+              *[fmt(m) for m in after])
+
+
+def section_bench(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
+    import torch
+
+    from acr_ros.acr.options import EngineOptions
+    from acr_ros.acr.pipeline import ACRPipeline
+    from acr_ros.acr.runtime import tune_process
+
+    nets, mano = fixtures(work)
+    device = torch.device(plan.device)
+    rec.note("per stage p50 / p95 ms with a synchronisation between stages; total end to end; "
+             f"{plan.iterations} timed iterations (each twice: by stage, end to end) after {plan.warmup} warm-up "
+             f"runs; memory through torch.cuda; fp16 rows run on to {plan.memory_frames} frames before the last "
+             "reading")
+    table = rec.table(f"{plan.device} stages and throughput", BENCH_COLUMNS)
+    status = "ok"
+    for precision in plan.bench_precisions:
+        for mode in plan.bench_modes:
+            pipe = ACRPipeline(nets["both"], mano, EngineOptions(device=plan.device, precision=precision,
+                                                                 **BENCH_MODES[mode]))
+            tune_process(pipe.device, pipe.dtype)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            for batch in plan.batches:
+                for size in plan.sizes:
+                    if time_left(deadline) < 8:
+                        rec.note(f"time box: {precision} {mode} batch {batch} {size[0]}x{size[1]} not measured")
+                        status = "partial"
+                        continue
+                    bench_pipeline(table, pipe, [precision, mode], batch, size, plan.iterations, plan.warmup,
+                                   plan.memory_frames if precision == "fp16" else 0)
+            del pipe
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    return status
+
+
+# ------------------------------------------------------------------------------------------------
+# Section: onnx
+
+
+def section_onnx(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
+    import onnxruntime
+
+    from acr_ros.acr.options import EngineOptions
+    from acr_ros.acr.pipeline import ACRPipeline
+    from support.tolerances import describe_failures, suite_comparison
+
+    nets, mano = fixtures(work)
+    available = onnxruntime.get_available_providers()
+    rec.note(f"onnxruntime {onnxruntime.__version__}, providers: {', '.join(available)}")
+    started = time.perf_counter()
+    ort_cpu = ACRPipeline(nets["both"], mano, EngineOptions(device="cpu", runtime="onnxruntime"))
+    rec.note(f"export (dynamic batch) and session: {time.perf_counter() - started:.1f} s")
+    torch_cpu = ACRPipeline(nets["both"], mano, EngineOptions(device="cpu", precision="fp32"))
+    status = "ok"
+    same = rec.table("onnxruntime (CPU provider) against torch CPU fp32, the suite's tolerances",
+                     ["images", "hands", "keypoints px", "joints m", "vertices m", "within", "outside"])
+    for set_name, imgs in image_sets(plan).items():
+        c = suite_comparison(torch_cpu(imgs)[0], ort_cpu(imgs)[0])
+        same.add(f"{set_name} ({len(imgs)})", c["hands"], c["fields"]["keypoints"]["max"],
+                 c["fields"]["joints"]["max"], c["fields"]["vertices"]["max"], c["within"], describe_failures(c))
+        status = status if c["within"] else "failed"
+    runs = [("torch", torch_cpu), ("onnxruntime", ort_cpu)]
+    if plan.device == "cuda":
+        runs.append(("torch", ACRPipeline(nets["both"], mano, EngineOptions(device="cuda", precision="fp32"))))
+        if "CUDAExecutionProvider" in available:
+            runs.append(("onnxruntime", ACRPipeline(nets["both"], mano, EngineOptions(
+                device="cuda", runtime="onnxruntime"))))
+        else:
+            rec.note("no CUDAExecutionProvider in this onnxruntime (the CPU build): the CUDA and TensorRT "
+                     "providers were not measured (they come with onnxruntime-gpu)")
+    table = rec.table("torch and onnxruntime side by side (fp32, batch 1)",
+                      ["runtime", "providers", "device"] + MEASURE_COLUMNS)
+    for runtime_name, pipe in runs:
+        if time_left(deadline) < 10:
+            rec.note(f"time box: {runtime_name} on {pipe.device} not timed")
+            status = "partial"
+            continue
+        bench_pipeline(table, pipe, [runtime_name, ", ".join(pipe.providers) or "-", str(pipe.device)], 1,
+                       (640, 480), plan.runtime_iterations, min(plan.warmup, 2))
+    return status
+
+
+# ------------------------------------------------------------------------------------------------
+# Section: cpu
+
+
+def section_cpu(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
+    import torch
+
+    from acr_ros.acr import hardware
+    from acr_ros.acr.options import EngineOptions
+    from acr_ros.acr.pipeline import ACRPipeline
+    from acr_ros.acr.precision import auto_cpu_pipeline, deviation
+    from acr_ros.backends.acr import calibration_images
+
+    nets, mano = fixtures(work)
+    if plan.all_cpu_threads:
+        torch.set_num_threads(os.cpu_count() or 1)
+    rec.note(f"CPU: {hardware.describe_cpu()}; torch threads {torch.get_num_threads()}")
+    precisions = ["fp32"]
+    if plan.cpu_bf16 == "always" or hardware.has_native_bf16():
+        precisions.append("bf16")
+    else:
+        rec.note("bf16 skipped: no native bf16 on this CPU (emulated, several seconds per frame)")
+    pipes = {p: ACRPipeline(nets["both"], mano, EngineOptions(device="cpu", precision=p)) for p in precisions}
+    images = photos(plan)
+    results = {p: pipe(images)[0] for p, pipe in pipes.items()}
+    if "bf16" in results:
+        measured = deviation(results["fp32"], results["bf16"])
+        rec.note(f"bf16 against fp32 on {len(images)} photo(s): {measured.summary()}")
+    table = rec.table("CPU: fp32 and bf16 side by side (batch 1, 640x480)", BENCH_COLUMNS)
+    status = "ok"
+    for p, pipe in pipes.items():
+        if time_left(deadline) < 10:
+            rec.note(f"time box: CPU {p} not timed")
+            status = "partial"
+            continue
+        bench_pipeline(table, pipe, [p, "eager"], 1, (640, 480), plan.runtime_iterations, min(plan.warmup, 1))
+    # What the ACR backend decides here (the dry run measures on its one photo).
+    calibration = images if plan.dry_run else calibration_images()
+    _, why = auto_cpu_pipeline(nets["both"], mano, EngineOptions(device="cpu"), calibration)
+    rec.note(f"precision auto on this CPU: {why}")
+    return status
+
+
+# ------------------------------------------------------------------------------------------------
+# Section: compile
+
+
+def section_compile(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
+    import torch
+
+    from acr_ros.acr.options import EngineOptions
+    from acr_ros.acr.pipeline import ACRPipeline
+    from acr_ros.acr.runtime import tune_process
+    from engine import test_images
+
+    nets, mano = fixtures(work)
+    if not plan.real_compile:
+        torch.compile = lambda model, **kwargs: model  # the code path, not the compiler
+        rec.note("torch.compile replaced by a no-op (dry run)")
+    precision = plan.compile_precision
+    pipe = ACRPipeline(nets["both"], mano, EngineOptions(device=plan.device, precision=precision, compile=True))
+    tune_process(pipe.device, pipe.dtype)
+    table = rec.table(f"torch.compile ({precision}, inductor defaults)",
+                      ["precision", "mode", "first call s (compiles)"] + MEASURE_COLUMNS)
+    status = "ok"
+    for batch in plan.batches:
+        if time_left(deadline) < 15:
+            rec.note(f"time box: batch {batch} not compiled")
+            status = "partial"
+            continue
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            started = time.perf_counter()
+            pipe(test_images(plan.sizes[0], batch))
+            synchronize(pipe.device)
+            first = time.perf_counter() - started
+        for w in caught:
+            if "torch.compile" in str(w.message):
+                rec.note(f"batch {batch}: {w.message}")
+                status = "failed"
+        for size in plan.sizes:
+            bench_pipeline(table, pipe, [precision, "compiled", round(first, 1)], batch, size, plan.iterations,
+                           min(plan.warmup, 2))
+    return status
+
+
+RUNNERS = {"tests": section_tests, "fidelity": section_fidelity, "bench": section_bench, "onnx": section_onnx,
+           "cpu": section_cpu, "compile": section_compile}
+
+
+def run_section(name: str, work: Path, plan: Plan, deadline: float) -> int:
+    rec = Recorder(work / f"{name}.json")
+    try:
+        rec.finish(RUNNERS[name](rec, work, plan, deadline))
+    except Exception as error:  # reported in the section, the other sections still run
+        import traceback
+
+        traceback.print_exc()
+        rec.note(f"error: {type(error).__name__}: {str(error)[:300]}")
+        rec.finish("failed")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# The orchestrator
+
+
+def environment(dry_run: bool) -> dict:
+    import torch
+
+    from acr_ros.acr import hardware
+
+    env = {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+           "command": "scripts/gpu_check.sh " + " ".join(sys.argv[1:]), "dry_run": dry_run,
+           "python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
+           "cpu": hardware.describe_cpu(), "weights": "RANDOM (official layout) + SYNTHETIC MANO: not hands"}
+    for module in ("onnxruntime", "onnx"):
+        with contextlib.suppress(ImportError):
+            env[module] = __import__(module).__version__
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        if smi.returncode == 0:
+            env["nvidia-smi"] = smi.stdout.strip()
+    return env
+
+
+def write_fixtures(work: Path, dry_run: bool) -> None:
+    from support.random_weights import write_random_checkpoint
+    from support.synthetic_mano import write_synthetic_mano
+
+    write_random_checkpoint(work / "both.pkl", seed=0, detect="both")
+    if not dry_run:
+        write_random_checkpoint(work / "far.pkl", seed=0, detect="both", cells={"left": (0, 63), "right": (63, 0)})
+    write_synthetic_mano(work / "mano", seed=0)
+
+
+def targets(sections: dict) -> list[list]:
+    """The issue's targets against what was measured (None where not measured)."""
+    rows = {t["title"]: t["rows"] for s in sections.values() for t in s.get("tables", [])}
+    bench = rows.get("cuda stages and throughput", [])
+    col = BENCH_COLUMNS.index
+    p50 = [r[col("total p50 ms")] for r in bench if r[0] == "fp16" and r[2] == 1]
+    ips = [r[col("images/s")] for r in bench if r[0] == "fp16" and r[2] == 8]
+    half = [r for r in rows.get("half precision against fp32 on the device (target: within 1 px and 1 mm)", [])
+            if r[2] == "fp16" and str(r[1]).startswith("photos")]
+    worst = max((max(r[3], r[4], r[5]) for r in half), default=None)
+    measured = [min(p50, default=None), max(ips, default=None), worst]
+    met = [None if measured[0] is None else measured[0] <= TARGETS["fp16 batch-1 total p50 (ms)"],
+           None if measured[1] is None else measured[1] >= TARGETS["fp16 batch-8 images/s"],
+           None if worst is None else all(r[9] for r in half)]
+    return [[name, target, measured[i], met[i]] for i, (name, target) in enumerate(TARGETS.items())]
+
+
+def render(env: dict, sections: dict) -> str:
+    lines = [f"# GPU check{' (DRY RUN: CPU, tiny inputs, measures nothing)' if env['dry_run'] else ''}", ""]
+    lines += [f"- {key}: {value}" for key, value in env.items() if key != "dry_run"]
+    lines += ["", "## Targets (benchmarks, not tests; best mode each)", "", "| target | goal | measured | met |",
+              "|---|---|---|---|"]
+    lines += ["| " + " | ".join(fmt(v) if v is not None else "not measured" for v in row) + " |"
+              for row in targets(sections)]
+    for name, section in sections.items():
+        took = f"{section.get('seconds', 0):.0f} s of {section.get('box', 0):.0f}"
+        lines += ["", f"## {name}: {section['status']} ({took})", ""]
+        lines += [f"- {note}" for note in section.get("notes", [])]
+        for table in section.get("tables", []):
+            lines += ["", f"{table['title']}:", "", "| " + " | ".join(table["columns"]) + " |",
+                      "|" + "---|" * len(table["columns"])]
+            lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in table["rows"]]
+    return "\n".join(lines) + "\n"
+
+
+def run_in_process(name: str, timeout: float, work: Path, log, env: dict, dry_run: bool) -> dict:
+    """One section in its own process group, killed at its time box; what it saved is kept."""
+    log.write(f"===== {name} (box {timeout:.0f} s)\n")
+    log.flush()
+    process = subprocess.Popen([sys.executable, __file__, "--section", name, "--work", str(work), "--deadline",
+                                str(time.time() + timeout)] + (["--dry-run"] if dry_run else []),
+                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    path = work / f"{name}.json"
+    section = json.loads(path.read_text()) if path.exists() else {"status": "running", "notes": [], "tables": []}
+    if section["status"] == "running":
+        killed = process.returncode == -signal.SIGKILL
+        section["status"] = "partial" if killed else "failed"
+        section["notes"].append(f"stopped at its time box of {timeout:.0f} s" if killed
+                                else f"exit code {process.returncode} (see sections.log)")
+    return section
+
+
+def write_report(out: Path, env: dict, sections: dict) -> str:
+    report = render(env, sections)
+    (out / "gpu_check.md").write_text(report)
+    (out / "gpu_check.json").write_text(json.dumps({"environment": env, "sections": sections,
+                                                    "targets": targets(sections)}, indent=1, default=str))
+    return report
+
+
+def orchestrate(args) -> int:
+    import torch
+
+    out = Path(args.out or os.environ.get("OUT") or tempfile.mkdtemp(prefix="gpu_check_"))
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.dry_run and not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here; use --dry-run for the CPU rehearsal", file=sys.stderr)
+        return 2
+    started = time.time()
+    boxes = {name: DRY_RUN_BOX if args.dry_run else box for name, box in SECTIONS}
+    boxes.update(args.box)
+    chosen = [name for name, _ in SECTIONS if not args.sections or name in args.sections]
+    deadline = started + (args.budget or (len(SECTIONS) * DRY_RUN_BOX if args.dry_run else DEFAULT_BUDGET))
+    env = environment(args.dry_run)
+    section_env = dict(os.environ)
+    if args.dry_run:
+        # One thread: on a small shared machine, idle OpenMP threads spinning against other jobs
+        # cost more than a second thread gains. The dry run measures nothing anyway.
+        section_env["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+    sections: dict = {}
+    with tempfile.TemporaryDirectory(prefix="gpu_check_work_") as tmp, open(out / "sections.log", "w") as log:
+        work = Path(tmp)
+        write_fixtures(work, args.dry_run)
+        env["fixtures (s)"] = round(time.time() - started, 1)
+        for index, name in enumerate(chosen):
+            # What the later sections are promised stays theirs; None: whatever is left.
+            remaining = deadline - time.time() - sum(boxes[n] or 0 for n in chosen[index + 1:])
+            timeout = max(0.0, min(boxes[name] if boxes[name] is not None else remaining, remaining))
+            t0 = time.time()
+            if timeout < 1:
+                sections[name] = {"status": "skipped", "notes": ["no time left in the budget"], "tables": []}
+            else:
+                sections[name] = run_in_process(name, timeout, work, log, section_env, args.dry_run)
+            sections[name].update(seconds=time.time() - t0, box=timeout)
+            if (work / "pytest.log").exists():
+                (out / "pytest.log").write_text((work / "pytest.log").read_text())
+            report = write_report(out, env, sections)
+            print(f"[gpu_check] {name}: {sections[name]['status']} in {time.time() - t0:.0f} s", flush=True)
+    print(report)
+    print(f"[gpu_check] {time.time() - started:.0f} s; report: {out / 'gpu_check.md'}, {out / 'gpu_check.json'}")
+    return 0 if all(s["status"] == "ok" for s in sections.values()) else 1
+
+
+def parse_box(text: str) -> tuple[str, float]:
+    name, _, seconds = text.partition("=")
+    if name not in RUNNERS:
+        raise argparse.ArgumentTypeError(f"unknown section {name!r}: one of {', '.join(RUNNERS)}")
+    return name, float(seconds)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dry-run", action="store_true", help="CPU rehearsal with tiny inputs (CI)")
+    ap.add_argument("--out", help="where the report goes (default: $OUT, else a temporary folder)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help=f"seconds for all sections (GPU default {DEFAULT_BUDGET})")
+    ap.add_argument("--sections", nargs="+", choices=list(RUNNERS), help="run only these (default: all)")
+    ap.add_argument("--box", type=parse_box, action="append", default=[], metavar="SECTION=SECONDS",
+                    help="another time box for a section")
+    ap.add_argument("--section", choices=list(RUNNERS), help=argparse.SUPPRESS)
+    ap.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.section:
+        return run_section(args.section, args.work, DRY_RUN_PLAN if args.dry_run else GPU_PLAN, args.deadline)
+    args.box = dict(args.box)
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Driving a managed node over DDS: its standard lifecycle services and transition events, and the
+real `ros2 lifecycle` tools where they are installed (../shared/ros/launch_stack)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from lifecycle_msgs.msg import TransitionEvent
+from lifecycle_msgs.srv import ChangeState, GetState
+
+from support.ros_harness import Probe
+
+# The ros2 command of the environment running the tests (a venv's bin, or a sourced ROS install).
+ROS2 = shutil.which("ros2", path=str(Path(sys.executable).parent)) or shutil.which("ros2")
+NO_ROS2_CLI = ("the ros2 command-line tools are not installed here (a real ROS 2 install has them; they are "
+               "not on PyPI)")
+
+
+class LifecycleClient:
+    """The node's ~/change_state and ~/get_state services, and its ~/transition_event topic."""
+
+    def __init__(self, probe: Probe, node: str):
+        self.probe, self.node = probe, node
+        self._change = probe.node.create_client(ChangeState, f"/{node}/change_state")
+        self._get = probe.node.create_client(GetState, f"/{node}/get_state")
+        self.events: list[TransitionEvent] = probe.record(TransitionEvent, f"/{node}/transition_event")
+
+    def wait_for_services(self, process=None, timeout: float = 60.0) -> None:
+        ready = lambda: self._change.service_is_ready() and self._get.service_is_ready()  # noqa: E731
+        assert self.probe.spin_until(ready, timeout, process), f"no lifecycle services of /{self.node}"
+
+    def _call(self, client, request, timeout: float):
+        future = client.call_async(request)
+        assert self.probe.spin_until(future.done, timeout), f"{client.srv_name} did not answer in {timeout} s"
+        return future.result()
+
+    def state(self, timeout: float = 30.0) -> str:
+        return self._call(self._get, GetState.Request(), timeout).current_state.label
+
+    def change(self, transition: str, timeout: float = 120.0) -> bool:
+        """Triggers a transition by its label (configure, activate, deactivate, cleanup, shutdown)."""
+        request = ChangeState.Request()
+        request.transition.label = transition
+        return self._call(self._change, request, timeout).success
+
+    def goal_states(self) -> list[str]:
+        """The goal state of every transition event received so far, e.g. ['configuring', 'inactive']."""
+        return [event.goal_state.label for event in self.events]
+
+
+def node_found(output: str) -> bool:
+    return "Node not found" not in output
+
+
+def ros2(*args: str, ready: Callable[[str], bool] = node_found, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Runs `ros2 <args> --no-daemon`, again while ready(its output) is false (by default: while it
+    did not find the node; its own discovery can take longer than its spin time on a busy machine),
+    up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = subprocess.run([ROS2, *args, "--no-daemon", "--spin-time", "1"], capture_output=True, text=True,
+                                timeout=timeout, env=dict(os.environ))
+        if ready(result.stdout + result.stderr) or time.monotonic() > deadline:
+            return result

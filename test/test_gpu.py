@@ -1,0 +1,54 @@
+"""What the ACR backend promises on CUDA beyond the engine's own GPU tests: fp16 by default, fp32
+without TF32, and out-of-memory as a typed error after which a smaller batch still runs (what the
+node's retry in halves relies on). Skipped without CUDA; scripts/gpu_check.sh runs them."""
+import numpy as np
+import pytest
+import torch
+
+from acr_ros.acr.hands import LEFT, RIGHT
+from acr_ros.acr.options import EngineOptions
+from acr_ros.backends.acr import ACRBackend
+from acr_ros.backends.base import BackendOutOfMemoryError
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def frame(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+
+
+def test_precision_auto_is_fp16_and_fp32_switches_tf32_off(acr_checkpoint, mano_dir):
+    flags = (torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    try:
+        auto = ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cuda"))
+        assert auto.precision == "fp16" and auto.device.startswith("cuda")
+        auto.close()
+        fp32 = ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cuda", precision="fp32"), tune_process=True)
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        assert torch.backends.cudnn.benchmark
+        fp32.close()
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def test_out_of_memory_is_a_typed_error_and_a_single_frame_still_runs(acr_checkpoint, mano_dir):
+    backend = ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cuda", precision="fp16"))
+    device = torch.device(backend.device)
+    torch.cuda.reset_peak_memory_stats(device)
+    one = backend.reconstruct([frame(0)], [None], [0.0], ["cam"])  # weights, workspaces and caches in place
+    torch.cuda.synchronize(device)
+    single_peak = torch.cuda.max_memory_allocated(device)
+    total = torch.cuda.get_device_properties(device).total_memory
+    torch.cuda.empty_cache()
+    # Room for one frame and half again: sixteen 1080p frames cannot fit.
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 1.5 * single_peak / total), device)
+    try:
+        with pytest.raises(BackendOutOfMemoryError):
+            backend.reconstruct([frame(i) for i in range(16)], [None] * 16, [0.0] * 16, ["cam"] * 16)
+        again = backend.reconstruct([frame(0)], [None], [0.0], ["cam"])
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+        backend.close()
+    assert [h.side for h in again[0].hands] == [h.side for h in one[0].hands] == [LEFT, RIGHT]
+    for a, b in zip(again[0].hands, one[0].hands):
+        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)

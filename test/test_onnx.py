@@ -1,0 +1,155 @@
+"""The ONNX export (acr_export) and the onnxruntime runtime against PyTorch, on the CPU provider.
+Random weights + synthetic MANO: equivalence of two computations, not hand reconstruction."""
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from acr_ros.acr.hands import LEFT, RIGHT
+from acr_ros.acr.mano import ManoLayer
+from acr_ros.acr.network import FastACR
+from acr_ros.acr.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_onnx
+from acr_ros.acr.options import EngineOptions
+from acr_ros.acr.ort_network import choose_providers
+from acr_ros.acr.pipeline import ACRPipeline
+from acr_ros.backends import create_backend
+from acr_ros.export import main as acr_export
+from acr_ros.media import SAMPLES_DIR
+from support.random_weights import random_acr_network
+from support.tolerances import describe_failures, suite_comparison
+
+TYPES = {"scores": "tensor(float)", "cells": "tensor(int64)", "detected": "tensor(bool)",
+         "params": "tensor(float)", "params_raw": "tensor(float)", "priors": "tensor(float)",
+         "prior_applied": "tensor(bool)"}
+SHAPES = {"scores": [2], "cells": [2], "detected": [2], "params": [2, 109], "params_raw": [2, 109],
+          "priors": [2, 106], "prior_applied": []}
+
+
+def smooth_image(height, width, seed):
+    rng = np.random.default_rng(seed)
+    return cv2.resize(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8), (width, height),
+                      interpolation=cv2.INTER_CUBIC)
+
+
+IMAGES = [smooth_image(480, 640, 1), smooth_image(640, 360, 2), smooth_image(211, 301, 3),
+          cv2.imread(str(SAMPLES_DIR / "two_hands.jpg")), cv2.imread(str(SAMPLES_DIR / "portrait.jpg"))]
+
+
+@pytest.fixture(scope="module")
+def mano(mano_dir):
+    return ManoLayer.from_directory(mano_dir)
+
+
+@pytest.fixture(scope="module")
+def torch_pipeline(mano):
+    # The weights of the acr_checkpoint fixture (seed 0, both hands, 25.3 cells apart: prior applied).
+    return ACRPipeline(random_acr_network(0, "both"), mano, EngineOptions(device="cpu", precision="fp32"))
+
+
+@pytest.fixture(scope="module")
+def ort_backend(acr_checkpoint, mano_dir):
+    """The ACR backend with runtime onnxruntime, as the node and acr_offline build it (one export)."""
+    backend, reason = create_backend("acr", str(acr_checkpoint), str(mano_dir),
+                                     options=EngineOptions(device="cpu", runtime="onnxruntime"))
+    yield backend, reason
+    backend.close()
+
+
+def assert_same_hands(a, b):
+    """Two readbacks of the same images within the suite's tolerances (test_pipeline.py)."""
+    comparison = suite_comparison(a, b)
+    assert comparison["within"], describe_failures(comparison)
+
+
+def test_the_backend_runs_the_network_in_onnxruntime(ort_backend):
+    backend, reason = ort_backend
+    assert backend.pipeline.providers == ("CPUExecutionProvider",)
+    assert backend.model == "ACR HRNet-W32 + MANO (onnxruntime: CPUExecutionProvider)"
+    assert backend.precision == "fp32" and "network fp32 (auto: the onnxruntime export is fp32) on cpu" in reason
+    frames = backend.reconstruct(IMAGES[:2], [None, None], [0.0, 0.0], ["a", "b"])
+    assert [[h.side for h in f.hands] for f in frames] == [[LEFT, RIGHT]] * 2
+
+
+@pytest.mark.parametrize("settings, hands, prior", [
+    (dict(), 2, True),                                                         # 25.3 cells apart
+    (dict(detection_threshold=1.5), 0, False),                                 # above every peak
+    (dict(suppress_duplicate_hands=True, duplicate_distance=30.0), 1, False),  # one of them kept
+], ids=["both", "none", "duplicate"])
+def test_onnxruntime_reproduces_torch_on_the_fixtures(ort_backend, torch_pipeline, settings, hands, prior):
+    ort_pipe = ort_backend[0].pipeline
+    for pipe in (ort_pipe, torch_pipeline):  # both runtimes read the settings on every call
+        pipe.detection_threshold = settings.get("detection_threshold", 0.35)
+        pipe.fast.suppress_duplicate_hands = settings.get("suppress_duplicate_hands", False)
+        pipe.fast.duplicate_distance = settings.get("duplicate_distance", 4.0)
+    try:
+        ours, lbs = ort_pipe(IMAGES)
+        expected, expected_lbs = torch_pipeline(IMAGES)
+    finally:
+        for pipe in (ort_pipe, torch_pipeline):
+            pipe.detection_threshold = 0.35
+            pipe.fast.suppress_duplicate_hands = False
+    assert lbs == expected_lbs
+    assert ours.detected.sum(1).tolist() == [hands] * len(IMAGES)
+    assert ours.prior_applied.tolist() == [prior] * len(IMAGES)
+    assert_same_hands(ours, expected)
+
+
+def test_acr_export_writes_a_verified_static_model(acr_checkpoint, tmp_path, capsys):
+    path = tmp_path / "acr.onnx"
+    assert acr_export(["--checkpoint", str(acr_checkpoint), "-o", str(path), "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "batch 2, opset 18" in out and "cells and detections identical" in out
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == list(INPUT_NAMES)
+    assert [(i.shape, i.type) for i in session.get_inputs()] == [
+        ([2, 3, 512, 512], "tensor(float)"), ([], "tensor(float)"), ([], "tensor(float)")]
+    assert [o.name for o in session.get_outputs()] == list(OUTPUT_NAMES)
+    for o in session.get_outputs():
+        assert o.type == TYPES[o.name] and o.shape == [2] + SHAPES[o.name], o.name
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["checkpoint"].startswith("wild.pkl:") and meta["batch"] == "2" and meta["input_size"] == "512"
+    one = np.zeros((1, 3, 512, 512), np.float32)
+    with pytest.raises(Exception, match="images"):  # a fixed batch means that batch only
+        session.run(None, {"images": one, "detection_threshold": np.array(0.35, np.float32),
+                           "duplicate_distance": np.array(-1.0, np.float32)})
+
+
+def test_dynamic_export_takes_any_batch(ort_backend):
+    session = ort_backend[0].pipeline._network.session
+    assert session.get_inputs()[0].shape == ["batch", 3, 512, 512]
+    for o in session.get_outputs():
+        assert o.shape == ["batch"] + SHAPES[o.name], o.name
+
+
+def test_export_refuses_what_it_cannot_write():
+    net = random_acr_network(0, "both")
+    with pytest.raises(ValueError, match="opset"):
+        export_onnx(net, batch=1, opset=17)
+    with pytest.raises(ValueError, match="batch"):
+        export_onnx(net, batch=0)
+    with pytest.raises(ValueError, match="export form"):
+        export_onnx(FastACR(net, dtype=torch.bfloat16))
+
+
+def test_providers_are_checked():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    available = ["CPUExecutionProvider"]
+    assert choose_providers((), cpu, available) == ["CPUExecutionProvider"]
+    with pytest.raises(ValueError, match="TensorrtExecutionProvider.*onnxruntime-gpu"):
+        choose_providers(("TensorrtExecutionProvider", "CPUExecutionProvider"), cpu, available)
+    with pytest.warns(RuntimeWarning, match="no CUDAExecutionProvider"):
+        assert choose_providers((), cuda, available) == ["CPUExecutionProvider"]
+    assert choose_providers(("CUDAExecutionProvider",), cuda, available + ["CUDAExecutionProvider"]) == [
+        "CUDAExecutionProvider"]
+
+
+def test_the_torch_runtime_loads_no_onnx():
+    code = ("import sys, acr_ros.backends.acr, acr_ros.acr.pipeline, acr_ros.acr.precision; "
+            "print(sorted(m for m in ('onnx', 'onnxruntime', 'onnxscript') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
