@@ -42,8 +42,8 @@ input topic too (the input's /tf merged into the output's). The same recording g
 byte-identical bag and identical results arrays on every run (same machine, backend and options).
 Unusable images, damaged storage and missing topics are reported on stderr with the file and the
 reason; what can be read is processed and the exit code is 1. Ctrl-C stops after the batch in
-flight and closes every output (exit code 130); a second Ctrl-C stops at once. --depth does not
-apply to recordings yet (their aligned depth topics are not read).
+flight and closes every output (exit code 130); a second Ctrl-C stops at once. --depth-topic
+places the hands on the recording's aligned depth images (as --depth does for folders and videos).
 
 -t/--temporal: One-Euro smoothing per hand side (acr_ros.acr.one_euro.SmoothingConfig defaults,
 as the node). ACR smooths the MANO pose and shape (the seed demo's -t); the MediaPipe backend
@@ -253,6 +253,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     bags = parser.add_argument_group("recordings (rosbag2 bag directories, .mcap or .db3 files)")
     bags.add_argument("--image-topic", help="sensor_msgs/Image or CompressedImage topic (default: the bag's only one)")
     bags.add_argument("--camera-info-topic", help="default: the image topic's sibling camera_info, when recorded")
+    bags.add_argument("--depth-topic", help="depth images aligned to the colour images (16UC1 mm, 32FC1 m, or "
+                                            "compressedDepth), paired by stamp: hands placed on them (--depth-scale)")
     bags.add_argument("--copy-inputs", action="store_true",
                       help="copy every input topic into the output bag, so that one file holds both")
     bags.add_argument("--bag-overlay", action="store_true",
@@ -453,12 +455,14 @@ def _put(box: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
 
 
 def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Optional[str] = None,
-                      camera_info_topic: Optional[str] = None, copy_inputs: bool = False, bag_overlay: bool = False,
+                      camera_info_topic: Optional[str] = None, depth_topic: Optional[str] = None,
+                      depth_scale: float = 1.0, copy_inputs: bool = False, bag_overlay: bool = False,
                       render: bool = True, intrinsics_for: Optional[IntrinsicsFor] = None, batch_size: int = 1,
                       max_frames: Optional[int] = None, quiet: bool = False) -> dict:
     """Every frame of a recording's image topic, in order, into NAME_hands/ (an MCAP bag),
     NAME_results.npz and NAME_output.mp4; returns a summary dict ("problems": what failed).
-    intrinsics_for (--calibration, --intrinsics) overrides the recorded camera_info.
+    intrinsics_for (--calibration, --intrinsics) overrides the recorded camera_info. With a depth
+    topic, each hand is placed on the depth image of its frame's stamp (acr_ros.acr.depth.fuse_hand).
 
     Three stages overlap: a thread reads, converts and pairs the images, this thread runs the
     backend on batches of batch_size frames, a thread writes. The queues between them keep the
@@ -479,7 +483,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     for note in recording.notes:  # before choosing topics: damage may be why one is missing
         warn(note)
     try:
-        selection = recording.select(image_topic, camera_info_topic, copy_inputs)
+        selection = recording.select(image_topic, camera_info_topic, copy_inputs, depth_topic)
         name = recording.name
         faces = faces_by_side(backend)
         bag = HandsBag(output_dir / f"{name}_hands", recording, selection, backend, faces, overlay=bag_overlay)
@@ -500,6 +504,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     bar = tqdm(total=total, desc=name, unit="frame", disable=True if quiet else None)
     unusable: dict[str, int] = {}       # reason -> frames
     non_finite = 0                      # hands left out for NaN / Inf values
+    without_depth = unplaced = 0        # frames without a depth image; hands the depth could not place
     backend.static_image_mode = False  # a recording is a video: track
     backend.reset()
     stream = selection.image.name
@@ -508,7 +513,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     def infer(frames: list) -> list:
         """The backend on a batch, then the hand tracks as the node keeps them: a track that ends
         restarts its side's smoothing. Here, not in the writer: the next batch depends on it."""
-        nonlocal non_finite
+        nonlocal non_finite, without_depth, unplaced
         for frame in frames:
             for track in tracker.expire(stream, _stamp_ns(frame)):
                 backend.reset_side(stream, track.side)
@@ -518,6 +523,11 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
             finite = [hand for hand in result.hands if hand.is_finite()]  # as the node: no NaN out
             non_finite += len(result.hands) - len(finite)
             result.hands = one_per_side(FrameResult(finite))
+            if selection.depth is not None:
+                if frame.depth is None or result.intrinsics is None:
+                    without_depth += 1
+                else:
+                    unplaced += sum(not fuse_hand(hand, frame.depth, result.intrinsics).used for hand in result.hands)
             update = tracker.update(stream, _stamp_ns(frame), [hand.side for hand in result.hands])
             for track in update.ended:
                 backend.reset_side(stream, track.side)
@@ -552,7 +562,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
 
     def read() -> None:
         try:
-            for item in read_frames(recording, selection, max_frames, warn=warn):
+            for item in read_frames(recording, selection, max_frames, depth_scale=depth_scale, warn=warn):
                 if intrinsics_for is not None and isinstance(item, RecordedFrame) and item.image is not None:
                     item.intrinsics = intrinsics_for(item.image.shape[1], item.image.shape[0])
                 if not _put(inbox, item, halt.is_set):
@@ -610,6 +620,9 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
         raise failures[0]
     if non_finite:
         warn(f"{recording.path}: {non_finite} hand(s) with NaN or Inf values left out")
+    if without_depth or unplaced:
+        warn(f"{recording.path}: {without_depth} frame(s) without a depth image of their stamp and size on "
+             f"{selection.depth.name}, {unplaced} hand(s) the depth could not place: those keep the model's distance")
     elapsed = time.perf_counter() - started
     outputs = [bag.path] + ([video.path] if video is not None and video.frames else [])
     outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
@@ -640,7 +653,7 @@ def main(argv=None) -> int:
     recordings = [spec for spec in inputs if is_recording(spec)]
     if args.depth is not None and recordings:
         print(f"acr_offline: --depth applies to image, folder and video inputs, not to recordings "
-              f"({', '.join(recordings)}): their hands keep the model's distance", file=sys.stderr)
+              f"({', '.join(recordings)}): give their aligned depth topic with --depth-topic", file=sys.stderr)
     try:
         # Recordings carry their camera_info: no warning when they are all the inputs.
         intrinsics_for = camera_intrinsics(args, warn=len(recordings) < len(inputs))
@@ -671,7 +684,8 @@ def main(argv=None) -> int:
             try:
                 summary = process_recording(
                     backend, spec, args.output_dir, image_topic=args.image_topic,
-                    camera_info_topic=args.camera_info_topic, copy_inputs=args.copy_inputs,
+                    camera_info_topic=args.camera_info_topic, depth_topic=args.depth_topic,
+                    depth_scale=args.depth_scale, copy_inputs=args.copy_inputs,
                     bag_overlay=args.bag_overlay, render=not args.no_render, intrinsics_for=given_intrinsics,
                     batch_size=args.batch_size, max_frames=args.max_frames, quiet=args.quiet)
             except RecordingError as error:  # names the file and what is wrong

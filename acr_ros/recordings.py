@@ -28,8 +28,9 @@ Pairing
 Writing (HandsBag, MCAP storage)
     {prefix}/hands (with the hand tracks), {prefix}/left|right/wrist_pose, /tf, {prefix}/markers,
     {prefix}/overlay (optional), {prefix}/mesh (ACR, once): the node's topics and messages, each
-    stamped with its source image's stamp and written at the image's record time; /tf_static of the input passed through (all of it, so that the camera's
-    static transforms are there), and with copy_inputs every input topic, at their record times.
+    stamped with its source image's stamp and written at the image's record time; /tf_static of
+    the input passed through (all of it, so that the camera's static transforms are there), and
+    with copy_inputs every input topic, at their record times.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ from acr_ros import ros_messages
 from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
 from acr_ros.cdr import CdrDecoder, CdrEncoder
 from acr_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, bgr_to_image, compressed_to_bgr,
-                                      image_to_bgr)
+                                      depth_to_metres, image_to_bgr)
 from acr_ros.media import RECORDING_SUFFIXES
 
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -245,6 +246,7 @@ class TopicSelection:
     image: Topic
     camera_info: Optional[str]       # None: the recording has none for this camera
     copied: tuple[Topic, ...]        # passed through to the output
+    depth: Optional[Topic] = None    # depth images aligned to the colour images, paired by stamp
 
 
 class Recording:
@@ -322,10 +324,14 @@ class Recording:
                                                 for t in found)
 
     def select(self, image_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
-               copy_inputs: bool = False) -> TopicSelection:
-        """The topics to read; RecordingError when the image topic is missing, ambiguous or not an image."""
+               copy_inputs: bool = False, depth_topic: Optional[str] = None) -> TopicSelection:
+        """The topics to read; RecordingError when the image topic is missing, ambiguous or not an image.
+        Without image_topic: the recording's only image topic, depth topics (the given one, and those
+        named ...depth...) aside."""
         if not image_topic:
-            found = self.image_topics()
+            found = [t for t in self.image_topics() if t.name != depth_topic]
+            colour = [t for t in found if "depth" not in t.name.lower()]  # e.g. .../aligned_depth_to_color/...
+            found = colour if len(colour) == 1 else found
             if not found:
                 raise RecordingError(f"{self.path}: {self.describe_image_topics()}")
             if len(found) > 1:
@@ -348,8 +354,15 @@ class Recording:
         else:
             sibling = self.topics.get(camera_info_sibling(image.name, image.msgtype))
             camera_info_topic = sibling.name if sibling is not None and sibling.msgtype == CAMERA_INFO_TYPE else None
+        depth = None
+        if depth_topic:
+            depth = self.topics.get(depth_topic)
+            if depth is None or depth.msgtype not in IMAGE_TYPES:
+                what = f"is {depth.msgtype}, not an image" if depth else "is not in it"
+                raise RecordingError(f"{self.path}: the depth topic {depth_topic} {what}; "
+                                     f"{self.describe_image_topics()}")
         copied = [t for t in self.topics.values() if copy_inputs or t.name == TF_STATIC]
-        return TopicSelection(image, camera_info_topic, tuple(copied))
+        return TopicSelection(image, camera_info_topic, tuple(copied), depth)
 
     def messages(self, topics) -> Iterator[tuple[str, int, bytes]]:
         """(topic, record time ns, CDR bytes) of the given topic names in record order; stops at
@@ -412,6 +425,7 @@ class RecordedFrame:
     image: Optional[np.ndarray] = None          # BGR uint8
     intrinsics: Optional[CameraIntrinsics] = None  # None: the backend's default camera
     problem: str = ""
+    depth: Optional[np.ndarray] = None          # (H, W) metres of the aligned depth image, NaN unmeasured
     tracks: dict = field(default_factory=dict)  # side -> acr_ros.tracks.Track of the hands, once processed
 
     @property
@@ -453,12 +467,16 @@ class _Intrinsics:
 
 
 def read_frames(recording: Recording, selection: TopicSelection, max_frames: Optional[int] = None,
-                max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, depth_scale: float = 1.0,
                 warn: Callable[[str], None] = lambda message: None) -> Iterator:
     """The selected topics in record order: InputMessage for each copied message, RecordedFrame for
-    each image (converted and paired with its CameraInfo). warn(message) is called once per kind of
-    fallback that changes results (e.g. default intrinsics for a camera_info of another size)."""
+    each image (converted and paired with its CameraInfo, and with the depth image of its stamp
+    when a depth topic is selected; depth_scale: millimetres per unit of 16-bit depth). warn(message)
+    is called once per kind of fallback that changes results (e.g. default intrinsics for a
+    camera_info of another size)."""
     image_topic, info_topic = selection.image.name, selection.camera_info
+    depth_topic = selection.depth.name if selection.depth else None
+    depths: dict[tuple[int, int], SimpleNamespace] = {}  # decoded depth images by stamp, not yet paired
     compressed = selection.image.msgtype == COMPRESSED_IMAGE_TYPE
     decoder = CdrDecoder(typestore())
     copied = {t.name for t in selection.copied}
@@ -491,10 +509,10 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
         except ImageConversionError as error:
             frame.problem = str(error)
             return frame
+        height, width = frame.image.shape[:2]
         info = infos.get(item.stamp) if info_topic else None
         if info is not None:
             frame.intrinsics = CameraIntrinsics.from_k(info.k)
-            height, width = frame.image.shape[:2]
             if frame.intrinsics is None:
                 warn_once("uncalibrated", f"camera_info on {info_topic} has no usable K (uncalibrated): "
                                           "the default intrinsics are used, depth is approximate")
@@ -502,19 +520,41 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
                 warn_once("size", f"camera_info on {info_topic} is for {info.width}x{info.height} but the images "
                                   f"are {width}x{height}: the default intrinsics are used, depth is approximate")
                 frame.intrinsics = None
+        depth = depths.pop(item.stamp, None)
+        if depth is not None:
+            try:
+                frame.depth = depth_to_metres(depth, depth_scale, max_pixels)
+            except ImageConversionError as error:
+                warn_once("bad_depth", f"{recording.path}: a depth image on {depth_topic} is unusable ({error}): "
+                                       "those hands keep the model's distance")
+            if frame.depth is not None and frame.depth.shape != frame.image.shape[:2]:
+                warn_once("depth_size", f"{recording.path}: depth images on {depth_topic} are "
+                                        f"{frame.depth.shape[1]}x{frame.depth.shape[0]}, the colour images "
+                                        f"{width}x{height}: not aligned, not used")
+                frame.depth = None
         return frame
 
     def ready(item: _Pending, now: int) -> bool:
-        return (item.index < 0 or item.stamp is None or info_topic is None or item.stamp in infos.by_stamp
-                or now - item.time > PAIRING_WINDOW_NS)
+        if item.index < 0 or item.stamp is None or now - item.time > PAIRING_WINDOW_NS:
+            return True
+        return ((info_topic is None or item.stamp in infos.by_stamp)
+                and (depth_topic is None or item.stamp in depths))
 
     def release(now: Optional[int]):
         while pending and (now is None or ready(pending[0], now)):
             item = pending.popleft()
             yield convert(item) if item.index >= 0 else InputMessage(item.topic, item.time, item.raw)
 
-    topics = copied | {image_topic} | ({info_topic} if info_topic else set())
+    topics = copied | {image_topic} | {t for t in (info_topic, depth_topic) if t}
     for topic, time, raw in recording.messages(topics):
+        if topic == depth_topic:
+            try:
+                depth = decoder.decode(raw, selection.depth.msgtype)
+                depths[(depth.header.stamp.sec, depth.header.stamp.nanosec)] = depth
+                while len(depths) > 100:  # depth images no colour image claimed
+                    depths.pop(next(iter(depths)))
+            except ValueError as error:
+                warn_once("bad_depth", f"{recording.path}: a depth image on {depth_topic} is unreadable ({error})")
         if topic == info_topic:
             try:
                 infos.add(decoder.decode(raw, CAMERA_INFO_TYPE))

@@ -15,8 +15,8 @@ import pytest
 
 from acr_ros import offline
 from acr_ros.recordings import Recording, RecordingError, read_frames
-from support.bags import (CAMERA_FRAME, FOCAL, IMAGE_TOPIC, INFO_TOPIC, clip_frames, read_bag, topic_metadata,
-                          write_bag)
+from support.bags import (CAMERA_FRAME, DEPTH_TOPIC, FOCAL, IMAGE_TOPIC, INFO_TOPIC, clip_frames, read_bag,
+                          topic_metadata, write_bag)
 
 PREFIX = "/acr_hands"
 STORAGES = ("mcap", "sqlite3", "mcap-file")
@@ -165,6 +165,21 @@ def test_copy_inputs_with_compressed_images_and_robot_tf(tmp_path, frames):
     assert len(tf) - len(odometry) == sum(len(m.msg.hands) > 0 for m in hands)
     times = [m.time for m in messages]
     assert times == sorted(times)
+
+
+def test_hands_placed_on_the_aligned_depth_topic(tmp_path, frames):
+    recorded = write_bag(tmp_path / "robot", frames[:3], "mcap", depth_mm=300)
+    out = tmp_path / "out"
+    assert run_cli("--inputs", recorded.path, "-o", out, "--backend", "mediapipe", "--no-render",
+                   "--depth-topic", DEPTH_TOPIC) == 0
+    hands = [h for m in by_topic(read_bag(out / "robot_hands"), f"{PREFIX}/hands") for h in m.msg.hands]
+    assert hands and all(h.depth_source == h.DEPTH_FROM_SENSOR and h.depth_samples > 0 for h in hands)
+    # Depth says 30 cm (the model's hand size says about 50 cm here): the hand is placed on the depth.
+    assert all(abs(np.median([j.z for j in h.joints]) - 0.30) < 0.04 for h in hands)
+    with Recording(recorded.path) as recording:
+        assert recording.select().image.name == IMAGE_TOPIC  # the depth topic is not taken for the colour one
+        with pytest.raises(RecordingError, match="the depth topic /nope is not in it"):
+            recording.select(depth_topic="/nope")
 
 
 # ---- choosing topics -------------------------------------------------------------------------------

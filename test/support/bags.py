@@ -31,6 +31,7 @@ CLOCK0 = 1_690_000_000            # s: 2023-07-22, the recording's clock, years 
 CAMERA_FRAME = "camera_color_optical_frame"
 IMAGE_TOPIC = "/camera/color/image_raw"
 INFO_TOPIC = "/camera/color/camera_info"
+DEPTH_TOPIC = "/camera/aligned_depth_to_color/image_raw"
 RECORD_DELAY_NS = 3_000_000       # an image is recorded 3 ms after its stamp, its camera_info 1 ms later
 FOCAL = 300.0                     # px, of the downscaled frames
 
@@ -113,10 +114,12 @@ class Recorded:
 def write_bag(path: Path, frames: Sequence[np.ndarray], storage: str = "mcap", *, compressed: bool = False,
               image_topic: str = IMAGE_TOPIC, camera_info: bool = True, tf_static: bool = True,
               odometry: bool = False, bad_frames: Sequence[int] = (), rate: float = 10.0,
-              extra_image_topic: Optional[str] = None, info_size: Optional[tuple[int, int]] = None) -> Recorded:
+              extra_image_topic: Optional[str] = None, info_size: Optional[tuple[int, int]] = None,
+              depth_mm: Optional[int] = None) -> Recorded:
     """A recording of frames at `rate` Hz. storage: "mcap" or "sqlite3" (bag directories) or
     "mcap-file" (the .mcap file alone). bad_frames: indices recorded as 32FC1 images. info_size:
-    (width, height) the camera_info claims (default: the image's)."""
+    (width, height) the camera_info claims (default: the image's). depth_mm: also record an aligned
+    16UC1 depth image of each frame on DEPTH_TOPIC, every pixel that far."""
     plugin = StoragePlugin.SQLITE3 if storage == "sqlite3" else StoragePlugin.MCAP
     image_type = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
     topic = image_topic + "/compressed" if compressed else image_topic
@@ -130,6 +133,8 @@ def write_bag(path: Path, frames: Sequence[np.ndarray], storage: str = "mcap", *
         static = (writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=_STORE,
                                         offered_qos_profiles=[STATIC_QOS]) if tf_static else None)
         tf = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=_STORE) if odometry else None
+        depths = (writer.add_connection(DEPTH_TOPIC, "sensor_msgs/msg/Image", typestore=_STORE)
+                  if depth_mm is not None else None)
         if static is not None:
             writer.write(static, to_ns(stamp(0, rate)), serialize_message(_static_transforms()))
         for index, bgr in enumerate(frames):
@@ -153,6 +158,9 @@ def write_bag(path: Path, frames: Sequence[np.ndarray], storage: str = "mcap", *
                 writer.write(infos, record_time + 1_000_000, serialize_message(info))
             if tf is not None:
                 writer.write(tf, record_time + 2_000_000, serialize_message(_odometry(index)))
+            if depths is not None:  # recorded after the colour image: the pairing waits for it
+                writer.write(depths, record_time + 5_000_000, serialize_message(
+                    depth_image(bgr.shape[1], bgr.shape[0], depth_mm, when)))
             stamps.append(when)
             times.append(record_time)
     if storage == "mcap-file":
@@ -193,3 +201,13 @@ def topic_metadata(path: Path) -> dict[str, dict]:
         return {c.topic: {"type": c.msgtype, "hash": c.digest, "count": c.msgcount,
                           "qos": c.ext.offered_qos_profiles} for c in reader.connections}
 
+
+
+def depth_image(width: int, height: int, millimetres: int, stamp_, frame_id: str = CAMERA_FRAME) -> Image:
+    """A 16UC1 depth image, every pixel at the same distance: a wall behind nothing."""
+    depth = np.full((height, width), millimetres, np.uint16)
+    msg = Image(height=height, width=width, encoding="16UC1", is_bigendian=0, step=depth.strides[0])
+    msg.data = depth.tobytes()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = stamp_
+    msg.header.frame_id = frame_id
+    return msg
