@@ -828,12 +828,8 @@ class HandsNode(LifecycleNode):
         self.counters.add("published")
 
     def _publish_markers(self, header, result: FrameResult) -> None:
-        markers = ros_messages.hand_markers(result, header, self.faces, lifetime=self._param("marker_lifetime"))
-        shown = {hand.side for hand in result.hands}
-        gone = self._shown_sides.get(header.frame_id, set()) - shown
-        if gone:
-            markers.markers[:0] = ros_messages.deletion_markers(gone, header).markers
-        self._shown_sides[header.frame_id] = shown
+        markers = ros_messages.frame_markers(result, header, self.faces, self._shown_sides,
+                                             lifetime=self._param("marker_lifetime"))
         if markers.markers:
             self.markers_pub.publish(markers)
 

@@ -6,6 +6,7 @@
     ros2 launch acr_ros hands.launch.py source:=video input:=clip.mp4 rviz:=true
     ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
     ros2 launch acr_ros hands.launch.py autostart:=false   # then: ros2 lifecycle set /acr_hands configure, activate
+    ros2 launch acr_ros hands.launch.py use_sim_time:=true ...   # beside `ros2 bag play --clock`
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
@@ -33,7 +34,9 @@ PARAMETER_ARGUMENTS = {
 
 
 def hands_node(context):
-    overrides = {"autostart": LaunchConfiguration("autostart").perform(context) == "true"}
+    overrides = {"autostart": LaunchConfiguration("autostart").perform(context) == "true",
+                 # a recording played with `ros2 bag play --clock`: the node's clock is the recording's
+                 "use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}
     for name in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
         if value:
@@ -82,6 +85,8 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_info_url", default_value="",
                               description="the image source's calibration YAML (camera_calibration format; "
                                           "path, file:// or package:// URL); empty: uncalibrated"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
+                              description="run the node and RViz on /clock (a bag played with --clock)"),
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
          for name, text in PARAMETER_ARGUMENTS.items()]
 
@@ -105,6 +110,7 @@ def generate_launch_description():
         executable="rviz2",
         name="rviz2",
         arguments=["-d", PathJoinSubstitution([share, "config", "hands.rviz"])],
+        parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
         condition=IfCondition(LaunchConfiguration("rviz")),
     )
     return LaunchDescription(arguments + [OpaqueFunction(function=hands_node), image_source, rviz])

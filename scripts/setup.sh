@@ -112,6 +112,6 @@ install_package() {
 }
 step acr_ros "$(fingerprint "$ROOT/setup.py")" install_package
 
-"$PY" -c 'import rclpy, acr_ros.msg, tf2_msgs.msg, torch, cv2' \
+"$PY" -c 'import rclpy, acr_ros.msg, tf2_msgs.msg, torch, cv2, rosbags.rosbag2' \
   || { echo "set-up finished but the environment does not import; see the messages above" >&2; exit 1; }
 say "ready: $VENV  (activate with: source $VENV/bin/activate)"
