@@ -56,7 +56,8 @@ class HandsRecorder(Node):
         self.name = self.declare_parameter("name", "hands", describe("prefix of the files written")).value
         self.video = self.declare_parameter("video", False, describe(
             "write <name>_output.mp4 instead of one JPEG per overlay frame")).value
-        self.fps = self.declare_parameter("fps", 10.0, describe("frame rate of the mp4")).value
+        self.fps = self.declare_parameter("fps", 10.0, describe(
+            "frame rate of the mp4: the source's (acr_ros_demo passes a clip's own)")).value
         self.max_frames = self.declare_parameter("max_frames", 0, describe(
             "stop after this many hands messages (0: no limit)")).value
         self.idle_timeout = self.declare_parameter("idle_timeout", 0.0, describe(

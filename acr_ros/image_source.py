@@ -66,7 +66,7 @@ class ImageSource(Node):
                 "no camera calibration (parameters camera_info_url or fx): publishing an uncalibrated "
                 "CameraInfo (K all zeros), so consumers place hands with a default focal length and "
                 "distances can be off by a large factor")
-        self.frames_published = 0
+        self.last_stamp = None  # of the last frame published
 
     def param(self, name):
         return self.get_parameter(name).value
@@ -108,7 +108,7 @@ class ImageSource(Node):
             ok, jpeg = cv2.imencode(".jpg", bgr)
             if ok:
                 self.compressed_pub.publish(CompressedImage(header=header, format="jpeg", data=jpeg.tobytes()))
-        self.frames_published += 1
+        self.last_stamp = header.stamp
 
     def wait_for_subscribers(self) -> None:
         wanted = self.param("wait_for_subscribers")

@@ -1,4 +1,5 @@
 """Input media for the offline CLI: an image, a folder of images, a video file or a webcam.
+(Recordings, rosbag2 bags and .mcap files, are read by acr_ros.recordings; is_recording tells them apart.)
 
     with open_media("clip.mp4") as source:
         for frame in source:        # Frame(image BGR uint8, index, timestamp s, name)
@@ -28,6 +29,7 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+RECORDING_SUFFIXES = (".mcap", ".db3")  # rosbag2 storage files (acr_ros.recordings reads them)
 SAMPLES_DIR = Path(__file__).resolve().parent / "data" / "samples"  # the bundled sample media
 
 
@@ -200,6 +202,15 @@ class WebcamSource(MediaSource):
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=2.0)
         self.capture.release()
+
+
+def is_recording(spec) -> bool:
+    """A rosbag2 bag directory (metadata.yaml, or storage files left by a recorder that was killed)
+    or a single .mcap / .db3 file: input for acr_ros.recordings, not for open_media."""
+    path = Path(str(spec)).expanduser()
+    if path.is_dir():
+        return (path / "metadata.yaml").is_file() or any(p.suffix in RECORDING_SUFFIXES for p in path.iterdir())
+    return path.suffix.lower() in RECORDING_SUFFIXES
 
 
 def open_media(spec, folder_fps: float = 30.0, max_frames: Optional[int] = None) -> MediaSource:

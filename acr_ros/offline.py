@@ -1,10 +1,11 @@
-"""Offline hand reconstruction on images, folders, videos and webcams (the seed demo's modes).
+"""Offline hand reconstruction on images, folders, videos, webcams and ROS 2 recordings.
 
-    acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID ...] [-o OUTPUT_DIR] [-t]
+    acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID|BAG ...] [-o OUTPUT_DIR] [-t]
                 [--backend auto|acr|mediapipe] [--checkpoint wild.pkl] [--mano-dir DIR]
                 [--device auto] [--precision auto] [--runtime torch|onnxruntime [--onnx-providers P ...]]
-                [--threshold T] [--no-render]
+                [--threshold T] [--no-render] [--batch-size N]
                 [--calibration camera.yaml | --intrinsics FX FY CX CY] [--depth DEPTH_FOLDER]
+                [--image-topic TOPIC] [--camera-info-topic TOPIC] [--copy-inputs] [--bag-overlay]
 
 Without --inputs it runs on the bundled samples (acr_ros/data/samples: its images as a folder,
 and the clip). The backend is chosen like the node's: ACR when --checkpoint or --mano-dir is given
@@ -24,9 +25,25 @@ Outputs in OUTPUT_DIR (default ./acr_output), for an input named NAME:
     image   NAME_output.jpg                     the input with the hands drawn
     folder  NAME/<image>_output.jpg + NAME_output.mp4
     video   NAME_output.mp4                     (webcam: webcam<ID>_output.mp4)
+    bag     NAME_hands/ (rosbag2, MCAP storage) + NAME_output.mp4, see "Recordings" below
     all     NAME_results.npz                    the results, below
 Overlays show the shaded MANO mesh when the backend has one (ACR), the skeleton otherwise;
 --no-render skips them (results only).
+
+Recordings (acr_ros.recordings): a rosbag2 bag directory (sqlite3 or MCAP storage) or a single
+.mcap or .db3 file. Every image of --image-topic (sensor_msgs/Image or CompressedImage; default:
+the bag's only image topic) is processed, in record order, in batches of --batch-size, with the
+CameraInfo of the image topic's sibling camera_info (or --camera-info-topic; --calibration and
+--intrinsics override both). NAME_hands/ holds what the node would have published, at the images'
+stamps and written at their record times: /acr_hands/hands (hand tracks as the node keeps them),
+/acr_hands/left|right/wrist_pose, /tf, /acr_hands/markers, /acr_hands/mesh (ACR), with
+--bag-overlay /acr_hands/overlay; the input's /tf_static as recorded; with --copy-inputs every
+input topic too (the input's /tf merged into the output's). The same recording gives a
+byte-identical bag and identical results arrays on every run (same machine, backend and options).
+Unusable images, damaged storage and missing topics are reported on stderr with the file and the
+reason; what can be read is processed and the exit code is 1. Ctrl-C stops after the batch in
+flight and closes every output (exit code 130); a second Ctrl-C stops at once. --depth-topic
+places the hands on the recording's aligned depth images (as --depth does for folders and videos).
 
 -t/--temporal: One-Euro smoothing per hand side (acr_ros.acr.one_euro.SmoothingConfig defaults,
 as the node). ACR smooths the MANO pose and shape (the seed demo's -t); the MediaPipe backend
@@ -50,9 +67,12 @@ These are the per-hand fields of acr_ros/Hand (joint order: acr_ros.acr.hands.JO
 from __future__ import annotations
 
 import argparse
+import queue
 import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -64,7 +84,8 @@ from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.backends import BACKENDS, faces_by_side
 from acr_ros.calibration import load_calibration
-from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, natural_key, open_media, sample_inputs
+from acr_ros.media import (SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, is_recording, natural_key, open_media,
+                           sample_inputs)
 
 DEFAULT_OUTPUT = Path("acr_output")
 
@@ -195,8 +216,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         prog="acr_offline", description=__doc__.split("\n\n")[0],
         epilog="Results format and outputs: see the module documentation (python -m pydoc acr_ros.offline).")
     parser.add_argument("-i", "--inputs", nargs="+", default=None,
-                        help="images, folders of images, videos or webcam ids (integers); "
-                             "default: the bundled samples")
+                        help="images, folders of images, videos, webcam ids (integers) or recordings "
+                             "(rosbag2 bag directories, .mcap, .db3); default: the bundled samples")
     parser.add_argument("-o", "--output-dir", type=Path, default=DEFAULT_OUTPUT, help="default: ./acr_output")
     parser.add_argument("-t", "--temporal", action="store_true", help="One-Euro temporal smoothing")
     parser.add_argument("--backend", default="auto", choices=BACKENDS)
@@ -227,8 +248,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-render", action="store_true", help="write results only, no overlays or mp4")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of folder inputs (timestamps, mp4)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop each input after this many frames")
-    parser.add_argument("--batch-size", type=int, default=1, help="frames per forward pass (video, folder)")
+    parser.add_argument("--batch-size", type=int, default=1, help="frames per forward pass (video, folder, recording)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    bags = parser.add_argument_group("recordings (rosbag2 bag directories, .mcap or .db3 files)")
+    bags.add_argument("--image-topic", help="sensor_msgs/Image or CompressedImage topic (default: the bag's only one)")
+    bags.add_argument("--camera-info-topic", help="default: the image topic's sibling camera_info, when recorded")
+    bags.add_argument("--depth-topic", help="depth images aligned to the colour images (16UC1 mm, 32FC1 m, or "
+                                            "compressedDepth), paired by stamp: hands placed on them (--depth-scale)")
+    bags.add_argument("--copy-inputs", action="store_true",
+                      help="copy every input topic into the output bag, so that one file holds both")
+    bags.add_argument("--bag-overlay", action="store_true",
+                      help="write the overlay image into the output bag (raw bgr8, as the node's ~/overlay)")
     return parser.parse_args(argv)
 
 
@@ -368,18 +398,239 @@ def missing_inputs(inputs: list[str]) -> list[str]:
     return [spec for spec in inputs if not str(spec).strip().isdigit() and not Path(spec).expanduser().exists()]
 
 
-def camera_intrinsics(args) -> IntrinsicsFor:
+def camera_intrinsics(args, warn: bool = True) -> IntrinsicsFor:
     """The intrinsics for each image size from --calibration or --intrinsics; without either,
-    None (the backend's default camera) and a warning, once."""
+    None (the backend's default camera) and, with warn, a warning, once."""
     if args.calibration:
         calibration = load_calibration(args.calibration)
         return calibration.intrinsics_for
     if args.intrinsics:
         k = CameraIntrinsics(*args.intrinsics)
         return lambda width, height: k
-    print("acr_offline: warning: no camera intrinsics (--calibration or --intrinsics): hands are placed with "
-          "ACR's default focal length and distances can be off by a large factor", file=sys.stderr)
+    if warn:
+        print("acr_offline: warning: no camera intrinsics (--calibration or --intrinsics): hands are placed with "
+              "ACR's default focal length and distances can be off by a large factor", file=sys.stderr)
     return lambda width, height: None
+
+
+# ---- recordings -------------------------------------------------------------------------------------
+_END = object()  # closes a queue of the recording pipeline
+TRACK_TIMEOUT_S = 2.0  # the node's track_timeout default: a longer gap between frames ends the hand tracks
+
+
+def _stamp_ns(frame) -> int:
+    return frame.header.stamp.sec * 1_000_000_000 + frame.header.stamp.nanosec
+
+
+@contextmanager
+def _stop_on_interrupt():
+    """An Event set by the first Ctrl-C (the run stops after the batch in flight and writes what is
+    done); a second Ctrl-C raises KeyboardInterrupt as usual."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_interrupt(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _put(box: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
+    """Puts item into a bounded queue, waiting for room unless give_up() says the consumer is gone."""
+    while not give_up():
+        try:
+            box.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            pass
+    return False
+
+
+def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Optional[str] = None,
+                      camera_info_topic: Optional[str] = None, depth_topic: Optional[str] = None,
+                      depth_scale: float = 1.0, copy_inputs: bool = False, bag_overlay: bool = False,
+                      render: bool = True, intrinsics_for: Optional[IntrinsicsFor] = None, batch_size: int = 1,
+                      max_frames: Optional[int] = None, quiet: bool = False) -> dict:
+    """Every frame of a recording's image topic, in order, into NAME_hands/ (an MCAP bag),
+    NAME_results.npz and NAME_output.mp4; returns a summary dict ("problems": what failed).
+    intrinsics_for (--calibration, --intrinsics) overrides the recorded camera_info. With a depth
+    topic, each hand is placed on the depth image of its frame's stamp (acr_ros.acr.depth.fuse_hand).
+
+    Three stages overlap: a thread reads, converts and pairs the images, this thread runs the
+    backend on batches of batch_size frames, a thread writes. The queues between them keep the
+    recording's order, so the outputs do not depend on timing. Raises RecordingError (one line
+    naming the file) when the recording or its topics are unusable.
+    """
+    from tqdm import tqdm
+
+    from acr_ros.recordings import HandsBag, InputMessage, Recording, RecordedFrame, read_frames
+    from acr_ros.render import draw_hands
+    from acr_ros.ros_messages import one_per_side
+    from acr_ros.tracks import HandTracker
+
+    def warn(message: str) -> None:
+        tqdm.write(f"acr_offline: {message}", file=sys.stderr)
+
+    recording = Recording(spec)
+    for note in recording.notes:  # before choosing topics: damage may be why one is missing
+        warn(note)
+    try:
+        selection = recording.select(image_topic, camera_info_topic, copy_inputs, depth_topic)
+        name = recording.name
+        faces = faces_by_side(backend)
+        bag = HandsBag(output_dir / f"{name}_hands", recording, selection, backend, faces, overlay=bag_overlay)
+    except BaseException:
+        recording.close()
+        raise
+    if selection.camera_info is None and intrinsics_for is None:
+        warn(f"{recording.path}: no camera_info for {selection.image.name}: the default intrinsics are used, "
+             "depth is approximate (--camera-info-topic, --calibration or --intrinsics to give them)")
+    for skipped in bag.skipped:
+        warn(f"{recording.path}: not copied: {skipped}")
+    recorder = ResultsRecorder(backend)
+    video = (VideoOutput(output_dir / f"{name}_output.mp4", recording.frame_rate(selection.image) or 30.0)
+             if render else None)
+    total = selection.image.count or None
+    if max_frames is not None:
+        total = min(total or max_frames, max_frames)
+    bar = tqdm(total=total, desc=name, unit="frame", disable=True if quiet else None)
+    unusable: dict[str, int] = {}       # reason -> frames
+    non_finite = 0                      # hands left out for NaN / Inf values
+    without_depth = unplaced = 0        # frames without a depth image; hands the depth could not place
+    backend.static_image_mode = False  # a recording is a video: track
+    backend.reset()
+    stream = selection.image.name
+    tracker = HandTracker(TRACK_TIMEOUT_S)
+
+    def infer(frames: list) -> list:
+        """The backend on a batch, then the hand tracks as the node keeps them: a track that ends
+        restarts its side's smoothing. Here, not in the writer: the next batch depends on it."""
+        nonlocal non_finite, without_depth, unplaced
+        for frame in frames:
+            for track in tracker.expire(stream, _stamp_ns(frame)):
+                backend.reset_side(stream, track.side)
+        results = backend.reconstruct([f.image for f in frames], [f.intrinsics for f in frames],
+                                      [f.timestamp for f in frames], [stream] * len(frames))
+        for frame, result in zip(frames, results):
+            finite = [hand for hand in result.hands if hand.is_finite()]  # as the node: no NaN out
+            non_finite += len(result.hands) - len(finite)
+            result.hands = one_per_side(FrameResult(finite))
+            if selection.depth is not None:
+                if frame.depth is None or result.intrinsics is None:
+                    without_depth += 1
+                else:
+                    unplaced += sum(not fuse_hand(hand, frame.depth, result.intrinsics).used for hand in result.hands)
+            update = tracker.update(stream, _stamp_ns(frame), [hand.side for hand in result.hands])
+            for track in update.ended:
+                backend.reset_side(stream, track.side)
+            frame.tracks = update.tracks
+        return results
+
+    def write(segment: list, results: list) -> None:
+        results = iter(results)
+        for item in segment:
+            if isinstance(item, InputMessage):
+                bag.copy(item)
+                continue
+            if item.problem:
+                if item.problem not in unusable:
+                    warn(f"{recording.path}: image {item.index} on {selection.image.name} is unusable: {item.problem}")
+                unusable[item.problem] = unusable.get(item.problem, 0) + 1
+                bar.update(1)
+                continue
+            result = next(results)
+            overlay = draw_hands(item.image, result, faces) if video is not None or bag_overlay else None
+            bag.add(item, result, overlay)
+            height, width = item.image.shape[:2]
+            recorder.add(f"{name}_{item.index:06d}", item.timestamp, width, height, result)
+            if video is not None:
+                video.write(overlay)
+            bar.update(1)
+
+    inbox: queue.Queue = queue.Queue(maxsize=4 * batch_size + 64)
+    outbox: queue.Queue = queue.Queue(maxsize=2)
+    halt = threading.Event()
+    failures: list[BaseException] = []  # raised in the threads (bugs, not bad data)
+
+    def read() -> None:
+        try:
+            for item in read_frames(recording, selection, max_frames, depth_scale=depth_scale, warn=warn):
+                if intrinsics_for is not None and isinstance(item, RecordedFrame) and item.image is not None:
+                    item.intrinsics = intrinsics_for(item.image.shape[1], item.image.shape[0])
+                if not _put(inbox, item, halt.is_set):
+                    return
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            _put(inbox, _END, halt.is_set)
+
+    def write_all() -> None:
+        try:
+            while (job := outbox.get()) is not _END:
+                write(*job)
+        except BaseException as error:
+            failures.append(error)
+
+    reader = threading.Thread(target=read, name=f"{name}_read", daemon=True)
+    writer = threading.Thread(target=write_all, name=f"{name}_write", daemon=True)
+    started = time.perf_counter()
+    finished = interrupted = False
+    with _stop_on_interrupt() as stop:
+        reader.start()
+        writer.start()
+        try:
+            segment, frames = [], []  # items in record order since the last batch; its usable frames
+            while not stop.is_set() and not failures:
+                try:
+                    item = inbox.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if item is not _END:
+                    segment.append(item)
+                    if isinstance(item, RecordedFrame) and not item.problem:
+                        frames.append(item)
+                if len(frames) >= max(1, batch_size) or (item is _END and segment):
+                    _put(outbox, (segment, infer(frames) if frames else []), lambda: not writer.is_alive())
+                    segment, frames = [], []
+                if item is _END:
+                    finished = True
+                    break
+            interrupted = not finished and stop.is_set()
+        except KeyboardInterrupt:  # the second Ctrl-C: the batch in flight is lost
+            interrupted = True
+        finally:
+            halt.set()
+            _put(outbox, _END, lambda: not writer.is_alive())
+            writer.join()
+            reader.join()
+            bar.close()
+            if video is not None:
+                video.close()
+            bag.close()
+            recording.close()
+    if failures:
+        raise failures[0]
+    if non_finite:
+        warn(f"{recording.path}: {non_finite} hand(s) with NaN or Inf values left out")
+    if without_depth or unplaced:
+        warn(f"{recording.path}: {without_depth} frame(s) without a depth image of their stamp and size on "
+             f"{selection.depth.name}, {unplaced} hand(s) the depth could not place: those keep the model's distance")
+    elapsed = time.perf_counter() - started
+    outputs = [bag.path] + ([video.path] if video is not None and video.frames else [])
+    outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
+    problems = [f"{recording.path}: {count} unusable image(s) skipped: {reason}" for reason, count in unusable.items()]
+    if recording.damage:
+        problems.append(recording.damage)
+    return {"input": spec, "name": name, "frames": recorder.num_frames, "hands": recorder.num_hands,
+            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "problems": problems}
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -424,8 +675,14 @@ def run(argv=None) -> int:
     if args.depth is not None and not args.depth.is_dir():
         print(f"acr_offline: --depth {args.depth}: not a folder", file=sys.stderr)
         return 2
+    recordings = [spec for spec in inputs if is_recording(spec)]
+    if args.depth is not None and recordings:
+        print(f"acr_offline: --depth applies to image, folder and video inputs, not to recordings "
+              f"({', '.join(recordings)}): give their aligned depth topic with --depth-topic", file=sys.stderr)
     try:
-        intrinsics_for = camera_intrinsics(args)
+        # Recordings carry their camera_info: no warning when they are all the inputs.
+        intrinsics_for = camera_intrinsics(args, warn=len(recordings) < len(inputs))
+        given_intrinsics = intrinsics_for if args.calibration or args.intrinsics else None
         backend, reason = create_backend(
             args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir,
             options=EngineOptions(device=args.device, precision=args.precision, runtime=args.runtime,
@@ -435,36 +692,60 @@ def run(argv=None) -> int:
     except (ValueError, ImportError) as error:
         print(f"acr_offline: {error}", file=sys.stderr)
         return 2
+    if recordings:
+        from acr_ros.acr.runtime import tune_cpu_allocator
+
+        tune_cpu_allocator()  # recorded images are megabytes each: heap, not an mmap and page faults per image
     print(f"backend: {backend.name} ({reason}); model {backend.model}"
           + (f", weights {backend.checkpoint}" if backend.checkpoint else ""))
     if args.temporal:
         print("temporal smoothing: on (One-Euro, per hand side)")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     for spec in inputs:
-        try:
-            source = open_media(spec, folder_fps=args.fps, max_frames=args.max_frames)
-        except (OSError, ValueError) as error:
-            print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
-            status = 1
-            continue
-        depth = DepthFolder(args.depth, args.depth_scale) if args.depth else None
-        summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics_for,
-                                args.batch_size, args.max_frames, args.quiet, depth)
+        depth = None
+        if spec in recordings:
+            from acr_ros.recordings import RecordingError
+
+            try:
+                summary = process_recording(
+                    backend, spec, args.output_dir, image_topic=args.image_topic,
+                    camera_info_topic=args.camera_info_topic, depth_topic=args.depth_topic,
+                    depth_scale=args.depth_scale, copy_inputs=args.copy_inputs,
+                    bag_overlay=args.bag_overlay, render=not args.no_render, intrinsics_for=given_intrinsics,
+                    batch_size=args.batch_size, max_frames=args.max_frames, quiet=args.quiet)
+            except RecordingError as error:  # names the file and what is wrong
+                print(f"acr_offline: {error}", file=sys.stderr)
+                status = 1
+                continue
+        else:
+            try:
+                source = open_media(spec, folder_fps=args.fps, max_frames=args.max_frames)
+            except (OSError, ValueError) as error:
+                print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
+                status = 1
+                continue
+            depth = DepthFolder(args.depth, args.depth_scale) if args.depth else None
+            summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics_for,
+                                    args.batch_size, args.max_frames, args.quiet, depth)
         if depth is not None and (depth.missing or depth.unused):
             print(f"acr_offline: warning: {spec}: {depth.missing} frame(s) without a depth image of their size, "
                   f"{depth.unused} hand(s) the depth could not place: those keep the model's distance",
                   file=sys.stderr)
-        for path in summary["unreadable"]:
+        for path in summary.get("unreadable", ()):
             print(f"acr_offline: skipping {path}: cannot read it as an image (empty, corrupt or not an image)",
                   file=sys.stderr)
             status = 1
         rate = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
-        unreadable = f", {len(summary['unreadable'])} unreadable" if summary["unreadable"] else ""
+        unreadable = f", {len(summary['unreadable'])} unreadable" if summary.get("unreadable") else ""
         print(f"{summary['name']}: {summary['frames']} frame(s){unreadable}, {summary['hands']} hand(s), "
               f"{rate:.1f} frames/s" + (" (interrupted)" if summary["interrupted"] else ""))
         for path in summary["outputs"]:
             print(f"  {path}")
+        for problem in summary.get("problems", ()):
+            print(f"acr_offline: {problem}", file=sys.stderr)
+            status = 1
         if summary["interrupted"]:
+            status = 130
             break
     backend.close()
     return status

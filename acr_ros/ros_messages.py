@@ -21,9 +21,10 @@ Markers (visualization_msgs/MarkerArray), namespace ``{ns}/{frame_id}/{kind}`` (
 for an empty frame_id) with kind mesh | skeleton | joints | label and id 0 (left) or 1 (right):
 ids are stable per camera and side, so each frame's markers replace the previous ones in place.
 hand_markers() returns ADD markers for the hands present (and DELETE for a kind a present hand
-does not draw, e.g. no mesh); the caller deletes the markers of sides that disappeared with
-deletion_markers(sides, header) (the node remembers which sides it showed per camera). No
-DELETEALL: it would also wipe other publishers' markers on the same topic.
+does not draw, e.g. no mesh); the markers of sides that disappeared are deleted with
+deletion_markers(sides, header); frame_markers() does both, given the sides shown so far per camera
+(the node and the recording writer keep them). No DELETEALL: it would also wipe other publishers'
+markers on the same topic.
 
 Quaternions are (x, y, z, w), unit length, w >= 0, from acr_ros.acr.hands.rotation_to_quaternion()
 (numpy, vectorised; tf_transformations is not used even where installed: one tested code path).
@@ -114,6 +115,28 @@ def time_msg(nanoseconds: int) -> Time:
     """builtin_interfaces/Time of a stamp in integer nanoseconds."""
     sec, nanosec = divmod(int(nanoseconds), 1_000_000_000)
     return Time(sec=sec, nanosec=nanosec)
+
+
+def _build(cls, **fields):
+    """cls(**fields) without running its constructor, which first builds a default for every field
+    (for a TransformStamped: ten throw-away messages); every field must be given. Falls back to the
+    constructor where the generated class keeps its fields elsewhere (another ROS release)."""
+    if not hasattr(cls, "_check_fields"):
+        return cls(**fields)
+    msg = cls.__new__(cls)
+    cls._check_fields.__set__(msg, False)
+    for name, value in fields.items():
+        getattr(cls, f"_{name}").__set__(msg, value)
+    return msg
+
+
+def _set_points(marker: Marker, xyz: np.ndarray, as_array: bool) -> None:
+    """marker.points = the (N, 3) positions: Point objects, or with as_array the float64 array itself,
+    stored in the slot past the setter (for acr_ros.cdr.CdrEncoder; rclpy cannot serialize that)."""
+    if as_array and hasattr(Marker, "_points"):
+        Marker._points.__set__(marker, np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3))
+    else:
+        marker.points = points(xyz)
 
 
 def _quaternion_msg(q) -> Quaternion:
@@ -248,8 +271,9 @@ def joint_frames(hand: HandResult) -> np.ndarray:
 def hand_transforms(frame: FrameResult, header, prefix: str = "hand", joints: bool = True) -> list:
     """geometry_msgs/TransformStamped for each hand's wrist (and, with joints=True, its other 20
     joints), children of header.frame_id, stamped header.stamp. Frames with non-finite values are
-    left out (tf2 rejects them)."""
+    left out (tf2 rejects them). The transforms share one copy of the header."""
     transforms = []
+    stamped = copy_header(header)
     for hand in one_per_side(frame):
         positions = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
         count = NUM_JOINTS if joints else 1
@@ -261,12 +285,10 @@ def hand_transforms(frame: FrameResult, header, prefix: str = "hand", joints: bo
             if not finite[j]:
                 continue
             p, q = positions[j].tolist(), quaternions[j]
-            t = TransformStamped()
-            t.header = copy_header(header)
-            t.child_frame_id = frame_name(prefix, hand.side, JOINT_NAMES[j])
-            t.transform = Transform(translation=Vector3(x=p[0], y=p[1], z=p[2]),
-                                    rotation=Quaternion(x=q[0], y=q[1], z=q[2], w=q[3]))
-            transforms.append(t)
+            transforms.append(_build(
+                TransformStamped, header=stamped, child_frame_id=frame_name(prefix, hand.side, JOINT_NAMES[j]),
+                transform=_build(Transform, translation=_build(Vector3, x=p[0], y=p[1], z=p[2]),
+                                 rotation=_build(Quaternion, x=q[0], y=q[1], z=q[2], w=q[3]))))
     return transforms
 
 
@@ -302,13 +324,15 @@ def _delete(header, ns: str, kind: str, side: str) -> Marker:
 
 
 def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optional[np.ndarray]],
-                 ns: str = "hands", lifetime: float = 0.0) -> MarkerArray:
+                 ns: str = "hands", lifetime: float = 0.0, points_as_arrays: bool = False) -> MarkerArray:
     """RViz markers of the hands of one frame (see the module doc for namespaces, ids, deletion).
 
     Per hand: TRIANGLE_LIST mesh (vertices[faces], side colour, alpha 0.8; only when the hand has
     vertices and faces_by_side has that side's faces), LINE_LIST skeleton (20 bones), SPHERE_LIST
     joints (8 mm), TEXT_VIEW_FACING label "<side> <score>" above the hand. lifetime > 0 (seconds)
-    lets RViz drop markers that are not refreshed, e.g. after the node stops.
+    lets RViz drop markers that are not refreshed, e.g. after the node stops. points_as_arrays:
+    each marker's points as one (N, 3) float64 array, not N Point objects (the recording writer's
+    encoder takes them whole; rclpy cannot serialize such markers).
     """
     out = MarkerArray()
     for hand in one_per_side(frame):
@@ -324,19 +348,19 @@ def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optiona
             m = _marker(header, ns, "mesh", side, Marker.TRIANGLE_LIST, lifetime)
             m.scale = Vector3(x=1.0, y=1.0, z=1.0)
             m.color = _colour(side, MESH_ALPHA)
-            m.points = points(vertices[faces.reshape(-1)])
+            _set_points(m, vertices[faces.reshape(-1)], points_as_arrays)
             out.markers.append(m)
             drawn.add("mesh")
         m = _marker(header, ns, "skeleton", side, Marker.LINE_LIST, lifetime)
         m.scale = Vector3(x=BONE_WIDTH, y=0.0, z=0.0)
         m.color = _colour(side)
-        m.points = points(xyz[_BONES.reshape(-1)])
+        _set_points(m, xyz[_BONES.reshape(-1)], points_as_arrays)
         out.markers.append(m)
         drawn.add("skeleton")
         m = _marker(header, ns, "joints", side, Marker.SPHERE_LIST, lifetime)
         m.scale = Vector3(x=JOINT_DIAMETER, y=JOINT_DIAMETER, z=JOINT_DIAMETER)
         m.color = _colour(side)
-        m.points = points(xyz)
+        _set_points(m, xyz, points_as_arrays)
         out.markers.append(m)
         drawn.add("joints")
         m = _marker(header, ns, "label", side, Marker.TEXT_VIEW_FACING, lifetime)
@@ -357,3 +381,17 @@ def deletion_markers(sides, header, ns: str = "hands") -> MarkerArray:
     """DELETE markers for every marker kind of the given sides (hands that disappeared)."""
     return MarkerArray(markers=[_delete(header, ns, kind, side)
                                 for side in SIDES if side in set(sides) for kind in MARKER_KINDS])
+
+
+def frame_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optional[np.ndarray]],
+                  shown_sides: dict[str, set[str]], lifetime: float = 0.0,
+                  points_as_arrays: bool = False) -> MarkerArray:
+    """hand_markers() of a frame, preceded by DELETE markers for the sides shown on the previous
+    frame of the same frame_id and gone now; shown_sides (frame_id -> sides, the caller's) is updated."""
+    markers = hand_markers(frame, header, faces_by_side, lifetime=lifetime, points_as_arrays=points_as_arrays)
+    shown = {hand.side for hand in frame.hands}
+    gone = shown_sides.get(header.frame_id, set()) - shown
+    if gone:
+        markers.markers[:0] = deletion_markers(gone, header).markers
+    shown_sides[header.frame_id] = shown
+    return markers

@@ -1,9 +1,12 @@
 """Two-hand reconstruction: the hands node (a managed node), optionally an image source and RViz.
 
     ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
+    ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info \
+        depth_topic:=/camera/aligned_depth_to_color/image_raw        # RGB-D: metric hands
     ros2 launch acr_ros hands.launch.py source:=video input:=clip.mp4 rviz:=true
     ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
     ros2 launch acr_ros hands.launch.py autostart:=false   # then: ros2 lifecycle set /acr_hands configure, activate
+    ros2 launch acr_ros hands.launch.py use_sim_time:=true ...   # beside `ros2 bag play --clock`
 
 No half-alive graph: a bad params_file ends the launch before anything starts; the hands node and the
 image source are required (when either exits, the launch ends, with exit code 1 unless it exited 0);
@@ -95,15 +98,21 @@ def rviz(context):
         executable="rviz2",
         name="rviz2",
         arguments=["-d", PathJoinSubstitution([FindPackageShare("acr_ros"), "config", "hands.rviz"])],
+        parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
     )]
 
 
 def hands_node(context):
-    overrides = {"autostart": LaunchConfiguration("autostart").perform(context) == "true"}
+    overrides = {"autostart": LaunchConfiguration("autostart").perform(context) == "true",
+                 # a recording played with `ros2 bag play --clock`: the node's clock is the recording's
+                 "use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}
     for name in PARAMETER_ARGUMENTS:
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
+    depth_topic = LaunchConfiguration("depth_topic").perform(context)
+    if depth_topic:
+        overrides["depth_topics"] = [depth_topic]
     # A LifecycleNode action: launch follows its transition events and can request transitions
     # (launch_ros.events.lifecycle.ChangeState); the node starts itself when autostart is true.
     return required(LifecycleNode(
@@ -143,6 +152,9 @@ def generate_launch_description():
                               description="camera image topic (sensor_msgs/Image)"),
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
                               description="CameraInfo of that camera"),
+        DeclareLaunchArgument("depth_topic", default_value="",
+                              description="depth image registered to that camera (e.g. "
+                              "/camera/aligned_depth_to_color/image_raw); empty: no depth"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "hands.yaml"]),
                               description="parameters of the hands node"),
         DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
@@ -161,6 +173,8 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_info_url", default_value="",
                               description="the image source's calibration YAML (camera_calibration format; "
                                           "path, file:// or package:// URL); empty: uncalibrated"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
+                              description="run the node and RViz on /clock (a bag played with --clock)"),
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
          for name, text in PARAMETER_ARGUMENTS.items()]
 

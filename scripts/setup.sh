@@ -122,6 +122,6 @@ else
   say "no launch stack at $LAUNCH_STACK: ros2 launch is not installed here (a ROS 2 install has it); the launch tests will skip"
 fi
 
-"$PY" -c 'import rclpy, acr_ros.msg, tf2_msgs.msg, torch, cv2' \
+"$PY" -c 'import rclpy, acr_ros.msg, tf2_msgs.msg, torch, cv2, rosbags.rosbag2' \
   || { echo "set-up finished but the environment does not import; see the messages above" >&2; exit 1; }
 say "ready: $VENV  (activate with: source $VENV/bin/activate)"

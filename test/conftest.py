@@ -9,7 +9,10 @@ import pytest
 # DDS must stay on this machine, and concurrent runs must not hear each other.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
-
+# Idle OpenMP threads sleep instead of spinning (read when torch loads, after this): spinning
+# threads starve the node processes the tests run, and on a busy machine a torch op whose threads
+# wait for a descheduled one takes several times longer (the engine tests ~7x on 2 shared cores).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 def pytest_configure(config):
     """scripts/test.sh sets ACR_ROS_EXPECT_LAUNCH where set-up installed the launch stack: there, a

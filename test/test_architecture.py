@@ -72,7 +72,8 @@ def test_there_is_no_import_cycle():
 
 def test_the_embedded_backend_and_the_ros_layer_load_no_torch():
     code = ("import sys, acr_ros.backends, acr_ros.backends.mediapipe, acr_ros.hands_node, acr_ros.offline, "
-            "acr_ros.render, acr_ros.ros_messages; print('torch' in sys.modules)")
+            "acr_ros.render, acr_ros.ros_messages, acr_ros.recordings, acr_ros.acr.runtime; "
+            "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "False"

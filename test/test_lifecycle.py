@@ -43,7 +43,7 @@ class ManagedNode:
                                      self.process)
 
     def close(self) -> int:
-        code, _ = self.process.stop()
+        code = self.process.stop()
         self.probe.close()
         return code
 
@@ -154,7 +154,7 @@ def test_autostart_activates_and_enabled_false_stops_at_inactive(tmp_path):
         assert probe.spin_until(lambda: paused.state() == "inactive", 60, processes[1])
         assert MODEL_LOADED in processes[1].log()
     finally:
-        codes = [process.stop()[0] for process in processes]
+        codes = [process.stop() for process in processes]
         probe.close()
     assert codes == [0, 0]
 

@@ -2,15 +2,18 @@
 
 The library never changes them by itself (importing or constructing anything leaves the process as
 it was); the node, the offline CLI and the benchmark call :func:`tune_process` once they know the
-device and precision.
+device and precision. torch is imported by tune_process only: tune_cpu_allocator serves callers
+without it too (acr_offline reading recordings with the embedded backend).
 """
 from __future__ import annotations
 
 import ctypes
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def tune_cpu_allocator(mmap_threshold: int = 32 << 20, trim_threshold: int = 512 << 20) -> bool:
@@ -35,6 +38,8 @@ def tune_process(device: torch.device, dtype: torch.dtype) -> None:
     * CUDA: cuDNN autotuning (the input is always 512x512: the fastest kernels are picked once);
       fp32 means fp32, so TF32 is switched off for convolutions and matmuls.
     """
+    import torch
+
     if device.type == "cpu":
         tune_cpu_allocator()
     elif device.type == "cuda":

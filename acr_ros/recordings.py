@@ -1,0 +1,676 @@
+"""Recordings in, a bag of hands out: rosbag2 bags (sqlite3 or MCAP storage) and single .mcap files.
+
+Storage is read and written with rosbags (pure Python, pinned in scripts/requirements.txt); the
+messages' CDR bytes with acr_ros.cdr: images and camera_info are decoded without copying their
+pixels into objects with the fields of the ROS messages, so the node's conversions
+(image_conversion) apply unchanged; the outputs are the node's own messages (ros_messages),
+encoded with zeroed padding, so the same recording always gives the same bytes.
+
+    recording = Recording("my_bag/")                  # RecordingError: one line naming the file
+    selection = recording.select(image_topic=None)    # the bag's only image topic, its camera_info
+    for item in read_frames(recording, selection):    # InputMessage | RecordedFrame, record order
+        ...
+    with HandsBag("out/my_bag_hands", recording, selection, backend, faces) as bag:
+        bag.copy(message); bag.add(frame, result, overlay)
+
+Reading
+    A directory with metadata.yaml is a rosbag2 bag (any number of storage files); a directory
+    without one (the recorder was killed before writing it) is read through its .mcap / .db3
+    files directly, in name order; a .mcap or .db3 file on its own is one storage file.
+    Damaged storage is read up to the damage: an MCAP file cut short (no summary or footer) is
+    scanned from the start; a truncated sqlite3 file is read in insertion order through a VFS
+    that pads it to the size its header records (SQLite refuses shorter files). Where reading
+    stops early, Recording.damage says where and why.
+Pairing
+    An image is paired with the CameraInfo of its exact stamp; failing that, the newest one read
+    so far. Images wait for their CameraInfo up to PAIRING_WINDOW_NS of record time (a driver
+    may record it just after the image), so the pairing depends on the recording only.
+Writing (HandsBag, MCAP storage)
+    {prefix}/hands (with the hand tracks), {prefix}/left|right/wrist_pose, /tf, {prefix}/markers,
+    {prefix}/overlay (optional), {prefix}/mesh (ACR, once): the node's topics and messages, each
+    stamped with its source image's stamp and written at the image's record time; /tf_static of
+    the input passed through (all of it, so that the camera's static transforms are there), and
+    with copy_inputs every input topic, at their record times.
+"""
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable, Iterator, Optional
+
+import apsw
+import numpy as np
+from rosbags.interfaces import (Connection, ConnectionExtRosbag2, MessageDefinition, MessageDefinitionFormat, Qos,
+                                QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime)
+from rosbags.rosbag2 import ReaderError, StoragePlugin, Writer, WriterError
+from rosbags.rosbag2.metadata import parse_qos
+from rosbags.rosbag2.reader import DirectoryReader
+from rosbags.rosbag2.storage_mcap import McapReader
+from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from tf2_msgs.msg import TFMessage
+
+from acr_ros import ros_messages
+from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
+from acr_ros.cdr import CdrDecoder, CdrEncoder
+from acr_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, bgr_to_image, compressed_to_bgr,
+                                      depth_to_metres, image_to_bgr)
+from acr_ros.media import RECORDING_SUFFIXES
+
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+IMAGE_TYPES = ("sensor_msgs/msg/Image", COMPRESSED_IMAGE_TYPE)
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_STATIC = "/tf_static"
+DEFAULT_PREFIX = "/acr_hands"        # the node's default name: the output topics are the node's
+PAIRING_WINDOW_NS = 500_000_000      # how long (record time) an image waits for its CameraInfo
+_ACR_ROS_MESSAGES = ("Hand", "Hands", "HandMesh")
+
+
+class RecordingError(ValueError):
+    """A recording that cannot be used; ``str(error)`` names the file and says what is wrong."""
+
+
+# ---- message types ---------------------------------------------------------------------------------
+def _acr_ros_msg_dir() -> Path:
+    """This package's .msg files: installed (ament index), else the source checkout (pip set-up)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory("acr_ros")) / "msg"
+        if installed.is_dir():
+            return installed
+    except (ImportError, LookupError, OSError):  # no ament index (AMENT_PREFIX_PATH unset)
+        pass
+    return Path(__file__).resolve().parents[1] / "msg"
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """ROS 2 Jazzy's standard types plus acr_ros/msg/*: definitions and type hashes for the writer."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    folder = _acr_ros_msg_dir()
+    types = {}
+    for name in _ACR_ROS_MESSAGES:
+        types.update(get_types_from_msg((folder / f"{name}.msg").read_text(), f"acr_ros/msg/{name}"))
+    store.register(types)
+    return store
+
+
+def _qos(depth: int, durability: QosDurability = QosDurability.VOLATILE) -> Qos:
+    infinite = QosTime(9223372036, 854775807)  # how Jazzy's rosbag2 writes "no limit"
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, durability, infinite, infinite,
+               QosLiveliness.AUTOMATIC, infinite, False)
+
+
+# The node's publishers: replaying the output offers what the node would.
+OUTPUT_QOS = _qos(10)
+WRIST_POSE_QOS = _qos(1)
+TF_QOS = _qos(100)
+LATCHED_QOS = _qos(1, QosDurability.TRANSIENT_LOCAL)
+
+
+# ---- damaged storage -----------------------------------------------------------------------------
+class _SalvagingMcapReader(McapReader):
+    """rosbags' MCAP reader, plus files cut short: without a valid footer and summary the file is
+    scanned from its start; reading then stops with an error at the damage."""
+
+    damage = ""
+
+    def _open(self) -> None:
+        try:
+            super()._open()
+        except Exception as error:  # ReaderError, or whatever a damaged summary makes the parser raise
+            if not self.data_start:  # the header itself is wrong: not an MCAP file at all
+                raise
+            self.damage = f"cut short (no valid MCAP summary: {error}); reading it from the start up to the damage"
+            for table in (self.schemas, self.channels, self.chunks, self.connections):
+                table.clear()
+            self.data_end = self.bio.seek(0, 2)
+            try:
+                self.meta_scan()  # the topics; it stops where the data does
+            except Exception:  # the damage: what is before it was scanned
+                pass
+
+
+class _PaddedFile(apsw.VFSFile):
+    def __init__(self, name, flags, size: int):
+        super().__init__("", name, flags)
+        self.size = size
+
+    def xFileSize(self) -> int:
+        return max(super().xFileSize(), self.size)
+
+
+class _PaddedVFS(apsw.VFS):
+    """Reports a truncated sqlite3 file at the size its header records; the missing pages read as
+    zeros (a short read), so SQLite reads every page before them instead of refusing the file."""
+
+    def __init__(self, name: str, size: int):
+        self.size = size
+        super().__init__(name, "")
+
+    def xOpen(self, name, flags):
+        return _PaddedFile(name, flags, self.size)
+
+
+class _SalvagingSqlite3Reader(Sqlite3Reader):
+    """rosbags' sqlite3 reader, plus truncated files: read through _PaddedVFS, topics from the
+    topics table, messages in insertion (= recording) order up to the damage."""
+
+    damage = ""
+    _vfs: Optional[_PaddedVFS] = None
+
+    def open(self) -> None:
+        try:
+            super().open()
+        except ReaderError as error:
+            with open(self.path, "rb") as file:
+                header = file.read(100)
+            if not header.startswith(b"SQLite format 3\x00") or len(header) < 100:
+                raise
+            page_size = int.from_bytes(header[16:18], "big")
+            page_size = 65536 if page_size == 1 else page_size
+            name = f"acr_ros_padded_{id(self)}"
+            self._vfs = _PaddedVFS(name, page_size * int.from_bytes(header[28:32], "big"))
+            try:
+                self.dbconn = apsw.Connection(f"file:{self.path}?immutable=1", vfs=name,
+                                              flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
+                self.connections = self._salvaged_connections()
+            except apsw.Error as salvage_error:
+                self.close()
+                raise ReaderError(f"{error} (and its topics are unreadable: {salvage_error})") from None
+            self.damage = f"damaged ({error}); reading its messages in recording order up to the damage"
+
+    def _salvaged_connections(self) -> list[Connection]:
+        """The topics as rosbags' reader makes them (so that a bag directory's metadata matches them),
+        without the message counts, which would read every row."""
+        columns = {row[1] for row in self.dbconn.execute("PRAGMA table_info(topics)")}
+        qos = "offered_qos_profiles" if "offered_qos_profiles" in columns else "''"
+        digest = "type_description_hash" if "type_description_hash" in columns else "''"
+        rows = list(self.dbconn.execute(
+            f"SELECT id, name, type, serialization_format, {qos}, {digest} FROM topics ORDER BY id"))
+        definitions = {}
+        if self.dbconn.execute("SELECT count(*) FROM sqlite_master WHERE name='message_definitions'").fetchone()[0]:
+            definitions = {name: (encoding, text) for name, encoding, text in self.dbconn.execute(
+                "SELECT topic_type, encoding, encoded_message_definition FROM message_definitions")}
+        formats = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
+
+        def definition(msgtype: str) -> MessageDefinition:
+            encoding, text = definitions.get(msgtype, ("", ""))
+            return MessageDefinition(formats.get(encoding, MessageDefinitionFormat.NONE), text)
+
+        return [Connection(cid, topic, msgtype, definition(msgtype), digest_value or "", 0,
+                           ConnectionExtRosbag2(fmt, parse_qos(qos_value)), self)
+                for cid, topic, msgtype, fmt, qos_value, digest_value in rows]
+
+    def messages(self, connections, start=None, stop=None):
+        if not self.damage:
+            yield from super().messages(connections, start, stop)
+            return
+        wanted = {c.id: c for c in connections}
+        for cid, timestamp, data in self.dbconn.execute("SELECT topic_id, timestamp, data FROM messages ORDER BY id"):
+            if cid in wanted:
+                yield wanted[cid], timestamp, data
+
+    def close(self) -> None:
+        if self.dbconn is not None:
+            super().close()
+        if self._vfs is not None:
+            self._vfs.unregister()
+            self._vfs = None
+
+
+class _BagDirectory(DirectoryReader):
+    STORAGE_PLUGINS = {"mcap": _SalvagingMcapReader, "sqlite3": _SalvagingSqlite3Reader}
+
+
+def _natural_key(path: Path):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
+# ---- reading ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    msgtype: str
+    count: int                  # messages, as the recording's index says (0 when it has none)
+    connection: Connection      # the first connection: definition, type hash, offered QoS
+
+
+@dataclass(frozen=True)
+class TopicSelection:
+    image: Topic
+    camera_info: Optional[str]       # None: the recording has none for this camera
+    copied: tuple[Topic, ...]        # passed through to the output
+    depth: Optional[Topic] = None    # depth images aligned to the colour images, paired by stamp
+
+
+class Recording:
+    """A recording opened for reading (see the module documentation for what is accepted)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.notes: list[str] = []           # things the user should know (read without metadata, ...)
+        self.damage = ""                     # set when reading stopped before the end of the data
+        self._storages = []
+        if not self.path.exists():
+            raise RecordingError(f"{self.path}: no such file or directory")
+        if self.path.is_dir() and (self.path / "metadata.yaml").is_file():
+            self._storages = [_BagDirectory(self.path)]
+        else:
+            files = ([self.path] if self.path.is_file() else
+                     sorted((p for p in self.path.iterdir() if p.suffix in RECORDING_SUFFIXES), key=_natural_key))
+            if not files:
+                raise RecordingError(f"{self.path}: not a rosbag2 bag (no metadata.yaml, no .mcap or .db3 file)")
+            if self.path.is_dir():
+                self.notes.append(f"{self.path}: no metadata.yaml (the recording was not closed; `ros2 bag "
+                                  f"reindex` restores it): reading {', '.join(p.name for p in files)} directly")
+            for file in files:
+                if file.suffix not in RECORDING_SUFFIXES:
+                    raise RecordingError(f"{file}: not a recording (expected a bag directory, .mcap or .db3)")
+            self._storages = [(_SalvagingMcapReader if f.suffix == ".mcap" else _SalvagingSqlite3Reader)(f)
+                              for f in files]
+        opened = []
+        try:
+            for storage in self._storages:
+                storage.open()
+                opened.append(storage)
+        except Exception as error:  # the readers raise ReaderError, OSError, and parser errors on garbage
+            for storage in opened:
+                storage.close()
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RecordingError(f"{self.path}: cannot read it as a rosbag2 recording: {reason}") from None
+        for storage in self._parts():
+            if storage.damage:
+                self.notes.append(f"{storage.path}: {storage.damage}")
+        self.topics = self._topics()
+
+    def _parts(self):
+        """The storage readers holding the data (a bag directory's own readers)."""
+        for storage in self._storages:
+            yield from (storage.storages if isinstance(storage, DirectoryReader) else [storage])
+
+    def _topics(self) -> dict[str, Topic]:
+        topics: dict[str, Topic] = {}
+        for storage in self._storages:
+            for connection in storage.connections:
+                known = topics.get(connection.topic)
+                count = connection.msgcount + (known.count if known else 0)
+                topics[connection.topic] = Topic(connection.topic, connection.msgtype, count,
+                                                 known.connection if known else connection)
+        return topics
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path.is_file() else (self.path.resolve().name or "recording")
+
+    def frame_rate(self, topic: Topic) -> Optional[float]:
+        """Messages per second of a topic over the recording's span, None when unknown (damaged storage)."""
+        span = sum(storage.metadata.duration for storage in self._storages) * 1e-9
+        return (topic.count - 1) / span if topic.count > 1 and span > 0 else None
+
+    def image_topics(self) -> list[Topic]:
+        return [t for t in self.topics.values() if t.msgtype in IMAGE_TYPES]
+
+    def describe_image_topics(self) -> str:
+        found = self.image_topics()
+        if not found:
+            return "it has no image topics (sensor_msgs/msg/Image or CompressedImage)"
+        return "its image topics: " + ", ".join(f"{t.name} ({t.msgtype.rsplit('/', 1)[1]}, {t.count} messages)"
+                                                for t in found)
+
+    def select(self, image_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
+               copy_inputs: bool = False, depth_topic: Optional[str] = None) -> TopicSelection:
+        """The topics to read; RecordingError when the image topic is missing, ambiguous or not an image.
+        Without image_topic: the recording's only image topic, depth topics (the given one, and those
+        named ...depth...) aside."""
+        if not image_topic:
+            found = [t for t in self.image_topics() if t.name != depth_topic]
+            colour = [t for t in found if "depth" not in t.name.lower()]  # e.g. .../aligned_depth_to_color/...
+            found = colour if len(colour) == 1 else found
+            if not found:
+                raise RecordingError(f"{self.path}: {self.describe_image_topics()}")
+            if len(found) > 1:
+                raise RecordingError(f"{self.path}: several image topics, choose one with --image-topic; "
+                                     f"{self.describe_image_topics()}")
+            image = found[0]
+        elif image_topic not in self.topics:
+            raise RecordingError(f"{self.path}: no topic {image_topic}; {self.describe_image_topics()}")
+        else:
+            image = self.topics[image_topic]
+            if image.msgtype not in IMAGE_TYPES:
+                raise RecordingError(f"{self.path}: {image.name} is {image.msgtype}, not an image "
+                                     f"(sensor_msgs/msg/Image or CompressedImage); {self.describe_image_topics()}")
+        if camera_info_topic:
+            info = self.topics.get(camera_info_topic)
+            if info is None or info.msgtype != CAMERA_INFO_TYPE:
+                raise RecordingError(f"{self.path}: no {CAMERA_INFO_TYPE} topic {camera_info_topic}; its camera "
+                                     "info topics: " + (", ".join(t.name for t in self.topics.values()
+                                                                  if t.msgtype == CAMERA_INFO_TYPE) or "none"))
+        else:
+            sibling = self.topics.get(camera_info_sibling(image.name, image.msgtype))
+            camera_info_topic = sibling.name if sibling is not None and sibling.msgtype == CAMERA_INFO_TYPE else None
+        depth = None
+        if depth_topic:
+            depth = self.topics.get(depth_topic)
+            if depth is None or depth.msgtype not in IMAGE_TYPES:
+                what = f"is {depth.msgtype}, not an image" if depth else "is not in it"
+                raise RecordingError(f"{self.path}: the depth topic {depth_topic} {what}; "
+                                     f"{self.describe_image_topics()}")
+        copied = [t for t in self.topics.values() if copy_inputs or t.name == TF_STATIC]
+        return TopicSelection(image, camera_info_topic, tuple(copied), depth)
+
+    def messages(self, topics) -> Iterator[tuple[str, int, bytes]]:
+        """(topic, record time ns, CDR bytes) of the given topic names in record order; stops at
+        damaged data, which it describes in self.damage."""
+        names = set(topics)
+        count = 0
+        for storage in self._storages:
+            connections = [c for c in storage.connections if c.topic in names]
+            if not connections:
+                continue
+            try:
+                for connection, timestamp, data in storage.messages(connections):
+                    count += 1
+                    yield connection.topic, timestamp, data
+            except Exception as error:  # the storage's own error at the damage: ReaderError, apsw, struct...
+                parts = storage.storages if isinstance(storage, DirectoryReader) else [storage]
+                where = parts[0].path if len(parts) == 1 else storage.path
+                self.damage = (f"{where}: unreadable after {count} messages ({type(error).__name__}: {error}); "
+                               "everything before was processed")
+                return
+
+    def close(self) -> None:
+        for storage in self._storages:
+            storage.close()
+        self._storages = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def camera_info_sibling(image_topic: str, msgtype: str) -> str:
+    """'/cam/image_raw' (and '/cam/image_raw/compressed') -> '/cam/camera_info' (image_transport's
+    convention)."""
+    base = image_topic
+    if msgtype == COMPRESSED_IMAGE_TYPE and base.endswith("/compressed"):
+        base = base[: -len("/compressed")]
+    head, _, _ = base.rpartition("/")
+    return f"{head}/camera_info"
+
+
+@dataclass(frozen=True)
+class InputMessage:
+    """A recorded message passed through to the output unchanged."""
+
+    topic: str
+    time: int           # record time, ns
+    raw: bytes          # CDR, as recorded
+
+
+@dataclass
+class RecordedFrame:
+    """One image of the recording, converted; image None (and problem set) when it is unusable."""
+
+    index: int                                  # position among the image topic's messages
+    time: int                                   # record time, ns
+    header: SimpleNamespace                     # the image's std_msgs/Header: every output's stamp and frame
+    image: Optional[np.ndarray] = None          # BGR uint8
+    intrinsics: Optional[CameraIntrinsics] = None  # None: the backend's default camera
+    problem: str = ""
+    depth: Optional[np.ndarray] = None          # (H, W) metres of the aligned depth image, NaN unmeasured
+    tracks: dict = field(default_factory=dict)  # side -> acr_ros.tracks.Track of the hands, once processed
+
+    @property
+    def timestamp(self) -> float:
+        return self.header.stamp.sec + self.header.stamp.nanosec * 1e-9
+
+
+@dataclass
+class _Pending:
+    """A message read, waiting for its turn (an image: for its CameraInfo)."""
+
+    topic: str
+    time: int
+    raw: bytes
+    index: int = -1                              # images: position among the image topic's messages
+    image: Optional[SimpleNamespace] = None      # images: decoded (None: undecodable, see problem)
+    problem: str = ""
+
+    @property
+    def stamp(self) -> Optional[tuple[int, int]]:
+        return (self.image.header.stamp.sec, self.image.header.stamp.nanosec) if self.image else None
+
+
+@dataclass
+class _Intrinsics:
+    """The CameraInfos read so far (decoded): by stamp, and the newest."""
+
+    by_stamp: dict = field(default_factory=dict)
+    latest: Optional[SimpleNamespace] = None
+
+    def add(self, info: SimpleNamespace) -> None:
+        self.by_stamp[(info.header.stamp.sec, info.header.stamp.nanosec)] = info
+        while len(self.by_stamp) > 1000:
+            self.by_stamp.pop(next(iter(self.by_stamp)))
+        self.latest = info
+
+    def get(self, stamp) -> Optional[SimpleNamespace]:
+        return self.by_stamp.get(stamp, self.latest)
+
+
+def read_frames(recording: Recording, selection: TopicSelection, max_frames: Optional[int] = None,
+                max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, depth_scale: float = 1.0,
+                warn: Callable[[str], None] = lambda message: None) -> Iterator:
+    """The selected topics in record order: InputMessage for each copied message, RecordedFrame for
+    each image (converted and paired with its CameraInfo, and with the depth image of its stamp
+    when a depth topic is selected; depth_scale: millimetres per unit of 16-bit depth). warn(message)
+    is called once per kind of fallback that changes results (e.g. default intrinsics for a
+    camera_info of another size)."""
+    image_topic, info_topic = selection.image.name, selection.camera_info
+    depth_topic = selection.depth.name if selection.depth else None
+    depths: dict[tuple[int, int], SimpleNamespace] = {}  # decoded depth images by stamp, not yet paired
+    compressed = selection.image.msgtype == COMPRESSED_IMAGE_TYPE
+    decoder = CdrDecoder(typestore())
+    copied = {t.name for t in selection.copied}
+    infos = _Intrinsics()
+    warned: set[str] = set()
+    pending: deque[_Pending] = deque()
+    images = 0
+
+    def warn_once(kind: str, message: str) -> None:
+        if kind not in warned:
+            warned.add(kind)
+            warn(message)
+
+    def read_image(topic: str, time: int, raw: bytes) -> _Pending:
+        item = _Pending(topic, time, raw, images)
+        try:  # into a bytearray: the pixels are views of it, writable like a subscription's
+            item.image = decoder.decode(bytearray(raw), selection.image.msgtype)
+        except ValueError as error:
+            item.problem = f"cannot decode the image ({error})"
+        return item
+
+    def convert(item: _Pending) -> RecordedFrame:
+        if item.image is None:
+            header = SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0), frame_id="")
+            return RecordedFrame(item.index, item.time, header, problem=item.problem)
+        msg = item.image
+        frame = RecordedFrame(item.index, item.time, msg.header)
+        try:
+            frame.image = compressed_to_bgr(msg, max_pixels) if compressed else image_to_bgr(msg, max_pixels)
+        except ImageConversionError as error:
+            frame.problem = str(error)
+            return frame
+        height, width = frame.image.shape[:2]
+        info = infos.get(item.stamp) if info_topic else None
+        if info is not None:
+            frame.intrinsics = CameraIntrinsics.from_k(info.k)
+            if frame.intrinsics is None:
+                warn_once("uncalibrated", f"camera_info on {info_topic} has no usable K (uncalibrated): "
+                                          "the default intrinsics are used, depth is approximate")
+            elif (info.width, info.height) not in ((0, 0), (width, height)):
+                warn_once("size", f"camera_info on {info_topic} is for {info.width}x{info.height} but the images "
+                                  f"are {width}x{height}: the default intrinsics are used, depth is approximate")
+                frame.intrinsics = None
+        depth = depths.pop(item.stamp, None)
+        if depth is not None:
+            try:
+                frame.depth = depth_to_metres(depth, depth_scale, max_pixels)
+            except ImageConversionError as error:
+                warn_once("bad_depth", f"{recording.path}: a depth image on {depth_topic} is unusable ({error}): "
+                                       "those hands keep the model's distance")
+            if frame.depth is not None and frame.depth.shape != frame.image.shape[:2]:
+                warn_once("depth_size", f"{recording.path}: depth images on {depth_topic} are "
+                                        f"{frame.depth.shape[1]}x{frame.depth.shape[0]}, the colour images "
+                                        f"{width}x{height}: not aligned, not used")
+                frame.depth = None
+        return frame
+
+    def ready(item: _Pending, now: int) -> bool:
+        if item.index < 0 or item.stamp is None or now - item.time > PAIRING_WINDOW_NS:
+            return True
+        return ((info_topic is None or item.stamp in infos.by_stamp)
+                and (depth_topic is None or item.stamp in depths))
+
+    def release(now: Optional[int]):
+        while pending and (now is None or ready(pending[0], now)):
+            item = pending.popleft()
+            yield convert(item) if item.index >= 0 else InputMessage(item.topic, item.time, item.raw)
+
+    topics = copied | {image_topic} | {t for t in (info_topic, depth_topic) if t}
+    for topic, time, raw in recording.messages(topics):
+        if topic == depth_topic:
+            try:
+                depth = decoder.decode(raw, selection.depth.msgtype)
+                depths[(depth.header.stamp.sec, depth.header.stamp.nanosec)] = depth
+                while len(depths) > 100:  # depth images no colour image claimed
+                    depths.pop(next(iter(depths)))
+            except ValueError as error:
+                warn_once("bad_depth", f"{recording.path}: a depth image on {depth_topic} is unreadable ({error})")
+        if topic == info_topic:
+            try:
+                infos.add(decoder.decode(raw, CAMERA_INFO_TYPE))
+            except ValueError as error:
+                warn_once("bad_info", f"{recording.path}: a camera_info message on {info_topic} is unreadable "
+                                      f"({error}); skipped")
+        if topic in copied:
+            pending.append(_Pending(topic, time, raw))
+        if topic == image_topic:
+            if max_frames is not None and images >= max_frames:
+                break
+            pending.append(read_image(topic, time, raw))
+            images += 1
+        yield from release(time)
+    yield from release(None)
+
+
+# ---- writing ----------------------------------------------------------------------------------------
+class HandsBag:
+    """The output bag (MCAP storage): the node's outputs per frame, and the copied input topics."""
+
+    def __init__(self, path, recording: Recording, selection: TopicSelection, backend, faces: dict,
+                 prefix: str = DEFAULT_PREFIX, overlay: bool = False):
+        self.path = Path(path)
+        self.backend, self.faces = backend, faces
+        self.prefix = "/" + prefix.strip("/")
+        self.skipped: list[str] = []    # copied topics left out, with why
+        self._shown_sides: dict[str, set[str]] = {}
+        self._mesh_pending = faces.get(LEFT) is not None and faces.get(RIGHT) is not None  # ACR: once, first
+        try:
+            self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
+            self.writer.open()
+        except WriterError as error:
+            raise RecordingError(f"{self.path}: {error} (remove it or choose another output folder)") from None
+        except OSError as error:
+            raise RecordingError(f"{self.path}: cannot write the output bag: {error}") from None
+        store = typestore()
+        own = {f"{self.prefix}/hands": ("acr_ros/msg/Hands", OUTPUT_QOS),
+               **{f"{self.prefix}/{side}/wrist_pose": ("geometry_msgs/msg/PoseStamped", WRIST_POSE_QOS)
+                  for side in (LEFT, RIGHT)},
+               "/tf": ("tf2_msgs/msg/TFMessage", TF_QOS),
+               f"{self.prefix}/markers": ("visualization_msgs/msg/MarkerArray", OUTPUT_QOS)}
+        if overlay:
+            own[f"{self.prefix}/overlay"] = ("sensor_msgs/msg/Image", OUTPUT_QOS)
+        if self._mesh_pending:
+            own[f"{self.prefix}/mesh"] = ("acr_ros/msg/HandMesh", LATCHED_QOS)
+        self._own = {topic: self.writer.add_connection(topic, msgtype, typestore=store, offered_qos_profiles=[qos])
+                     for topic, (msgtype, qos) in own.items()}
+        self._encoder = CdrEncoder(store)
+        self._copied: dict[str, Connection] = {}
+        for topic in selection.copied:
+            if topic.name == "/tf" and topic.msgtype == "tf2_msgs/msg/TFMessage":
+                self._copied[topic.name] = self._own["/tf"]  # the robot's TF and the hands' in one topic
+                continue
+            if topic.name in self._own:
+                self.skipped.append(f"{topic.name} (the output writes its own)")
+                continue
+            definition = self._definition(topic)
+            if definition is None:
+                self.skipped.append(f"{topic.name} ({topic.msgtype}: no message definition in the recording, "
+                                    "and not a standard type)")
+                continue
+            qos = list(topic.connection.ext.offered_qos_profiles) if isinstance(
+                topic.connection.ext, ConnectionExtRosbag2) else []
+            self._copied[topic.name] = self.writer.add_connection(
+                topic.name, topic.msgtype, msgdef=definition[0], rihs01=definition[1], offered_qos_profiles=qos)
+
+    @staticmethod
+    def _definition(topic: Topic) -> Optional[tuple[str, str]]:
+        """(message definition, type hash) for the writer: the recording's, else the type store's."""
+        connection = topic.connection
+        if connection.msgdef.format != MessageDefinitionFormat.NONE and connection.msgdef.data and connection.digest:
+            return connection.msgdef.data, connection.digest
+        store = typestore()
+        if topic.msgtype not in store.fielddefs:
+            return None
+        return store.generate_msgdef(topic.msgtype, ros_version=2)[0], store.hash_rihs01(topic.msgtype)
+
+    def copy(self, message: InputMessage) -> None:
+        connection = self._copied.get(message.topic)
+        if connection is not None:
+            self.writer.write(connection, message.time, message.raw)
+
+    def _write(self, topic: str, time: int, msg) -> None:
+        connection = self._own[topic]
+        self.writer.write(connection, time, self._encoder.encode(msg, connection.msgtype))
+
+    def add(self, frame: RecordedFrame, result: FrameResult, overlay: Optional[np.ndarray] = None) -> None:
+        """The outputs of one frame, stamped with its image's header, at its record time."""
+        height, width = frame.image.shape[:2]
+        if self._mesh_pending:
+            self._write(f"{self.prefix}/mesh", frame.time, ros_messages.mesh_msg(
+                self.faces[LEFT], self.faces[RIGHT], ros_messages.copy_header(frame.header).stamp))
+            self._mesh_pending = False
+        hands = ros_messages.frame_to_msg(result, frame.header, width, height, self.backend.name,
+                                          self.backend.model, self.backend.checkpoint, frame.tracks)
+        self._write(f"{self.prefix}/hands", frame.time, hands)
+        for hand in hands.hands:
+            self._write(f"{self.prefix}/{ros_messages.SIDE_NAMES[hand.side]}/wrist_pose", frame.time,
+                        ros_messages.wrist_pose_msg(hands, hand))
+        if result.hands:
+            self._write("/tf", frame.time, TFMessage(transforms=ros_messages.hand_transforms(result, frame.header)))
+        markers = ros_messages.frame_markers(result, frame.header, self.faces, self._shown_sides,
+                                             points_as_arrays=True)
+        if markers.markers:
+            self._write(f"{self.prefix}/markers", frame.time, markers)
+        if overlay is not None and f"{self.prefix}/overlay" in self._own:
+            self._write(f"{self.prefix}/overlay", frame.time, bgr_to_image(overlay, frame.header))
+
+    def close(self) -> None:
+        """Writes the summary, footer and metadata.yaml: a complete bag of what was added."""
+        if self.writer.storage is not None:
+            self.writer.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
