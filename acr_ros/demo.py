@@ -105,6 +105,8 @@ def play(executor, media: Path, args, stop) -> dict:
         spin_until(executor, playing.done, 600, stop)
     source.destroy_node()
     playing.result()  # raises what stopped the source (e.g. unreadable media)
+    if stop.requested:  # the source ended early for it
+        raise Interrupted
     if source.last_stamp is not None:
         # The newest frame is never dropped (older ones may be, newest wins): once its hands are in,
         # so are all the others' (one ordered topic), and only their overlays can trail.
