@@ -50,7 +50,7 @@ def start(module: str, params: dict, log_path: Path, name: str) -> subprocess.Po
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
-def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -59,14 +59,20 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
             process.kill()
 
 
-def spin_until(executor, predicate, timeout: float) -> bool:
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: the demo stops its nodes and ends early."""
+
+
+def spin_until(executor, predicate, timeout: float, stop) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not predicate():
+        if stop.requested:
+            raise Interrupted
         executor.spin_once(timeout_sec=0.1)
     return predicate()
 
 
-def play(executor, media: Path, args) -> dict:
+def play(executor, media: Path, args, stop) -> dict:
     """Publishes one input through the graph and records the node's output; returns its summary."""
     from rclpy.parameter import Parameter
 
@@ -85,9 +91,9 @@ def play(executor, media: Path, args) -> dict:
         cli_args=["--ros-args", "-r", "hands:=/acr_hands/hands", "-r", "overlay:=/acr_hands/overlay"])
     executor.add_node(recorder)
     assert spin_until(executor, lambda: recorder.hands_subscription.get_publisher_count() > 0
-                      and recorder.overlay_subscription.get_publisher_count() > 0, 30), \
+                      and recorder.overlay_subscription.get_publisher_count() > 0, 30, stop), \
         "the recorder did not match the hands node's publishers"
-    source = ImageSource(namespace=CAMERA_NAMESPACE, parameter_overrides=[
+    source = ImageSource(stop=stop, namespace=CAMERA_NAMESPACE, parameter_overrides=[
         Parameter(name, value=value) for name, value in {
             "source": "video" if video else "image", "input": str(media), "loop": False,
             "rate": 0.0 if video else args.rate, "repeat": 1 if video else 3,
@@ -96,15 +102,17 @@ def play(executor, media: Path, args) -> dict:
     # The source paces its frames in a thread of its own while this one records what comes back.
     with ThreadPoolExecutor(1) as thread:
         playing = thread.submit(source.run)
-        spin_until(executor, playing.done, 600)
+        spin_until(executor, playing.done, 600, stop)
     source.destroy_node()
     playing.result()  # raises what stopped the source (e.g. unreadable media)
+    if stop.requested:  # the source ended early for it
+        raise Interrupted
     if source.last_stamp is not None:
         # The newest frame is never dropped (older ones may be, newest wins): once its hands are in,
         # so are all the others' (one ordered topic), and only their overlays can trail.
         last = source.last_stamp.sec + source.last_stamp.nanosec * 1e-9  # as the recorder keeps it
-        spin_until(executor, lambda: any(frame["stamp"] == last for frame in recorder.summaries), 120)
-        spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5)
+        spin_until(executor, lambda: any(frame["stamp"] == last for frame in recorder.summaries), 120, stop)
+        spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5, stop)
     path = recorder.finish()
     executor.remove_node(recorder)
     recorder.destroy_node()
@@ -132,7 +140,11 @@ def main(argv=None) -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
 
-    rclpy.init()
+    from acr_ros.ros_runtime import start_ros
+
+    stop = start_ros("acr_ros_demo", [])
+    if stop is None:
+        return 1
     executor = SingleThreadedExecutor()
     probe = rclpy.create_node("acr_ros_demo")
     executor.add_node(probe)
@@ -145,16 +157,19 @@ def main(argv=None) -> int:
     }, logs / "hands_node.log", "acr_hands")
     summaries = {}
     try:
-        if not spin_until(executor, lambda: node.poll() is not None or bool(reports), 300):
+        if not spin_until(executor, lambda: node.poll() is not None or bool(reports), 300, stop):
             raise RuntimeError("the hands node did not come up")
         if node.poll() is not None:
             print((logs / "hands_node.log").read_text(), file=sys.stderr)
             return 1
         for media in inputs:
             print(f"playing {media.name} ...", flush=True)
-            summaries[media.name] = play(executor, media, args)
+            summaries[media.name] = play(executor, media, args, stop)
+    except Interrupted:
+        print(f"acr_ros_demo: stopped by {stop.name}; outputs so far in {args.output_dir.resolve()}", file=sys.stderr)
+        return 128 + stop.signal  # the shell's convention for a program ended by a signal
     finally:
-        stop(node)
+        stop_process(node)
         executor.shutdown()
         probe.destroy_node()
         rclpy.try_shutdown()

@@ -43,7 +43,7 @@ from rcl_interfaces.msg import (
 from geometry_msgs.msg import PoseStamped
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.impl.implementation_singleton import rclpy_implementation
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -70,6 +70,7 @@ from acr_ros.image_conversion import (
     image_to_bgr,
 )
 from acr_ros.msg import HandMesh, Hands
+from acr_ros.ros_runtime import spin_until_stopped, start_ros, warn_unknown_parameters
 from acr_ros.tracks import HandTracker
 
 
@@ -931,7 +932,9 @@ class HandsNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    stop = start_ros("hands_node", args)
+    if stop is None:
+        return 1
     try:
         node = HandsNode()
     except (ParameterException, NameValidationException) as error:
@@ -939,6 +942,7 @@ def main(args=None) -> int:
         rclpy.logging.get_logger("acr_hands").fatal(str(error))
         rclpy.try_shutdown()
         return 1
+    warn_unknown_parameters(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     code = 0
@@ -946,15 +950,15 @@ def main(args=None) -> int:
         if node.get_parameter("autostart").value and not node.start():
             code = 1  # the model files or parameters are wrong: the transition logged what and where
         else:
-            executor.spin_until_future_complete(node.finished)  # the shutdown transition ends the process
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            spin_until_stopped(executor, stop, node.finished.done)  # the shutdown transition ends the process
     finally:
         # The node's own shutdown work, timed (the interpreter's exit that follows is not the node's).
+        # rclpy stays up until the worker has stopped: nothing is published on a dead context.
         started, logger = time.monotonic(), node.get_logger()
         node.shutdown()
         node.destroy_node()
-        logger.info(f"shut down in {time.monotonic() - started:.3f} s")
+        logger.info(f"shut down in {time.monotonic() - started:.3f} s" + (f" ({stop.name})" if stop.requested else ""))
+        executor.shutdown()
         rclpy.try_shutdown()
     return code
 
