@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from acr_ros.backends import BACKENDS
-from acr_ros.media import VIDEO_SUFFIXES, sample_inputs
+from acr_ros.media import VIDEO_SUFFIXES, VideoSource, sample_inputs
 
 CAMERA_NAMESPACE = "/demo_camera"  # the source publishes image_raw and camera_info in it
 
@@ -50,7 +50,7 @@ def start(module: str, params: dict, log_path: Path, name: str) -> subprocess.Po
         stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
 
-def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -59,39 +59,20 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> None:
             process.kill()
 
 
-class NodeStatus:
-    """Follows the hands node's /diagnostics to know when it has finished every frame it got."""
-
-    def __init__(self, node):
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        self.values: dict[str, str] = {}
-        self.updated_at = 0.0
-        node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-
-    def _on_diagnostics(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith("acr_hands"):
-                self.values = {kv.key: kv.value for kv in status.values}
-                self.updated_at = time.monotonic()
-
-    def count(self, key: str) -> int:
-        return int(self.values.get(key, "0"))
-
-    def settled(self) -> bool:
-        received = self.count("frames received")
-        return received > 0 and received == sum(self.count(key) for key in (
-            "frames published", "frames dropped", "bad input frames", "inference errors", "internal errors"))
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: the demo stops its nodes and ends early."""
 
 
-def spin_until(executor, predicate, timeout: float) -> bool:
+def spin_until(executor, predicate, timeout: float, stop) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not predicate():
+        if stop.requested:
+            raise Interrupted
         executor.spin_once(timeout_sec=0.1)
     return predicate()
 
 
-def play(executor, status: NodeStatus, media: Path, args) -> dict:
+def play(executor, media: Path, args, stop) -> dict:
     """Publishes one input through the graph and records the node's output; returns its summary."""
     from rclpy.parameter import Parameter
 
@@ -99,16 +80,20 @@ def play(executor, status: NodeStatus, media: Path, args) -> dict:
     from acr_ros.image_source import ImageSource
 
     video = media.suffix.lower() in VIDEO_SUFFIXES
+    recording = [Parameter("output_dir", value=str(args.output_dir)), Parameter("name", value=media.stem),
+                 Parameter("video", value=video)]
+    if video:  # the mp4 plays at the clip's own rate
+        clip = VideoSource(media)
+        recording.append(Parameter("fps", value=float(clip.fps)))
+        clip.close()
     recorder = HandsRecorder(
-        parameter_overrides=[Parameter("output_dir", value=str(args.output_dir)),
-                             Parameter("name", value=media.stem), Parameter("video", value=video)],
+        parameter_overrides=recording,
         cli_args=["--ros-args", "-r", "hands:=/acr_hands/hands", "-r", "overlay:=/acr_hands/overlay"])
     executor.add_node(recorder)
     assert spin_until(executor, lambda: recorder.hands_subscription.get_publisher_count() > 0
-                      and recorder.overlay_subscription.get_publisher_count() > 0, 30), \
+                      and recorder.overlay_subscription.get_publisher_count() > 0, 30, stop), \
         "the recorder did not match the hands node's publishers"
-    received_before, published_before = status.count("frames received"), status.count("frames published")
-    source = ImageSource(namespace=CAMERA_NAMESPACE, parameter_overrides=[
+    source = ImageSource(stop=stop, namespace=CAMERA_NAMESPACE, parameter_overrides=[
         Parameter(name, value=value) for name, value in {
             "source": "video" if video else "image", "input": str(media), "loop": False,
             "rate": 0.0 if video else args.rate, "repeat": 1 if video else 3,
@@ -117,15 +102,17 @@ def play(executor, status: NodeStatus, media: Path, args) -> dict:
     # The source paces its frames in a thread of its own while this one records what comes back.
     with ThreadPoolExecutor(1) as thread:
         playing = thread.submit(source.run)
-        spin_until(executor, playing.done, 600)
+        spin_until(executor, playing.done, 600, stop)
     source.destroy_node()
     playing.result()  # raises what stopped the source (e.g. unreadable media)
-    # Done when the node's report says it received every frame and handled each (published,
-    # dropped or refused), and the recorder holds every published frame's hands and overlay.
-    spin_until(executor, lambda: status.count("frames received") - received_before >= source.frames_published
-               and status.settled()
-               and len(recorder.summaries) >= status.count("frames published") - published_before, 120)
-    spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5)  # overlays trail
+    if stop.requested:  # the source ended early for it
+        raise Interrupted
+    if source.last_stamp is not None:
+        # The newest frame is never dropped (older ones may be, newest wins): once its hands are in,
+        # so are all the others' (one ordered topic), and only their overlays can trail.
+        last = source.last_stamp.sec + source.last_stamp.nanosec * 1e-9  # as the recorder keeps it
+        spin_until(executor, lambda: any(frame["stamp"] == last for frame in recorder.summaries), 120, stop)
+        spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5, stop)
     path = recorder.finish()
     executor.remove_node(recorder)
     recorder.destroy_node()
@@ -150,30 +137,39 @@ def main(argv=None) -> int:
     logs.mkdir(exist_ok=True)
 
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
 
-    rclpy.init()
+    from acr_ros.ros_runtime import start_ros
+
+    stop = start_ros("acr_ros_demo", [])
+    if stop is None:
+        return 1
     executor = SingleThreadedExecutor()
     probe = rclpy.create_node("acr_ros_demo")
     executor.add_node(probe)
-    status = NodeStatus(probe)
+    reports = []  # the node's /diagnostics: it is up once it reports
+    probe.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: reports.extend(
+        status for status in msg.status if status.name.startswith("acr_hands")), 10)
     node = start("acr_ros.hands_node", {
         "backend": args.backend, "checkpoint": args.checkpoint, "mano_dir": args.mano_dir,
         "device": args.device, "image_topics": [f"{CAMERA_NAMESPACE}/image_raw"], "qos_reliability": "reliable",
-        "diagnostics_period": 0.2,  # its reports say when every frame of a sample is handled
     }, logs / "hands_node.log", "acr_hands")
     summaries = {}
     try:
-        if not spin_until(executor, lambda: node.poll() is not None or bool(status.values), 300):
+        if not spin_until(executor, lambda: node.poll() is not None or bool(reports), 300, stop):
             raise RuntimeError("the hands node did not come up")
         if node.poll() is not None:
             print((logs / "hands_node.log").read_text(), file=sys.stderr)
             return 1
         for media in inputs:
             print(f"playing {media.name} ...", flush=True)
-            summaries[media.name] = play(executor, status, media, args)
+            summaries[media.name] = play(executor, media, args, stop)
+    except Interrupted:
+        print(f"acr_ros_demo: stopped by {stop.name}; outputs so far in {args.output_dir.resolve()}", file=sys.stderr)
+        return 128 + stop.signal  # the shell's convention for a program ended by a signal
     finally:
-        stop(node)
+        stop_process(node)
         executor.shutdown()
         probe.destroy_node()
         rclpy.try_shutdown()

@@ -16,8 +16,9 @@ With `autostart` (default) the node configures and activates itself at start. `e
 the lifecycle: setting it false deactivates the node, true activates it; it follows the state.
 
 Threading: subscription callbacks only store the newest message of each camera (older unprocessed
-frames are dropped and counted, never queued); one worker thread, running while the node is active,
-converts, batches the cameras' newest frames into one forward pass and publishes. Transitions run
+frames are dropped and counted, never queued) and, with depth_topics, its last depth images; one
+worker thread, running while the node is active, converts, batches the cameras' newest frames into
+one forward pass, places the hands on their depth partners and publishes. Transitions run
 on the executor thread and stop the worker before they change what it uses.
 """
 from __future__ import annotations
@@ -42,7 +43,7 @@ from rcl_interfaces.msg import (
 from geometry_msgs.msg import PoseStamped
 from rclpy.exceptions import NameValidationException, ParameterException
 from rclpy.impl.implementation_singleton import rclpy_implementation
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -52,20 +53,24 @@ from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
-from acr_ros import ros_messages
+from acr_ros import qos, ros_messages
+from acr_ros.acr.depth import fuse_hand
 from acr_ros.acr.hands import LEFT, RIGHT, SIDES, CameraIntrinsics, FrameResult
 from acr_ros.acr.one_euro import SmoothingConfig, lag_seconds
 from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions, parse_providers
 from acr_ros.backends import BACKENDS, THRESHOLDS, BackendOutOfMemoryError, create_backend, faces_by_side
+from acr_ros.depth_pairing import DepthPairing
 from acr_ros.diagnostics import Counters, LatencyStats, RateMeter
 from acr_ros.image_conversion import (
     DEFAULT_MAX_PIXELS,
     ImageConversionError,
     bgr_to_image,
     compressed_to_bgr,
+    depth_to_metres,
     image_to_bgr,
 )
 from acr_ros.msg import HandMesh, Hands
+from acr_ros.ros_runtime import spin_until_stopped, start_ros, warn_unknown_parameters
 from acr_ros.tracks import HandTracker
 
 
@@ -119,9 +124,22 @@ PARAMS = (
           "'camera_info' topic. Several topics are batched into one forward pass", True),
     Param("compressed", False, "Subscribe to '<image topic>/compressed' (sensor_msgs/CompressedImage) "
           "instead of raw images", True),
-    Param("qos_reliability", "best_effort", "Image subscription reliability: best_effort (sensor data, "
-          "REP 2003) or reliable", True, choices=("best_effort", "reliable")),
+    Param("qos_reliability", qos.AUTO, "Input subscription reliability: auto (reliable when every publisher "
+          "of the topic offers reliable, else best effort, re-chosen when the publishers change: what "
+          "ros2 topic echo and rosbag2 do), best_effort (sensor data, REP 2003) or reliable", True,
+          choices=qos.CHOICES),
     Param("qos_depth", 5, "Image subscription queue depth", True, int_range=(1, 100)),
+    Param("camera_info_timeout", 1.0, "Seconds a camera's first frame waits for its first CameraInfo when "
+          "the camera_info topic has a publisher (then: the default intrinsics, with a warning)",
+          float_range=(0.0, 10.0)),
+    Param("depth_topics", [""], "Depth images registered to each colour camera, parallel to image_topics "
+          "(e.g. '/camera/aligned_depth_to_color/image_raw'; a topic ending in '/compressedDepth' is "
+          "read as compressedDepth); '' for a camera without depth; all '': no depth", True),
+    Param("depth_max_time_difference", 0.02, "Seconds between a colour frame's stamp and its depth "
+          "image's; a frame without a depth image that near is placed by the model (counted)",
+          float_range=(0.0, 1.0)),
+    Param("depth_millimetres_per_unit", 1.0, "Millimetres per unit of 16-bit depth images (1.0: "
+          "RealSense, Orbbec, Azure Kinect); 32FC1 depth is metres", float_range=(0.001, 1000.0)),
     Param("max_image_pixels", DEFAULT_MAX_PIXELS, "Larger images are rejected (counted on diagnostics)",
           int_range=(1, 100_000_000)),
     Param("track_timeout", 2.0, "Seconds (image stamps) between two processed frames of a camera beyond "
@@ -175,6 +193,14 @@ def _problem(param: Param, value) -> Optional[str]:
     return None
 
 
+def depth_topics_problem(image_topics: list[str], depth_topics: list[str]) -> Optional[str]:
+    """Why depth_topics does not fit image_topics, or None."""
+    if any(depth_topics) and len(depth_topics) != len(image_topics):
+        return (f"depth_topics has {len(depth_topics)} entries but image_topics has {len(image_topics)}: "
+                "give one per camera ('' for a camera without depth)")
+    return None
+
+
 def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
@@ -183,21 +209,50 @@ def stamp_nanoseconds(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
-class Camera:
-    """One camera's input: the newest unprocessed frame and recent CameraInfos by stamp."""
+@dataclass
+class Input:
+    """One subscription of a camera, with what re-creating it (another reliability) needs."""
 
-    def __init__(self, topic: str):
+    topic: str              # as configured
+    resolved: str           # the topic's full name, remappings applied: what diagnostics and logs show
+    msg_type: type
+    callback: object
+    subscription: object = None
+    reliability: Optional[ReliabilityPolicy] = None
+
+
+class Camera:
+    """One camera's input: the newest unprocessed frame, recent CameraInfos by stamp and, with a
+    depth topic, recent depth images by stamp."""
+
+    def __init__(self, topic: str, depth_topic: str = ""):
         self.topic = topic
+        self.depth_topic = depth_topic
+        self.depth = DepthPairing() if depth_topic else None
         self._frame = None
         self._infos: dict[tuple[int, int], CameraInfo] = {}
         self._latest_info: Optional[CameraInfo] = None
         self._lock = threading.Lock()
+        self.info_arrived = threading.Event()
         self.received = RateMeter()
-        self.subscriptions: list = []  # image and camera_info, while the node is active
+        self.inputs: list[Input] = []  # image, camera_info (and depth), while the node is active
+        self.activated = time.monotonic()
+        self.first_frame: Optional[float] = None   # monotonic times
+        self.last_frame: Optional[float] = None
+        self.encoding = ""                          # of the last frame converted
+        self.default_intrinsics = False             # the last frame ran on the default intrinsics
+        self.warned_default_intrinsics = False
+
+    @property
+    def image_input(self) -> Input:
+        return self.inputs[1]
 
     def put_frame(self, msg) -> bool:
         """Stores msg as the newest frame; True when it replaced an unprocessed one (a drop)."""
         self.received.tick()
+        self.last_frame = time.monotonic()
+        if self.first_frame is None:
+            self.first_frame = self.last_frame
         with self._lock:
             dropped = self._frame is not None
             self._frame = msg
@@ -214,6 +269,7 @@ class Camera:
             while len(self._infos) > 30:
                 self._infos.pop(next(iter(self._infos)))
             self._latest_info = msg
+        self.info_arrived.set()
 
     def info_for(self, stamp) -> Optional[CameraInfo]:
         """The CameraInfo with the image's exact stamp, else the newest one (K rarely changes)."""
@@ -256,7 +312,7 @@ TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durabilit
 
 class HandsNode(LifecycleNode):
     REPORTED = ("bad_input", "inference_errors", "internal_errors")  # counters that set the level
-    STAGES = ("conversion", "inference", "publish")  # latency per stage, on /diagnostics
+    STAGES = ("conversion", "inference", "fusion", "publish")  # latency per stage, on /diagnostics
 
     def __init__(self, backend_factory=None, **node_options):
         """backend_factory() -> (backend, reason) replaces the parameter-driven choice (tests).
@@ -288,6 +344,7 @@ class HandsNode(LifecycleNode):
         self._shown_sides: dict[str, set[str]] = {}  # per frame_id: sides with markers out
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._qos_timer = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
     @property
@@ -318,11 +375,17 @@ class HandsNode(LifecycleNode):
     @_logged
     def on_activate(self, state):
         result = super().on_activate(state)  # the managed publishers first: the worker publishes
-        self.cameras = [self._subscribe(topic) for topic in self._param("image_topics")]
+        image_topics, depth_topics = self._param("image_topics"), self._param("depth_topics")
+        self.cameras = [self._subscribe(topic, depth_topics[i] if any(depth_topics) else "")
+                        for i, topic in enumerate(image_topics)]
+        # auto reliability follows the publishers: checked once a second while active.
+        self._qos_timer = (self.create_timer(1.0, self._follow_publishers)
+                           if self._param("qos_reliability") == qos.AUTO else None)
         self._start_worker()
         self._publish_mesh()
         self._follow_state(enabled=True)
-        self.get_logger().info(f"active: subscribed to {', '.join(c.topic for c in self.cameras)}")
+        self.get_logger().info("active: subscribed to " + ", ".join(
+            f"{i.resolved} ({qos.policy_name(i.reliability)})" for c in self.cameras for i in c.inputs))
         return result
 
     @_logged
@@ -374,6 +437,15 @@ class HandsNode(LifecycleNode):
                 except RCLError as error:  # "failed to resolve name: <why>, at <rcl source>"
                     why = str(error).removeprefix("failed to resolve name: ").split(", at /")[0]
                     raise ValueError(f"parameter image_topics: {name!r} is not a valid topic name: {why}") from None
+        problem = depth_topics_problem(self._param("image_topics"), self._param("depth_topics"))
+        if problem:
+            raise ValueError(problem)
+        for name in filter(None, self._param("depth_topics")):
+            try:
+                self.resolve_topic_name(name)
+            except RCLError as error:
+                why = str(error).removeprefix("failed to resolve name: ").split(", at /")[0]
+                raise ValueError(f"parameter depth_topics: {name!r} is not a valid topic name: {why}") from None
         self._smoothing_changed.clear()
         self.backend, reason = self._backend_factory()
         self.backend.detection_threshold = self._param(self.backend.threshold.parameter)
@@ -433,9 +505,12 @@ class HandsNode(LifecycleNode):
         return stopped
 
     def _unsubscribe(self, reason: str) -> None:
+        if self._qos_timer is not None:
+            self.destroy_timer(self._qos_timer)
+            self._qos_timer = None
         for camera in self.cameras:
-            for subscription in camera.subscriptions:
-                self.destroy_subscription(subscription)
+            for item in camera.inputs:
+                self.destroy_subscription(item.subscription)
             if camera.take_frame() is not None:
                 self.counters.add("dropped", reason)
         self.cameras = []
@@ -488,15 +563,8 @@ class HandsNode(LifecycleNode):
     def _image_topic(self, topic: str) -> str:
         return topic + "/compressed" if self._param("compressed") else topic
 
-    def _subscribe(self, topic: str) -> Camera:
-        camera = Camera(topic)
-        qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST,
-            depth=self._param("qos_depth"),
-            reliability=(ReliabilityPolicy.BEST_EFFORT if self._param("qos_reliability") == "best_effort"
-                         else ReliabilityPolicy.RELIABLE),
-            durability=DurabilityPolicy.VOLATILE,
-        )
+    def _subscribe(self, topic: str, depth_topic: str) -> Camera:
+        camera = Camera(topic, depth_topic)
 
         def on_image(msg):
             self.counters.add("received")
@@ -504,14 +572,48 @@ class HandsNode(LifecycleNode):
                 self.counters.add("dropped", "a newer frame arrived before inference took this one")
             self._wake.set()
 
+        def on_depth(msg):
+            camera.depth.put(stamp_nanoseconds(msg.header.stamp), msg)
+
         # CameraInfo first: the executor takes waiting messages in subscription order, so an image
         # and its CameraInfo that arrive together are converted with it.
         image_type = CompressedImage if self._param("compressed") else Image
-        camera.subscriptions = [
-            self.create_subscription(CameraInfo, sibling_topic(topic, "camera_info"), camera.put_info, qos),
-            self.create_subscription(image_type, self._image_topic(topic), on_image, qos),
-        ]
+        camera.inputs = [self._input(sibling_topic(topic, "camera_info"), CameraInfo, camera.put_info),
+                         self._input(self._image_topic(topic), image_type, on_image)]
+        if depth_topic:
+            depth_type = CompressedImage if depth_topic.endswith("/compressedDepth") else Image
+            camera.inputs.append(self._input(depth_topic, depth_type, on_depth))
+        for item in camera.inputs:
+            self._connect(item, self._reliability_for(item))
         return camera
+
+    def _input(self, topic: str, msg_type, callback) -> Input:
+        return Input(topic, self.resolve_topic_name(topic), msg_type, callback)
+
+    def _reliability_for(self, item: Input) -> ReliabilityPolicy:
+        offered = qos.offered_reliabilities(self.get_publishers_info_by_topic(item.resolved))
+        return qos.choose_reliability(self._param("qos_reliability"), offered)
+
+    def _connect(self, item: Input, reliability: ReliabilityPolicy) -> None:
+        """(Re-)creates an input's subscription with that reliability."""
+        if item.subscription is not None:
+            self.destroy_subscription(item.subscription)
+        profile = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._param("qos_depth"),
+                             reliability=reliability, durability=DurabilityPolicy.VOLATILE)
+        item.subscription = self.create_subscription(item.msg_type, item.topic, item.callback, profile)
+        item.reliability = reliability
+
+    def _follow_publishers(self) -> None:
+        """qos_reliability auto: re-subscribes an input whose publishers now call for the other
+        reliability (a reliable camera replaced by a best-effort one, or the reverse)."""
+        for camera in self.cameras:
+            for item in camera.inputs:
+                reliability = self._reliability_for(item)
+                if reliability != item.reliability:
+                    self.get_logger().info(
+                        f"{item.resolved}: publishers offer {qos.policy_name(reliability)}: "
+                        f"re-subscribing {qos.policy_name(reliability)} (was {qos.policy_name(item.reliability)})")
+                    self._connect(item, reliability)
 
     def _validate_parameters(self, params) -> SetParametersResult:
         # Types and ranges are enforced by the descriptors; the rest is checked here.
@@ -534,6 +636,7 @@ class HandsNode(LifecycleNode):
 
     def _apply_parameters(self, params) -> None:
         for param in params:
+            self.get_logger().info(f"parameter {param.name} set to {param.value!r}")
             if self.configured and param.name == self.backend.threshold.parameter:
                 self.backend.detection_threshold = float(param.value)
             elif param.name.startswith("smoothing."):
@@ -576,6 +679,8 @@ class HandsNode(LifecycleNode):
             self.get_logger().warning(f"dropping a frame from {camera.topic}: {error}",
                                       throttle_duration_sec=5.0)
             return None
+        camera.encoding = getattr(msg, "encoding", "") or getattr(msg, "format", "")
+        self._await_first_info(camera)
         info = camera.info_for(msg.header.stamp)
         intrinsics = CameraIntrinsics.from_k(info.k) if info is not None else None
         if info is not None and intrinsics is not None and (info.width, info.height) not in (
@@ -584,8 +689,26 @@ class HandsNode(LifecycleNode):
                 f"camera_info of {camera.topic} is for {info.width}x{info.height} but the image is "
                 f"{bgr.shape[1]}x{bgr.shape[0]}: using the default intrinsics", throttle_duration_sec=5.0)
             intrinsics = None
+        camera.default_intrinsics = intrinsics is None
+        if intrinsics is None and not camera.warned_default_intrinsics:
+            camera.warned_default_intrinsics = True
+            info_topic = camera.inputs[0].resolved
+            self.get_logger().warning(
+                f"{camera.image_input.resolved}: no usable CameraInfo on {info_topic} "
+                "(none arrived, K all zeros, or another size): the backend's default intrinsics place "
+                "the hands, so their distance is approximate. Fix: publish the camera's calibration "
+                "there (a driver's camera_info_url, image_source's camera_info_url, camera_calibration)")
         self.stage_latency["conversion"].add(time.perf_counter() - start)
         return PendingFrame(camera, msg.header, bgr, intrinsics)
+
+    def _await_first_info(self, camera: Camera) -> None:
+        """A camera's first frames may overtake its first CameraInfo: they wait for it, up to
+        camera_info_timeout after the first frame, when the camera_info topic has a publisher."""
+        if camera.info_arrived.is_set() or camera.first_frame is None:
+            return
+        remaining = camera.first_frame + self._param("camera_info_timeout") - time.monotonic()
+        if remaining > 0 and self.count_publishers(camera.inputs[0].resolved) > 0:
+            camera.info_arrived.wait(remaining)
 
     def _process(self, batch) -> None:
         if self._smoothing_changed.is_set():
@@ -603,7 +726,43 @@ class HandsNode(LifecycleNode):
             return
         for frame, result in zip(batch, results):
             if result is not None:
+                if frame.camera.depth is not None:
+                    self._fuse_depth(frame, result)
                 self._publish(frame, result)
+
+    def _fuse_depth(self, frame: PendingFrame, result: FrameResult) -> None:
+        """Places the frame's hands on its depth partner (same stamp within
+        depth_max_time_difference); without one, or with unusable depth, the model's placement
+        stays and each hand says so (depth_source model)."""
+        start = time.perf_counter()
+        camera = frame.camera
+        max_difference_ns = int(self._param("depth_max_time_difference") * 1e9)
+        msg = camera.depth.partner(stamp_nanoseconds(frame.header.stamp), max_difference_ns)
+        if msg is None:
+            self.counters.add("depth_unpaired", f"no depth image within {max_difference_ns / 1e6:.0f} ms of "
+                              f"a frame of {camera.topic}")
+            return
+        try:
+            metres = depth_to_metres(msg, self._param("depth_millimetres_per_unit"),
+                                     max_pixels=self._param("max_image_pixels"))
+        except ImageConversionError as error:
+            self.counters.add("bad_depth", str(error))
+            self.get_logger().warning(f"depth image of {camera.depth_topic} not used: {error}",
+                                      throttle_duration_sec=5.0)
+            return
+        height, width = frame.bgr.shape[:2]
+        if metres.shape != (height, width):
+            reason = (f"depth image of {camera.depth_topic} is {metres.shape[1]}x{metres.shape[0]} but the "
+                      f"colour image is {width}x{height}: subscribe to the depth registered to colour "
+                      "(e.g. aligned_depth_to_color/image_raw)")
+            self.counters.add("bad_depth", reason)
+            self.get_logger().warning(reason, throttle_duration_sec=5.0)
+            return
+        for hand in result.hands:
+            fit = fuse_hand(hand, metres, result.intrinsics)
+            if not fit.used:
+                self.counters.add("depth_unplaced", fit.reason)
+        self.stage_latency["fusion"].add(time.perf_counter() - start)
 
     def _reconstruct(self, batch: list[PendingFrame]) -> list[Optional[FrameResult]]:
         """The backend's results, None for frames it failed on; a failure never takes the node down.
@@ -676,6 +835,29 @@ class HandsNode(LifecycleNode):
             self.markers_pub.publish(markers)
 
     # ---- diagnostics --------------------------------------------------------------------------
+    SILENCE_S = 3.0  # a camera with a publisher but no frame for this long is reported
+
+    def _input_warning(self) -> str:
+        """What is wrong with the inputs now, or ''."""
+        now = time.monotonic()
+        for camera in self.cameras:
+            topic = camera.image_input.resolved
+            silent = now - (camera.last_frame or camera.activated)
+            if silent > self.SILENCE_S and self.count_publishers(topic) > 0:
+                return (f"{topic} has a publisher but no frame arrived for {silent:.0f} s (a QoS mismatch, "
+                        "e.g. a reliable qos_reliability and a best-effort camera?)")
+            if camera.default_intrinsics:
+                return f"{topic} runs on the default intrinsics: hand distances are approximate"
+        return ""
+
+    @staticmethod
+    def _encoding_note(encoding: str) -> str:
+        if not encoding:
+            return "no frame yet"
+        if encoding.lower() in ("mono8", "8uc1", "mono16"):
+            return f"{encoding} (grey: replicated to 3 channels for the model)"
+        return encoding
+
     def _publish_diagnostics(self) -> None:
         p50, p95 = self.latency.percentiles(50, 95)
         dropped, bad = self.counters.get("dropped"), self.counters.get("bad_input")
@@ -690,6 +872,12 @@ class HandsNode(LifecycleNode):
             level, message = DiagnosticStatus.ERROR, self.counters.reason(name)
         elif new["bad_input"]:
             level, message = DiagnosticStatus.WARN, self.counters.reason("bad_input")
+        elif not self.active:
+            level = DiagnosticStatus.WARN
+        else:
+            warning = self._input_warning()
+            if warning:
+                level, message = DiagnosticStatus.WARN, warning
         smoothing = self._smoothing_config()
         values = {
             "backend": self.backend.name,
@@ -718,8 +906,22 @@ class HandsNode(LifecycleNode):
             "internal errors": str(internal),
             "hands with NaN/Inf dropped": str(self.counters.get("non_finite_hands")),
         })
+        if any(camera.depth is not None for camera in self.cameras):
+            values.update({
+                "frames without a depth partner": str(self.counters.get("depth_unpaired")),
+                "hands the depth could not place": str(self.counters.get("depth_unplaced")),
+                "why the last one was not placed": self.counters.reason("depth_unplaced"),
+                "depth images refused": str(self.counters.get("bad_depth")),
+                "last refused depth": self.counters.reason("bad_depth"),
+            })
         for camera in self.cameras:
-            values[f"input rate {camera.topic} (Hz)"] = f"{camera.received.rate():.2f}"
+            image = camera.image_input
+            topic = image.resolved
+            values[f"input rate {topic} (Hz)"] = f"{camera.received.rate():.2f}"
+            values[f"input {topic}"] = (f"{qos.policy_name(image.reliability)}, "
+                                        f"{self._encoding_note(camera.encoding)}, "
+                                        + ("default intrinsics (no usable CameraInfo)" if camera.default_intrinsics
+                                           else "calibrated"))
         status = DiagnosticStatus(
             level=level, name=f"{self.get_name()}: hand reconstruction", message=message,
             hardware_id=self.backend.device,
@@ -730,7 +932,9 @@ class HandsNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    stop = start_ros("hands_node", args)
+    if stop is None:
+        return 1
     try:
         node = HandsNode()
     except (ParameterException, NameValidationException) as error:
@@ -738,6 +942,7 @@ def main(args=None) -> int:
         rclpy.logging.get_logger("acr_hands").fatal(str(error))
         rclpy.try_shutdown()
         return 1
+    warn_unknown_parameters(node)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     code = 0
@@ -745,15 +950,15 @@ def main(args=None) -> int:
         if node.get_parameter("autostart").value and not node.start():
             code = 1  # the model files or parameters are wrong: the transition logged what and where
         else:
-            executor.spin_until_future_complete(node.finished)  # the shutdown transition ends the process
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+            spin_until_stopped(executor, stop, node.finished.done)  # the shutdown transition ends the process
     finally:
         # The node's own shutdown work, timed (the interpreter's exit that follows is not the node's).
+        # rclpy stays up until the worker has stopped: nothing is published on a dead context.
         started, logger = time.monotonic(), node.get_logger()
         node.shutdown()
         node.destroy_node()
-        logger.info(f"shut down in {time.monotonic() - started:.3f} s")
+        logger.info(f"shut down in {time.monotonic() - started:.3f} s" + (f" ({stop.name})" if stop.requested else ""))
+        executor.shutdown()
         rclpy.try_shutdown()
     return code
 

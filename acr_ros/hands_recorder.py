@@ -18,12 +18,13 @@ from pathlib import Path
 import cv2
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 
 from acr_ros.image_conversion import ImageConversionError, image_to_bgr
 from acr_ros.msg import Hand, Hands
+from acr_ros.ros_runtime import spin_until_stopped, start_ros, warn_unknown_parameters
 
 SIDE_NAMES = {Hand.LEFT: "left", Hand.RIGHT: "right"}
 
@@ -55,7 +56,8 @@ class HandsRecorder(Node):
         self.name = self.declare_parameter("name", "hands", describe("prefix of the files written")).value
         self.video = self.declare_parameter("video", False, describe(
             "write <name>_output.mp4 instead of one JPEG per overlay frame")).value
-        self.fps = self.declare_parameter("fps", 10.0, describe("frame rate of the mp4")).value
+        self.fps = self.declare_parameter("fps", 10.0, describe(
+            "frame rate of the mp4: the source's (acr_ros_demo passes a clip's own)")).value
         self.max_frames = self.declare_parameter("max_frames", 0, describe(
             "stop after this many hands messages (0: no limit)")).value
         self.idle_timeout = self.declare_parameter("idle_timeout", 0.0, describe(
@@ -113,18 +115,19 @@ class HandsRecorder(Node):
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    stop = start_ros("hands_recorder", args)
+    if stop is None:
+        return 1
     node = HandsRecorder()
-    try:
-        while rclpy.ok() and not node.done.is_set():
-            rclpy.spin_once(node, timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    if rclpy.ok():  # overlays may trail their hands message: take what is already queued
-        for _ in range(20):
-            rclpy.spin_once(node, timeout_sec=0.05)
+    warn_unknown_parameters(node)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spin_until_stopped(executor, stop, node.done.is_set)
+    for _ in range(20):  # overlays may trail their hands message: take what is already queued
+        executor.spin_once(timeout_sec=0.05)
     path = node.finish()
     node.get_logger().info(f"{len(node.summaries)} frames recorded: {path}")
+    executor.shutdown()
     node.destroy_node()
     rclpy.try_shutdown()
     return 0

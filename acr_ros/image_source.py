@@ -17,7 +17,6 @@ import time
 import cv2
 import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
@@ -26,11 +25,14 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from acr_ros.calibration import Calibration, CalibrationError, load_calibration
 from acr_ros.image_conversion import bgr_to_image
 from acr_ros.media import open_media
+from acr_ros.ros_runtime import StopRequest, start_ros, warn_unknown_parameters
 
 
 class ImageSource(Node):
-    def __init__(self, **node_options):
+    def __init__(self, stop: StopRequest | None = None, **node_options):
+        """stop: once set (a stop signal, see acr_ros.ros_runtime), nothing more is published."""
         super().__init__("image_source", **node_options)
+        self.stop = stop or StopRequest()
         parameters = {
             "source": ("auto", "auto (from input), webcam, video, folder or image"),
             "input": ("0", "webcam id, video file, image folder or image file"),
@@ -64,7 +66,7 @@ class ImageSource(Node):
                 "no camera calibration (parameters camera_info_url or fx): publishing an uncalibrated "
                 "CameraInfo (K all zeros), so consumers place hands with a default focal length and "
                 "distances can be off by a large factor")
-        self.frames_published = 0
+        self.last_stamp = None  # of the last frame published
 
     def param(self, name):
         return self.get_parameter(name).value
@@ -106,18 +108,18 @@ class ImageSource(Node):
             ok, jpeg = cv2.imencode(".jpg", bgr)
             if ok:
                 self.compressed_pub.publish(CompressedImage(header=header, format="jpeg", data=jpeg.tobytes()))
-        self.frames_published += 1
+        self.last_stamp = header.stamp
 
     def wait_for_subscribers(self) -> None:
         wanted = self.param("wait_for_subscribers")
         deadline = time.monotonic() + 60
-        while rclpy.ok() and self.image_pub.get_subscription_count() < wanted and time.monotonic() < deadline:
+        while self.running() and self.image_pub.get_subscription_count() < wanted and time.monotonic() < deadline:
             rclpy.spin_once(self, timeout_sec=0.1)
 
     def run(self) -> None:
         """Publishes until the media ends (or forever with loop), pacing frames in real time."""
         self.wait_for_subscribers()
-        while rclpy.ok():
+        while self.running():
             with open_media(self.param("input")) as media:
                 if self.param("source") not in ("auto", media.kind):
                     raise ValueError(f"source is '{self.param('source')}' but {self.param('input')} is a "
@@ -125,6 +127,9 @@ class ImageSource(Node):
                 self._play(media)
             if not self.param("loop"):
                 return
+
+    def running(self) -> bool:
+        return rclpy.ok(context=self.context) and not self.stop.requested
 
     def flush(self) -> None:
         """Waits (up to 2 s) until reliable subscribers have acknowledged every frame."""
@@ -139,35 +144,38 @@ class ImageSource(Node):
         for frame in media:
             for _ in range(repeat):
                 if media.kind != "webcam":  # a webcam paces itself
-                    time.sleep(max(0.0, next_time - time.monotonic()))
+                    self.stop.wait(max(0.0, next_time - time.monotonic()))
                     next_time = max(next_time + period, time.monotonic() - period)
+                if not self.running():  # a stop signal may have come during the sleep
+                    return
                 self.publish(frame.image)
                 rclpy.spin_once(self, timeout_sec=0)
-                if not rclpy.ok():
-                    return
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    stop = start_ros("image_source", args)
+    if stop is None:
+        return 1
+    code = 0
     try:
-        node = ImageSource()
+        node = ImageSource(stop)
     except CalibrationError as error:
         rclpy.logging.get_logger("image_source").fatal(str(error))
         rclpy.try_shutdown()
         return 1
+    warn_unknown_parameters(node)
     try:
         node.run()
-        if rclpy.ok():  # the media ended: reliable subscribers get the last frames before this process ends
+        if not stop.requested:  # the media ended: reliable subscribers get the last frames before this process ends
             node.flush()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
     except (FileNotFoundError, ValueError) as error:  # bad input path or unreadable media
         node.get_logger().fatal(str(error))
-        return 1
+        code = 1
     finally:
+        # Publishing has stopped (run() checks the stop request before each frame): only now rclpy goes.
         node.destroy_node()
         rclpy.try_shutdown()
-    return 0
+    return code
 
 
 if __name__ == "__main__":

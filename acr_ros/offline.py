@@ -633,7 +633,32 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
             "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "problems": problems}
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def interrupt_once(number, frame):
+    """SIGINT and SIGTERM stop the run as Ctrl-C does (the input in progress is saved); any later one
+    is ignored, so that neither the saving nor the interpreter's exit is cut short (Python puts
+    handled signals back to their default action when it exits, but leaves ignored ones ignored)."""
+    for other in STOP_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
+    previous = {number: signal.signal(number, interrupt_once) for number in STOP_SIGNALS}
+    try:
+        return run(argv)
+    except KeyboardInterrupt:  # outside an input's processing (which saves what it did and ends)
+        print("acr_offline: stopped", file=sys.stderr)
+        return 130
+    finally:
+        if signal.getsignal(signal.SIGINT) is interrupt_once:  # not stopped: callers get theirs back
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
+def run(argv=None) -> int:
     args = parse_args(argv)
     from acr_ros.acr.one_euro import SmoothingConfig
     from acr_ros.backends import create_backend

@@ -1,15 +1,26 @@
 """Two-hand reconstruction: the hands node (a managed node), optionally an image source and RViz.
 
     ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info
+    ros2 launch acr_ros hands.launch.py image:=/camera/color/image_raw camera_info:=/camera/color/camera_info \
+        depth_topic:=/camera/aligned_depth_to_color/image_raw        # RGB-D: metric hands
     ros2 launch acr_ros hands.launch.py source:=video input:=clip.mp4 rviz:=true
     ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
     ros2 launch acr_ros hands.launch.py autostart:=false   # then: ros2 lifecycle set /acr_hands configure, activate
     ros2 launch acr_ros hands.launch.py use_sim_time:=true ...   # beside `ros2 bag play --clock`
+
+No half-alive graph: a bad params_file ends the launch before anything starts; the hands node and the
+image source are required (when either exits, the launch ends, with exit code 1 unless it exited 0);
+rviz:=true without rviz2 installed is said once and the rest runs without RViz.
 """
+from pathlib import Path
+
+import yaml
+from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, NotEqualsSubstitution, PathJoinSubstitution
+from launch.actions import DeclareLaunchArgument, OpaqueFunction, RegisterEventHandler, Shutdown
+from launch.event_handlers import OnProcessExit
+from launch.logging import get_logger
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
@@ -31,6 +42,66 @@ PARAMETER_ARGUMENTS = {
 }
 
 
+class LaunchRefused(Exception):
+    """Ends the launch with exit code 1; launch prints the message as one line."""
+
+
+def check_params_file(context):
+    """A params_file that cannot be used ends the launch before any node starts (launch_ros itself
+    would only warn and start the node on its built-in defaults)."""
+    path = Path(LaunchConfiguration("params_file").perform(context))
+    try:
+        parameters = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise LaunchRefused(f"params_file:={path}: cannot read it ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None) or "unreadable"
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise LaunchRefused(f"params_file:={path}: not valid YAML ({where}{problem})") from None
+    if not isinstance(parameters, dict) or not all(
+            isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict)
+            for section in parameters.values()):
+        raise LaunchRefused(f"params_file:={path}: not a ROS 2 parameters file (expected <node name or /**>: "
+                            "ros__parameters: {...})")
+    return []
+
+
+def end_launch_when_it_exits(description: str):
+    """An OnProcessExit callback for a required node: the launch ends with it, not half alive."""
+    def on_exit(event, context):
+        if context.is_shutdown:  # the launch is stopping it (Ctrl-C, or another required node ended)
+            return None
+        if event.returncode == 0:
+            return [Shutdown(reason=f"{description} exited")]
+        raise LaunchRefused(f"{description} exited with code {event.returncode} (its messages above say why): "
+                            "ending the launch")
+    return on_exit
+
+
+def required(node, description: str) -> list:
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=end_launch_when_it_exits(
+        description)))]
+
+
+def rviz(context):
+    """RViz is a viewer, not part of the graph: without it the rest runs, and the launch says so once."""
+    if LaunchConfiguration("rviz").perform(context) != "true":
+        return []
+    try:
+        get_package_prefix("rviz2")
+    except PackageNotFoundError:
+        get_logger("hands.launch.py").warning(
+            "rviz:=true but rviz2 is not installed (sudo apt install ros-jazzy-rviz2): running without RViz")
+        return []
+    return [Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", PathJoinSubstitution([FindPackageShare("acr_ros"), "config", "hands.rviz"])],
+        parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
+    )]
+
+
 def hands_node(context):
     overrides = {"autostart": LaunchConfiguration("autostart").perform(context) == "true",
                  # a recording played with `ros2 bag play --clock`: the node's clock is the recording's
@@ -39,9 +110,12 @@ def hands_node(context):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
+    depth_topic = LaunchConfiguration("depth_topic").perform(context)
+    if depth_topic:
+        overrides["depth_topics"] = [depth_topic]
     # A LifecycleNode action: launch follows its transition events and can request transitions
     # (launch_ros.events.lifecycle.ChangeState); the node starts itself when autostart is true.
-    return [LifecycleNode(
+    return required(LifecycleNode(
         package="acr_ros",
         executable="hands_node",
         name="acr_hands",
@@ -49,7 +123,26 @@ def hands_node(context):
         output="screen",
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=CAMERA_REMAPPINGS,
-    )]
+    ), "the hands node (acr_hands)")
+
+
+def image_source(context):
+    if LaunchConfiguration("source").perform(context) == "none":
+        return []
+    return required(Node(
+        package="acr_ros",
+        executable="image_source",
+        name="image_source",
+        output="screen",
+        parameters=[{
+            "source": LaunchConfiguration("source"),
+            # a webcam id like "0" must stay a string parameter
+            "input": ParameterValue(LaunchConfiguration("input"), value_type=str),
+            "frame_id": LaunchConfiguration("frame_id"),
+            "camera_info_url": ParameterValue(LaunchConfiguration("camera_info_url"), value_type=str),
+        }],
+        remappings=CAMERA_REMAPPINGS,
+    ), "the image source (image_source)")
 
 
 def generate_launch_description():
@@ -59,6 +152,9 @@ def generate_launch_description():
                               description="camera image topic (sensor_msgs/Image)"),
         DeclareLaunchArgument("camera_info", default_value="/camera/camera_info",
                               description="CameraInfo of that camera"),
+        DeclareLaunchArgument("depth_topic", default_value="",
+                              description="depth image registered to that camera (e.g. "
+                              "/camera/aligned_depth_to_color/image_raw); empty: no depth"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "hands.yaml"]),
                               description="parameters of the hands node"),
         DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
@@ -82,27 +178,6 @@ def generate_launch_description():
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
          for name, text in PARAMETER_ARGUMENTS.items()]
 
-    image_source = Node(
-        package="acr_ros",
-        executable="image_source",
-        name="image_source",
-        output="screen",
-        parameters=[{
-            "source": LaunchConfiguration("source"),
-            # a webcam id like "0" must stay a string parameter
-            "input": ParameterValue(LaunchConfiguration("input"), value_type=str),
-            "frame_id": LaunchConfiguration("frame_id"),
-            "camera_info_url": ParameterValue(LaunchConfiguration("camera_info_url"), value_type=str),
-        }],
-        remappings=CAMERA_REMAPPINGS,
-        condition=IfCondition(NotEqualsSubstitution(LaunchConfiguration("source"), "none")),
-    )
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", PathJoinSubstitution([share, "config", "hands.rviz"])],
-        parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
-        condition=IfCondition(LaunchConfiguration("rviz")),
-    )
-    return LaunchDescription(arguments + [OpaqueFunction(function=hands_node), image_source, rviz])
+    return LaunchDescription(arguments + [OpaqueFunction(function=check_params_file),
+                                          OpaqueFunction(function=hands_node), OpaqueFunction(function=image_source),
+                                          OpaqueFunction(function=rviz)])

@@ -112,6 +112,16 @@ install_package() {
 }
 step acr_ros "$(fingerprint "$ROOT/setup.py")" install_package
 
+# The real ROS 2 launch system and ros2 tools (not on PyPI), for the launch tests: from ../shared beside
+# the repository (CI and the development machines); a user's ROS 2 install already has them.
+LAUNCH_STACK=$ROOT/../shared/ros/launch_stack
+if [[ -x $LAUNCH_STACK/install.sh ]]; then
+  install_launch_stack() { "$LAUNCH_STACK/install.sh" "$VENV"; }
+  step launch-stack "$(fingerprint "$LAUNCH_STACK/SOURCES.txt" "$LAUNCH_STACK/install.sh")" install_launch_stack
+else
+  say "no launch stack at $LAUNCH_STACK: ros2 launch is not installed here (a ROS 2 install has it); the launch tests will skip"
+fi
+
 "$PY" -c 'import rclpy, acr_ros.msg, tf2_msgs.msg, torch, cv2, rosbags.rosbag2' \
   || { echo "set-up finished but the environment does not import; see the messages above" >&2; exit 1; }
 say "ready: $VENV  (activate with: source $VENV/bin/activate)"

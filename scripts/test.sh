@@ -7,5 +7,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # DDS stays on this machine; concurrent runs need their own domain.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((1 + $$ % 100))}
+# Where set-up installed the launch stack, the launch tests must run, not skip (test/conftest.py).
+[[ -d $ROOT/../shared/ros/launch_stack ]] && export ACR_ROS_EXPECT_LAUNCH=1
 cd "$ROOT"
 exec "${ACR_ROS_VENV:-$ROOT/.venv}/bin/python" -m pytest "$@"

@@ -3,14 +3,15 @@ Jazzy, then the node run from the install space, talking over DDS."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
 from acr_ros.msg import Hands
+from support.colcon import environment
 from support.ros_harness import RELIABLE, Probe, image_msg, magic_bgr
 
 
@@ -21,27 +22,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    colcon = shutil.which("colcon", path=str(PREFIX / "bin")) or shutil.which("colcon")
-    if colcon is None:
-        pytest.fail("colcon is not installed (scripts/setup.sh installs it)")
-    ws = tmp_path_factory.mktemp("ws")
-    (ws / "src").mkdir()
-    # The package as colcon finds it in a workspace: the repository's tracked files.
-    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for name in files.split():
-        target = ws / "src" / "acr_ros" / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if (REPO / name).exists():
-            shutil.copy2(REPO / name, target)
-    env = dict(os.environ, AMENT_PREFIX_PATH=str(PREFIX), CMAKE_PREFIX_PATH=str(PREFIX),
-               PATH=f"{PREFIX / 'bin'}:{os.environ['PATH']}")
-    result = subprocess.run(
-        [colcon, "build", "--packages-select", "acr_ros", "--event-handlers", "console_direct-",
-         "--cmake-args", f"-DPython3_EXECUTABLE={sys.executable}"],
-        cwd=ws, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return ws
+def workspace(colcon_workspace) -> Path:
+    return colcon_workspace
 
 
 def test_colcon_installs_interfaces_nodes_launch_and_config(workspace):
@@ -95,3 +77,19 @@ def test_sourced_workspace_imports_its_own_copy(workspace, tmp_path):
     assert result.returncode == 0, result.stderr
     node_file, msg_file = result.stdout.split()
     assert node_file.startswith(str(install)) and msg_file.startswith(str(install))
+
+
+def test_colcon_test_runs_the_registered_tests(workspace):
+    """`colcon test` runs the package's registered pytest test against the colcon build. A small
+    selection (PYTEST_ADDOPTS, which ament's pytest runner passes on): the whole suite is what
+    scripts/test.sh runs, and running it twice would double CI's time."""
+    env = dict(environment(), PYTEST_ADDOPTS="-k 'test_tracks or test_interfaces'")
+    result = subprocess.run([str(PREFIX / "bin" / "colcon"), "test", "--packages-select", "acr_ros",
+                             "--event-handlers", "console_direct-"],
+                            cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = ElementTree.parse(workspace / "build" / "acr_ros" / "test_results" / "acr_ros"
+                               / "acr_ros_tests.xunit.xml").getroot()
+    suite = report if report.tag == "testsuite" else report.find("testsuite")
+    assert int(suite.get("tests")) >= 5, result.stdout[-4000:]
+    assert suite.get("failures") == "0" and suite.get("errors") == "0", result.stdout[-4000:]

@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 import cv2
+import pytest
+
+from acr_ros.media import SAMPLES_DIR
 
 
 def test_demo_runs_the_graph_on_the_samples(tmp_path):
@@ -27,6 +30,8 @@ def test_demo_runs_the_graph_on_the_samples(tmp_path):
     assert len(clip["frames"]) >= 20
     video = cv2.VideoCapture(str(output / "magic_clip_output.mp4"))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) >= 20 and video.read()[0]
+    source_fps = cv2.VideoCapture(str(SAMPLES_DIR / "magic_clip.mp4")).get(cv2.CAP_PROP_FPS)
+    assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(source_fps, abs=0.01)  # the clip's own rate (12)
     assert list(output.glob("magic_0000*.jpg"))
     for data in summary["inputs"].values():
         for frame in data["frames"]:

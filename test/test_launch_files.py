@@ -1,6 +1,6 @@
-"""What can be checked of the launch file, the parameters file and the RViz config without the ROS 2
-`launch` package (not installable here): every executable, file, topic and parameter they name
-exists and matches. Running `ros2 launch` itself needs a real Jazzy install (see README)."""
+"""What can be checked of the launch file, the parameters file and the RViz config by reading them:
+every executable, file, topic and parameter they name exists and matches. `ros2 launch` itself runs
+in test/test_launch.py."""
 import ast
 import re
 from pathlib import Path

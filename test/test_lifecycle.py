@@ -3,15 +3,13 @@ real `ros2 lifecycle` tools where installed): every transition, autostart on and
 over deactivate/activate and released by cleanup, shutdown from each state exiting 0."""
 from __future__ import annotations
 
-import signal
-import subprocess
-from pathlib import Path
 
 import pytest
 from rclpy.lifecycle import TransitionCallbackReturn
 from sensor_msgs.msg import Image
 
 from acr_ros.msg import Hands
+from support.launch import Launch
 from support.lifecycle import NO_ROS2_CLI, ROS2, LifecycleClient, ros2
 from support.ros_harness import RELIABLE, NodeProcess, Probe, image_msg, magic_bgr
 
@@ -45,7 +43,7 @@ class ManagedNode:
                                      self.process)
 
     def close(self) -> int:
-        code, _ = self.process.stop()
+        code = self.process.stop()
         self.probe.close()
         return code
 
@@ -156,7 +154,7 @@ def test_autostart_activates_and_enabled_false_stops_at_inactive(tmp_path):
         assert probe.spin_until(lambda: paused.state() == "inactive", 60, processes[1])
         assert MODEL_LOADED in processes[1].log()
     finally:
-        codes = [process.stop()[0] for process in processes]
+        codes = [process.stop() for process in processes]
         probe.close()
     assert codes == [0, 0]
 
@@ -178,29 +176,14 @@ def test_ros2_lifecycle_tools_drive_the_node(managed):
     assert node.process.process.wait(timeout=30) == 0, node.process.log()
 
 
-def launch_file_installed() -> bool:
-    """Whether `ros2 launch acr_ros hands.launch.py` can run here: the ros2 tools and acr_ros installed
-    as a ROS 2 package (a sourced colcon install space; the pip set-up builds only its interfaces)."""
-    from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
-    try:
-        share = Path(get_package_share_directory("acr_ros"))
-    except (PackageNotFoundError, OSError):  # OSError: no AMENT_PREFIX_PATH at all
-        return False
-    return ROS2 is not None and (share / "launch" / "hands.launch.py").exists()
-
-
 @pytest.mark.launch
-@pytest.mark.skipif(not launch_file_installed(), reason="ros2 launch needs the ros2 tools and acr_ros built and "
-                    "sourced as a ROS 2 package (colcon build; source install/setup.bash)")
+@pytest.mark.skipif(ROS2 is None, reason=NO_ROS2_CLI)
 @pytest.mark.parametrize("autostart", ["true", "false"])
-def test_ros2_launch_starts_a_managed_node(tmp_path, autostart):
+def test_ros2_launch_starts_a_managed_node(colcon_workspace, tmp_path, autostart):
     """The launch file's autostart argument: true, active as before; false, unconfigured until told."""
     name, topic = "acr_hands", "/launch_cam/image_raw"
-    log = open(tmp_path / "launch.log", "w")
-    launch = subprocess.Popen([ROS2, "launch", "acr_ros", "hands.launch.py", f"autostart:={autostart}",
-                               "backend:=mediapipe", f"image:={topic}"], stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    launch = Launch(colcon_workspace, tmp_path / "launch.log", f"autostart:={autostart}", "backend:=mediapipe",
+                    f"image:={topic}")
     probe = Probe("launch_probe")
     try:
         life = LifecycleClient(probe, name)
@@ -208,7 +191,7 @@ def test_ros2_launch_starts_a_managed_node(tmp_path, autostart):
         if autostart == "false":
             assert life.state() == "unconfigured"
             assert life.change("configure") and life.change("activate")
-        assert probe.spin_until(lambda: life.state() == "active", 60), (tmp_path / "launch.log").read_text()
+        assert probe.spin_until(lambda: life.state() == "active", 60), launch.log()
         hands = probe.record(Hands, f"/{name}/hands")
         images = probe.publisher(Image, topic, RELIABLE)
         probe.wait_for_subscribers(images)
@@ -218,12 +201,17 @@ def test_ros2_launch_starts_a_managed_node(tmp_path, autostart):
             images.publish(image_msg(magic_bgr(), stamp=(1700010500, attempt)))
             if probe.spin_until(lambda: bool(hands), 2.0):
                 break
-        assert hands, (tmp_path / "launch.log").read_text()
+        assert hands, launch.log()
+        if autostart == "false":  # a manager shuts the node down: the launch ends with it, exit 0
+            assert life.change("shutdown")
     finally:
-        launch.send_signal(signal.SIGINT)  # what ctrl-c does: launch stops the node with SIGINT
-        code = launch.wait(30)
+        if autostart == "true":
+            launch.ctrl_c()  # what ctrl-c does: SIGINT to the launch and its nodes
+        code = launch.wait(60)
         probe.close()
-    assert code == 0 and "process has finished cleanly" in (tmp_path / "launch.log").read_text()
+    assert code == 0 and "process has finished cleanly" in launch.log()
+    if autostart == "false":
+        assert "the hands node (acr_hands) exited" not in launch.log()  # a clean exit is no error
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(

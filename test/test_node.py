@@ -41,11 +41,13 @@ def mediapipe_session(tmp_path_factory):
 @pytest.fixture
 def fake_session(tmp_path, request):
     """A node in this process with a FakeBackend (session.node.backend), diagnostics at 10 Hz."""
+    backend = FakeBackend()
     session = Session(tmp_path, dict(diagnostics_period=0.1, **getattr(request, "param", {})),
-                      name="logic_hands", backend=FakeBackend())
+                      name="logic_hands", backend=backend)
     yield session
+    backend = session.node.backend
     session.close()
-    assert session.node.backend.closed  # shutdown releases the model
+    assert backend.closed and session.node.backend is None  # shutdown releases the model
 
 
 ENCODINGS = ["bgr8", "rgb8", "bgra8", "rgba8", "yuv422_yuy2", "uyvy", "mono8"]
@@ -177,8 +179,8 @@ def test_bad_input_is_counted_and_the_next_good_frame_is_answered(fake_session, 
         first = next(r for r in s.reports() if values(r)["bad input frames"] == str(index + 1))
         assert first.level == DiagnosticStatus.WARN and first.message == values(first)["last bad input"], label
         assert s.probe.spin_until(lambda: s.reports()[-1].level == DiagnosticStatus.OK, 10), label
-        good = (1700000610, index)
-        s.send(image_msg(magic_bgr(), stamp=good))
+        good = (1700000610, index)  # calibrated: default intrinsics would keep the level at WARN
+        s.send(image_msg(magic_bgr(), stamp=good), info=camera_info_msg(640, 360, 500.0, stamp=good))
         assert s.answer(good).hands, label
         assert not [m for m in s.hands if (m.header.stamp.sec, m.header.stamp.nanosec) == (1700000600, index)]
     assert "64FC4" in capfd.readouterr().err  # the throttled warning names the problem

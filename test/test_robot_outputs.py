@@ -111,14 +111,15 @@ def scripted_node():
 
     context = rclpy.Context()
     rclpy.init(context=context)
+    nodes = []
 
     def start(script):
         node = HandsNode(backend_factory=lambda: (ScriptedBackend(script), "scripted"), context=context)
+        nodes.append(node)
         assert node.start()
         return node
 
-    nodes = []
-    yield lambda script: nodes.append(start(script)) or nodes[-1]
+    yield start
     for node in nodes:
         node.shutdown()
         node.destroy_node()
@@ -219,7 +220,7 @@ def test_diagnostics_report_each_stage_and_the_smoothing_lag(scripted_node):
 def session(tmp_path_factory):
     s = Session(tmp_path_factory.mktemp("poses"), dict(backend="mediapipe"), name="poses_hands")
     yield s
-    code, _ = s.close()
+    code = s.close()
     assert code == 0
 
 

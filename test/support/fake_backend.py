@@ -24,6 +24,7 @@ class FakeBackend:
         self.detection_threshold = self.threshold.default
         self.batches: list[dict] = []     # the arguments of every reconstruct call
         self.smoothing: list = []         # every set_smoothing argument
+        self.reset_sides: list = []       # every reset_side (stream, side): tracks that ended
         self.closed = False
 
     def faces(self, side):
@@ -42,6 +43,9 @@ class FakeBackend:
 
     def reset(self) -> None:
         pass
+
+    def reset_side(self, stream: str, side: str) -> None:
+        self.reset_sides.append((stream, side))
 
     def close(self) -> None:
         self.closed = True

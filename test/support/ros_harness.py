@@ -164,8 +164,8 @@ class Session:
         """name: the node's name, so that sessions alive at the same time keep to their own topics."""
         self.name = name
         self.camera_topics = {t: f"/{name}_{t}" for t in topics}  # short name -> camera namespace
-        params = dict(image_topics=[f"{ns}/image_raw" for ns in self.camera_topics.values()],
-                      qos_reliability="reliable", **params)
+        params = {"image_topics": [f"{ns}/image_raw" for ns in self.camera_topics.values()],
+                  "qos_reliability": "reliable", **params}
         self.process = None if backend is not None else NodeProcess("acr_ros.hands_node", params, tmp_path, name=name)
         self.probe = Probe()
         self.node = None

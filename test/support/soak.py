@@ -46,9 +46,9 @@ def _children(pid: int) -> list[int]:
 
 
 def soak(seconds: float, warmup: float, backend: str = "mediapipe", rate: float = 30.0, params=None) -> dict:
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
 
-    from acr_ros.demo import NodeStatus
     from acr_ros.msg import Hands
 
     frame = cv2.resize(cv2.imread(str(REPO / "acr_ros" / "data" / "samples" / "magic.jpg")), (640, 480))
@@ -59,7 +59,9 @@ def soak(seconds: float, warmup: float, backend: str = "mediapipe", rate: float 
     latencies: list[tuple[float, float]] = []  # (receive time, stamp-to-receive latency)
     probe.node.create_subscription(Hands, "/acr_hands/hands", lambda m: latencies.append(
         (time.time(), time.time() - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9))), 100)
-    status = NodeStatus(probe.node)
+    reports: list[tuple[float, dict]] = []  # (receive time, values) of the node's /diagnostics
+    probe.node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: reports.append(
+        (time.monotonic(), {kv.key: kv.value for kv in m.status[0].values})), 10)
     publisher = probe.publisher(Image, "/soak/image_raw")
     try:
         probe.wait_for_subscribers(publisher, timeout=120, process=process)
@@ -78,9 +80,9 @@ def soak(seconds: float, warmup: float, backend: str = "mediapipe", rate: float 
                              process)
         # Until a report after the last frame accounts for every frame received, and its hands are in.
         sent_until = time.monotonic()
-        probe.spin_until(lambda: status.updated_at > sent_until and status.settled()
-                         and len(latencies) >= int(status.values["frames published"]), 10.0, process)
-        values = status.values
+        probe.spin_until(lambda: reports[-1][0] > sent_until and _accounted(reports[-1][1])
+                         and len(latencies) >= int(reports[-1][1]["frames published"]), 10.0, process)
+        values = reports[-1][1]
     finally:
         code = process.stop()
         probe.close()
@@ -99,6 +101,13 @@ def soak(seconds: float, warmup: float, backend: str = "mediapipe", rate: float 
         "latency_p95_ms": float(np.percentile(measured, 95)) * 1e3,
         "exit_code": code, "shutdown_seconds": process.shutdown_seconds() if code == 0 else None,
     }
+
+
+def _accounted(values: dict[str, str]) -> bool:
+    """Every frame the node received is published, dropped or refused."""
+    count = lambda key: int(values[key])  # noqa: E731
+    return count("frames received") == sum(count(key) for key in (
+        "frames published", "frames dropped", "bad input frames", "inference errors", "internal errors"))
 
 
 def main() -> int:

@@ -1,0 +1,106 @@
+"""What every acr_ros executable shares at its ROS boundary: starting rclpy (a bad parameters file is
+one line, not a traceback), stopping on SIGINT/SIGTERM in its own time, and naming the parameters it
+was given but does not have.
+
+Why not rclpy's own signal handling: on SIGINT it shuts the context down at once and raises
+KeyboardInterrupt wherever the main thread is, so a publisher in use (the image source's loop, the
+hands node's worker) fails with "publisher's context is invalid", and a second SIGINT (launch sends
+one, the terminal another) interrupts the clean-up with a traceback. Here a signal only records the
+request; the program stops publishing, releases what it holds and then shuts rclpy down itself.
+"""
+from __future__ import annotations
+
+import difflib
+import signal
+import sys
+import threading
+from typing import Optional
+
+import rclpy
+from rclpy.impl.implementation_singleton import rclpy_implementation
+from rclpy.signals import SignalHandlerOptions
+
+RCLError = rclpy_implementation.RCLError
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Set by the first SIGINT or SIGTERM; later ones are ignored. Ignored, not just absorbed: Python's
+    own finalization puts handled signals back to their default action (a second Ctrl-C arriving
+    while the interpreter exits would kill the process, exit code -2), but leaves ignored ones
+    ignored. The clean-up this leaves to finish is bounded (the hands node's worker gets 1.5 s);
+    launch's escalation to SIGKILL still ends a process that hangs."""
+
+    def __init__(self):
+        self._event = threading.Event()
+        self.signal: Optional[int] = None
+
+    def install(self) -> None:
+        for number in STOP_SIGNALS:
+            signal.signal(number, self._on_signal)
+
+    def _on_signal(self, number, frame) -> None:
+        for other in STOP_SIGNALS:
+            signal.signal(other, signal.SIG_IGN)
+        self.signal = number
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal is not None else ""
+
+
+def start_ros(program: str, args=None) -> Optional[StopRequest]:
+    """rclpy.init with this module's signal handling; None after printing one line when rclpy
+    refuses the arguments (a parameters file that does not parse, a malformed --ros-args)."""
+    stop = StopRequest()
+    stop.install()
+    try:
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except RCLError as error:
+        print(f"{program}: cannot start: {rcl_reason(error)}", file=sys.stderr)
+        return None
+    return stop
+
+
+def rcl_reason(error: Exception) -> str:
+    """rcl's message on one line, without its source locations (", at /path/rcl/x.c:123")."""
+    text = " ".join(str(error).split()).removeprefix("failed to initialize rcl: ")
+    for marker in (", at /", ", at ./"):
+        text = text.split(marker)[0]
+    return text
+
+
+def unknown_parameters(node) -> list[str]:
+    """Names this node was given (parameters file, -p, overrides) that it never declared.
+
+    rclpy keeps the overrides addressed to this node in `_parameter_overrides` (no public accessor);
+    qos_overrides.* belong to rclpy's own QoS override mechanism and are not ours to judge.
+    """
+    given = getattr(node, "_parameter_overrides", {})
+    return sorted(name for name in given if not node.has_parameter(name) and not name.startswith("qos_overrides."))
+
+
+def warn_unknown_parameters(node) -> list[str]:
+    """Warns once per unknown parameter, with the closest declared name; returns the unknown names."""
+    declared = list(node._parameters)
+    unknown = unknown_parameters(node)
+    for name in unknown:
+        close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        node.get_logger().warning(f"unknown parameter '{name}' ignored (this node has no such parameter){hint}")
+    return unknown
+
+
+def spin_until_stopped(executor, stop: StopRequest, done=lambda: False, period: float = 0.1) -> None:
+    """Spins until a stop signal or done(); wakes every `period` s, since a Python signal handler
+    runs only when the main thread is back from rcl's wait."""
+    while not stop.requested and not done():
+        executor.spin_once(timeout_sec=period)

@@ -1,0 +1,199 @@
+"""`ros2 launch acr_ros hands.launch.py` over the real ROS 2 launch system (../shared/ros/launch_stack,
+installed by scripts/setup.sh) with the package built by colcon, as a user runs it: what they see
+(topics, the hands messages' stamps and frame_id, exit codes, the messages printed) for each case
+the README's launch section describes. Each launch costs seconds of process start-up: one launch
+shows several things where it can."""
+from __future__ import annotations
+
+import pytest
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from acr_ros.media import SAMPLES_DIR
+from acr_ros.msg import Hands
+from support.launch import Launch
+from support.lifecycle import NO_ROS2_CLI, ROS2
+from support.ros_harness import RELIABLE, Probe, camera_info_msg, image_msg, magic_bgr
+
+pytestmark = [pytest.mark.launch, pytest.mark.slow,
+              pytest.mark.skipif(ROS2 is None, reason=NO_ROS2_CLI + "; scripts/setup.sh installs them from "
+                                 "../shared/ros/launch_stack when it is there")]
+
+HANDS_STARTED = "active: subscribed to"  # the hands node's line once it is active
+CLEAN_EXIT = "process has finished cleanly"
+
+
+@pytest.fixture
+def launch(colcon_workspace, tmp_path):
+    launches = []
+
+    def start(*arguments: str) -> Launch:
+        started = Launch(colcon_workspace, tmp_path / f"launch{len(launches)}.log", *arguments)
+        launches.append(started)
+        return started
+
+    yield start
+    for started in launches:
+        started.kill()
+
+
+def stopped_cleanly(launch: Launch, presses: int = 1) -> None:
+    """Ctrl-C pressed `presses` times: the launch and every node exit 0, without a traceback, and
+    nothing of the launch is left running."""
+    launch.ctrl_c(presses)
+    assert launch.wait(60) == 0, launch.log()
+    assert not launch.failure_signs(), launch.log()
+    assert not launch.group_alive(), "a process of the launch outlived it"
+
+
+def first_hands(probe: Probe, topic: str = "/acr_hands/hands", timeout: float = 120.0, send=None) -> Hands:
+    """The first Hands message; send() (if given) every 2 s until one comes (the launch file's
+    parameters subscribe best effort, so one large frame may be lost)."""
+    hands = probe.record(Hands, topic)
+    for _ in range(int(timeout / 2)):
+        if send is not None:
+            send()
+        if probe.spin_until(lambda: bool(hands), 2.0):
+            break
+    assert hands, f"no message on {topic}"
+    return hands[0]
+
+
+def test_defaults_with_a_camera_of_ones_own_and_its_remaps(launch):
+    """image:= and camera_info:= remap the node's inputs; the hands carry the image's stamp and frame."""
+    running = launch("backend:=mediapipe", "image:=/lt_cam/color/image_raw", "camera_info:=/lt_cam/color/camera_info")
+    probe = Probe("launch_test_probe")
+    try:
+        assert running.wait_for_output(HANDS_STARTED), running.log()
+        images = probe.publisher(Image, "/lt_cam/color/image_raw", RELIABLE)
+        infos = probe.publisher(CameraInfo, "/lt_cam/color/camera_info", RELIABLE)
+        probe.wait_for_subscribers(images, 60)
+        probe.wait_for_subscribers(infos, 60)
+        stamp = (1700030000, 42)
+
+        def send():
+            infos.publish(camera_info_msg(640, 360, 500.0, stamp=stamp, frame_id="lt_optical"))
+            images.publish(image_msg(magic_bgr(), stamp=stamp, frame_id="lt_optical"))
+
+        hands = first_hands(probe, send=send)
+        assert (hands.header.stamp.sec, hands.header.stamp.nanosec) == stamp
+        assert hands.header.frame_id == "lt_optical"
+        assert not hands.default_intrinsics  # the remapped camera_info reached the node
+        names = dict(probe.node.get_topic_names_and_types())
+        assert "/acr_hands/hands" in names and "/acr_hands/markers" in names
+        assert "unknown parameter" not in running.log()  # the package's own config/hands.yaml is all known
+    finally:
+        probe.close()
+    stopped_cleanly(running)
+    assert running.log().count(CLEAN_EXIT) == 1 and "shut down in" in running.log()
+
+
+def test_compressed_remap_and_a_misspelled_parameter_in_the_params_file(launch, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("acr_hands:\n  ros__parameters:\n    backend: mediapipe\n    compressed: true\n"
+                      "    detection_treshold: 0.5\n")
+    running = launch(f"params_file:={params}", "image:=/lt_zip/image_raw", "camera_info:=/lt_zip/camera_info")
+    probe = Probe("launch_zip_probe")
+    try:
+        assert running.wait_for_output(HANDS_STARTED), running.log()
+        images = probe.publisher(CompressedImage, "/lt_zip/image_raw/compressed", RELIABLE)
+        probe.wait_for_subscribers(images, 60)
+        import cv2
+
+        jpeg = cv2.imencode(".jpg", magic_bgr())[1].tobytes()
+
+        def send():
+            message = CompressedImage(format="jpeg", data=jpeg)
+            message.header.stamp.sec, message.header.frame_id = 1700030100, "zip_optical"
+            images.publish(message)
+
+        hands = first_hands(probe, send=send)
+        assert hands.header.frame_id == "zip_optical" and hands.header.stamp.sec == 1700030100
+    finally:
+        probe.close()
+    log = running.log()
+    assert "unknown parameter 'detection_treshold'" in log and "did you mean 'detection_threshold'?" in log
+    stopped_cleanly(running)
+
+
+def test_image_source_with_a_bundled_photo_rviz_without_rviz2_and_ctrl_c_twice(launch):
+    """source:=image plays the photo; rviz:=true without rviz2 is said once and the rest runs; two
+    Ctrl-C presses still end everything cleanly."""
+    running = launch("backend:=mediapipe", "source:=image", f"input:={SAMPLES_DIR / 'magic.jpg'}",
+                     "frame_id:=photo_optical", "rviz:=true")
+    probe = Probe("launch_photo_probe")
+    try:
+        hands = first_hands(probe)
+        assert hands.header.frame_id == "photo_optical" and hands.hands
+    finally:
+        probe.close()
+    log = running.log()
+    assert log.count("rviz2 is not installed") == 1 and "running without RViz" in log
+    stopped_cleanly(running, presses=2)
+    assert running.log().count(CLEAN_EXIT) == 2  # the hands node and the image source
+
+
+@pytest.mark.parametrize("source, media", [("video", "magic_clip.mp4"), ("folder", "")])
+def test_image_source_plays_video_and_folder(launch, source, media):
+    running = launch("backend:=mediapipe", f"source:={source}", f"input:={SAMPLES_DIR / media}",
+                     f"frame_id:={source}_optical")
+    probe = Probe(f"launch_{source}_probe")
+    try:
+        assert first_hands(probe).header.frame_id == f"{source}_optical"
+    finally:
+        probe.close()
+    if source == "video":
+        stopped_cleanly(running)
+        assert running.log().count(CLEAN_EXIT) == 2
+    else:
+        # SIGTERM to the group: ros2 launch itself ends at once on SIGTERM (upstream: it warns that
+        # its processes may be orphaned); the nodes get the signal too and end by themselves.
+        running.terminate_group()
+        running.wait(60)
+        assert running.wait_until_group_gone(), "a node outlived SIGTERM"
+        assert "Traceback" not in running.log()
+
+
+def test_a_dying_image_source_takes_the_launch_down(launch):
+    """source:=webcam without a camera: the source exits 1, the launch stops the hands node and exits 1."""
+    running = launch("backend:=mediapipe", "source:=webcam", "input:=63")
+    assert running.wait(120) == 1, running.log()
+    log = running.log()
+    assert "the image source (image_source) exited with code 1" in log
+    assert "Traceback" not in log and not running.group_alive()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read it (No such file or directory)"),
+    ("acr_hands:\n  ros__parameters: [backend: mediapipe\n", "not valid YAML (line 3, column 1: expected ',' or ']'"),
+    ("just text\n", "not a ROS 2 parameters file"),
+])
+def test_an_unusable_params_file_is_refused_before_anything_starts(launch, tmp_path, content, message):
+    params = tmp_path / "missing.yaml"
+    if content is not None:
+        params.write_text(content)
+    running = launch(f"params_file:={params}")
+    assert running.wait(60) == 1, running.log()
+    log = running.log()
+    assert f"params_file:={params}: {message}" in log
+    assert "process started" not in log and "Traceback" not in log
+
+
+def test_a_dying_hands_node_takes_the_launch_down_with_its_reason(launch, tmp_path):
+    """backend:=acr with a checkpoint that is not there: the node says which file, the launch exits 1."""
+    running = launch("backend:=acr", f"checkpoint:={tmp_path / 'nowhere' / 'wild.pkl'}",
+                     f"mano_dir:={tmp_path / 'no_mano'}", "device:=cpu", "source:=image",
+                     f"input:={SAMPLES_DIR / 'magic.jpg'}")
+    assert running.wait(120) == 1, running.log()
+    log = running.log()
+    assert str(tmp_path / "nowhere" / "wild.pkl") in log
+    assert "the hands node (acr_hands) exited with code 1" in log
+    assert "Traceback" not in log and not running.group_alive()
+
+
+def test_model_overrides_reach_the_node(launch, acr_checkpoint, mano_dir):
+    """backend, checkpoint, mano_dir and device given on the command line run ACR with those files."""
+    running = launch("backend:=acr", f"checkpoint:={acr_checkpoint}", f"mano_dir:={mano_dir}", "device:=cpu")
+    assert running.wait_for_output(HANDS_STARTED, 300), running.log()
+    log = running.log()
+    assert "hand backend: acr" in log and f"weights {acr_checkpoint.name}:" in log
+    stopped_cleanly(running)

@@ -1,0 +1,105 @@
+"""The hands node's inputs over DDS (FakeBackend in this process): qos_reliability auto follows the
+publishers, and the diagnostics say what each camera delivers."""
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from support.fake_backend import FakeBackend
+from support.ros_harness import Session, camera_info_msg, image_msg, magic_bgr
+
+
+@pytest.fixture
+def auto_session(tmp_path):
+    session = Session(tmp_path, dict(qos_reliability="auto", diagnostics_period=0.1),
+                      name="auto_hands", backend=FakeBackend())
+    # The session's publishers are reliable: auto re-subscribes reliably within a second; the
+    # tests start once it has and the new subscriptions have matched.
+    inputs = session.node.cameras[0].inputs
+    assert session.probe.spin_until(lambda: all(i.reliability == ReliabilityPolicy.RELIABLE for i in inputs), 10)
+    session.probe.spin_until(lambda: False, 0.5)
+    yield session
+    session.close()
+
+
+def test_auto_reliability_follows_the_publishers(auto_session):
+    s = auto_session
+    image = s.node.cameras[0].image_input
+    assert image.reliability == ReliabilityPolicy.RELIABLE  # reliable publishers (the fixture waited for it)
+    stamp = (1700002000, 0)
+    s.send(image_msg(magic_bgr(), stamp=stamp), info=camera_info_msg(640, 360, 500.0, stamp=stamp))
+    assert s.answer(stamp).hands
+    assert s.probe.spin_until(lambda: s.status().get("input /auto_hands_cam0/image_raw", "").startswith("reliable"), 10)
+    # A best-effort publisher joins: a reliable subscription would never hear it.
+    best_effort = s.probe.publisher(Image, "/auto_hands_cam0/image_raw",
+                                    QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+    assert s.probe.spin_until(lambda: image.reliability == ReliabilityPolicy.BEST_EFFORT, 10)
+    s.probe.wait_for_subscribers(best_effort)
+    stamp = (1700002001, 0)
+    best_effort.publish(image_msg(magic_bgr(), stamp=stamp))
+    assert s.answer(stamp, timeout=20).hands
+
+
+def test_diagnostics_warn_on_default_intrinsics_and_name_grey_input(auto_session):
+    s = auto_session
+    stamp = (1700002100, 0)
+    s.send(image_msg(magic_bgr(), "mono8", stamp=stamp))  # no CameraInfo
+    s.answer(stamp)
+    key = "input /auto_hands_cam0/image_raw"
+    assert s.probe.spin_until(lambda: "default intrinsics" in s.status().get(key, ""), 10)
+    assert "mono8 (grey: replicated to 3 channels" in s.status()[key]
+    latest = s.reports()[-1]
+    assert latest.level == DiagnosticStatus.WARN and "default intrinsics" in latest.message
+
+
+def test_diagnostics_warn_when_a_publisher_sends_nothing_and_while_inactive(auto_session):
+    s = auto_session
+    # The session's publishers exist but send nothing.
+    assert s.probe.spin_until(lambda: "no frame arrived" in (s.reports() or [DiagnosticStatus()])[-1].message, 15)
+    s.node.trigger_deactivate()
+    assert s.probe.spin_until(lambda: s.reports()[-1].message.startswith("inactive"), 10)
+    assert s.reports()[-1].level == DiagnosticStatus.WARN
+
+
+def test_a_first_frame_waits_for_its_late_camera_info_and_the_fallback_is_warned_once(auto_session, capfd):
+    s = auto_session
+    stamp = (1700002200, 0)
+    s.images["cam0"].publish(image_msg(magic_bgr(), stamp=stamp))  # the frame overtakes its CameraInfo
+    s.probe.spin_until(lambda: False, 0.3)
+    s.infos["cam0"].publish(camera_info_msg(640, 360, 500.0, stamp=stamp))
+    assert not s.answer(stamp).default_intrinsics  # it waited (camera_info_timeout 1 s), not fell back
+    for second in (1, 2):  # a camera_info that says uncalibrated: the default, warned once
+        stamp = (1700002200 + second, 0)
+        info = camera_info_msg(640, 360, 500.0, stamp=stamp)
+        info.k = [0.0] * 9
+        s.send(image_msg(magic_bgr(), stamp=stamp), info=info)
+        assert s.answer(stamp).default_intrinsics
+    assert capfd.readouterr().err.count("Fix: publish the camera's calibration") == 1
+
+
+def test_inputs_are_named_by_their_remapped_topics():
+    from rclpy.parameter import Parameter
+
+    from acr_ros.hands_node import HandsNode
+    from support.ros_harness import Probe
+
+    probe = Probe("remap_probe")
+    node = HandsNode(backend_factory=lambda: (FakeBackend(), "test backend"), context=probe.context,
+                     cli_args=["--ros-args", "-r", "__node:=remapped_hands", "-r", "image_raw:=/camera/color/image_raw",
+                               "-r", "camera_info:=/camera/color/camera_info"],
+                     parameter_overrides=[Parameter("image_topics", value=["image_raw"])])
+    try:
+        assert node.start()
+        # What diagnostics and logs name each input by: the topic it really reads.
+        assert [i.resolved for i in node.cameras[0].inputs] == ["/camera/color/camera_info", "/camera/color/image_raw"]
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        probe.close()
+
+
+def test_parameter_changes_are_logged(auto_session, capfd):
+    from rclpy.parameter import Parameter
+
+    auto_session.node.set_parameters([Parameter("track_timeout", value=3.5)])
+    assert "parameter track_timeout set to 3.5" in capfd.readouterr().err

@@ -1,0 +1,56 @@
+"""Parameters the executables were given but do not have are named, with the closest known name; a
+parameters file rclpy cannot parse is one line and exit code 1, not a traceback."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import rclpy
+from rclpy.parameter import Parameter
+
+from acr_ros.media import SAMPLES_DIR
+from acr_ros.ros_runtime import warn_unknown_parameters
+from support.signals import REPO, Program
+
+
+def test_unknown_overrides_are_warned_with_the_closest_declared_name():
+    from acr_ros.image_source import ImageSource
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = ImageSource(context=context, parameter_overrides=[
+            Parameter("frame_idd", value="x"), Parameter("rate", value=5.0), Parameter("zzz_nothing_alike", value=1)])
+        try:
+            assert warn_unknown_parameters(node) == ["frame_idd", "zzz_nothing_alike"]
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_an_unknown_command_line_parameter_is_named(tmp_path):
+    program = Program(["-m", "acr_ros.image_source", "--ros-args", "-r", "image_raw:=/param_check/image_raw",
+                       "-p", "source:=image", "-p", f"input:={SAMPLES_DIR / 'magic.jpg'}", "-p", "depth_topic:=/d",
+                       "-p", "frame_idd:=cam"], tmp_path / "source.log")
+    try:
+        program.wait_for_output("unknown parameter 'frame_idd'", 60)
+        code, _ = program.stop([2], 20)
+    finally:
+        program.kill()
+    log = program.log()
+    assert code == 0, log
+    assert "unknown parameter 'frame_idd' ignored (this node has no such parameter); did you mean 'frame_id'?" in log
+    assert "unknown parameter 'depth_topic' ignored" in log
+
+
+@pytest.mark.parametrize("module", ["acr_ros.hands_node", "acr_ros.image_source", "acr_ros.hands_recorder"])
+def test_a_parameters_file_that_does_not_parse_is_one_line(tmp_path, module):
+    params = tmp_path / "broken.yaml"
+    params.write_text("acr_hands:\n  ros__parameters: [backend: mediapipe\n")
+    result = subprocess.run([sys.executable, "-m", module, "--ros-args", "--params-file", str(params)],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    assert f"cannot start: Couldn't parse params file: '--params-file {params}'" in result.stderr
