@@ -5,6 +5,8 @@ the README's launch section describes. Each launch costs seconds of process star
 shows several things where it can."""
 from __future__ import annotations
 
+import signal
+
 import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -37,10 +39,13 @@ def launch(colcon_workspace, tmp_path):
 
 
 def stopped_cleanly(launch: Launch, presses: int = 1) -> None:
-    """Ctrl-C pressed `presses` times: the launch and every node exit 0, without a traceback, and
+    """Ctrl-C pressed `presses` times: every node exits 0, the launch 0 (after a second press
+    also -SIGINT: upstream ros2 launch puts back Python's default handler while it shuts down, so a
+    press that lands then ends that process alone, as for any program), without a traceback, and
     nothing of the launch is left running."""
     launch.ctrl_c(presses)
-    assert launch.wait(60) == 0, launch.log()
+    code = launch.wait(60)
+    assert code == 0 or (presses > 1 and code == -signal.SIGINT), launch.log()
     assert not launch.failure_signs(), launch.log()
     assert not launch.group_alive(), "a process of the launch outlived it"
 
