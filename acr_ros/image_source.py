@@ -49,7 +49,7 @@ class ImageSource(Node):
             "compressed": (False, "also publish image_raw/compressed (JPEG)"),
             "reliable": (False, "publish with reliable QoS (default: sensor data, best effort)"),
             "wait_for_subscribers": (0, "before the first frame, wait until this many subscribers "
-                                        "listen on image_raw"),
+                                        "listen on image_raw (and at most 2 s more on camera_info)"),
         }
         for name, (default, description) in parameters.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
@@ -111,10 +111,15 @@ class ImageSource(Node):
         self.last_stamp = header.stamp
 
     def wait_for_subscribers(self) -> None:
+        """Until `wait_for_subscribers` listen on image_raw (at most 60 s), then at most 2 s more until
+        as many listen on camera_info: a consumer's two subscriptions are discovered one after the
+        other, and without this its first frame could come before any CameraInfo. A consumer of
+        images alone costs those 2 s once."""
         wanted = self.param("wait_for_subscribers")
-        deadline = time.monotonic() + 60
-        while self.running() and self.image_pub.get_subscription_count() < wanted and time.monotonic() < deadline:
-            rclpy.spin_once(self, timeout_sec=0.1)
+        for publisher, seconds in ((self.image_pub, 60.0), (self.info_pub, 2.0)):
+            deadline = time.monotonic() + seconds
+            while self.running() and publisher.get_subscription_count() < wanted and time.monotonic() < deadline:
+                rclpy.spin_once(self, timeout_sec=0.1)
 
     def run(self) -> None:
         """Publishes until the media ends (or forever with loop), pacing frames in real time."""

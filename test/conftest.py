@@ -1,6 +1,7 @@
 """Shared fixtures. Everything here is synthetic: random weights in the official key layout and
 MANO-format pickles of random arrays. Their outputs are not hand reconstructions."""
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,23 @@ import pytest
 # DDS must stay on this machine, and concurrent runs must not hear each other.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+# Each pytest-xdist worker (scripts/test.sh runs several) is a run of its own: its own domain, a
+# fixed distance from the run's, within the 1-232 that Fast DDS's port numbering allows.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...; unset without xdist
+if XDIST_WORKER:
+    os.environ["ROS_DOMAIN_ID"] = str(1 + (int(os.environ["ROS_DOMAIN_ID"]) - 1 + 50 * (int(XDIST_WORKER[2:]) + 1)) % 230)
 # Idle OpenMP threads sleep instead of spinning (read when torch loads, after this): spinning
 # threads starve the node processes the tests run, and on a busy machine a torch op whose threads
 # wait for a descheduled one takes several times longer (the engine tests ~7x on 2 shared cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_collection_modifyitems(items):
+    """Modules with a test marked slow run first: spread over the xdist workers (scripts/test.sh), they
+    start early instead of ending the run alone."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
+
 
 def pytest_configure(config):
     """scripts/test.sh sets ACR_ROS_EXPECT_LAUNCH where set-up installed the launch stack: there, a
@@ -26,13 +40,29 @@ def pytest_configure(config):
                                     "would skip (run scripts/setup.sh; it installs ../shared/ros/launch_stack)")
 
 
+@contextmanager
+def once_per_run(tmp_path_factory, name: str):
+    """(path, done): `path` in a folder shared by the run's xdist workers (their basetemps share a
+    parent only under xdist), and whether it was already made. The first worker to come makes it;
+    the others wait here until it has. Read-only fixtures only: the workers share them."""
+    import fcntl
+
+    run_temp = tmp_path_factory.getbasetemp()
+    run_temp = run_temp.parent if XDIST_WORKER else run_temp
+    made = run_temp / f"{name}.made"
+    with open(run_temp / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield run_temp / name, made.exists()
+        made.touch()
+
 
 @pytest.fixture(scope="session")
 def mano_dir(tmp_path_factory) -> Path:
     """A folder with MANO_LEFT.pkl / MANO_RIGHT.pkl of random arrays (plain numpy pickles)."""
     from support.synthetic_mano import write_synthetic_mano
 
-    return write_synthetic_mano(tmp_path_factory.mktemp("mano"), seed=0)
+    with once_per_run(tmp_path_factory, "mano") as (path, done):
+        return path if done else write_synthetic_mano(path, seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -41,13 +71,16 @@ def acr_checkpoint(tmp_path_factory) -> Path:
     both center maps fire: every pipeline stage runs. Not a hand model."""
     from support.random_weights import write_random_checkpoint
 
-    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "wild.pkl", seed=0, detect="both")
+    with once_per_run(tmp_path_factory, "ckpt") as (folder, done):
+        folder.mkdir(exist_ok=True)
+        return folder / "wild.pkl" if done else write_random_checkpoint(folder / "wild.pkl", seed=0, detect="both")
 
 
 @pytest.fixture(scope="session")
 def colcon_workspace(tmp_path_factory) -> Path:
-    """The repository built by colcon once per session (test/support/colcon.py): the install space that
-    `ros2 launch acr_ros ...`, `ros2 run` and `colcon test` use."""
+    """The repository built by colcon once per test run (test/support/colcon.py): the install space
+    that `ros2 launch acr_ros ...`, `ros2 run` and `colcon test` use."""
     from support.colcon import build_workspace
 
-    return build_workspace(tmp_path_factory.mktemp("ws"))
+    with once_per_run(tmp_path_factory, "colcon_ws") as (ws, done):
+        return ws if done else build_workspace(ws)

@@ -39,13 +39,15 @@ def launch(colcon_workspace, tmp_path):
 
 
 def stopped_cleanly(launch: Launch, presses: int = 1) -> None:
-    """Ctrl-C pressed `presses` times: every node exits 0, the launch 0 (after a second press
-    also -SIGINT: upstream ros2 launch puts back Python's default handler while it shuts down, so a
-    press that lands then ends that process alone, as for any program), without a traceback, and
-    nothing of the launch is left running."""
+    """Ctrl-C pressed `presses` times: every node exits 0, the launch 0, without a traceback, and
+    nothing of the launch is left running. After a second press the launch process itself may also
+    end by that signal: upstream ros2 launch puts back Python's default handler while it shuts down,
+    so a press that lands then ends that process alone, as for any program (-SIGINT; or -SIGABRT,
+    "terminate called without an active exception", when it lands while launch_ros's own rclpy
+    thread is still running, which a busy machine makes more likely)."""
     launch.ctrl_c(presses)
     code = launch.wait(60)
-    assert code == 0 or (presses > 1 and code == -signal.SIGINT), launch.log()
+    assert code == 0 or (presses > 1 and code in (-signal.SIGINT, -signal.SIGABRT)), launch.log()
     assert not launch.failure_signs(), launch.log()
     assert not launch.group_alive(), "a process of the launch outlived it"
 

@@ -26,6 +26,8 @@ from acr_ros.backends.acr import ACRBackend
 from support import reference as ref
 from support.random_weights import random_acr_network
 
+pytestmark = pytest.mark.slow  # tens of seconds of network runs in all
+
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL, REDUCED = 512, 256                   # network input sizes; center maps of size / 8 cells
 FAR = {"left": (0, 63), "right": (63, 0)}      # corners of the 64 grid, 89 cells apart: no prior

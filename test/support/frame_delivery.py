@@ -34,22 +34,27 @@ def node_status(diagnostics: list, name: str) -> dict[str, str]:
 
 
 def deliver(tmp_path: Path, publisher_reliability: str, node_reliability: str = "auto",
-            sizes=SIZES, seconds: float = 3.0, rate: float = 30.0, name: str = "delivery_hands") -> list[dict]:
-    """For each size: frames published at `rate` for `seconds`, and frames the node received."""
+            sizes=SIZES, seconds: float = 3.0, rate: float = 30.0, name: str = "delivery_hands",
+            queue: int | None = None) -> list[dict]:
+    """For each size: frames published at `rate` for `seconds`, and frames the node received.
+    queue: the depth of the publisher's and the node's queues (default: the publisher 10, the node
+    its default qos_depth)."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     topic = f"/{name}_cam/image_raw"
-    process = NodeProcess("acr_ros.hands_node", dict(backend="mediapipe", image_topics=[topic],
-                                                     qos_reliability=node_reliability, diagnostics_period=0.2),
-                          tmp_path, name=name)
+    parameters = dict(backend="mediapipe", image_topics=[topic], qos_reliability=node_reliability,
+                      diagnostics_period=0.2)
+    if queue is not None:
+        parameters["qos_depth"] = queue
+    process = NodeProcess("acr_ros.hands_node", parameters, tmp_path, name=name)
     probe = Probe(f"{name}_probe")
     results = []
     try:
         diagnostics = probe.record(DiagnosticArray, "/diagnostics", 50)
         policy = ReliabilityPolicy.RELIABLE if publisher_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
-        publisher = probe.publisher(Image, topic, QoSProfile(depth=10, reliability=policy))
+        publisher = probe.publisher(Image, topic, QoSProfile(depth=queue or 10, reliability=policy))
         probe.wait_for_subscribers(publisher, timeout=60, process=process)
         expected = publisher_reliability if node_reliability == "auto" else node_reliability
         settled = lambda: node_status(diagnostics, name).get(f"input {topic}", "").startswith(expected)  # noqa: E731

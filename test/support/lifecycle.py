@@ -34,13 +34,20 @@ class LifecycleClient:
         ready = lambda: self._change.service_is_ready() and self._get.service_is_ready()  # noqa: E731
         assert self.probe.spin_until(ready, timeout, process), f"no lifecycle services of /{self.node}"
 
-    def _call(self, client, request, timeout: float):
-        future = client.call_async(request)
-        assert self.probe.spin_until(future.done, timeout), f"{client.srv_name} did not answer in {timeout} s"
-        return future.result()
+    def _call(self, client, request, timeout: float, resend_after: float | None = None):
+        """The response; a query (resend_after set) is sent again when that many seconds pass without
+        one: the response to a request that arrives while the server is still matching the client's
+        response reader is lost (Fast DDS; more likely on a busy machine)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            future = client.call_async(request)
+            if self.probe.spin_until(future.done, min(resend_after or timeout, deadline - time.monotonic())):
+                return future.result()
+            client.remove_pending_request(future)
+            assert time.monotonic() < deadline, f"{client.srv_name} did not answer in {timeout} s"
 
     def state(self, timeout: float = 30.0) -> str:
-        return self._call(self._get, GetState.Request(), timeout).current_state.label
+        return self._call(self._get, GetState.Request(), timeout, resend_after=5.0).current_state.label
 
     def change(self, transition: str, timeout: float = 120.0) -> bool:
         """Triggers a transition by its label (configure, activate, deactivate, cleanup, shutdown)."""
