@@ -35,10 +35,10 @@ def node_status(diagnostics: list, name: str) -> dict[str, str]:
 
 def deliver(tmp_path: Path, publisher_reliability: str, node_reliability: str = "auto",
             sizes=SIZES, seconds: float = 3.0, rate: float = 30.0, name: str = "delivery_hands",
-            queue: int | None = None) -> list[dict]:
-    """For each size: frames published at `rate` for `seconds`, and frames the node received.
-    queue: the depth of the publisher's and the node's queues (default: the publisher 10, the node
-    its default qos_depth)."""
+            queue: int | None = None, drain: float = 5.0) -> list[dict]:
+    """For each size: frames published at `rate` for `seconds`, and frames the node received within
+    `drain` seconds after the last. queue: the depth of the publisher's and the node's queues
+    (default: the publisher 10, the node its default qos_depth)."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -71,7 +71,7 @@ def deliver(tmp_path: Path, publisher_reliability: str, node_reliability: str = 
                 while (wait := start + (index + 1) / rate - time.monotonic()) > 0:
                     probe.executor.spin_once(timeout_sec=wait)
             received = lambda: int(node_status(diagnostics, name).get("frames received", 0)) - before  # noqa: E731
-            probe.spin_until(lambda: received() >= count, 5, process)  # reliable frames still in flight
+            probe.spin_until(lambda: received() >= count, drain, process)  # reliable frames still in flight
             probe.spin_until(lambda: False, 0.5)                       # a report after the last frame
             results.append(dict(size=f"{width}x{height}", published=count, received=received(),
                                 publisher=publisher_reliability, node=node_reliability,

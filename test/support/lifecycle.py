@@ -21,6 +21,12 @@ NO_ROS2_CLI = ("the ros2 command-line tools are not installed here (a real ROS 2
                "not on PyPI)")
 
 
+# The primary state each transition ends in when it succeeds, and the states a transition passes.
+TRANSITION_GOALS = {"configure": "inactive", "activate": "active", "deactivate": "inactive",
+                    "cleanup": "unconfigured"}
+TRANSITION_STATES = ("configuring", "activating", "deactivating", "cleaningup", "shuttingdown", "errorprocessing")
+
+
 class LifecycleClient:
     """The node's ~/change_state and ~/get_state services, and its ~/transition_event topic."""
 
@@ -50,10 +56,24 @@ class LifecycleClient:
         return self._call(self._get, GetState.Request(), timeout, resend_after=5.0).current_state.label
 
     def change(self, transition: str, timeout: float = 120.0) -> bool:
-        """Triggers a transition by its label (configure, activate, deactivate, cleanup, shutdown)."""
+        """Triggers a transition by its label (configure, activate, deactivate, cleanup, shutdown).
+        Without a response after 15 s (lost as in _call, or a slow transition), the node's state
+        decides: still in transition, wait; at the transition's goal, done; else send it again."""
         request = ChangeState.Request()
         request.transition.label = transition
-        return self._call(self._change, request, timeout).success
+        deadline = time.monotonic() + timeout
+        while True:
+            future = self._change.call_async(request)
+            if self.probe.spin_until(future.done, min(15.0, deadline - time.monotonic())):
+                return future.result().success
+            self._change.remove_pending_request(future)
+            assert time.monotonic() < deadline, f"/{self.node}/change_state did not answer in {timeout} s"
+            state = self.state()
+            while state in TRANSITION_STATES and time.monotonic() < deadline:
+                self.probe.spin_until(lambda: False, 0.5)
+                state = self.state()
+            if state == TRANSITION_GOALS.get(transition):
+                return True
 
     def goal_states(self) -> list[str]:
         """The goal state of every transition event received so far, e.g. ['configuring', 'inactive']."""
