@@ -95,7 +95,15 @@ def test_defaults_with_a_camera_of_ones_own_and_its_remaps(launch):
         hands = first_hands(probe, send=send)
         assert (hands.header.stamp.sec, hands.header.stamp.nanosec) == stamp
         assert hands.header.frame_id == "lt_optical"
-        assert not hands.default_intrinsics  # the remapped camera_info reached the node
+        # The remapped camera_info reaches the node. On a busy machine the first CameraInfo can be
+        # lost while the node re-creates its subscriptions for these reliable publishers
+        # (qos_reliability auto), and that frame is placed with the default intrinsics, with a
+        # warning: the next frames have the camera's.
+        for _ in range(5):
+            if not hands.default_intrinsics:
+                break
+            hands = first_hands(probe, send=send)
+        assert not hands.default_intrinsics
         names = dict(probe.node.get_topic_names_and_types())
         assert "/acr_hands/hands" in names and "/acr_hands/markers" in names
         assert "unknown parameter" not in running.log()  # the package's own config/hands.yaml is all known
