@@ -9,25 +9,18 @@ import time
 from pathlib import Path
 
 from support.colcon import environment, sourced
+from support.processes import LoggedProcess
 
 # What must never appear in a launch's output: a Python traceback anywhere, a node publishing after
 # rclpy shut down, a node killed by a signal instead of exiting.
 FAILURE_SIGNS = ("Traceback (most recent call last)", "context is invalid", "exit code -")
 
 
-class Launch:
+class Launch(LoggedProcess):
     def __init__(self, workspace: Path, log_path: Path, *arguments: str):
-        self.log_path = log_path
-        self._log = open(log_path, "w")
         command = sourced(workspace, ["ros2", "launch", "acr_ros", "hands.launch.py", *arguments])
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT, env=environment(),
-                                        start_new_session=True)
+        super().__init__(command, log_path, env=environment(), start_new_session=True)
         self.group = self.process.pid  # start_new_session: the launch leads its own group
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
 
     def wait_for_output(self, text: str, timeout: float = 120.0) -> bool:
         """Until `text` is in the output (False when the launch ended or the time ran out first)."""

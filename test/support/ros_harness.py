@@ -23,33 +23,23 @@ from visualization_msgs.msg import MarkerArray
 
 from acr_ros.media import SAMPLES_DIR as MEDIA
 from acr_ros.msg import Hands
+from support.processes import LoggedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class NodeProcess:
+class NodeProcess(LoggedProcess):
     """An acr_ros module's main() run as `python -m`, with its parameters from a YAML file."""
 
     def __init__(self, module: str, params: dict, tmp_path: Path, name: str = "acr_hands",
                  remaps: dict | None = None):
         params_file = tmp_path / f"{name}_params.yaml"
         params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
-        self.log_path = tmp_path / f"{name}.log"
         command = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}",
                    "--params-file", str(params_file)]
         for source, target in (remaps or {}).items():
             command += ["-r", f"{source}:={target}"]
-        self._log = open(self.log_path, "w")
-        self.process = subprocess.Popen(command, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
+        super().__init__(command, tmp_path / f"{name}.log", cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> int:
         """Sends sig; returns the exit code (killed after timeout: negative)."""

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from support.processes import LoggedProcess
+
 REPO = Path(__file__).resolve().parents[2]
 
 # Exit codes a stop signal may end a program with: 0 for a node (a stop request is its normal end),
@@ -16,17 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 CONVENTIONAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
 
 
-class Program:
+class Program(LoggedProcess):
     def __init__(self, command: list[str], log_path: Path):
-        self.log_path = log_path
-        self._log = open(log_path, "w")
-        self.process = subprocess.Popen([sys.executable, *command], cwd=REPO, stdout=self._log,
-                                        stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text()
+        super().__init__([sys.executable, *command], log_path, cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def wait_for_output(self, text: str, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
