@@ -40,10 +40,12 @@ class LifecycleClient:
         ready = lambda: self._change.service_is_ready() and self._get.service_is_ready()  # noqa: E731
         assert self.probe.spin_until(ready, timeout, process), f"no lifecycle services of /{self.node}"
 
-    def _call(self, client, request, timeout: float, resend_after: float | None = None):
-        """The response; a query (resend_after set) is sent again when that many seconds pass without
-        one: the response to a request that arrives while the server is still matching the client's
-        response reader is lost (Fast DDS; more likely on a busy machine)."""
+    def _call(self, client, request, timeout: float, resend_after: float | None = None,
+              settled: Callable[[float], bool] | None = None):
+        """The response, or None when settled(deadline) says after a silence that the request took
+        effect. A request unanswered for resend_after seconds is sent again: the response to one
+        that arrives while the server is still matching the client's response reader is lost
+        (Fast DDS; more likely on a busy machine)."""
         deadline = time.monotonic() + timeout
         while True:
             future = client.call_async(request)
@@ -51,6 +53,8 @@ class LifecycleClient:
                 return future.result()
             client.remove_pending_request(future)
             assert time.monotonic() < deadline, f"{client.srv_name} did not answer in {timeout} s"
+            if settled is not None and settled(deadline):
+                return None
 
     def state(self, timeout: float = 30.0) -> str:
         return self._call(self._get, GetState.Request(), timeout, resend_after=5.0).current_state.label
@@ -59,21 +63,17 @@ class LifecycleClient:
         """Triggers a transition by its label (configure, activate, deactivate, cleanup, shutdown).
         Without a response after 15 s (lost as in _call, or a slow transition), the node's state
         decides: still in transition, wait; at the transition's goal, done; else send it again."""
-        request = ChangeState.Request()
-        request.transition.label = transition
-        deadline = time.monotonic() + timeout
-        while True:
-            future = self._change.call_async(request)
-            if self.probe.spin_until(future.done, min(15.0, deadline - time.monotonic())):
-                return future.result().success
-            self._change.remove_pending_request(future)
-            assert time.monotonic() < deadline, f"/{self.node}/change_state did not answer in {timeout} s"
+        def reached_goal(deadline: float) -> bool:
             state = self.state()
             while state in TRANSITION_STATES and time.monotonic() < deadline:
                 self.probe.spin_until(lambda: False, 0.5)
                 state = self.state()
-            if state == TRANSITION_GOALS.get(transition):
-                return True
+            return state == TRANSITION_GOALS.get(transition)
+
+        request = ChangeState.Request()
+        request.transition.label = transition
+        response = self._call(self._change, request, timeout, resend_after=15.0, settled=reached_goal)
+        return response is None or response.success
 
     def goal_states(self) -> list[str]:
         """The goal state of every transition event received so far, e.g. ['configuring', 'inactive']."""
