@@ -74,6 +74,9 @@ def test_the_backend_runs_the_network_in_onnxruntime(ort_backend):
     assert backend.precision == "fp32" and "network fp32 (auto: the onnxruntime export is fp32) on cpu" in reason
     frames = backend.reconstruct(IMAGES[:2], [None, None], [0.0, 0.0], ["a", "b"])
     assert [[h.side for h in f.hands] for f in frames] == [[LEFT, RIGHT]] * 2
+    # Its threads sleep between runs instead of spinning against the torch stages that follow.
+    session_options = backend.pipeline._network.session.get_session_options()
+    assert session_options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 @pytest.mark.parametrize("settings, hands, prior, images", [
