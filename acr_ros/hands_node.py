@@ -95,8 +95,8 @@ PARAMS = (
     Param("mano_dir", "", "Folder holding MANO_LEFT.pkl and MANO_RIGHT.pkl (https://mano.is.tue.mpg.de)",
           True),
     Param("device", "auto", "Inference device: auto (CUDA when available), cuda, cuda:N or cpu", True),
-    Param("precision", "auto", "Network precision: auto (fp16 on CUDA; on CPU fp32, or bf16 where the CPU has "
-          "native bf16 and bf16 stays within 1 px / 1 mm of fp32 on the bundled photos), fp32, fp16, bf16",
+    Param("precision", "auto", "Network precision: auto (fp16 on CUDA, bf16 on a CPU with native bf16, each only "
+          "where it stays within 1 px / 1 mm of fp32 on the bundled photos; else fp32), fp32, fp16, bf16",
           True, choices=PRECISIONS),
     Param("runtime", "torch", "What runs the ACR network: torch, or onnxruntime (exported to ONNX at start-up, "
           "fp32; needs the onnxruntime package, onnxruntime-gpu for the CUDA and TensorRT providers)", True,

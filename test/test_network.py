@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from acr_ros.acr import mkldnn_fusion, parser
 from acr_ros.acr.hrnet import HRNetW32, SegmNet
 from acr_ros.acr.network import ACRNet, FastACR, LocallyConnected, _PatchTowers, coord_maps, fold_batchnorm
+from acr_ros.acr.precision import fp32_without_tf32
 from support import reference as ref
 from support.official_layout import official_layout
 from support.random_weights import random_acr_network
@@ -177,8 +178,7 @@ def test_half_precision_on_the_gpu_stays_close_to_float32(net, images, dtype):
     # Bounds from the same comparison emulated on the CPU with this random model (fp16: ~1 %,
     # bf16: ~8x more): half-precision activations through the ~100-layer trunk dominate.
     x = images.cuda()
-    torch.backends.cudnn.allow_tf32 = False
-    with torch.inference_mode():
+    with torch.inference_mode(), fp32_without_tf32():
         a = FastACR(net).cuda()(x)
         b = FastACR(net, dtype=dtype).cuda()(x)
     assert torch.equal(a.cells, b.cells) and torch.equal(a.detected, b.detected)

@@ -3,9 +3,11 @@ and the HandBackend built on it. Random weights + synthetic MANO: structure and 
 
 The official 512 network input is compared through the pipeline's own entry point; where resolution
 does not matter, the same stages run on that input downsampled to 256 (center maps of 32 cells)."""
+import dataclasses
 import subprocess
 import sys
 import warnings
+import weakref
 from pathlib import Path
 
 import cv2
@@ -20,8 +22,10 @@ from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult, HandRe
 from acr_ros.acr.mano import ManoFileError, ManoLayer
 from acr_ros.acr.one_euro import SmoothingConfig
 from acr_ros.acr.options import EngineOptions
-from acr_ros.acr.pipeline import ACRPipeline
+from acr_ros.acr.pipeline import ACRPipeline, HandRows
+from acr_ros.acr.precision import fp32_without_tf32
 from acr_ros.acr.preprocess import letterbox, letterbox_tensor
+from acr_ros.acr.smoothing import HandSmoother
 from acr_ros.backends.acr import ACRBackend
 from support import reference as ref
 from support.random_weights import random_acr_network
@@ -286,12 +290,33 @@ def test_whole_device_stage_needs_no_host_synchronisation(mano, both):
     assert res.vertices.shape == (2, 2, 778, 3) and res.translation.shape == (2, 2, 3)
 
 
+def test_cuda_graphs_are_for_cuda_only(mano):
+    net = random_acr_network(0, "both")
+    pipe = ACRPipeline(net, mano, CPU)
+    assert not pipe.cuda_graphs  # "auto": on a CUDA device only
+    dropped = weakref.ref(pipe)
+    del pipe
+    assert dropped() is None  # no reference cycle keeps a pipeline (and its GPU memory) until a gc pass
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device, got device 'cpu'"):
+        ACRPipeline(net, mano, EngineOptions(device="cpu", cuda_graphs=True))
+
+
+def assert_rows_close(a: HandRows, b: HandRows, atol: float = 1e-4) -> None:
+    for field in dataclasses.fields(HandRows):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        if x.dtype.kind == "f":
+            np.testing.assert_allclose(x, y, atol=atol, err_msg=field.name)
+        else:
+            np.testing.assert_array_equal(x, y, err_msg=field.name)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_pipeline_half_precision_and_cuda_graphs(mano):
     both_net = random_acr_network(0, "both")
     imgs = [smooth_image(480, 640, 13), smooth_image(1080, 1920, 14)]
-    fp32, _ = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp32"))(imgs)
+    with fp32_without_tf32():
+        fp32, _ = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp32"))(imgs)
     cpu, _ = ACRPipeline(both_net, mano, EngineOptions(device="cpu", precision="fp32", preprocess="device"))(imgs)
     np.testing.assert_allclose(fp32.keypoints, cpu.keypoints, atol=0.5)
     # Half precision on this random model (emulated on the CPU: fp16 ~11 px at 1080p, bf16 ~60 px):
@@ -301,12 +326,25 @@ def test_gpu_pipeline_half_precision_and_cuda_graphs(mano):
         assert np.array_equal(half.detected, fp32.detected)
         assert all(np.all(np.isfinite(v)) for v in vars(half).values() if v.dtype.kind == "f")
         np.testing.assert_allclose(half.keypoints, fp32.keypoints, atol=px)
-    graphs = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp16", cuda_graphs=True))
-    eager = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp16"))
-    for _ in range(2):
+    graphs = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp16"))
+    eager = ACRPipeline(both_net, mano, EngineOptions(device="cuda", precision="fp16", cuda_graphs=False))
+    assert graphs.cuda_graphs and not eager.cuda_graphs  # "auto" is on with CUDA
+    b, _ = eager(imgs)
+    for _ in range(2):  # the capture, then a replay
         a, _ = graphs(imgs)
-        b, _ = eager(imgs)
-        np.testing.assert_allclose(a.keypoints, b.keypoints, atol=1e-3)
+        assert_rows_close(a, b)
+    # A result outlives the next replay; another batch shape and a new threshold get graphs of their own.
+    first, _ = graphs(imgs[:1])
+    graphs(imgs[1:])
+    np.testing.assert_array_equal(graphs(imgs[:1])[0].keypoints, first.keypoints)
+    # With smoothing, the smoother runs between the decoding's graph and MANO's.
+    smoothed = [pipe(imgs, None, HandSmoother(SmoothingConfig()), ["a", "b"], [0.0, 0.0])[0] for pipe in (graphs, eager)]
+    assert_rows_close(*smoothed)
+    graphs.detection_threshold = eager.detection_threshold = 5.0
+    assert not graphs(imgs)[0].detected.any() and not eager(imgs)[0].detected.any()
+    dropped = weakref.ref(graphs)
+    del graphs
+    assert dropped() is None  # no reference cycle keeps the graphs' GPU memory until a gc pass
 
 
 def test_benchmark_runs_and_prints_a_table():

@@ -19,6 +19,7 @@ def test_runtime_options_are_validated():
     for bad, match in [(dict(runtime="tensorrt"), "runtime must be one of"),
                        (dict(runtime="onnxruntime", precision="fp16"), "fp32 export"),
                        (dict(runtime="onnxruntime", cuda_graphs=True), "runtime torch only"),
+                       (dict(cuda_graphs="yes"), "cuda_graphs must be True, False or 'auto'"),
                        (dict(runtime="onnxruntime", onnx_providers="CPUExecutionProvider"), "sequence of names"),
                        (dict(onnx_providers=["CPUExecutionProvider"]), "runtime onnxruntime only")]:
         with pytest.raises(ValueError, match=match):
@@ -95,7 +96,7 @@ def test_auto_on_a_cpu_without_native_bf16_is_fp32_unmeasured(monkeypatch, auto_
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
     monkeypatch.setattr(precision, "deviation", None)  # measuring would fail
     net, mano, images = auto_inputs
-    pipe, why = precision.auto_cpu_pipeline(net, mano, EngineOptions(device="cpu"), images)
+    pipe, why = precision.auto_pipeline(net, mano, EngineOptions(device="cpu"), images)
     assert pipe.options.precision == "fp32" and why == "auto: this CPU has no native bf16 (AMX or AVX512-BF16)"
 
 
@@ -104,11 +105,11 @@ def test_auto_keeps_bf16_only_within_the_tolerance(monkeypatch, auto_inputs):
     net, mano, images = auto_inputs
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"amx_bf16"}))
     options = EngineOptions(device="cpu")
-    pipe, why = precision.auto_cpu_pipeline(net, mano, options, images)
+    pipe, why = precision.auto_pipeline(net, mano, options, images)
     assert pipe.options.precision == "fp32" and why.startswith("auto: bf16 would move the results beyond 1 px")
     assert "over 2 hands, detections agree" in why
     loose = dataclasses.replace(precision.HALF_PRECISION_TOLERANCE, keypoints_px=1e4, joints_mm=1e6, vertices_mm=1e6)
-    pipe, why = precision.auto_cpu_pipeline(net, mano, options, images, loose)
+    pipe, why = precision.auto_pipeline(net, mano, options, images, loose)
     assert pipe.options.precision == "bf16" and why.startswith("auto: native bf16, against fp32 on 1 calibration")
-    pipe, why = precision.auto_cpu_pipeline(net, mano, options, [])
+    pipe, why = precision.auto_pipeline(net, mano, options, [])
     assert pipe.options.precision == "fp32" and "no calibration images" in why

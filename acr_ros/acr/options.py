@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence, Union
 
-# Of the network. auto: fp16 on CUDA; on the CPU fp32, or bf16 where ACRBackend measured it within
-# the half-precision tolerance on the loaded weights (acr_ros.acr.precision); fp32 with onnxruntime.
+# Of the network. auto: ACRBackend measures fp16 (CUDA) or bf16 (a CPU with native bf16) against fp32 on
+# the loaded weights and keeps it within the half-precision tolerance, else fp32 (acr_ros.acr.precision;
+# a bare ACRPipeline takes fp16 on CUDA, fp32 on the CPU); fp32 with onnxruntime.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PREPROCESSING = ("auto", "exact", "device")    # auto: exact (OpenCV) on CPU, device on CUDA
 # What runs the network stage: PyTorch, or onnxruntime on the ONNX export of the same network.
@@ -31,7 +32,9 @@ class EngineOptions:
     preprocess: "exact" (OpenCV letterbox + bicubic, the official input bit for bit), "device"
         (pad + bicubic on the device, within one intensity level) or "auto".
     compile: False, True (torch.compile; on CPU with inductor freezing) or a torch.compile mode.
-    cuda_graphs: capture the network stage in CUDA graphs (CUDA only; one per batch shape).
+    cuda_graphs: run the network, the decoding and MANO as CUDA graphs, each captured once per batch
+        shape (a capture costs a second or so and GPU memory of its own): "auto" (on a CUDA device
+        unless torch.compile is on), True (CUDA only) or False.
     channels_last: run the convolutions in channels-last memory format.
     runtime: "torch", or "onnxruntime" (the network exported to ONNX at start-up and run by an
         onnxruntime session, fp32; the other stages stay in torch on ``device``).
@@ -47,7 +50,7 @@ class EngineOptions:
     duplicate_distance: float = DUPLICATE_DISTANCE
     preprocess: str = "auto"
     compile: Union[bool, str] = False
-    cuda_graphs: bool = False
+    cuda_graphs: Union[bool, str] = "auto"
     channels_last: bool = True
     runtime: str = "torch"
     onnx_providers: Sequence[str] = ()
@@ -59,6 +62,8 @@ class EngineOptions:
             raise ValueError(f"preprocess must be one of {', '.join(PREPROCESSING)}, got {self.preprocess!r}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if not (isinstance(self.cuda_graphs, bool) or self.cuda_graphs == "auto"):
+            raise ValueError(f"cuda_graphs must be True, False or 'auto', got {self.cuda_graphs!r}")
         if isinstance(self.onnx_providers, str):
             raise ValueError(f"onnx_providers must be a sequence of names, got the string {self.onnx_providers!r}")
         object.__setattr__(self, "onnx_providers", tuple(str(p) for p in self.onnx_providers))
@@ -66,7 +71,7 @@ class EngineOptions:
             if self.precision not in ("auto", "fp32"):
                 raise ValueError(f"runtime onnxruntime runs the fp32 export; precision {self.precision} needs "
                                  "runtime torch (TensorRT users: build an fp16 engine from the export, README)")
-            if self.compile or self.cuda_graphs:
+            if self.compile or self.cuda_graphs is True:
                 raise ValueError("compile and cuda_graphs apply to runtime torch only")
         elif self.onnx_providers:
             raise ValueError("onnx_providers apply to runtime onnxruntime only")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import warnings
 from dataclasses import dataclass
 from typing import Generic, Optional, Sequence, TypeVar, Union
@@ -60,12 +61,29 @@ class HandRows(Generic[Array]):
 
 
 def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    """The device an EngineOptions.device names; a CUDA device with its index ("cuda" -> "cuda:0",
+    the current one), so that every report says which GPU."""
     if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     return dev
+
+
+def uses_cuda_graphs(options: EngineOptions, device: torch.device) -> bool:
+    """Whether the torch stages run as CUDA graphs: "auto" where the device is CUDA and torch.compile
+    is off; True on a CPU is refused (EngineOptions.cuda_graphs)."""
+    if options.runtime != "torch" or options.cuda_graphs is False:
+        return False
+    if device.type != "cuda":
+        if options.cuda_graphs is True:
+            raise ValueError(f"cuda_graphs needs a CUDA device, got device {str(device)!r}")
+        return False
+    return options.cuda_graphs is True or not options.compile
 
 
 def resolve_precision(precision: str, device: torch.device, runtime: str = "torch") -> torch.dtype:
@@ -77,34 +95,79 @@ def resolve_precision(precision: str, device: torch.device, runtime: str = "torc
     return _DTYPES[precision]
 
 
-class _CudaGraphNetwork:
-    """Replays a captured CUDA graph of FastACR.forward per batch shape (static input buffer)."""
+def _tensors(value) -> list[torch.Tensor]:
+    """A stage's inputs or outputs (tensors, dataclasses of tensors, tuples of those) as a flat list."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if dataclasses.is_dataclass(value):
+        value = [getattr(value, f.name) for f in dataclasses.fields(value)]
+    return [t for item in value for t in _tensors(item)]
 
-    def __init__(self, fast: FastACR):
-        self.fast = fast
+
+def _rebuilt(template, tensors):
+    """``template``'s structure (see _tensors) filled from the iterator ``tensors``."""
+    if isinstance(template, torch.Tensor):
+        return next(tensors)
+    if dataclasses.is_dataclass(template):
+        return type(template)(**{f.name: _rebuilt(getattr(template, f.name), tensors)
+                                 for f in dataclasses.fields(template)})
+    return type(template)(_rebuilt(item, tensors) for item in template)
+
+
+class _CudaGraphs:
+    """Runs ``stage`` (a function of device tensors without host synchronisation) by replaying a
+    CUDA graph captured once per input shapes and ``constants()`` (values the graph bakes in): the
+    inputs are copied into the graph's static buffers and the outputs cloned out of its own, so a
+    result outlives the next replay. One replay launches what would be hundreds of small kernels."""
+
+    def __init__(self, stage, device: torch.device, constants=tuple):
+        self.stage, self.device, self.constants = stage, device, constants
         self.graphs: dict = {}
 
-    def __call__(self, x: torch.Tensor) -> NetworkOutput:
-        # The threshold and the suppression switch are constants inside a captured graph.
-        key = (tuple(x.shape), x.dtype, self.fast.detection_threshold, self.fast.suppress_duplicate_hands,
-               self.fast.duplicate_distance)
+    def __call__(self, *inputs):
+        flat = _tensors(inputs)
+        key = (tuple((t.shape, t.dtype) for t in flat), self.constants())
         if key not in self.graphs:
-            static_x = x.clone()
+            self.graphs[key] = self._capture(inputs)
+        graph, static_inputs, static_outputs = self.graphs[key]
+        for buffer, value in zip(static_inputs, flat):
+            buffer.copy_(value)
+        graph.replay()
+        return _rebuilt(static_outputs, iter([t.clone() for t in _tensors(static_outputs)]))
+
+    def _capture(self, inputs):
+        static = _rebuilt(inputs, iter([t.clone() for t in _tensors(inputs)]))
+        with torch.cuda.device(self.device):
+            # Warm-up runs on a side stream (cuDNN autotuning and workspaces happen outside the capture).
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
                 for _ in range(2):
-                    self.fast(static_x)
+                    self.stage(*static)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_out = self.fast(static_x)
-            self.graphs[key] = (graph, static_x, static_out)
-        graph, static_x, static_out = self.graphs[key]
-        static_x.copy_(x)
-        graph.replay()
-        return NetworkOutput(**{f.name: getattr(static_out, f.name).clone()
-                                for f in dataclasses.fields(NetworkOutput)})
+            # thread_local: the node's other threads may use CUDA while this one captures.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                outputs = self.stage(*static)
+        return graph, _tensors(static), outputs
+
+
+def hand_geometry(mano_layer: ManoLayer, orient_matrix: torch.Tensor, finger_pose: torch.Tensor,
+                  betas: torch.Tensor, cam: torch.Tensor, letterbox_params: torch.Tensor,
+                  intrinsics: torch.Tensor) -> tuple:
+    """The MANO and camera part of :meth:`ACRPipeline.mano`, rows (B, 2, ...): joints, vertices,
+    joint rotations, keypoints, translation."""
+    b = cam.shape[0]
+    n = 2 * b
+    side = torch.arange(2, device=cam.device).repeat(b)                                # 0,1,0,1,...
+    mano = mano_layer(side, orient_matrix.reshape(n, 3, 3), finger_pose.reshape(n, 45), betas.reshape(n, 10))
+    cam = cam.reshape(n, 3)
+    lp = letterbox_params.repeat_interleave(2, 0)
+    k = intrinsics.repeat_interleave(2, 0)
+    return (mano.joints.reshape(b, 2, 21, 3), mano.vertices.reshape(b, 2, -1, 3),
+            mano.joint_rotations.reshape(b, 2, 21, 3, 3),
+            project_to_original(mano.joints, cam, lp).reshape(b, 2, 21, 2),
+            camera_translation(cam, lp, k).reshape(b, 2, 3))
 
 
 class ACRPipeline:
@@ -130,6 +193,7 @@ class ACRPipeline:
                          duplicate_distance=options.duplicate_distance)
         self.mano_layer = copy.deepcopy(mano).to(self.device)
         self._compiled = False
+        self.cuda_graphs = uses_cuda_graphs(options, self.device)
         if options.runtime == "onnxruntime":
             from acr_ros.acr.onnx_export import export_form
             from acr_ros.acr.ort_network import OnnxRuntimeNetwork
@@ -142,16 +206,22 @@ class ACRPipeline:
             self.fast = FastACR(net, dtype=self.dtype, channels_last=options.channels_last, **detection).to(self.device)
             self._network = self._torch_network(options)
             self.providers = ()
+        # Not a bound method: a graph holding the pipeline would keep its GPU memory after close().
+        geometry = functools.partial(hand_geometry, self.mano_layer)
+        self._decode, self._geometry = parser.decode_params, geometry
+        if self.cuda_graphs:
+            self._decode = _CudaGraphs(parser.decode_params, self.device)
+            self._geometry = _CudaGraphs(geometry, self.device)
 
     def _torch_network(self, options: EngineOptions):
         network = self.fast
         if options.compile:
             network = self._compile(options.compile)
-        if options.cuda_graphs:
-            if self.device.type != "cuda":
-                warnings.warn("cuda_graphs needs a CUDA device; ignored", RuntimeWarning, stacklevel=3)
-            else:
-                network = _CudaGraphNetwork(network if not self._compiled else self.fast)
+        if self.cuda_graphs and not self._compiled:
+            # The detection settings are constants inside a captured graph.
+            fast = self.fast
+            network = _CudaGraphs(fast, self.device, constants=lambda: (
+                fast.detection_threshold, fast.suppress_duplicate_hands, fast.duplicate_distance))
         return network
 
     # -- configuration ------------------------------------------------------------------------------
@@ -200,11 +270,10 @@ class ACRPipeline:
                     self._network, self._compiled = self.fast, False
             return self._network(x)
 
-    @staticmethod
-    def decode(out: NetworkOutput) -> parser.HandParams:
+    def decode(self, out: NetworkOutput) -> parser.HandParams:
         """Decode the 109 parameters of every row (6D -> matrices / axis-angle), rows (B, 2, ...)."""
         with torch.inference_mode():
-            return parser.decode_params(out.params)
+            return self._decode(out.params)
 
     def mano(self, out: NetworkOutput, params: parser.HandParams, letterbox_params: torch.Tensor,
              intrinsics: torch.Tensor) -> HandRows[torch.Tensor]:
@@ -212,25 +281,14 @@ class ACRPipeline:
         original image, and the translation. letterbox_params (B, 3) [S, pad_left, pad_top];
         intrinsics (B, 4) [fx, fy, cx, cy] in original pixels (official defaults where none)."""
         with torch.inference_mode():
-            b = params.cam.shape[0]
-            n = 2 * b
-            side = torch.arange(2, device=self.device).repeat(b)                       # 0,1,0,1,...
-            orient = params.orient_matrix.reshape(n, 3, 3)
-            mano = self.mano_layer(side, orient, params.finger_pose.reshape(n, 45), params.betas.reshape(n, 10))
-            cam = params.cam.reshape(n, 3)
-            lp = letterbox_params.to(self.device, torch.float32).repeat_interleave(2, 0)
-            k = intrinsics.to(self.device, torch.float32).repeat_interleave(2, 0)
-            keypoints = project_to_original(mano.joints, cam, lp)
+            joints, vertices, joint_rotations, keypoints, translation = self._geometry(
+                params.orient_matrix, params.finger_pose, params.betas, params.cam,
+                letterbox_params.to(self.device, torch.float32), intrinsics.to(self.device, torch.float32))
             return HandRows(
                 detected=out.detected, scores=out.scores, cells=out.cells, prior_applied=out.prior_applied,
                 cam=params.cam, orient_matrix=params.orient_matrix, global_orient=params.global_orient,
-                finger_pose=params.finger_pose, betas=params.betas,
-                joints=mano.joints.reshape(b, 2, 21, 3),
-                vertices=mano.vertices.reshape(b, 2, -1, 3),
-                joint_rotations=mano.joint_rotations.reshape(b, 2, 21, 3, 3),
-                keypoints=keypoints.reshape(b, 2, 21, 2),
-                translation=camera_translation(cam, lp, k).reshape(b, 2, 3),
-            )
+                finger_pose=params.finger_pose, betas=params.betas, joints=joints, vertices=vertices,
+                joint_rotations=joint_rotations, keypoints=keypoints, translation=translation)
 
     @staticmethod
     def readback(rows: HandRows[torch.Tensor]) -> HandRows[np.ndarray]:

@@ -1,22 +1,25 @@
-"""How far a lower precision moves the results, and what precision "auto" picks on a CPU.
+"""How far a lower precision moves the results, and what precision "auto" picks.
 
-On a CPU with native bf16 arithmetic (AMX or AVX512-BF16) bf16 runs the network two to three times
-faster than fp32, but how far it moves the hands depends on the weights. So precision "auto" on
-such a CPU runs the loaded weights in fp32 and in bf16 on a few calibration images (the backend's
-bundled photos) and keeps bf16 only when every detection agrees and the deviations stay within
-HALF_PRECISION_TOLERANCE; on any other CPU it is fp32 without measuring.
+Half precision runs the network faster (fp16 on CUDA about twice as fast as fp32; bf16 two to three
+times on a CPU with native bf16 arithmetic, AMX or AVX512-BF16), but how far it moves the hands
+depends on the weights. So precision "auto" runs the loaded weights in fp32 and in the half
+precision on a few calibration images (the backend's bundled photos) and keeps the half precision
+only when every detection agrees and the deviations stay within HALF_PRECISION_TOLERANCE: fp16 on
+CUDA, bf16 on a CPU with native bf16; on any other CPU it is fp32 without measuring.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from acr_ros.acr import hardware
 from acr_ros.acr.options import EngineOptions
-from acr_ros.acr.pipeline import ACRPipeline, HandRows
+from acr_ros.acr.pipeline import ACRPipeline, HandRows, resolve_device
 
 
 @dataclass(frozen=True)
@@ -76,22 +79,46 @@ def deviation(reference: HandRows[np.ndarray], other: HandRows[np.ndarray]) -> D
         compared_hands=int(both.sum()))
 
 
-def auto_cpu_pipeline(net, mano, options: EngineOptions, calibration_images: Sequence[np.ndarray],
-                      tolerance: Tolerance = HALF_PRECISION_TOLERANCE) -> tuple[ACRPipeline, str]:
-    """The pipeline for precision "auto" on the CPU (see the module docstring), and why its
+@contextlib.contextmanager
+def fp32_without_tf32(device: torch.device = torch.device("cuda")):
+    """fp32 on CUDA as real fp32 inside the block (what runtime.tune_process sets for fp32): cuDNN's
+    default TF32 convolutions round like fp16. The flags are restored afterwards."""
+    if device.type != "cuda":
+        yield
+        return
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
+def auto_pipeline(net, mano, options: EngineOptions, calibration_images: Sequence[np.ndarray],
+                  tolerance: Tolerance = HALF_PRECISION_TOLERANCE) -> tuple[ACRPipeline, str]:
+    """The pipeline for precision "auto" with runtime torch (see the module docstring), and why its
     precision was chosen."""
-    fp32 = ACRPipeline(net, mano, dataclasses.replace(options, precision="fp32"))
-    if not hardware.has_native_bf16():
-        return fp32, "auto: this CPU has no native bf16 (AMX or AVX512-BF16)"
+    device = resolve_device(options.device)
+    half = "fp16" if device.type == "cuda" else "bf16"
+
+    def pipeline(name: str) -> ACRPipeline:
+        return ACRPipeline(net, mano, dataclasses.replace(options, precision=name))
+
+    if device.type == "cpu" and not hardware.has_native_bf16():
+        return pipeline("fp32"), "auto: this CPU has no native bf16 (AMX or AVX512-BF16)"
     if not calibration_images:
-        return fp32, "auto: no calibration images to measure bf16 on"
-    bf16 = ACRPipeline(net, mano, dataclasses.replace(options, precision="bf16"))
+        return pipeline("fp32"), f"auto: no calibration images to measure {half} on"
     images = list(calibration_images)
-    measured = deviation(fp32(images)[0], bf16(images)[0])
+    # Measured eagerly: no CUDA graphs are captured for these one-off runs.
+    measuring = dataclasses.replace(options, cuda_graphs=False)
+    with fp32_without_tf32(device):
+        reference = ACRPipeline(net, mano, dataclasses.replace(measuring, precision="fp32"))(images)[0]
+    measured = deviation(reference, ACRPipeline(net, mano, dataclasses.replace(measuring, precision=half))(images)[0])
     where = f"on {len(images)} calibration image(s)"
     if not measured.compared_hands:
-        return fp32, f"auto: no hand detected {where}, bf16 not measured"
+        return pipeline("fp32"), f"auto: no hand detected {where}, {half} not measured"
     if measured.within(tolerance):
-        return bf16, f"auto: native bf16, against fp32 {where}: {measured.summary()}"
-    return fp32, (f"auto: bf16 would move the results beyond {tolerance.keypoints_px:g} px / "
-                  f"{tolerance.joints_mm:g} mm {where}: {measured.summary()}")
+        native = "native bf16" if half == "bf16" else "fp16 on CUDA"
+        return pipeline(half), f"auto: {native}, against fp32 {where}: {measured.summary()}"
+    return pipeline("fp32"), (f"auto: {half} would move the results beyond {tolerance.keypoints_px:g} px / "
+                              f"{tolerance.joints_mm:g} mm {where}: {measured.summary()}")

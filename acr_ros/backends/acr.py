@@ -17,7 +17,7 @@ from acr_ros.acr.one_euro import SmoothingConfig
 from acr_ros.acr.options import EngineOptions
 from acr_ros.acr import runtime
 from acr_ros.acr.pipeline import PRECISION_NAMES, ACRPipeline, HandRows, resolve_device
-from acr_ros.acr.precision import auto_cpu_pipeline
+from acr_ros.acr.precision import auto_pipeline
 from acr_ros.acr.smoothing import HandSmoother
 from acr_ros.backends.base import ACR_THRESHOLD, BackendOutOfMemoryError, check_batch
 
@@ -33,9 +33,7 @@ def calibration_images() -> list[np.ndarray]:
 
 def _precision_reason(options: EngineOptions) -> str:
     """Why the precision is what it is, where nothing was measured."""
-    if options.precision != "auto":
-        return "requested"
-    return "auto: the onnxruntime export is fp32" if options.runtime == "onnxruntime" else "auto: fp16 on CUDA"
+    return "requested" if options.precision != "auto" else "auto: the onnxruntime export is fp32"
 
 
 def _hand(rows: HandRows[np.ndarray], i: int, s: int) -> HandResult:
@@ -60,9 +58,9 @@ class ACRBackend:
 
     checkpoint: path of the official wild.pkl; mano_dir: folder with MANO_LEFT.pkl / MANO_RIGHT.pkl.
     options: how the engine runs (EngineOptions: device, precision, runtime, threshold, ...). With
-    precision "auto" on the CPU, bf16 is measured against fp32 on the bundled photos when the CPU
-    has native bf16 (acr_ros.acr.precision); ``precision`` says what runs ("fp32", ...) and
-    ``precision_reason`` why.
+    precision "auto", fp16 on CUDA, or bf16 on a CPU with native bf16, is measured against fp32 on
+    the bundled photos and kept only when close enough (acr_ros.acr.precision); ``precision`` says
+    what runs ("fp32", ...) and ``precision_reason`` why.
     smoothing: a SmoothingConfig turns on One-Euro smoothing per (stream, side); None keeps the raw
     per-frame results. tune_process: apply the engine's process-wide settings for its device
     (acr_ros.acr.runtime; entry points opt in, libraries leave it off).
@@ -77,12 +75,12 @@ class ACRBackend:
     def __init__(self, checkpoint: Union[str, Path], mano_dir: Union[str, Path],
                  options: EngineOptions = EngineOptions(), smoothing: Optional[SmoothingConfig] = None,
                  tune_process: bool = False):
-        device = resolve_device(options.device)  # a device that is not there fails before the model loads
+        resolve_device(options.device)  # a device that is not there fails before the model loads
         net = load_acr_network(checkpoint)
         mano = ManoLayer.from_directory(mano_dir)
         self.checkpoint = checkpoint_id(checkpoint)
-        if options.precision == "auto" and options.runtime == "torch" and device.type == "cpu":
-            self.pipeline, self.precision_reason = auto_cpu_pipeline(net, mano, options, calibration_images())
+        if options.precision == "auto" and options.runtime == "torch":
+            self.pipeline, self.precision_reason = auto_pipeline(net, mano, options, calibration_images())
         else:
             self.pipeline = ACRPipeline(net, mano, options)
             self.precision_reason = _precision_reason(options)
