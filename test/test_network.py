@@ -3,6 +3,7 @@
 Grid sizes come from the tensors, so the fast-vs-dense comparisons run on 256x256 images (center
 maps of 32 cells); test_pipeline.py compares the official 512 input through the whole pipeline."""
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 
 from acr_ros.acr import mkldnn_fusion, parser
 from acr_ros.acr.hrnet import HRNetW32, SegmNet
-from acr_ros.acr.network import ACRNet, FastACR, LocallyConnected, _PatchTowers, coord_maps, fold_batchnorm
+from acr_ros.acr.network import (ACRNet, FastACR, LocallyConnected, NetworkOutput, _PatchTowers, coord_maps,
+                                 decide_with_inputs, fold_batchnorm)
 from acr_ros.acr.precision import fp32_without_tf32
 from support import reference as ref
 from support.official_layout import official_layout
@@ -138,6 +140,22 @@ def test_fast_network_is_the_same_without_fusion_and_channels_last(net, images):
         b = FastACR(net, channels_last=False, fuse_cpu=False)(x)
     assert torch.equal(a.cells, b.cells)
     torch.testing.assert_close(a.params, b.params, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("settings, hands", [
+    (dict(), 4),
+    (dict(detection_threshold=1.5), 0),                                  # above every peak
+    (dict(suppress_duplicate_hands=True, duplicate_distance=80.0), 2),   # one side kept per image
+])
+def test_detection_settings_as_tensor_inputs_decide_as_the_floats(net, images, settings, hands):
+    """What the network's CUDA graph captures (settings as inputs) decides exactly as FastACR."""
+    fast = FastACR(net, **settings)
+    with torch.no_grad():
+        expected = fast(images)
+        got = decide_with_inputs(fast, images, *(torch.tensor(value) for value in fast.detection_inputs()))
+    assert int(expected.detected.sum()) == hands
+    for field in dataclasses.fields(NetworkOutput):
+        assert torch.equal(getattr(got, field.name), getattr(expected, field.name)), field.name
 
 
 def test_fused_cpu_blocks_fall_back_outside_inference():

@@ -333,15 +333,17 @@ def test_gpu_pipeline_half_precision_and_cuda_graphs(mano):
     for _ in range(2):  # the capture, then a replay
         a, _ = graphs(imgs)
         assert_rows_close(a, b)
-    # A result outlives the next replay; another batch shape and a new threshold get graphs of their own.
+    # A result outlives the next replay; another batch shape gets graphs of its own.
     first, _ = graphs(imgs[:1])
     graphs(imgs[1:])
     np.testing.assert_array_equal(graphs(imgs[:1])[0].keypoints, first.keypoints)
     # With smoothing, the smoother runs between the decoding's graph and MANO's.
     smoothed = [pipe(imgs, None, HandSmoother(SmoothingConfig()), ["a", "b"], [0.0, 0.0])[0] for pipe in (graphs, eager)]
     assert_rows_close(*smoothed)
+    captured = len(graphs._network.graphs.graphs)
     graphs.detection_threshold = eager.detection_threshold = 5.0
     assert not graphs(imgs)[0].detected.any() and not eager(imgs)[0].detected.any()
+    assert len(graphs._network.graphs.graphs) == captured  # the settings are graph inputs: nothing recaptured
     dropped = weakref.ref(graphs)
     del graphs
     assert dropped() is None  # no reference cycle keeps the graphs' GPU memory until a gc pass

@@ -39,6 +39,7 @@ NUM_PRIOR = 106      # params without cam
 NUM_PARTS = 16       # attention parts per hand
 PATCH = 19           # backbone-grid rows/cols a head tower reads for one output cell
 TOWER_RADIUS = 4     # output cells each side of the read cell that the 3x3 convs reach
+NO_SUPPRESSION = -1.0  # the duplicate_distance of decide() that switches duplicate suppression off
 
 
 @dataclass
@@ -303,6 +304,12 @@ class FastACR(nn.Module):
         distance = self.duplicate_distance if self.suppress_duplicate_hands else None
         return decide(self.raw(x), self.detection_threshold, distance)
 
+    def detection_inputs(self) -> tuple[float, float]:
+        """The detection settings as the inputs of :func:`decide_with_inputs` (and of the ONNX
+        export): the threshold, and the duplicate distance or NO_SUPPRESSION."""
+        distance = self.duplicate_distance if self.suppress_duplicate_hands else NO_SUPPRESSION
+        return self.detection_threshold, distance
+
     def raw(self, x: torch.Tensor) -> RawOutput:
         """Everything that does not depend on the detection settings."""
         b = x.shape[0]
@@ -333,6 +340,13 @@ class FastACR(nn.Module):
         params_raw = fused.transpose(0, 1)                                     # (B,2,109)
         priors = torch.stack([prior_l, prior_r], 1)                            # (B,2,106)
         return RawOutput(scores, cells, params_raw, priors, centers.shape[-1])
+
+
+def decide_with_inputs(fast: FastACR, x: torch.Tensor, detection_threshold: torch.Tensor,
+                       duplicate_distance: torch.Tensor) -> NetworkOutput:
+    """``fast(x)`` with the detection settings as 0-d tensors (:meth:`FastACR.detection_inputs`):
+    what a CUDA graph captures, so that changing a setting needs no other graph."""
+    return decide(fast.raw(x), detection_threshold, duplicate_distance)
 
 
 def decide(raw: RawOutput, detection_threshold, duplicate_distance=None) -> NetworkOutput:

@@ -39,13 +39,12 @@ import torch
 from torch import nn
 
 from acr_ros.acr.hands import ACR_INPUT_SIZE
-from acr_ros.acr.network import ACRNet, FastACR, NetworkOutput, decide
+from acr_ros.acr.network import NO_SUPPRESSION, ACRNet, FastACR, NetworkOutput, decide
 
 OPSET = 18  # the oldest the dynamo exporter writes (no opset-17 Resize); TensorRT 10 and later read it
 INPUT_NAMES = ("images", "detection_threshold", "duplicate_distance")
 OUTPUT_NAMES = tuple(f.name for f in dataclasses.fields(NetworkOutput))
 MAX_DYNAMIC_BATCH = 64
-NO_SUPPRESSION = -1.0  # duplicate_distance that switches duplicate suppression off
 
 
 def export_form(net: ACRNet, **detection_settings) -> FastACR:

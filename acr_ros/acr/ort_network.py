@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from acr_ros.acr.network import FastACR, NetworkOutput
-from acr_ros.acr.onnx_export import NO_SUPPRESSION, OUTPUT_NAMES, export_onnx
+from acr_ros.acr.onnx_export import OUTPUT_NAMES, export_onnx
 
 # Without onnx_providers: what the pipeline's device suggests, in order of preference.
 DEFAULT_PROVIDERS = {"cpu": ("CPUExecutionProvider",),
@@ -71,11 +71,10 @@ class OnnxRuntimeNetwork:
         self.providers = self.session.get_providers()
 
     def __call__(self, x: torch.Tensor) -> NetworkOutput:
-        fast = self.fast
-        distance = fast.duplicate_distance if fast.suppress_duplicate_hands else NO_SUPPRESSION
+        threshold, distance = self.fast.detection_inputs()
         feeds = {
             "images": x.detach().to("cpu", torch.float32).contiguous().numpy(),
-            "detection_threshold": np.array(fast.detection_threshold, np.float32),
+            "detection_threshold": np.array(threshold, np.float32),
             "duplicate_distance": np.array(distance, np.float32),
         }
         outputs = self.session.run(list(OUTPUT_NAMES), feeds)

@@ -27,7 +27,7 @@ from acr_ros.acr import parser
 from acr_ros.acr.camera import camera_translation, intrinsics_tensor, project_to_original
 from acr_ros.acr.hands import CameraIntrinsics
 from acr_ros.acr.mano import ManoLayer
-from acr_ros.acr.network import ACRNet, FastACR, NetworkOutput
+from acr_ros.acr.network import ACRNet, FastACR, NetworkOutput, decide_with_inputs
 from acr_ros.acr.options import EngineOptions
 from acr_ros.acr.preprocess import Letterbox, letterbox_tensor, preprocess_batch, preprocess_exact, upload
 from acr_ros.acr.rotation import axis_angle_to_matrix, matrix_to_axis_angle
@@ -115,18 +115,18 @@ def _rebuilt(template, tensors):
 
 
 class _CudaGraphs:
-    """Runs ``stage`` (a function of device tensors without host synchronisation) by replaying a
-    CUDA graph captured once per input shapes and ``constants()`` (values the graph bakes in): the
+    """Runs ``stage`` (a function of device tensors without host synchronisation; everything else
+    it reads is baked into the graph) by replaying a CUDA graph captured once per input shapes: the
     inputs are copied into the graph's static buffers and the outputs cloned out of its own, so a
     result outlives the next replay. One replay launches what would be hundreds of small kernels."""
 
-    def __init__(self, stage, device: torch.device, constants=tuple):
-        self.stage, self.device, self.constants = stage, device, constants
+    def __init__(self, stage, device: torch.device):
+        self.stage, self.device = stage, device
         self.graphs: dict = {}
 
     def __call__(self, *inputs):
         flat = _tensors(inputs)
-        key = (tuple((t.shape, t.dtype) for t in flat), self.constants())
+        key = tuple((t.shape, t.dtype) for t in flat)
         if key not in self.graphs:
             self.graphs[key] = self._capture(inputs)
         graph, static_inputs, static_outputs = self.graphs[key]
@@ -150,6 +150,19 @@ class _CudaGraphs:
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 outputs = self.stage(*static)
         return graph, _tensors(static), outputs
+
+
+class _GraphedNetwork:
+    """FastACR replayed as CUDA graphs, with the detection settings as graph inputs: changing one
+    (the node's detection_threshold parameter, say) captures no other graph."""
+
+    def __init__(self, fast: FastACR, device: torch.device):
+        self.fast = fast
+        self.graphs = _CudaGraphs(functools.partial(decide_with_inputs, fast), device)
+
+    def __call__(self, x: torch.Tensor) -> NetworkOutput:
+        threshold, distance = (torch.full((), value, device=x.device) for value in self.fast.detection_inputs())
+        return self.graphs(x, threshold, distance)
 
 
 def hand_geometry(mano_layer: ManoLayer, orient_matrix: torch.Tensor, finger_pose: torch.Tensor,
@@ -218,10 +231,7 @@ class ACRPipeline:
         if options.compile:
             network = self._compile(options.compile)
         if self.cuda_graphs and not self._compiled:
-            # The detection settings are constants inside a captured graph.
-            fast = self.fast
-            network = _CudaGraphs(fast, self.device, constants=lambda: (
-                fast.detection_threshold, fast.suppress_duplicate_hands, fast.duplicate_distance))
+            network = _GraphedNetwork(self.fast, self.device)
         return network
 
     # -- configuration ------------------------------------------------------------------------------
