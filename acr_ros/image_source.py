@@ -114,12 +114,17 @@ class ImageSource(Node):
         """Until `wait_for_subscribers` listen on image_raw (at most 60 s), then at most 2 s more until
         as many listen on camera_info: a consumer's two subscriptions are discovered one after the
         other, and without this its first frame could come before any CameraInfo. A consumer of
-        images alone costs those 2 s once."""
+        images alone costs those 2 s once. Either wait ending short of the count is logged."""
         wanted = self.param("wait_for_subscribers")
         for publisher, seconds in ((self.image_pub, 60.0), (self.info_pub, 2.0)):
             deadline = time.monotonic() + seconds
             while self.running() and publisher.get_subscription_count() < wanted and time.monotonic() < deadline:
                 rclpy.spin_once(self, timeout_sec=0.1)
+            count = publisher.get_subscription_count()
+            if self.running() and count < wanted:
+                self.get_logger().warning(
+                    f"wait_for_subscribers: {count} of {wanted} subscriber(s) on {publisher.topic_name} after "
+                    f"{seconds:g} s; publishing anyway")
 
     def run(self) -> None:
         """Publishes until the media ends (or forever with loop), pacing frames in real time."""

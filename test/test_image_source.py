@@ -39,6 +39,23 @@ def test_publishes_images_with_camera_info_of_the_same_stamp(tmp_path, input_nam
     assert list(info.k) == [500.0, 0.0, first.width / 2, 0.0, 500.0, first.height / 2, 0.0, 0.0, 1.0]
 
 
+def test_a_wait_for_subscribers_that_runs_out_is_logged_and_the_frames_still_go(tmp_path):
+    """A consumer of images alone: the 2 s wait for camera_info subscribers runs out, with a warning."""
+    probe = Probe("images_only_probe")
+    try:
+        images = probe.record(Image, "/images_only/image_raw", QoSProfile(depth=10))
+        process = NodeProcess("acr_ros.image_source", dict(
+            input=str(MEDIA / "magic.jpg"), loop=False, repeat=1, reliable=True, wait_for_subscribers=1),
+            tmp_path, name="image_source", remaps={"__ns": "/images_only"})
+        assert probe.spin_until(lambda: process.process.poll() is not None, 60)
+        probe.spin_until(lambda: bool(images), 5)
+    finally:
+        probe.close()
+    assert process.process.returncode == 0 and len(images) == 1, process.log()
+    assert ("wait_for_subscribers: 0 of 1 subscriber(s) on /images_only/camera_info after 2 s; publishing "
+            "anyway") in process.log()
+
+
 def test_a_missing_input_exits_with_a_clear_message(tmp_path):
     process = NodeProcess("acr_ros.image_source", dict(input=str(tmp_path / "nothing.mp4")), tmp_path,
                           name="image_source")
