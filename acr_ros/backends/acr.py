@@ -63,7 +63,9 @@ class ACRBackend:
     what runs ("fp32", ...) and ``precision_reason`` why.
     smoothing: a SmoothingConfig turns on One-Euro smoothing per (stream, side); None keeps the raw
     per-frame results. tune_process: apply the engine's process-wide settings for its device
-    (acr_ros.acr.runtime; entry points opt in, libraries leave it off).
+    (acr_ros.acr.runtime; entry points opt in, libraries leave it off). On CUDA a blank frame runs
+    once while loading, so that the first camera frame does not pay for cuDNN autotuning and the
+    capture of the CUDA graphs.
     Raises CheckpointError / ManoFileError (ValueError) for bad model files.
     """
 
@@ -90,6 +92,10 @@ class ACRBackend:
         if tune_process:
             runtime.tune_process(self.pipeline.device, self.pipeline.dtype)
         self.device = str(self.pipeline.device)
+        if self.pipeline.device.type == "cuda":
+            # The one-time work of a GPU (cuDNN autotuning, capturing the CUDA graphs of batch 1)
+            # happens here, while the model loads, not on the first camera frame.
+            self.pipeline([np.full((480, 640, 3), 128, np.uint8)])
         self.smoother = HandSmoother(smoothing) if smoothing is not None else None
         self._lock = threading.Lock()
 
