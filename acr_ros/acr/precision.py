@@ -19,7 +19,7 @@ import torch
 
 from acr_ros.acr import hardware
 from acr_ros.acr.options import EngineOptions
-from acr_ros.acr.pipeline import ACRPipeline, HandRows, resolve_device
+from acr_ros.acr.pipeline import ACRPipeline, HandRows, resolve_device, uses_cuda_graphs
 
 
 @dataclass(frozen=True)
@@ -100,25 +100,30 @@ def auto_pipeline(net, mano, options: EngineOptions, calibration_images: Sequenc
     precision was chosen."""
     device = resolve_device(options.device)
     half = "fp16" if device.type == "cuda" else "bf16"
+    graphs = uses_cuda_graphs(options, device)
+    # With CUDA graphs the one-off calibration runs are eager and the chosen pipeline is built anew
+    # (no graphs captured for them); without, the measured pipeline is the one that runs.
+    measuring = dataclasses.replace(options, cuda_graphs=False) if graphs else options
 
-    def pipeline(name: str) -> ACRPipeline:
-        return ACRPipeline(net, mano, dataclasses.replace(options, precision=name))
+    def pipeline(name: str, runs: EngineOptions = options) -> ACRPipeline:
+        return ACRPipeline(net, mano, dataclasses.replace(runs, precision=name))
 
     if device.type == "cpu" and not hardware.has_native_bf16():
         return pipeline("fp32"), "auto: this CPU has no native bf16 (AMX or AVX512-BF16)"
     if not calibration_images:
         return pipeline("fp32"), f"auto: no calibration images to measure {half} on"
     images = list(calibration_images)
-    # Measured eagerly: no CUDA graphs are captured for these one-off runs.
-    measuring = dataclasses.replace(options, cuda_graphs=False)
+    fp32, candidate = pipeline("fp32", measuring), pipeline(half, measuring)
     with fp32_without_tf32(device):
-        reference = ACRPipeline(net, mano, dataclasses.replace(measuring, precision="fp32"))(images)[0]
-    measured = deviation(reference, ACRPipeline(net, mano, dataclasses.replace(measuring, precision=half))(images)[0])
+        reference = fp32(images)[0]
+    measured = deviation(reference, candidate(images)[0])
     where = f"on {len(images)} calibration image(s)"
     if not measured.compared_hands:
-        return pipeline("fp32"), f"auto: no hand detected {where}, {half} not measured"
-    if measured.within(tolerance):
+        chosen, why = fp32, f"auto: no hand detected {where}, {half} not measured"
+    elif measured.within(tolerance):
         native = "native bf16" if half == "bf16" else "fp16 on CUDA"
-        return pipeline(half), f"auto: {native}, against fp32 {where}: {measured.summary()}"
-    return pipeline("fp32"), (f"auto: {half} would move the results beyond {tolerance.keypoints_px:g} px / "
-                              f"{tolerance.joints_mm:g} mm {where}: {measured.summary()}")
+        chosen, why = candidate, f"auto: {native}, against fp32 {where}: {measured.summary()}"
+    else:
+        chosen, why = fp32, (f"auto: {half} would move the results beyond {tolerance.keypoints_px:g} px / "
+                             f"{tolerance.joints_mm:g} mm {where}: {measured.summary()}")
+    return (pipeline(chosen.options.precision) if graphs else chosen), why
