@@ -191,8 +191,8 @@ def test_ros2_launch_starts_a_managed_node(colcon_workspace, tmp_path, autostart
         life = LifecycleClient(probe, name)
         life.wait_for_services()
         if autostart == "false":
-            assert life.state() == "unconfigured"
-            assert life.change("configure") and life.change("activate")
+            assert life.state() == "unconfigured", launch.log()
+            assert life.change("configure") and life.change("activate"), launch.log()
         assert probe.spin_until(lambda: life.state() == "active", 60), launch.log()
         hands = probe.record(Hands, f"/{name}/hands")
         images = probe.publisher(Image, topic, RELIABLE)
@@ -205,15 +205,15 @@ def test_ros2_launch_starts_a_managed_node(colcon_workspace, tmp_path, autostart
                 break
         assert hands, launch.log()
         if autostart == "false":  # a manager shuts the node down: the launch ends with it, exit 0
-            assert life.change("shutdown")
+            assert life.change("shutdown"), launch.log()
     finally:
         if autostart == "true":
             launch.ctrl_c()  # what ctrl-c does: SIGINT to the launch and its nodes
         code = launch.wait(60)
         probe.close()
-    assert code == 0 and "process has finished cleanly" in launch.log()
+    assert code == 0 and "process has finished cleanly" in launch.log(), f"exit code {code}:\n{launch.log()}"
     if autostart == "false":
-        assert "the hands node (acr_hands) exited" not in launch.log()  # a clean exit is no error
+        assert "the hands node (acr_hands) exited" not in launch.log(), launch.log()  # a clean exit is no error
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
