@@ -8,7 +8,8 @@ section finished before its box ran out is kept):
     tests      the engine's CUDA tests: pytest -m gpu on the test files that need no ROS
     fidelity   CUDA fp32 (TF32 off) against CPU fp32 within the suite's tolerances, then fp16 and
                bf16 against CUDA fp32 (largest keypoint, joint, vertex deviation; detections, sides)
-    bench      fp16 / fp32 / bf16, eager and CUDA graphs, batch 1 and 8, 640x480 and 1920x1080:
+    bench      the ACR backend's loading and first frames in a fresh process; then
+               fp16 / fp32 / bf16, eager and CUDA graphs, batch 1 and 8, 640x480 and 1920x1080:
                per-stage p50/p95, images/s, GPU memory after warm-up and after a few hundred frames
     onnx       the onnxruntime runtime against torch (suite's tolerances) and timed side by side
     cpu        the CPU's model and instruction sets, fp32 against bf16 (time, deviation), what
@@ -415,6 +416,31 @@ def bench_pipeline(table: Table, pipe, label: list, batch: int, size: tuple, ite
               *[fmt(m) for m in after])
 
 
+def first_frames(rec: Recorder, work: Path, plan: Plan) -> None:
+    """What the node sees after configure: loading the ACR backend (on CUDA with its warm-up frame)
+    in a fresh process, then its first frames one by one."""
+    from engine import test_images
+
+    from acr_ros.acr.options import EngineOptions
+    from acr_ros.backends.acr import ACRBackend
+
+    precision = plan.bench_precisions[0]
+    started = time.perf_counter()
+    backend = ACRBackend(work / "both.pkl", work / "mano", EngineOptions(device=plan.device, precision=precision),
+                         tune_process=True)
+    loaded = time.perf_counter() - started
+    frame = test_images((640, 480), 1)[0]
+    times = []
+    for _ in range(3):
+        started = time.perf_counter()
+        backend.reconstruct([frame], [None], [0.0], ["cam"])
+        times.append((time.perf_counter() - started) * 1e3)
+    backend.close()
+    rec.table("ACRBackend in a fresh process: loading, then the first frames (batch 1, 640x480)",
+              ["precision", "device", "load s", "frame 1 ms", "frame 2 ms", "frame 3 ms"]
+              ).add(precision, plan.device, round(loaded, 2), *(round(t, 2) for t in times))
+
+
 def section_bench(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
     import torch
 
@@ -428,6 +454,7 @@ def section_bench(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str
              f"{plan.iterations} timed iterations (each twice: by stage, end to end) after {plan.warmup} warm-up "
              f"runs; memory through torch.cuda; fp16 rows run on to {plan.memory_frames} frames before the last "
              "reading")
+    first_frames(rec, work, plan)
     table = rec.table(f"{plan.device} stages and throughput", BENCH_COLUMNS)
     status = "ok"
     for precision in plan.bench_precisions:

@@ -77,6 +77,11 @@ def test_fidelity_onnx_and_cpu_sections_compare_within_the_suite_tolerances(dry_
     assert any(note.startswith("CPU: ") and "AVX2" in note for note in sections["cpu"]["notes"])
     assert any(note.startswith("precision auto on this CPU: auto") for note in sections["cpu"]["notes"])
     assert table(sections["bench"], "cpu stages and throughput")["rows"]
+    first = table(sections["bench"], "ACRBackend in a fresh process")
+    assert [row[:2] for row in first["rows"]] == [["fp32", "cpu"]] and all(v > 0 for v in first["rows"][0][2:])
+    preprocessing = table(sections["fidelity"], "device preprocessing against the CPU's")
+    assert preprocessing["rows"] and all(row[preprocessing["columns"].index("within")] for row in preprocessing["rows"])
+    assert table(sections["fidelity"], "what rounding does to this random network")["rows"]
     assert table(sections["compile"], "torch.compile")["rows"]
 
 
