@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = REPO / "test"
 # (name, time box in seconds on a GPU): compile is last and gets what is left of the budget.
 SECTIONS = (("tests", 50), ("fidelity", 50), ("bench", 100), ("onnx", 75), ("cpu", 30), ("compile", None))
-DEFAULT_BUDGET = 400           # seconds for all sections on a GPU: the whole run stays under 7 minutes
+DEFAULT_BUDGET = 330           # seconds for all sections on a GPU: the whole run stays under 6 minutes
 DRY_RUN_BOX = 240              # a dry-run section that takes this long is broken
 ROS_MODULES = {"rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "geometry_msgs", "visualization_msgs",
                "diagnostic_msgs", "tf2_msgs", "tf2_ros", "launch", "launch_ros", "builtin_interfaces",

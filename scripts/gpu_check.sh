@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Proves and measures the GPU path in one command (benchmarks/gpu_check.py says what it runs).
 #
-#   scripts/gpu_check.sh [--dry-run] [--out DIR] [--budget SECONDS]   # GPU: about 7 minutes
+#   scripts/gpu_check.sh [--dry-run] [--out DIR] [--budget SECONDS]   # GPU: at most 6 minutes
 #   scripts/gpu_check.sh --fetch-wheels     # here, before a device run: wheels the device lacks -> .whl/
 #
 # Needs Python with torch, numpy, OpenCV, pytest, hypothesis, onnx, onnxscript and onnxruntime; no ROS.
