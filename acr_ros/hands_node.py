@@ -101,6 +101,9 @@ PARAMS = (
     Param("runtime", "torch", "What runs the ACR network: torch, or onnxruntime (exported to ONNX at start-up, "
           "fp32; needs the onnxruntime package, onnxruntime-gpu for the CUDA and TensorRT providers)", True,
           choices=RUNTIMES),
+    Param("cuda_graphs", True, "On a CUDA device with runtime torch: replay the network, the decoding and MANO as "
+          "CUDA graphs, captured while loading for one image and on first use for each larger batch (that "
+          "batch waits about a second once); false runs them eagerly, about 4x slower at batch 1", True),
     Param("onnx_providers", "", "With runtime onnxruntime: execution providers in order of preference, "
           "comma-separated, e.g. 'TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider'; "
           "empty: CUDA then CPU on a CUDA device, CPU otherwise", True),
@@ -547,13 +550,17 @@ class HandsNode(LifecycleNode):
             backend=self._param("backend"),
             checkpoint=self._param("checkpoint"),
             mano_dir=self._param("mano_dir"),
-            options=EngineOptions(device=self._param("device"), precision=self._param("precision"),
-                                  suppress_duplicate_hands=self._param("suppress_duplicate_hands"),
-                                  runtime=self._param("runtime"),
-                                  onnx_providers=parse_providers(self._param("onnx_providers"))),
+            options=self._engine_options(),
             smoothing=self._smoothing_config(),
             tune_process=True,
         )
+
+    def _engine_options(self) -> EngineOptions:
+        # cuda_graphs true is "auto": graphs where they apply (CUDA, runtime torch), not a refusal elsewhere.
+        return EngineOptions(device=self._param("device"), precision=self._param("precision"),
+                             suppress_duplicate_hands=self._param("suppress_duplicate_hands"),
+                             runtime=self._param("runtime"), cuda_graphs="auto" if self._param("cuda_graphs") else False,
+                             onnx_providers=parse_providers(self._param("onnx_providers")))
 
     def _publish_mesh(self) -> None:
         if self._mesh_pub is not None:

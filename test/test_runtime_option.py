@@ -4,11 +4,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from acr_ros.acr import hardware, precision
 from acr_ros.acr.mano import ManoLayer
 from acr_ros.acr.options import EngineOptions, parse_providers
-from acr_ros.acr.pipeline import HandRows
+from acr_ros.acr.pipeline import HandRows, uses_cuda_graphs
 from acr_ros.offline import main as acr_offline
 from support.random_weights import random_acr_network
 
@@ -113,3 +114,24 @@ def test_auto_keeps_bf16_only_within_the_tolerance(monkeypatch, auto_inputs):
     assert pipe.options.precision == "bf16" and why.startswith("auto: native bf16, against fp32 on 1 calibration")
     pipe, why = precision.auto_pipeline(net, mano, options, [])
     assert pipe.options.precision == "fp32" and "no calibration images" in why
+
+
+@pytest.mark.parametrize("value, expected", [(True, "auto"), (False, False)])
+def test_the_node_cuda_graphs_parameter_reaches_the_engine(value, expected):
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from acr_ros.hands_node import HandsNode
+    from support.fake_backend import FakeBackend
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = HandsNode(backend_factory=lambda: (FakeBackend(), "test backend"), context=context,
+                     parameter_overrides=[Parameter("cuda_graphs", value=value)])
+    try:
+        options = node._engine_options()
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+    assert options.cuda_graphs == expected
+    assert not uses_cuda_graphs(options, torch.device("cpu"))  # true means "where they apply": no refusal here
