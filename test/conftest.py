@@ -40,20 +40,33 @@ def pytest_configure(config):
                                     "would skip (run scripts/setup.sh; it installs ../shared/ros/launch_stack)")
 
 
+def run_temp(tmp_path_factory) -> Path:
+    """A folder shared by the run's xdist workers (their basetemps share a parent only under xdist)."""
+    return tmp_path_factory.getbasetemp().parent if XDIST_WORKER else tmp_path_factory.getbasetemp()
+
+
 @contextmanager
 def once_per_run(tmp_path_factory, name: str):
-    """(path, done): `path` in a folder shared by the run's xdist workers (their basetemps share a
-    parent only under xdist), and whether it was already made. The first worker to come makes it;
-    the others wait here until it has. Read-only fixtures only: the workers share them."""
+    """(path, done): `path` in the run's shared folder (run_temp), and whether it was already made.
+    The first worker to come makes it; the others wait here until it has. Read-only fixtures only:
+    the workers share them."""
     import fcntl
 
-    run_temp = tmp_path_factory.getbasetemp()
-    run_temp = run_temp.parent if XDIST_WORKER else run_temp
-    made = run_temp / f"{name}.made"
-    with open(run_temp / f"{name}.lock", "w") as lock:
+    shared = run_temp(tmp_path_factory)
+    made = shared / f"{name}.made"
+    with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        yield run_temp / name, made.exists()
+        yield shared / name, made.exists()
         made.touch()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_export_cache(tmp_path_factory) -> Path:
+    """The runtime's ONNX export cache (acr_ros.acr.onnx_export) in the run's shared folder, for the
+    workers and the processes they start: never the user's ~/.cache, one export per set of weights."""
+    path = run_temp(tmp_path_factory) / "acr_ros_cache"
+    os.environ["ACR_ROS_CACHE_DIR"] = str(path)
+    return path
 
 
 @pytest.fixture(scope="session")

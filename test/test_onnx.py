@@ -12,9 +12,10 @@ import torch
 from acr_ros.acr.hands import LEFT, RIGHT
 from acr_ros.acr.mano import ManoLayer
 from acr_ros.acr.network import FastACR
-from acr_ros.acr.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_onnx
+from acr_ros.acr import onnx_export
+from acr_ros.acr.onnx_export import INPUT_NAMES, OUTPUT_NAMES, export_form, export_key, export_onnx
 from acr_ros.acr.options import EngineOptions
-from acr_ros.acr.ort_network import choose_providers
+from acr_ros.acr.ort_network import OnnxRuntimeNetwork, choose_providers
 from acr_ros.acr.pipeline import ACRPipeline
 from acr_ros.backends import create_backend
 from acr_ros.export import main as acr_export
@@ -160,3 +161,48 @@ def test_the_torch_runtime_loads_no_onnx():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_the_runtime_export_is_cached_and_read_back(ort_backend, torch_pipeline, mano, onnx_export_cache):
+    """The backend's export went to the run's cache; the same weights read it back, with the same hands."""
+    _, reason = ort_backend
+    assert f"cached as {onnx_export_cache}" in reason or f"read from the cache {onnx_export_cache}" in reason, reason
+    again = ACRPipeline(random_acr_network(0, "both"), mano, EngineOptions(device="cpu", runtime="onnxruntime"))
+    assert again.onnx_export.startswith(f"ONNX export read from the cache {onnx_export_cache}")
+    assert_same_hands(torch_pipeline(IMAGES[:2])[0], again(IMAGES[:2])[0])
+    assert export_key(export_form(random_acr_network(1, "both"))) != export_key(again.fast)  # other weights
+
+
+def tiny_model_exporter(calls: list):
+    """A stand-in for export_onnx (the full export takes 10 s): a one-node ONNX model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def export(fast, batch=None):
+        calls.append(batch)
+        graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "tiny",
+                                  [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=onnx.IR_VERSION)
+    return export
+
+
+def test_an_unwritable_cache_is_a_warning_and_a_damaged_one_is_exported_again(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(onnx_export, "export_onnx", tiny_model_exporter(calls))
+    fast = export_form(random_acr_network(0, "both"))
+    monkeypatch.setenv("ACR_ROS_CACHE_DIR", str(tmp_path / "a_file"))
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.warns(RuntimeWarning, match="cannot cache the ONNX export in .*a_file/onnx"):
+        export = onnx_export.cached_dynamic_export(fast)
+    assert export.source == "exported to ONNX (not cached)" and not export.from_cache and calls == [None]
+
+    monkeypatch.setenv("ACR_ROS_CACHE_DIR", str(tmp_path / "cache"))
+    cached = tmp_path / "cache" / "onnx" / f"acr_{export_key(fast)}.onnx"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"half a model")
+    with pytest.warns(RuntimeWarning, match="the cached ONNX export does not load"):
+        network = OnnxRuntimeNetwork(fast, torch.device("cpu"))
+    assert network.export_source == f"exported to ONNX and cached as {cached}" and calls == [None, None]
+    assert onnx_export.cached_dynamic_export(fast).from_cache and calls == [None, None]
+

@@ -24,13 +24,19 @@ outputs (the fields of NetworkOutput, rows [left, right] per image)
 
 B is fixed (``batch=N``) or dynamic (``batch=None``, named "batch"). MANO, the camera and the 6D
 decoding stay outside the graph (acr_ros.acr.parser / mano / camera).
+
+The runtime's dynamic export is cached on disk (:func:`cached_dynamic_export`): exporting takes 10 to
+25 s, at every start of the node otherwise.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import importlib.util
 import logging
+import os
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -129,3 +135,65 @@ def _quiet_exporter():
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def export_cache_dir() -> Path:
+    """Where the runtime's exports are cached: $ACR_ROS_CACHE_DIR/onnx, else
+    $XDG_CACHE_HOME/acr_ros/onnx, else ~/.cache/acr_ros/onnx."""
+    root = os.environ.get("ACR_ROS_CACHE_DIR") or Path(
+        os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "acr_ros"
+    return Path(root) / "onnx"
+
+
+def export_key(fast: FastACR) -> str:
+    """What the export depends on: the weights, the engine's source (acr_ros/acr) and torch's version."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sorted(Path(__file__).resolve().parent.glob("*.py")):
+        digest.update(path.read_bytes())
+    digest.update(f"{torch.__version__} {OPSET} {MAX_DYNAMIC_BATCH}".encode())
+    for name, tensor in fast.state_dict().items():
+        digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeExport:
+    model: bytes      # the serialised ONNX model
+    source: str       # where it came from, for the logs
+    from_cache: bool
+
+
+def cached_dynamic_export(fast: FastACR, refresh: bool = False) -> RuntimeExport:
+    """The dynamic-batch export of ``fast``: read from export_cache_dir() when there (unless
+    ``refresh``), else exported and written there. Processes exporting the same weights at once take
+    turns, and the later ones read the first one's file. A cache that cannot be written is a
+    warning: the export is then redone at every start."""
+    directory = export_cache_dir()
+    path = directory / f"acr_{export_key(fast)}.onnx"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = open(directory / f"{path.name}.lock", "w")
+    except OSError as error:
+        return _uncached_export(fast, directory, error)
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not refresh and path.is_file():
+            return RuntimeExport(path.read_bytes(), f"ONNX export read from the cache {path}", True)
+        model = export_onnx(fast, batch=None).SerializeToString()
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        try:
+            partial.write_bytes(model)
+            os.replace(partial, path)  # readers see the whole file or none
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            return _uncached_export(fast, directory, error, model)
+    return RuntimeExport(model, f"exported to ONNX and cached as {path}", False)
+
+
+def _uncached_export(fast: FastACR, directory: Path, error: OSError, model: Optional[bytes] = None) -> RuntimeExport:
+    warnings.warn(f"cannot cache the ONNX export in {directory} ({error.strerror or error}): it is exported again "
+                  "at every start; set ACR_ROS_CACHE_DIR to a writable folder", RuntimeWarning, stacklevel=3)
+    if model is None:
+        model = export_onnx(fast, batch=None).SerializeToString()
+    return RuntimeExport(model, "exported to ONNX (not cached)", False)

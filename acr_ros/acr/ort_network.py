@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from acr_ros.acr.network import FastACR, NetworkOutput
-from acr_ros.acr.onnx_export import OUTPUT_NAMES, export_onnx
+from acr_ros.acr.onnx_export import OUTPUT_NAMES, cached_dynamic_export
 
 # Without onnx_providers: what the pipeline's device suggests, in order of preference.
 DEFAULT_PROVIDERS = {"cpu": ("CPUExecutionProvider",),
@@ -62,12 +62,21 @@ class OnnxRuntimeNetwork:
         self.fast = fast
         self.device = device
         chosen = choose_providers(providers, device, ort.get_available_providers())
-        model = export_onnx(fast, batch=None)
         options = ort.SessionOptions()
         # onnxruntime's threads otherwise spin after each run and starve the torch stages that follow
         # (MANO took 40x longer on the CPU).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model.SerializeToString(), options, providers=chosen)
+        export = cached_dynamic_export(fast)
+        try:
+            self.session = ort.InferenceSession(export.model, options, providers=chosen)
+        except Exception as error:  # onnxruntime's own error types: a damaged cached file, say
+            if not export.from_cache:
+                raise
+            warnings.warn(f"the cached ONNX export does not load ({type(error).__name__}: {str(error)[:200]}); "
+                          "exporting again", RuntimeWarning, stacklevel=3)
+            export = cached_dynamic_export(fast, refresh=True)
+            self.session = ort.InferenceSession(export.model, options, providers=chosen)
+        self.export_source = export.source  # for the logs
         self.providers = self.session.get_providers()
 
     def __call__(self, x: torch.Tensor) -> NetworkOutput:

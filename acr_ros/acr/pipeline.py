@@ -189,7 +189,8 @@ class ACRPipeline:
     ``net`` is a loaded :class:`ACRNet` (eval mode, fp32); ``mano`` a :class:`ManoLayer` (copied
     to the device; the caller's is left where it is); ``options`` how to run (EngineOptions).
     Constructing one changes no process-wide setting (see ``acr_ros.acr.runtime``).
-    ``providers``: the onnxruntime execution providers in use (empty with runtime torch).
+    ``providers``: the onnxruntime execution providers in use, and ``onnx_export`` where the ONNX
+    export came from (the cache or a new export; both empty with runtime torch).
     """
 
     def __init__(self, net: ACRNet, mano: ManoLayer, options: EngineOptions = EngineOptions()):
@@ -215,10 +216,11 @@ class ACRPipeline:
             self.fast = export_form(net, **detection)
             self._network = OnnxRuntimeNetwork(self.fast, self.device, options.onnx_providers)
             self.providers = tuple(self._network.providers)
+            self.onnx_export = self._network.export_source
         else:
             self.fast = FastACR(net, dtype=self.dtype, channels_last=options.channels_last, **detection).to(self.device)
             self._network = self._torch_network(options)
-            self.providers = ()
+            self.providers, self.onnx_export = (), ""
         # Not a bound method: a graph holding the pipeline would keep its GPU memory after close().
         geometry = functools.partial(hand_geometry, self.mano_layer)
         self._decode, self._geometry = parser.decode_params, geometry

@@ -56,14 +56,20 @@ def _calibrated_random_state(seed: int) -> dict:
                 m.bn2.weight.mul_(0.3)
             elif isinstance(m, Bottleneck):
                 m.bn3.weight.mul_(0.3)
-        # One train-mode pass with cumulative averaging sets the running statistics.
+        # One train-mode pass with cumulative averaging sets the running statistics. One thread:
+        # the same weights to the bit in every process (the ONNX export cache shares their export).
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.reset_running_stats()
                 m.momentum = None
-        net.train()
-        dense_maps(net, _calibration_image(seed))
-        net.eval()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            net.train()
+            dense_maps(net, _calibration_image(seed))
+            net.eval()
+        finally:
+            torch.set_num_threads(threads)
     return {k: v.clone() for k, v in net.state_dict().items()}
 
 
