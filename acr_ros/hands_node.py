@@ -70,7 +70,7 @@ from acr_ros.image_conversion import (
     image_to_bgr,
 )
 from acr_ros.msg import HandMesh, Hands
-from acr_ros.ros_runtime import spin_until_stopped, start_ros, warn_unknown_parameters
+from acr_ros.ros_runtime import LoadingStopped, loading, spin_until_stopped, start_ros, warn_unknown_parameters
 from acr_ros.tracks import HandTracker
 
 
@@ -374,6 +374,10 @@ class HandsNode(LifecycleNode):
             self._release()
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
+        except LoadingStopped:
+            self._release()
+            self.get_logger().info("stopped while loading the model: configure abandoned")
+            return TransitionCallbackReturn.FAILURE
         return super().on_configure(state)
 
     @_logged
@@ -451,7 +455,8 @@ class HandsNode(LifecycleNode):
                 why = str(error).removeprefix("failed to resolve name: ").split(", at /")[0]
                 raise ValueError(f"parameter depth_topics: {name!r} is not a valid topic name: {why}") from None
         self._smoothing_changed.clear()
-        self.backend, reason = self._backend_factory()
+        with loading():
+            self.backend, reason = self._backend_factory()
         self.backend.detection_threshold = self._param(self.backend.threshold.parameter)
         self.get_logger().info(f"hand backend: {self.backend.name} ({reason}); model {self.backend.model}"
                                + (f", weights {self.backend.checkpoint}" if self.backend.checkpoint else ""))
@@ -956,7 +961,9 @@ def main(args=None) -> int:
     code = 0
     try:
         if node.get_parameter("autostart").value and not node.start():
-            code = 1  # the model files or parameters are wrong: the transition logged what and where
+            # The model files or parameters are wrong (the transition logged what and where), or a
+            # stop signal came while the model was loading.
+            code = 0 if stop.requested else 1
         else:
             spin_until_stopped(executor, stop, node.finished.done)  # the shutdown transition ends the process
     finally:

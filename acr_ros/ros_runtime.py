@@ -10,6 +10,7 @@ request; the program stops publishing, releases what it holds and then shuts rcl
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import signal
 import sys
@@ -24,16 +25,24 @@ RCLError = rclpy_implementation.RCLError
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class LoadingStopped(BaseException):
+    """Raised where the main thread is when a stop signal arrives inside :func:`loading`: the model
+    being loaded or exported is abandoned. A BaseException, so that no ``except Exception`` on the
+    way (rclpy's lifecycle machinery has one) takes it for a failure."""
+
+
 class StopRequest:
     """Set by the first SIGINT or SIGTERM; later ones are ignored. Ignored, not just absorbed: Python's
     own finalization puts handled signals back to their default action (a second Ctrl-C arriving
     while the interpreter exits would kill the process, exit code -2), but leaves ignored ones
-    ignored. The clean-up this leaves to finish is bounded (the hands node's worker gets 1.5 s);
-    launch's escalation to SIGKILL still ends a process that hangs."""
+    ignored. The clean-up this leaves to finish is bounded (the hands node's worker gets 1.5 s; a
+    model still loading is abandoned, :func:`loading`); launch's escalation to SIGKILL still ends
+    a process that hangs."""
 
     def __init__(self):
         self._event = threading.Event()
         self.signal: Optional[int] = None
+        self.loading = False  # the main thread is inside loading(): a stop signal raises LoadingStopped
 
     def install(self) -> None:
         for number in STOP_SIGNALS:
@@ -44,6 +53,9 @@ class StopRequest:
             signal.signal(other, signal.SIG_IGN)
         self.signal = number
         self._event.set()
+        if self.loading:  # signal handlers run in the main thread, which is loading
+            self.loading = False
+            raise LoadingStopped()
 
     @property
     def requested(self) -> bool:
@@ -57,10 +69,33 @@ class StopRequest:
         return signal.Signals(self.signal).name if self.signal is not None else ""
 
 
+_installed: Optional[StopRequest] = None  # the process's, once start_ros has installed it
+
+
+@contextlib.contextmanager
+def loading():
+    """Long start-up work in the main thread (loading a model, exporting it) that a stop signal
+    abandons by raising LoadingStopped, instead of the process finishing it first (launch would
+    escalate to SIGKILL meanwhile). Without start_ros's signal handling (a node in a test) nothing
+    changes."""
+    stop = _installed
+    if stop is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if stop.requested:
+        raise LoadingStopped()
+    stop.loading = True
+    try:
+        yield
+    finally:
+        stop.loading = False
+
+
 def start_ros(program: str, args=None) -> Optional[StopRequest]:
     """rclpy.init with this module's signal handling; None after printing one line when rclpy
     refuses the arguments (a parameters file that does not parse, a malformed --ros-args)."""
-    stop = StopRequest()
+    global _installed
+    stop = _installed = StopRequest()
     stop.install()
     try:
         rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 from rclpy.qos import qos_profile_sensor_data
@@ -58,6 +59,24 @@ def test_hands_node(run, stop):
     assert_clean(program, code, seconds, {0})
     shutdown = float(program.log().split("shut down in ")[-1].split(" s")[0])
     assert shutdown < 2.0, program.log()
+
+
+def test_hands_node_stopped_while_exporting_its_model(run, tmp_path, monkeypatch, acr_checkpoint, mano_dir):
+    """A stop while the model loads abandons the load (here the first ONNX export, 10 s or more)
+    instead of finishing it first."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ACR_ROS_CACHE_DIR", str(cache))  # empty: the node exports
+    program = run(["-m", "acr_ros.hands_node", "--ros-args", "-r", "__node:=loading_hands", "-p", "backend:=acr",
+                   "-p", f"checkpoint:={acr_checkpoint}", "-p", f"mano_dir:={mano_dir}", "-p",
+                   "runtime:=onnxruntime"], "node.log")
+    deadline = time.monotonic() + 120
+    while not list(cache.glob("onnx/*.lock")) and program.alive() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the export has begun once its lock file is there
+    assert list(cache.glob("onnx/*.lock")), program.log()
+    code, seconds = program.stop([SIGINT], EXIT_BOUND_S * 2)
+    assert_clean(program, code, seconds, {0})
+    assert "stopped while loading the model: configure abandoned" in program.log()
+    assert not list(cache.glob("onnx/*.onnx")), program.log()  # abandoned, not finished
 
 
 @pytest.mark.parametrize("stop", STOPS)
