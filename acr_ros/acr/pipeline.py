@@ -88,8 +88,8 @@ def uses_cuda_graphs(options: EngineOptions, device: torch.device) -> bool:
 
 def resolve_precision(precision: str, device: torch.device, runtime: str = "torch") -> torch.dtype:
     """The network dtype of a precision choice (options.PRECISIONS) on ``device``: auto is fp16 on
-    CUDA and fp32 otherwise (ACRBackend may pick bf16 on a CPU after measuring it,
-    acr_ros.acr.precision); the onnxruntime runtime runs fp32."""
+    CUDA and fp32 otherwise (ACRBackend measures the half precision against fp32 first and may keep
+    fp32 on CUDA or pick bf16 on a CPU, acr_ros.acr.precision); the onnxruntime runtime runs fp32."""
     if precision == "auto":
         return torch.float16 if device.type == "cuda" and runtime == "torch" else torch.float32
     return _DTYPES[precision]
