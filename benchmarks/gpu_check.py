@@ -363,11 +363,11 @@ def section_fidelity(rec: Recorder, work: Path, plan: Plan, deadline: float) -> 
                 noise.add(net_name, label, f"{name} ({UNIT_ROUNDOFF[name]:.2g})", d.keypoints_px, d.joints_mm,
                           d.vertices_mm, d.translation_mm)
             if graphed is not None:
-                expected = eager(imgs)[0]
+                eager_rows = eager(imgs)[0]
                 for _ in range(2):  # the capture, then a replay
                     replay = graphed(imgs)[0]
-                graphs.add(net_name, label, float(abs(replay.keypoints - expected.keypoints).max()),
-                           bool((replay.detected == expected.detected).all()))
+                graphs.add(net_name, label, float(abs(replay.keypoints - eager_rows.keypoints).max()),
+                           bool((replay.detected == eager_rows.detected).all()))
     if plan.device == "cuda":  # what the ACR backend decides on this GPU (on the CPU: section cpu)
         from acr_ros.backends.acr import calibration_images
 

@@ -1,6 +1,7 @@
 """What the ACR backend promises on CUDA beyond the engine's own GPU tests: fp16 by default where it
-stays close to fp32, fp32 without TF32, and out-of-memory as a typed error after which a smaller batch still runs (what the
-node's retry in halves relies on). Skipped without CUDA; scripts/gpu_check.sh runs them."""
+stays close to fp32, fp32 without TF32, the batch-1 graphs captured while loading, and out-of-memory
+as a typed error after which a smaller batch still runs (what the node's retry in halves relies on).
+Skipped without CUDA; scripts/gpu_check.sh runs them."""
 import numpy as np
 import pytest
 import torch
