@@ -141,10 +141,7 @@ def load_acr_state_dict(path: PathLike) -> dict[str, torch.Tensor]:
 
 def load_acr_network(path: PathLike, device: Union[str, torch.device] = "cpu"):
     """An eval-mode ACRNet with the checkpoint's weights."""
-    state = load_acr_state_dict(path)
-    net = ACRNet()
-    net.load_state_dict(state, strict=True)
-    return net.to(device).eval()
+    return ACRNet.from_state_dict(load_acr_state_dict(path)).to(device)
 
 
 def checkpoint_id(path: PathLike) -> str:

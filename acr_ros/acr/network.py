@@ -22,7 +22,6 @@ run the same computation at a smaller scale.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Optional
 
@@ -116,6 +115,15 @@ class ACRNet(nn.Module):
         ])
         self.eval()
 
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "ACRNet":
+        """An eval-mode ACRNet holding exactly these tensors (every key, strictly). Built on the
+        meta device: no random initialisation is computed only to be overwritten."""
+        with torch.device("meta"):
+            net = cls()
+        net.load_state_dict(state, strict=True, assign=True)
+        return net.eval()
+
 
 # ------------------------------------------------------------------------------------------------
 # BatchNorm folding
@@ -140,11 +148,12 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
     bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
-    new.weight.copy_((conv.weight.double() * scale.view(-1, 1, 1, 1)).float())
-    new.bias.copy_(((bias - bn.running_mean.double()) * scale + bn.bias.double()).float())
-    return new.to(conv.weight.device)
+    with torch.device("meta"):  # its parameters are assigned below
+        new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                        conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    new.weight = nn.Parameter((conv.weight.double() * scale.view(-1, 1, 1, 1)).float())
+    new.bias = nn.Parameter(((bias - bn.running_mean.double()) * scale + bn.bias.double()).float())
+    return new
 
 
 # ------------------------------------------------------------------------------------------------
@@ -246,7 +255,8 @@ class FastACR(nn.Module):
                  suppress_duplicate_hands: bool = False, duplicate_distance: float = DUPLICATE_DISTANCE,
                  fuse_cpu: Optional[bool] = None):
         super().__init__()
-        net = copy.deepcopy(net).float().eval()
+        # A copy of its own (cloned tensors: a third of deepcopy's time), folded in place.
+        net = ACRNet.from_state_dict({k: v.detach().clone() for k, v in net.state_dict().items()}).float()
         fold_batchnorm(net)
         # Fused oneDNN ReLU / residual-add convolutions for float32 CPU inference.
         self.fused_cpu = mkldnn_fusion.available() if fuse_cpu is None else bool(fuse_cpu)

@@ -94,9 +94,7 @@ def random_acr_network(seed: int = 0, detect: str = "both", cells: Optional[dict
         raise ValueError(f"detect must be one of {DETECT_CHOICES}, got {detect!r}")
     defaults = {side: (x * grid // 64, y * grid // 64) for side, (x, y) in DEFAULT_CELLS.items()}
     where = dict(defaults, **(cells or {}))
-    net = ACRNet()
-    net.load_state_dict(_calibrated_random_state(int(seed)))
-    net.eval()
+    net = ACRNet.from_state_dict({k: v.clone() for k, v in _calibrated_random_state(int(seed)).items()})
     # Fusion: keep the weak-perspective scale positive and moderate (s ~ 2) and the rest O(1).
     for fuse in (net.contact_layers[4], net.contact_layers[5]):
         fuse.weight.mul_(0.3)
