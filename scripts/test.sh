@@ -11,7 +11,8 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((1 + $$ % 100))}
 [[ -d $ROOT/../shared/ros/launch_stack ]] && export ACR_ROS_EXPECT_LAUNCH=1
 # Test modules run in parallel (pytest-xdist): two workers a CPU (at most 8), as much of the suite
 # waits on other processes and on DDS. A module stays on one worker, so its fixtures are built once;
-# the modules marked slow start first (test/conftest.py). ACR_ROS_TEST_WORKERS=0: all in this process.
+# the modules marked slow start first, the longest first (test/conftest.py). ACR_ROS_TEST_WORKERS=0:
+# all in this process.
 CPUS=$(nproc 2>/dev/null || echo 2)
 WORKERS=${ACR_ROS_TEST_WORKERS:-$(( 2 * CPUS < 8 ? 2 * CPUS : 8 ))}
 cd "$ROOT"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from acr_ros.acr.runtime import tune_cpu_allocator
+
 
 # DDS must stay on this machine, and concurrent runs must not hear each other.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
@@ -19,13 +21,21 @@ if XDIST_WORKER:
 # threads starve the node processes the tests run, and on a busy machine a torch op whose threads
 # wait for a descheduled one takes several times longer (the engine tests ~7x on 2 shared cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The workers run the engine as the node and the CLIs do (acr_ros.acr.runtime): its large activations
+# come from the heap, not from a fresh mmap and its page faults each time.
+tune_cpu_allocator()
 
 
 def pytest_collection_modifyitems(items):
-    """Modules with a test marked slow run first: spread over the xdist workers (scripts/test.sh), they
-    start early instead of ending the run alone."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
+    """Modules with a test marked slow run first, the longest first (the marker's `seconds`: about what
+    the module takes in the parallel run): spread over the xdist workers (scripts/test.sh), they start
+    early instead of ending the run alone, and their waits overlap the rest."""
+    seconds: dict = {}
+    for item in items:
+        marker = item.get_closest_marker("slow")
+        if marker is not None:
+            seconds[item.path] = max(seconds.get(item.path, 0), marker.kwargs.get("seconds", 0))
+    items.sort(key=lambda item: -seconds.get(item.path, -1))  # stable: collection order otherwise
 
 
 def pytest_configure(config):

@@ -18,7 +18,7 @@ from support.ros_harness import RELIABLE, Probe, image_msg, magic_bgr
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = Path(sys.prefix)  # the environment holding ROS 2 (a venv here, /opt/ros/jazzy elsewhere)
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=15)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow  # the dry run: every section in its own process
+pytestmark = pytest.mark.slow(seconds=55)  # the dry run: every section in its own process
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.sh"

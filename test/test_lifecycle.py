@@ -160,7 +160,7 @@ def test_autostart_activates_and_enabled_false_stops_at_inactive(tmp_path):
 
 
 @pytest.mark.launch
-@pytest.mark.slow  # eight ros2 commands, each a process of its own
+@pytest.mark.slow(seconds=45)  # the module; this test: eight ros2 commands, each a process of its own
 @pytest.mark.skipif(ROS2 is None, reason=NO_ROS2_CLI)
 def test_ros2_lifecycle_tools_drive_the_node(managed):
     """Each kind of ros2 lifecycle command once (every transition is driven over the services by

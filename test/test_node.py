@@ -27,6 +27,8 @@ from acr_ros.msg import Hand
 from support.fake_backend import FakeBackend
 from support.ros_harness import NodeProcess, Session, camera_info_msg, image_msg, magic_bgr
 
+pytestmark = pytest.mark.slow(seconds=25)  # most of it waiting on DDS and node processes
+
 
 @pytest.fixture(scope="module")
 def mediapipe_session(tmp_path_factory):

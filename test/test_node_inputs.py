@@ -8,6 +8,8 @@ from sensor_msgs.msg import Image
 from support.fake_backend import FakeBackend
 from support.ros_harness import Session, camera_info_msg, image_msg, magic_bgr
 
+pytestmark = pytest.mark.slow(seconds=10)  # waiting on DDS and the node's 1 s timers
+
 
 @pytest.fixture
 def auto_session(tmp_path):

@@ -23,7 +23,7 @@ from acr_ros.media import SAMPLES_DIR
 from support.random_weights import random_acr_network
 from support.tolerances import describe_failures, suite_comparison
 
-pytestmark = pytest.mark.slow  # two exports of the full-size network
+pytestmark = pytest.mark.slow(seconds=40)  # two exports of the full-size network
 
 TYPES = {"scores": "tensor(float)", "cells": "tensor(int64)", "detected": "tensor(bool)",
          "params": "tensor(float)", "params_raw": "tensor(float)", "priors": "tensor(float)",
@@ -81,13 +81,13 @@ def test_the_backend_runs_the_network_in_onnxruntime(ort_backend):
 
 
 @pytest.mark.parametrize("settings, hands, prior, images", [
-    (dict(), 2, True, IMAGES),                                                         # 25.3 cells apart
+    (dict(), 2, True, IMAGES[2:]),                                                     # odd size, both photos
     (dict(detection_threshold=1.5), 0, False, IMAGES[:2]),                             # above every peak
     (dict(suppress_duplicate_hands=True, duplicate_distance=30.0), 1, False, IMAGES[:2]),  # one kept
 ], ids=["both", "none", "duplicate"])
 def test_onnxruntime_reproduces_torch_on_the_fixtures(ort_backend, torch_pipeline, settings, hands, prior, images):
-    """Every image with the official settings; the settings that switch hands off on two of them
-    (the switches are scalar inputs of the graph, the same for every image)."""
+    """An odd-sized image and both photos with the official settings; the settings that switch hands
+    off on two images (the switches are scalar inputs of the graph, the same for every image)."""
     ort_pipe = ort_backend[0].pipeline
     for pipe in (ort_pipe, torch_pipeline):  # both runtimes read the settings on every call
         pipe.detection_threshold = settings.get("detection_threshold", 0.35)
@@ -169,7 +169,7 @@ def test_the_runtime_export_is_cached_and_read_back(ort_backend, torch_pipeline,
     assert f"cached as {onnx_export_cache}" in reason or f"read from the cache {onnx_export_cache}" in reason, reason
     again = ACRPipeline(random_acr_network(0, "both"), mano, EngineOptions(device="cpu", runtime="onnxruntime"))
     assert again.onnx_export.startswith(f"ONNX export read from the cache {onnx_export_cache}")
-    assert_same_hands(torch_pipeline(IMAGES[:2])[0], again(IMAGES[:2])[0])
+    assert_same_hands(torch_pipeline(IMAGES[:1])[0], again(IMAGES[:1])[0])
     assert export_key(export_form(random_acr_network(1, "both"))) != export_key(again.fast)  # other weights
 
 

@@ -30,7 +30,7 @@ from acr_ros.backends.acr import ACRBackend
 from support import reference as ref
 from support.random_weights import random_acr_network
 
-pytestmark = pytest.mark.slow  # tens of seconds of network runs in all
+pytestmark = pytest.mark.slow(seconds=40)  # network runs
 
 REPO = Path(__file__).resolve().parents[1]
 OFFICIAL, REDUCED = 512, 256                   # network input sizes; center maps of size / 8 cells

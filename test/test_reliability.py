@@ -14,6 +14,8 @@ from acr_ros.backends.base import BackendOutOfMemoryError
 from support.fake_backend import FakeBackend
 from support.ros_harness import RELIABLE, Probe, Session, camera_info_msg, image_msg, magic_bgr
 
+pytestmark = pytest.mark.slow(seconds=15)  # most of it waiting on DDS
+
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):

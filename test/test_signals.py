@@ -21,7 +21,7 @@ from acr_ros.media import SAMPLES_DIR
 from support.ros_harness import Probe
 from support.signals import CONVENTIONAL, Program
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=20)
 
 EXIT_BOUND_S = 10.0  # signal to exit on a loaded machine; about 1 s on an idle one
 NO_TRACEBACK = ("Traceback (most recent call last)", "context is invalid")

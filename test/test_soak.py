@@ -6,7 +6,7 @@ import pytest
 from support.soak import soak
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=50)
 def test_soak_48_seconds_at_30_hz():
     """docs/reliability.md's 30-minute soak, shortened for CI; memory and latency are compared after
     a 12 s warm-up (the node's resident memory is flat after about 4 s)."""
