@@ -139,7 +139,7 @@ GPU_PLAN = Plan(device="cuda", dry_run=False, fixture_shapes=FIXTURE_SHAPES, pho
                 bench_modes=tuple(BENCH_MODES), batches=(1, 8), sizes=((640, 480), (1920, 1080)), iterations=30,
                 warmup=5, memory_frames=300, runtime_iterations=10, real_compile=True, compile_precision="fp16",
                 cpu_bf16="always", all_cpu_threads=True)
-DRY_RUN_PLAN = Plan(device="cpu", dry_run=True, fixture_shapes=FIXTURE_SHAPES[:1], photos=PHOTOS[2:3],
+DRY_RUN_PLAN = Plan(device="cpu", dry_run=True, fixture_shapes=(), photos=PHOTOS[2:3],
                     half_precisions=(), graphs=False, bench_precisions=("fp32",), bench_modes=("eager",),
                     batches=(1,), sizes=((64, 48),), iterations=1, warmup=0, memory_frames=0,
                     runtime_iterations=1, real_compile=False, compile_precision="fp32", cpu_bf16="native",
@@ -165,17 +165,16 @@ def photos(plan: Plan) -> list:
 
 
 def image_sets(plan: Plan) -> dict:
-    """Named image sets: smooth synthetic images of the suite's shapes, and the bundled photos (one
-    set in a dry run)."""
+    """Named image sets: smooth synthetic images of the suite's shapes, and the bundled photos (a
+    dry run has only its one photo)."""
     import cv2
     import numpy as np
 
     rng = np.random.default_rng(0)
     smooth = [cv2.resize(rng.integers(0, 256, (9, 9, 3), dtype=np.uint8), (w, h), interpolation=cv2.INTER_CUBIC)
               for h, w in plan.fixture_shapes]
-    if plan.dry_run:
-        return {"fixtures and photos": smooth + photos(plan)}
-    return {"fixtures": smooth, "photos": photos(plan)}
+    sets = {"fixtures": smooth, "photos": photos(plan)}
+    return {name: images for name, images in sets.items() if images}
 
 
 def synchronize(device) -> None:
