@@ -10,6 +10,8 @@ import pytest
 
 from acr_ros.media import SAMPLES_DIR
 
+pytestmark = pytest.mark.slow(seconds=10)  # the whole graph of processes, then its signals
+
 
 def test_demo_runs_the_graph_on_the_samples(tmp_path):
     output = tmp_path / "demo"

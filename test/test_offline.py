@@ -17,6 +17,8 @@ from acr_ros.media import FolderSource, VideoSource, WebcamSource, open_media
 
 from acr_ros.media import SAMPLES_DIR as MEDIA
 
+pytestmark = pytest.mark.slow(seconds=14)  # ACR on the CPU: about 12 s of network runs
+
 CLIP = MEDIA / "magic_clip.mp4"
 
 PER_HAND = {"hand_frame": (), "side": (), "score": (), "joints": (21, 3), "keypoints": (21, 2), "box": (4,),
