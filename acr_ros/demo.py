@@ -99,9 +99,15 @@ def play(executor, media: Path, args, stop) -> dict:
             "rate": 0.0 if video else args.rate, "repeat": 1 if video else 3,
             "frame_id": "demo_camera_optical_frame", "wait_for_subscribers": 1, "reliable": True,
         }.items()])
+
+    def publish_all() -> None:
+        source.run()
+        if not stop.requested:
+            source.flush()  # the last frames reach the hands node before the source is destroyed
+
     # The source paces its frames in a thread of its own while this one records what comes back.
     with ThreadPoolExecutor(1) as thread:
-        playing = thread.submit(source.run)
+        playing = thread.submit(publish_all)
         spin_until(executor, playing.done, 600, stop)
     source.destroy_node()
     playing.result()  # raises what stopped the source (e.g. unreadable media)
@@ -111,7 +117,9 @@ def play(executor, media: Path, args, stop) -> dict:
         # The newest frame is never dropped (older ones may be, newest wins): once its hands are in,
         # so are all the others' (one ordered topic), and only their overlays can trail.
         last = source.last_stamp.sec + source.last_stamp.nanosec * 1e-9  # as the recorder keeps it
-        spin_until(executor, lambda: any(frame["stamp"] == last for frame in recorder.summaries), 120, stop)
+        if not spin_until(executor, lambda: any(frame["stamp"] == last for frame in recorder.summaries), 120, stop):
+            print(f"acr_ros_demo: {media.name}: the hands of its last frame did not come back within 120 s; "
+                  f"the results have {len(recorder.summaries)} frame(s)", file=sys.stderr)
         spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5, stop)
     path = recorder.finish()
     executor.remove_node(recorder)
