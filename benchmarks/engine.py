@@ -189,7 +189,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     ap.add_argument("--compile", action="store_true", help="also time the torch.compile'd network")
     ap.add_argument("--only-compiled", action="store_true", help="with --compile: skip the eager runs")
-    ap.add_argument("--cuda-graphs", action="store_true", help="also time the stages as CUDA graphs (what the engine runs on CUDA)")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="also time the stages as CUDA graphs (what the engine runs on CUDA)")
     ap.add_argument("--runtime", nargs="+", default=["torch"], choices=RUNTIMES,
                     help="what runs the network (onnxruntime: fp32 only, its default providers for the device)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the reference-style baseline")

@@ -294,14 +294,14 @@ def section_fidelity(rec: Recorder, work: Path, plan: Plan, deadline: float) -> 
     from acr_ros.acr.camera import intrinsics_tensor
     from acr_ros.acr.options import EngineOptions
     from acr_ros.acr.pipeline import ACRPipeline
-    from acr_ros.acr.precision import HALF_PRECISION_TOLERANCE, auto_pipeline, deviation
+    from acr_ros.acr.precision import HALF_PRECISION_TOLERANCE, auto_pipeline, deviation, fp32_without_tf32
     from acr_ros.acr.preprocess import letterbox_tensor
     from support.tolerances import describe_failures, suite_comparison
 
     nets, mano = fixtures(work)
     images = image_sets(plan)
-    # fp32 means fp32 (what tune_process does for fp32); no cuDNN autotuning for these few runs.
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    # fp32 means fp32 in the comparisons (what tune_process does for fp32); no cuDNN autotuning for
+    # these few runs.
     rec.note("TF32 off (cuDNN and matmul), cuDNN autotuning off" if plan.device == "cuda" else
              f"{plan.device} fp32 stands in for CUDA fp32")
     rec.note("fp32 is compared on the same network input (the CPU's preprocessing): device preprocessing "
@@ -322,51 +322,53 @@ def section_fidelity(rec: Recorder, work: Path, plan: Plan, deadline: float) -> 
                       ["network", "images", "noise", "keypoints px", "joints mm", "vertices mm", "translation mm"])
     graphs = rec.table("CUDA graphs against eager (fp16, largest keypoint difference, px)",
                        ["network", "images", "keypoints px", "detections equal"])
-    for net_name, net in nets.items():
-        if time_left(deadline) < 10:
-            rec.note(f"time box: network {net_name} not compared")
-            status = "partial"
-            break
-        reference = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", preprocess="device"))
-        on_device = ACRPipeline(net, mano, EngineOptions(device=plan.device, precision="fp32", preprocess="device"))
-        halves = {p: ACRPipeline(net, mano, EngineOptions(device=plan.device, precision=p))
-                  for p in plan.half_precisions}
-        graphed = eager = None
-        if plan.graphs:
-            eager = ACRPipeline(net, mano, EngineOptions(device=plan.device, precision="fp16", cuda_graphs=False))
-            graphed = ACRPipeline(net, mano, EngineOptions(device=plan.device, precision="fp16", cuda_graphs=True))
-        for set_name, imgs in images.items():
-            label = f"{set_name} ({len(imgs)})"
-            x, lbs = reference.preprocess(imgs)
-            lp = letterbox_tensor(lbs)
-            k = intrinsics_tensor([None] * len(imgs), lbs, torch.device("cpu"))
-            if net_name == next(iter(nets)):
-                levels = ((on_device.preprocess(imgs)[0].cpu() - x).abs() * 127.5).round()
-                within = int(levels.max()) <= 1
-                prep.add(label, levels.numel(), int((levels > 0).sum()), int(levels.max()), within)
-                status = status if within else "failed"
-            expected = staged_run(reference, x, lp, k)
-            fp32 = staged_run(on_device, x, lp, k)
-            c = suite_comparison(expected, fp32)
-            f = {field: v["max"] for field, v in c["fields"].items()}
-            suite.add(net_name, label, c["hands"], f["keypoints"], f["joints"], f["vertices"], f["translation"],
-                      f["cam"], f["finger_pose"], f["betas"], c["within"], describe_failures(c))
-            status = status if c["within"] else "failed"
-            for name, pipe in halves.items():
-                d = deviation(fp32, staged_run(pipe, x, lp, k))
-                half.add(net_name, label, name, d.keypoints_px, d.joints_mm, d.vertices_mm, d.translation_mm,
-                         d.detections_agree, d.sides_agree, d.within(HALF_PRECISION_TOLERANCE))
-            for name in plan.half_precisions or ("fp16",):
-                noisy = x * (1.0 + UNIT_ROUNDOFF[name] * torch.randn(x.shape, generator=torch.Generator().manual_seed(0)))
-                d = deviation(expected, staged_run(reference, noisy, lp, k))
-                noise.add(net_name, label, f"{name} ({UNIT_ROUNDOFF[name]:.2g})", d.keypoints_px, d.joints_mm,
-                          d.vertices_mm, d.translation_mm)
-            if graphed is not None:
-                eager_rows = eager(imgs)[0]
-                for _ in range(2):  # the capture, then a replay
-                    replay = graphed(imgs)[0]
-                graphs.add(net_name, label, float(abs(replay.keypoints - eager_rows.keypoints).max()),
-                           bool((replay.detected == eager_rows.detected).all()))
+    with fp32_without_tf32(torch.device(plan.device)):
+        for net_name, net in nets.items():
+            if time_left(deadline) < 10:
+                rec.note(f"time box: network {net_name} not compared")
+                status = "partial"
+                break
+            reference = ACRPipeline(net, mano, EngineOptions(device="cpu", precision="fp32", preprocess="device"))
+            on_device = ACRPipeline(net, mano, EngineOptions(device=plan.device, precision="fp32", preprocess="device"))
+            halves = {p: ACRPipeline(net, mano, EngineOptions(device=plan.device, precision=p))
+                      for p in plan.half_precisions}
+            graphed = eager = None
+            if plan.graphs:
+                eager = ACRPipeline(net, mano, EngineOptions(device=plan.device, precision="fp16", cuda_graphs=False))
+                graphed = ACRPipeline(net, mano, EngineOptions(device=plan.device, precision="fp16", cuda_graphs=True))
+            for set_name, imgs in images.items():
+                label = f"{set_name} ({len(imgs)})"
+                x, lbs = reference.preprocess(imgs)
+                lp = letterbox_tensor(lbs)
+                k = intrinsics_tensor([None] * len(imgs), lbs, torch.device("cpu"))
+                if net_name == next(iter(nets)):
+                    levels = ((on_device.preprocess(imgs)[0].cpu() - x).abs() * 127.5).round()
+                    within = int(levels.max()) <= 1
+                    prep.add(label, levels.numel(), int((levels > 0).sum()), int(levels.max()), within)
+                    status = status if within else "failed"
+                expected = staged_run(reference, x, lp, k)
+                fp32 = staged_run(on_device, x, lp, k)
+                c = suite_comparison(expected, fp32)
+                f = {field: v["max"] for field, v in c["fields"].items()}
+                suite.add(net_name, label, c["hands"], f["keypoints"], f["joints"], f["vertices"], f["translation"],
+                          f["cam"], f["finger_pose"], f["betas"], c["within"], describe_failures(c))
+                status = status if c["within"] else "failed"
+                for name, pipe in halves.items():
+                    d = deviation(fp32, staged_run(pipe, x, lp, k))
+                    half.add(net_name, label, name, d.keypoints_px, d.joints_mm, d.vertices_mm, d.translation_mm,
+                             d.detections_agree, d.sides_agree, d.within(HALF_PRECISION_TOLERANCE))
+                for name in plan.half_precisions or ("fp16",):
+                    rounding = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+                    noisy = x * (1.0 + UNIT_ROUNDOFF[name] * rounding)
+                    d = deviation(expected, staged_run(reference, noisy, lp, k))
+                    noise.add(net_name, label, f"{name} ({UNIT_ROUNDOFF[name]:.2g})", d.keypoints_px, d.joints_mm,
+                              d.vertices_mm, d.translation_mm)
+                if graphed is not None:
+                    eager_rows = eager(imgs)[0]
+                    for _ in range(2):  # the capture, then a replay
+                        replay = graphed(imgs)[0]
+                    graphs.add(net_name, label, float(abs(replay.keypoints - eager_rows.keypoints).max()),
+                               bool((replay.detected == eager_rows.detected).all()))
     if plan.device == "cuda":  # what the ACR backend decides on this GPU (on the CPU: section cpu)
         from acr_ros.backends.acr import calibration_images
 

@@ -205,4 +205,3 @@ def test_an_unwritable_cache_is_a_warning_and_a_damaged_one_is_exported_again(tm
         network = OnnxRuntimeNetwork(fast, torch.device("cpu"))
     assert network.export_source == f"exported to ONNX and cached as {cached}" and calls == [None, None]
     assert onnx_export.cached_dynamic_export(fast).from_cache and calls == [None, None]
-
