@@ -28,6 +28,9 @@ from acr_ros.media import open_media
 from acr_ros.ros_runtime import StopRequest, start_ros, warn_unknown_parameters
 
 
+FLUSH_S = 5  # see ImageSource.flush
+
+
 class ImageSource(Node):
     def __init__(self, stop: StopRequest | None = None, **node_options):
         """stop: once set (a stop signal, see acr_ros.ros_runtime), nothing more is published."""
@@ -142,10 +145,13 @@ class ImageSource(Node):
         return rclpy.ok(context=self.context) and not self.stop.requested
 
     def flush(self) -> None:
-        """Waits (up to 2 s) until reliable subscribers have acknowledged every frame."""
+        """Waits (up to 5 s) until reliable subscribers have acknowledged every frame; says so when
+        some did not (the last frames may not reach them). 5 s: a message lost on the way is sent
+        again after the writer's next heartbeat, every 3 s in Fast DDS by default."""
         for publisher in (self.image_pub, self.info_pub, self.compressed_pub):
-            if publisher is not None:
-                publisher.wait_for_all_acked(Duration(seconds=2))
+            if publisher is not None and not publisher.wait_for_all_acked(Duration(seconds=FLUSH_S)):
+                self.get_logger().warning(f"{publisher.topic_name}: not every subscriber acknowledged the last "
+                                          f"messages within {FLUSH_S} s; they may not have received them")
 
     def _play(self, media) -> None:
         period = 1.0 / (self.param("rate") or media.fps or 10.0)

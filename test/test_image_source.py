@@ -1,13 +1,24 @@
 """The image source node as its own process: Image + CameraInfo pairs with one stamp, from an image,
-a folder and a video; a clear exit on a bad input."""
+a folder and a video; a clear exit on a bad input; a flush that is not acknowledged is said."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
 import cv2
 import numpy as np
 import pytest
+import rclpy
+from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 
+from acr_ros.image_source import ImageSource
 from acr_ros.media import SAMPLES_DIR as MEDIA
 from support.ros_harness import NodeProcess, Probe
+
+pytestmark = pytest.mark.slow(seconds=20)  # processes, and a flush that waits out its 5 s
 
 
 @pytest.mark.parametrize("input_name, expected_frames", [("magic.jpg", 2), ("magic_clip.mp4", 30)])
@@ -61,3 +72,46 @@ def test_a_missing_input_exits_with_a_clear_message(tmp_path):
                           name="image_source")
     code = process.process.wait(timeout=60)
     assert code == 1 and "nothing.mp4" in process.log() and "Traceback" not in process.log()
+
+
+SUBSCRIBER = """
+import rclpy
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import CameraInfo, Image
+rclpy.init()
+node = rclpy.create_node("flush_subscriber")
+for msg_type, topic in ((Image, "/flush_cam/image_raw"), (CameraInfo, "/flush_cam/camera_info")):
+    node.create_subscription(msg_type, topic, lambda msg: None, QoSProfile(depth=5))
+rclpy.spin(node)
+"""
+
+
+def test_a_flush_that_is_not_acknowledged_says_so(capfd):
+    """flush() (after the last frame, before the source goes) waits for the reliable subscribers'
+    acknowledgements; a subscriber that does not give them (here: its process stopped) is a warning."""
+    subscriber = subprocess.Popen([sys.executable, "-c", SUBSCRIBER])
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    source = ImageSource(context=context, namespace="/flush_cam", parameter_overrides=[
+        Parameter("reliable", value=True), Parameter("fx", value=500.0)])
+    try:
+        frame = cv2.imread(str(MEDIA / "magic.jpg"))
+        deadline = time.monotonic() + 60
+        while (source.image_pub.get_subscription_count() < 1 or source.info_pub.get_subscription_count() < 1) \
+                and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert source.image_pub.get_subscription_count() == 1
+        source.publish(frame)
+        source.flush()
+        assert "not every subscriber acknowledged" not in capfd.readouterr().err  # a running one does
+        os.kill(subscriber.pid, signal.SIGSTOP)
+        source.publish(frame)
+        source.flush()
+        assert ("/flush_cam/image_raw: not every subscriber acknowledged the last messages within 5 s"
+                in capfd.readouterr().err)
+    finally:
+        os.kill(subscriber.pid, signal.SIGCONT)
+        subscriber.kill()
+        subscriber.wait()
+        source.destroy_node()
+        rclpy.shutdown(context=context)
