@@ -64,9 +64,11 @@ def stopped_cleanly(launch: Launch, presses: int = 1, nodes: int = 2) -> None:
 
 
 def first_hands(probe: Probe, topic: str = "/acr_hands/hands", timeout: float = 120.0, send=None) -> Hands:
-    """The first Hands message; send() (if given) every 2 s until one comes (the launch file's
-    parameters subscribe best effort, so one large frame may be lost)."""
+    """The first Hands message from now on (not one an earlier call received); send() (if given)
+    every 2 s until one comes (the launch file's parameters subscribe best effort, so one large
+    frame may be lost)."""
     hands = probe.record(Hands, topic)
+    hands.clear()
     for _ in range(int(timeout / 2)):
         if send is not None:
             send()

@@ -72,9 +72,12 @@ class Probe:
         self.received: dict[str, list] = {}
 
     def record(self, msg_type, topic: str, qos=10) -> list:
-        messages = self.received.setdefault(topic, [])
-        self.node.create_subscription(msg_type, topic, messages.append, qos)
-        return messages
+        """The messages on topic from now on, in a list. One subscription per topic: a second call
+        returns the same list (a second subscription would append every message twice)."""
+        if topic not in self.received:
+            self.received[topic] = []
+            self.node.create_subscription(msg_type, topic, self.received[topic].append, qos)
+        return self.received[topic]
 
     def publisher(self, msg_type, topic: str, qos=qos_profile_sensor_data):
         return self.node.create_publisher(msg_type, topic, qos)
