@@ -89,7 +89,11 @@ rclpy.spin(node)
 def test_a_flush_that_is_not_acknowledged_says_so(capfd):
     """flush() (after the last frame, before the source goes) waits for the reliable subscribers'
     acknowledgements; a subscriber that does not give them (here: its process stopped) is a warning."""
-    subscriber = subprocess.Popen([sys.executable, "-c", SUBSCRIBER])
+    # The stopped subscriber talks UDP only: a process stopped (or killed) while it holds one of Fast
+    # DDS's shared-memory port locks leaves that lock taken, and every later participant of this DDS
+    # domain that opens the port hangs (the suite's processes on this worker: seen once, 12 minutes).
+    subscriber = subprocess.Popen([sys.executable, "-c", SUBSCRIBER],
+                                  env=dict(os.environ, FASTDDS_BUILTIN_TRANSPORTS="UDPv4"))
     context = rclpy.Context()
     rclpy.init(context=context)
     source = ImageSource(context=context, namespace="/flush_cam", parameter_overrides=[
