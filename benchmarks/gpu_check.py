@@ -3,7 +3,7 @@
     scripts/gpu_check.sh [--dry-run] [--out DIR] [--budget SECONDS] [--sections NAME ...] [--box NAME=SECONDS]
 
 Sections, each in its own process with a time box so that a slow one cannot eat the rest (what a
-section finished before its box ran out is kept):
+section finished before its box ran out is kept; a dry run runs them in its own process, see below):
 
     tests      the engine's CUDA tests: pytest -m gpu on the test files that need no ROS
     fidelity   CUDA fp32 (TF32 off) against CPU fp32 within the suite's tolerances, then fp16 and
@@ -21,7 +21,11 @@ new temporary folder) after every section, and prints the report. Every run uses
 the official layout and SYNTHETIC MANO files: the cost of every stage is the real model's, the
 outputs are not hands. --dry-run (what CI runs): the CPU, tiny inputs, one or two iterations,
 every code path that can run without CUDA (torch.compile replaced by a no-op); its figures measure
-nothing. Exit status: 0 when every section ran and passed, 1 otherwise.
+nothing. Its sections run one after another in its own process (six fresh interpreters, each
+importing torch and loading the fixtures, would cost more than the sections themselves) and keep
+their time boxes by the checks of their deadline between measurements; test/test_gpu_check.py
+runs a section in a process of its own past its box. Exit status: 0 when every section ran and
+passed, 1 otherwise.
 """
 from __future__ import annotations
 
@@ -699,13 +703,14 @@ def render(env: dict, sections: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_in_process(name: str, timeout: float, work: Path, log, env: dict, dry_run: bool) -> dict:
-    """One section in its own process group, killed at its time box; what it saved is kept."""
+def run_in_process(name: str, timeout: float, work: Path, log, dry_run: bool) -> dict:
+    """One section in its own process group, killed at its time box; what it saved is kept (a GPU
+    run; a dry run runs its sections with run_here)."""
     log.write(f"===== {name} (box {timeout:.0f} s)\n")
     log.flush()
     process = subprocess.Popen([sys.executable, __file__, "--section", name, "--work", str(work), "--deadline",
                                 str(time.time() + timeout)] + (["--dry-run"] if dry_run else []),
-                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                               cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -719,6 +724,16 @@ def run_in_process(name: str, timeout: float, work: Path, log, env: dict, dry_ru
         section["notes"].append(f"stopped at its time box of {timeout:.0f} s" if killed
                                 else f"exit code {process.returncode} (see sections.log)")
     return section
+
+
+def run_here(name: str, timeout: float, work: Path, log) -> dict:
+    """One dry-run section in this process, its output in the log; it keeps its box by itself."""
+    log.write(f"===== {name} (box {timeout:.0f} s, in this process)\n")
+    log.flush()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        run_section(name, work, DRY_RUN_PLAN, time.time() + timeout)
+    log.flush()
+    return json.loads((work / f"{name}.json").read_text())
 
 
 def write_report(out: Path, env: dict, sections: dict) -> str:
@@ -743,11 +758,11 @@ def orchestrate(args) -> int:
     chosen = [name for name, _ in SECTIONS if not args.sections or name in args.sections]
     deadline = started + (args.budget or (len(SECTIONS) * DRY_RUN_BOX if args.dry_run else DEFAULT_BUDGET))
     env = environment(args.dry_run)
-    section_env = dict(os.environ)
     if args.dry_run:
-        # One thread: on a small shared machine, idle OpenMP threads spinning against other jobs
-        # cost more than a second thread gains. The dry run measures nothing anyway.
-        section_env["OMP_NUM_THREADS"] = "1"
+        # One thread (here and in the processes the sections start): on a small shared machine, idle
+        # OpenMP threads spinning against other jobs cost more than a second thread gains. The dry
+        # run measures nothing anyway.
+        os.environ["OMP_NUM_THREADS"] = "1"
         torch.set_num_threads(1)
     sections: dict = {}
     with tempfile.TemporaryDirectory(prefix="gpu_check_work_") as tmp, open(out / "sections.log", "w") as log:
@@ -761,8 +776,10 @@ def orchestrate(args) -> int:
             t0 = time.time()
             if timeout < 1:
                 sections[name] = {"status": "skipped", "notes": ["no time left in the budget"], "tables": []}
+            elif args.dry_run:
+                sections[name] = run_here(name, timeout, work, log)
             else:
-                sections[name] = run_in_process(name, timeout, work, log, section_env, args.dry_run)
+                sections[name] = run_in_process(name, timeout, work, log, dry_run=False)
             sections[name].update(seconds=time.time() - t0, box=timeout)
             if (work / "pytest.log").exists():
                 (out / "pytest.log").write_text((work / "pytest.log").read_text())
