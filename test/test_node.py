@@ -294,7 +294,7 @@ def test_smoothing_is_switched_at_run_time(fake_session):
 def test_acr_backend_publishes_meshes_joint_frames_and_mano(tmp_path, acr_checkpoint, mano_dir):
     """Random weights biased to fire (NOT a hand model): checks structure, units and stamps only."""
     s = Session(tmp_path, dict(backend="acr", checkpoint=str(acr_checkpoint), mano_dir=str(mano_dir),
-                               device="cpu"), name="acr_session")
+                               device="cpu", precision="fp32"), name="acr_session")
     try:
         from acr_ros.msg import HandMesh
         from rclpy.qos import DurabilityPolicy

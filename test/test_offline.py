@@ -240,8 +240,8 @@ def test_acr_hands_land_on_the_depth_of_their_own_surface(tmp_path, acr_checkpoi
             splat(metres, vertices.astype(np.float64) * 0.8, camera=CameraIntrinsics(700, 700, 480, 270))
         return np.rint(metres * 1000).astype(np.uint16)
 
-    model_results, fused, seen = _run_with_and_without_depth(tmp_path, depth_of_meshes, "--checkpoint",
-                                                             acr_checkpoint, "--mano-dir", mano_dir)
+    model_results, fused, seen = _run_with_and_without_depth(tmp_path, depth_of_meshes, "--checkpoint", acr_checkpoint,
+                                                             "--mano-dir", mano_dir, "--precision", "fp32")
     np.testing.assert_allclose(fused["wrist_position"][seen], 0.8 * model_results["wrist_position"][seen], rtol=0.01)
     assert np.all(fused["depth_residual"][seen] < 0.005)
 
@@ -326,7 +326,7 @@ def test_acr_image_folder_and_clip(tmp_path, acr_checkpoint, mano_dir):
     # One run (the network loads once): an image, a folder and the clip (2 frames), smoothed.
     assert run_cli("--inputs", MEDIA / "magic.jpg", folder, CLIP, "--max-frames", 2, "-t",
                    "--backend", "acr", "--checkpoint", acr_checkpoint, "--mano-dir", mano_dir,
-                   "--device", "cpu", "-o", out) == 0
+                   "--device", "cpu", "--precision", "fp32", "-o", out) == 0
     assert (out / "magic_output.jpg").is_file()
     assert (out / "photos" / "two_hands_output.jpg").is_file()
     assert video_frames(out / "photos_output.mp4") == 1

@@ -171,7 +171,7 @@ def test_duplicate_suppression_is_optional_and_keeps_the_higher_score(mano):
 
 @pytest.fixture(scope="module")
 def backend(acr_checkpoint, mano_dir):
-    return ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cpu"))
+    return ACRBackend(acr_checkpoint, mano_dir, CPU)
 
 
 def test_backend_fills_every_field(backend):
@@ -225,7 +225,7 @@ def test_backend_threshold_and_errors(backend, acr_checkpoint, tmp_path):
 
 
 def test_backend_smoothing_is_per_stream_and_resettable(acr_checkpoint, mano_dir, backend):
-    smooth = ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cpu"), smoothing=SmoothingConfig())
+    smooth = ACRBackend(acr_checkpoint, mano_dir, CPU, smoothing=SmoothingConfig())
     a, b = smooth_image(240, 320, 10), smooth_image(240, 320, 11)
     raw_a, raw_b = backend.reconstruct([a, b], [None, None], [0.0, 0.0], ["x", "y"])
     first = smooth.reconstruct([a], [None], [0.0], ["s"])[0]

@@ -18,6 +18,8 @@ from acr_ros.recordings import Recording, RecordingError, read_frames
 from support.bags import (CAMERA_FRAME, DEPTH_TOPIC, FOCAL, IMAGE_TOPIC, INFO_TOPIC, clip_frames, read_bag,
                           topic_metadata, write_bag)
 
+pytestmark = pytest.mark.slow(seconds=9)  # MediaPipe and ACR over the recordings' frames
+
 PREFIX = "/acr_hands"
 STORAGES = ("mcap", "sqlite3", "mcap-file")
 
@@ -125,7 +127,8 @@ def test_acr_in_one_batch_with_mesh_and_overlay(tmp_path, frames, acr_checkpoint
     recorded = write_bag(tmp_path / "robot", frames[:3:2], "mcap")
     out = tmp_path / "out"
     assert run_cli("--inputs", recorded.path, "-o", out, "--backend", "acr", "--checkpoint", acr_checkpoint,
-                   "--mano-dir", mano_dir, "--device", "cpu", "--batch-size", 2, "--bag-overlay") == 0
+                   "--mano-dir", mano_dir, "--device", "cpu", "--precision", "fp32", "--batch-size", 2,
+                   "--bag-overlay") == 0
     bag = out / "robot_hands"
     messages = read_bag(bag)
     mesh = by_topic(messages, f"{PREFIX}/mesh")
