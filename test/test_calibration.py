@@ -7,6 +7,8 @@ from acr_ros.calibration import CalibrationError, load_calibration, resolve_url
 from acr_ros.media import SAMPLES_DIR as MEDIA
 from support.ros_harness import NodeProcess, Probe
 
+pytestmark = pytest.mark.slow(seconds=9)  # image source processes and DDS
+
 CALIBRATION = """image_width: 1920
 image_height: 1080
 camera_name: webcam

@@ -6,7 +6,11 @@ queue is full is replaced), and how fast the node's process takes frames from it
 the CPU it gets. On an idle machine the default queues deliver every frame (docs/reliability.md).
 Here both queues hold the whole burst and the node has time to drain it, so that what is measured
 is the transport, also on a machine busy enough to slow the node below 30 Hz."""
+import pytest
+
 from support.frame_delivery import deliver
+
+pytestmark = pytest.mark.slow(seconds=8)  # a node process, and frames paced at 30 Hz
 
 SECONDS, RATE = 2.0, 30.0
 

@@ -18,6 +18,8 @@ from support import reference as ref
 from support.official_layout import official_layout
 from support.random_weights import random_acr_network
 
+pytestmark = pytest.mark.slow(seconds=8)  # network runs
+
 
 SIZE = 256          # network input of these tests
 GRID = SIZE // 8    # center-map cells

@@ -8,7 +8,7 @@ from sensor_msgs.msg import Image
 from support.fake_backend import FakeBackend
 from support.ros_harness import Session, camera_info_msg, image_msg, magic_bgr
 
-pytestmark = pytest.mark.slow(seconds=10)  # waiting on DDS and the node's 1 s timers
+pytestmark = pytest.mark.slow(seconds=12)  # waiting on DDS and the node's 1 s timers
 
 
 @pytest.fixture

@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow(seconds=8)  # pip resolving the requirements
+
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 

@@ -23,6 +23,8 @@ from acr_ros.msg import Hand
 from acr_ros.tracks import Track
 from support.ros_harness import RELIABLE, Session, image_msg, magic_bgr
 
+pytestmark = pytest.mark.slow(seconds=5)  # node sessions over DDS
+
 SECOND = 1_000_000_000
 SUCCESS = TransitionCallbackReturn.SUCCESS
 T0 = 1_700_020_000

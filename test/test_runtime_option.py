@@ -13,6 +13,8 @@ from acr_ros.acr.pipeline import HandRows, uses_cuda_graphs
 from acr_ros.offline import main as acr_offline
 from support.random_weights import random_acr_network
 
+pytestmark = pytest.mark.slow(seconds=9)  # network runs
+
 
 def test_runtime_options_are_validated():
     assert EngineOptions(runtime="onnxruntime", onnx_providers=["CPUExecutionProvider"]).onnx_providers == (
