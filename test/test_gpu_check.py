@@ -86,7 +86,7 @@ def test_fidelity_onnx_and_cpu_sections_compare_within_the_suite_tolerances(dry_
 
 
 def test_a_section_past_its_time_box_is_stopped(module, tmp_path, monkeypatch):
-    """A GPU run's section runs in a process of its own and is killed at its box (a dry run's run in
+    """A GPU run's section runs in a process of its own and is killed at its box (a dry run's sections run in
     the orchestrator's process): the tests section, whose pytest takes longer than a second."""
     monkeypatch.setenv("PYTHONPATH", f"{REPO}:{REPO / 'test'}")
     with open(tmp_path / "sections.log", "w") as log:
