@@ -7,6 +7,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # DDS stays on this machine; concurrent runs need their own domain.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((1 + $$ % 100))}
+# Byte-code is cached even where the environment says not to (PYTHONDONTWRITEBYTECODE): each xdist
+# worker would otherwise rewrite the asserts of every test module again while collecting (about 2 s
+# of CPU a worker).
+unset PYTHONDONTWRITEBYTECODE
 # Where set-up installed the launch stack, the launch tests must run, not skip (test/conftest.py).
 [[ -d $ROOT/../shared/ros/launch_stack ]] && export ACR_ROS_EXPECT_LAUNCH=1
 # Test modules run in parallel (pytest-xdist): two workers a CPU (at most 8), as much of the suite
@@ -15,5 +19,8 @@ export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((1 + $$ % 100))}
 # all in this process.
 CPUS=$(nproc 2>/dev/null || echo 2)
 WORKERS=${ACR_ROS_TEST_WORKERS:-$(( 2 * CPUS < 8 ? 2 * CPUS : 8 ))}
+# With more processes than CPUs (the workers and the nodes they start), OpenMP runs on one thread in
+# each: more threads than cores only wait for each other (about 16 CPU-seconds of a run).
+if (( WORKERS > 1 )); then export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}; fi
 cd "$ROOT"
 exec "${ACR_ROS_VENV:-$ROOT/.venv}/bin/python" -m pytest -n "$WORKERS" --dist loadscope --no-loadscope-reorder "$@"
