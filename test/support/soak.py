@@ -3,7 +3,7 @@ and latency drift.
 
     python test/support/soak.py --minutes 30 [--backend mediapipe] [--json out.json]
 
-test_soak.py runs it for 48 s in CI; the 30-minute figures are in docs/reliability.md.
+test_soak.py runs it for 30 s in CI; the 30-minute figures are in docs/reliability.md.
 """
 from __future__ import annotations
 
