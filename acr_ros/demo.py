@@ -100,27 +100,27 @@ def play(executor, media: Path, args, stop) -> dict:
             "frame_id": "demo_camera_optical_frame", "wait_for_subscribers": 1, "reliable": True,
         }.items()])
 
-    def publish_all() -> None:
-        source.run()
-        if not stop.requested:
-            source.flush()  # the last frames reach the hands node before the source is destroyed
-
     # The source paces its frames in a thread of its own while this one records what comes back.
-    with ThreadPoolExecutor(1) as thread:
-        playing = thread.submit(publish_all)
-        spin_until(executor, playing.done, 600, stop)
-    source.destroy_node()
-    playing.result()  # raises what stopped the source (e.g. unreadable media)
-    if stop.requested:  # the source ended early for it
-        raise Interrupted
-    if source.last_stamp is not None:
-        # The newest frame is never dropped (older ones may be, newest wins): once its hands are in,
-        # so are all the others' (one ordered topic), and only their overlays can trail.
-        last = source.last_stamp.sec + source.last_stamp.nanosec * 1e-9  # as the recorder keeps it
-        if not spin_until(executor, lambda: any(frame["stamp"] == last for frame in recorder.summaries), 120, stop):
-            print(f"acr_ros_demo: {media.name}: the hands of its last frame did not come back within 120 s; "
-                  f"the results have {len(recorder.summaries)} frame(s)", file=sys.stderr)
-        spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5, stop)
+    try:
+        with ThreadPoolExecutor(1) as thread:
+            playing = thread.submit(source.run)
+            spin_until(executor, playing.done, 600, stop)
+        playing.result()  # raises what stopped the source (e.g. unreadable media)
+        if stop.requested:  # the source ended early for it
+            raise Interrupted
+        if source.last_stamp is not None:
+            # The newest frame is never dropped (older ones may be, newest wins): once its hands are
+            # in, so are all the others' (one ordered topic), and only their overlays can trail. The
+            # source lives until then: its reliable writer resends what was lost on the way (a flush
+            # would wait for the writer's next heartbeat instead, up to 3 s an input).
+            last = source.last_stamp.sec + source.last_stamp.nanosec * 1e-9  # as the recorder keeps it
+            if not spin_until(executor, lambda: any(frame["stamp"] == last for frame in recorder.summaries),
+                              120, stop):
+                print(f"acr_ros_demo: {media.name}: the hands of its last frame did not come back within 120 s; "
+                      f"the results have {len(recorder.summaries)} frame(s)", file=sys.stderr)
+            spin_until(executor, lambda: recorder.overlays_written >= len(recorder.summaries), 5, stop)
+    finally:
+        source.destroy_node()
     path = recorder.finish()
     executor.remove_node(recorder)
     recorder.destroy_node()
