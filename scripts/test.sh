@@ -19,8 +19,9 @@ unset PYTHONDONTWRITEBYTECODE
 # all in this process.
 CPUS=$(nproc 2>/dev/null || echo 2)
 WORKERS=${ACR_ROS_TEST_WORKERS:-$(( 2 * CPUS < 8 ? 2 * CPUS : 8 ))}
-# With more processes than CPUs (the workers and the nodes they start), OpenMP runs on one thread in
-# each: more threads than cores only wait for each other (about 16 CPU-seconds of a run).
+# Several workers (and the nodes they start) share the CPUs, so OpenMP runs on one thread in each
+# process: torch's default, a thread per core in every process, only oversubscribes the cores (on 2
+# cores it cost about 16 CPU-seconds a run).
 if (( WORKERS > 1 )); then export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}; fi
 cd "$ROOT"
 exec "${ACR_ROS_VENV:-$ROOT/.venv}/bin/python" -m pytest -n "$WORKERS" --dist loadscope --no-loadscope-reorder "$@"
