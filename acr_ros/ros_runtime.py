@@ -15,6 +15,7 @@ import difflib
 import signal
 import sys
 import threading
+import time
 from typing import Optional
 
 import rclpy
@@ -37,10 +38,16 @@ class StopRequest:
     while the interpreter exits would kill the process, exit code -2), but leaves ignored ones
     ignored. The clean-up this leaves to finish is bounded (the hands node's worker gets 1.5 s; a
     model still loading is abandoned, :func:`loading`); launch's escalation to SIGKILL still ends
-    a process that hangs."""
+    a process that hangs.
+
+    The request is a plain flag that the handler sets without taking a lock: a handler runs between
+    two bytecodes of the main thread, which may hold that very lock (a threading.Event's, inside its
+    own wait), and would then wait for itself forever with every later signal ignored."""
+
+    POLL_S = 0.02  # how often wait() looks at the flag
 
     def __init__(self):
-        self._event = threading.Event()
+        self._requested = False
         self.signal: Optional[int] = None
         self.loading = False  # the main thread is inside loading(): a stop signal raises LoadingStopped
 
@@ -52,17 +59,21 @@ class StopRequest:
         for other in STOP_SIGNALS:
             signal.signal(other, signal.SIG_IGN)
         self.signal = number
-        self._event.set()
+        self._requested = True
         if self.loading:  # signal handlers run in the main thread, which is loading
             self.loading = False
             raise LoadingStopped()
 
     @property
     def requested(self) -> bool:
-        return self._event.is_set()
+        return self._requested
 
     def wait(self, timeout: float) -> bool:
-        return self._event.wait(timeout)
+        """Sleeps until a stop is requested or `timeout` seconds have passed; whether one was."""
+        deadline = time.monotonic() + timeout
+        while not self._requested and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, self.POLL_S))
+        return self._requested
 
     @property
     def name(self) -> str:

@@ -79,6 +79,29 @@ def test_hands_node_stopped_while_exporting_its_model(run, tmp_path, monkeypatch
     assert not list(cache.glob("onnx/*.onnx")), program.log()  # abandoned, not finished
 
 
+# 100 stop signals, each at a random moment of a loop that does nothing but wait on the request (as
+# the image source's pacing does, often with nothing left to wait).
+SIGNAL_DURING_WAIT = """
+import os, random, signal, threading, time
+from acr_ros.ros_runtime import StopRequest
+for _ in range(100):
+    stop = StopRequest()
+    stop.install()
+    threading.Timer(random.uniform(0.0, 0.01), os.kill, (os.getpid(), signal.SIGINT)).start()
+    while not stop.requested:
+        stop.wait(0.0)
+print("every stop seen")
+"""
+
+
+def test_a_stop_signal_during_a_wait_on_the_request_is_seen(run):
+    """The signal handler takes no lock: one that did (a threading.Event) could interrupt the main
+    thread holding it inside the wait and then wait for itself, ignoring every later signal."""
+    program = run(["-c", SIGNAL_DURING_WAIT], "waits.log")
+    code, _ = program.stop([], 60)
+    assert code == 0 and "every stop seen" in program.log(), program.log()
+
+
 @pytest.mark.parametrize("stop", STOPS)
 def test_image_source_while_publishing(run, stop):
     topic = f"/signal_source_{os.getpid()}_{stop.replace(' ', '_')}"  # no other run's source answers
