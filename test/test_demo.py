@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow(seconds=10)  # the whole graph of processes, then 
 
 def test_demo_runs_the_graph_on_the_samples(tmp_path):
     output = tmp_path / "demo"
-    # Still photos at 10 frames/s instead of the default 2: the same graph, about 5 s less waiting.
+    # Still photos at 10 frames/s instead of the default 2: the same graph, about 3 s less waiting.
     result = subprocess.run([sys.executable, "-m", "acr_ros.demo", "-o", str(output), "--rate", "10"],
                             capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert result.returncode == 0, result.stdout + result.stderr

@@ -82,7 +82,7 @@ def test_hands_node_stopped_while_exporting_its_model(run, tmp_path, monkeypatch
 # 100 stop signals, each at a random moment of a loop that does nothing but wait on the request (as
 # the image source's pacing does, often with nothing left to wait).
 SIGNAL_DURING_WAIT = """
-import os, random, signal, threading, time
+import os, random, signal, threading
 from acr_ros.ros_runtime import StopRequest
 for _ in range(100):
     stop = StopRequest()
