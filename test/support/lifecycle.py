@@ -23,7 +23,7 @@ NO_ROS2_CLI = ("the ros2 command-line tools are not installed here (a real ROS 2
 
 # The primary state each transition ends in when it succeeds, and the states a transition passes.
 TRANSITION_GOALS = {"configure": "inactive", "activate": "active", "deactivate": "inactive",
-                    "cleanup": "unconfigured"}
+                    "cleanup": "unconfigured", "shutdown": "finalized"}
 TRANSITION_STATES = ("configuring", "activating", "deactivating", "cleaningup", "shuttingdown", "errorprocessing")
 
 
@@ -62,8 +62,12 @@ class LifecycleClient:
     def change(self, transition: str, timeout: float = 120.0) -> bool:
         """Triggers a transition by its label (configure, activate, deactivate, cleanup, shutdown).
         Without a response after 15 s (lost as in _call, or a slow transition), the node's state
-        decides: still in transition, wait; at the transition's goal, done; else send it again."""
+        decides: still in transition, wait; at the transition's goal, done; else send it again.
+        Shutdown ends the node's process, which can take the response with it: its services gone is
+        its goal (the callers check how the process ended)."""
         def reached_goal(deadline: float) -> bool:
+            if transition == "shutdown" and self.probe.spin_until(lambda: not self._get.service_is_ready(), 5.0):
+                return True
             state = self.state()
             while state in TRANSITION_STATES and time.monotonic() < deadline:
                 self.probe.spin_until(lambda: False, 0.5)
