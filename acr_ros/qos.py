@@ -1,10 +1,10 @@
-"""Which reliability an image subscription uses: the `qos_reliability` parameter and the topic's
-publishers (the rule of `ros2 topic echo` and rosbag2).
+"""The input subscriptions' reliability: the `qos_reliability` parameter and rclpy's best_available.
 
 A best-effort subscriber to a reliable publisher loses large frames over Fast DDS (about half of
 640x480 frames, docs/reliability.md), and a reliable subscriber never hears a best-effort
-publisher. `auto` therefore subscribes reliably when every publisher offers reliable and best
-effort otherwise (also while there is no publisher: it hears any that comes).
+publisher. `auto` is therefore rclpy's BEST_AVAILABLE: reliable when every publisher offers
+reliable (also while there is none yet), best effort otherwise; acr_ros.node.inputs re-chooses it
+when the publishers change.
 """
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from rclpy.qos import ReliabilityPolicy
 
 AUTO, BEST_EFFORT, RELIABLE = "auto", "best_effort", "reliable"
 CHOICES = (AUTO, BEST_EFFORT, RELIABLE)
+_POLICIES = {AUTO: ReliabilityPolicy.BEST_AVAILABLE, BEST_EFFORT: ReliabilityPolicy.BEST_EFFORT,
+             RELIABLE: ReliabilityPolicy.RELIABLE}
+
+
+def reliability_policy(setting: str) -> ReliabilityPolicy:
+    """The subscription reliability of a `qos_reliability` setting (auto: BEST_AVAILABLE)."""
+    if setting not in _POLICIES:
+        raise ValueError(f"qos_reliability is {setting!r}; expected one of {', '.join(CHOICES)}")
+    return _POLICIES[setting]
 
 
 def offered_reliabilities(publishers: Iterable) -> list[ReliabilityPolicy]:
@@ -21,19 +30,12 @@ def offered_reliabilities(publishers: Iterable) -> list[ReliabilityPolicy]:
     return [info.qos_profile.reliability for info in publishers]
 
 
-def choose_reliability(setting: str, offered: Iterable[ReliabilityPolicy]) -> ReliabilityPolicy:
-    """The subscription reliability for a `qos_reliability` setting and the publishers' offers."""
-    if setting == BEST_EFFORT:
-        return ReliabilityPolicy.BEST_EFFORT
-    if setting == RELIABLE:
-        return ReliabilityPolicy.RELIABLE
-    if setting != AUTO:
-        raise ValueError(f"qos_reliability is {setting!r}; expected one of {', '.join(CHOICES)}")
-    offered = list(offered)
-    if offered and all(policy == ReliabilityPolicy.RELIABLE for policy in offered):
+def choose_reliability(offered: Iterable[ReliabilityPolicy]) -> ReliabilityPolicy:
+    """BEST_AVAILABLE's choice for a subscription: reliable when every publisher offers reliable."""
+    if all(policy == ReliabilityPolicy.RELIABLE for policy in offered):
         return ReliabilityPolicy.RELIABLE
     return ReliabilityPolicy.BEST_EFFORT
 
 
 def policy_name(policy: ReliabilityPolicy) -> str:
-    return RELIABLE if policy == ReliabilityPolicy.RELIABLE else BEST_EFFORT
+    return policy.name.lower() if isinstance(policy, ReliabilityPolicy) else str(policy)

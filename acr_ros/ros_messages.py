@@ -44,7 +44,8 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from acr_ros.acr.hands import (DEPTH_FROM_SENSOR, JOINT_NAMES, JOINT_PARENTS, LEFT, NUM_JOINTS, NUM_VERTICES,
-                               RIGHT, SIDES, FrameResult, HandResult, rotation_to_quaternion)
+                               RIGHT, SIDES, FrameResult, HandResult, one_per_side,
+                               rotation_to_quaternion)
 from acr_ros.msg import Hand, HandMesh, Hands
 from acr_ros.render import SIDE_COLOURS
 from acr_ros.tracks import Track
@@ -149,17 +150,6 @@ def _side(hand: HandResult) -> str:
     return hand.side
 
 
-def one_per_side(frame: FrameResult) -> list[HandResult]:
-    """The hands of a frame, at most one per side (the highest score), left first: the hands that
-    are published (and so the sides whose tracks go on)."""
-    best: dict[str, HandResult] = {}
-    for hand in frame.hands:
-        side = _side(hand)
-        if side not in best or hand.score > best[side].score:
-            best[side] = hand
-    return [best[s] for s in SIDES if s in best]
-
-
 # ---- Hands / HandMesh --------------------------------------------------------------------------
 def hand_to_msg(hand: HandResult, width: int, height: int, track: Optional[Track] = None) -> Hand:
     """One HandResult as an acr_ros/Hand; box = keypoint bounding box clipped to width x height;
@@ -201,7 +191,7 @@ def frame_to_msg(frame: FrameResult, header, width: int, height: int, backend_na
     msg = Hands()
     msg.header = copy_header(header)
     tracks = tracks or {}
-    msg.hands = [hand_to_msg(hand, width, height, tracks.get(hand.side)) for hand in one_per_side(frame)]
+    msg.hands = [hand_to_msg(hand, width, height, tracks.get(hand.side)) for hand in one_per_side(frame.hands)]
     msg.image_width, msg.image_height = int(width), int(height)
     msg.backend, msg.model, msg.checkpoint = str(backend_name), str(model), str(checkpoint or "")
     msg.default_intrinsics = bool(frame.default_intrinsics)
@@ -274,7 +264,7 @@ def hand_transforms(frame: FrameResult, header, prefix: str = "hand", joints: bo
     left out (tf2 rejects them). The transforms share one copy of the header."""
     transforms = []
     stamped = copy_header(header)
-    for hand in one_per_side(frame):
+    for hand in one_per_side(frame.hands):
         positions = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
         count = NUM_JOINTS if joints else 1
         rotations = joint_frames(hand)[:count] if joints else np.asarray(
@@ -335,7 +325,7 @@ def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optiona
     encoder takes them whole; rclpy cannot serialize such markers).
     """
     out = MarkerArray()
-    for hand in one_per_side(frame):
+    for hand in one_per_side(frame.hands):
         side = hand.side
         xyz = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
         drawn = set()

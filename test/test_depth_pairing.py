@@ -1,5 +1,5 @@
-"""acr_ros.depth_pairing: colour frames meet the depth image nearest their stamp, within a bound."""
-from acr_ros.depth_pairing import DepthPairing
+"""acr_ros.frame_inputs.DepthPairing: colour frames meet the depth image nearest their stamp, within a bound."""
+from acr_ros.frame_inputs import DepthPairing
 
 MS = 1_000_000
 

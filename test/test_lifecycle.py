@@ -230,7 +230,8 @@ def test_cleanup_releases_the_acr_model_and_its_accelerator_memory(device, acr_c
 
     from acr_ros.acr.options import EngineOptions
     from acr_ros.backends.acr import ACRBackend
-    from acr_ros.hands_node import HandsNode, PendingFrame
+    from acr_ros.frame_processor import FrameInput
+    from acr_ros.hands_node import HandsNode
 
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -241,7 +242,7 @@ def test_cleanup_releases_the_acr_model_and_its_accelerator_memory(device, acr_c
     try:
         assert node.start()
         header = image_msg(magic_bgr(), stamp=(1700010400, 0)).header
-        node._process([PendingFrame(node.cameras[0], header, magic_bgr(), None)])
+        node.process([FrameInput(node.cameras[0].topic, 1700010400 * 10**9, magic_bgr(), None, header)])
         assert node.counters.get("published") == 1
         backend = weakref.ref(node.backend)
         if device == "cuda":

@@ -6,7 +6,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from acr_ros.backends import create_backend
-from acr_ros.hands_node import depth_topics_problem
+from acr_ros.node.parameters import depth_topics_problem
 from acr_ros.msg import Hand
 from support.depth_topics import compressed_depth_msg, flat_depth_msg
 from support.ros_harness import RELIABLE, Session, camera_info_msg, image_msg, magic_bgr

@@ -1,9 +1,9 @@
 """The hands node's inputs over DDS (FakeBackend in this process): qos_reliability auto follows the
-publishers, and the diagnostics say what each camera delivers."""
+publishers, the standard qos_overrides take precedence, and the diagnostics say what each camera delivers."""
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from support.fake_backend import FakeBackend
 from support.ros_harness import Session, camera_info_msg, image_msg, magic_bgr
@@ -54,13 +54,32 @@ def test_diagnostics_warn_on_default_intrinsics_and_name_grey_input(auto_session
     assert latest.level == DiagnosticStatus.WARN and "default intrinsics" in latest.message
 
 
-def test_diagnostics_warn_when_a_publisher_sends_nothing_and_while_inactive(auto_session):
+def test_diagnostics_say_while_inactive(auto_session):
     s = auto_session
-    # The session's publishers exist but send nothing.
-    assert s.probe.spin_until(lambda: "no frame arrived" in (s.reports() or [DiagnosticStatus()])[-1].message, 15)
+    assert s.probe.spin_until(lambda: s.reports() and s.reports()[-1].message == "active", 10)
     s.node.trigger_deactivate()
     assert s.probe.spin_until(lambda: s.reports()[-1].message.startswith("inactive"), 10)
     assert s.reports()[-1].level == DiagnosticStatus.WARN
+
+
+def test_a_fixed_reliability_is_kept_and_an_incompatible_camera_is_reported(tmp_path):
+    # qos_reliability reliable for every input; the image topic's own override makes it best effort.
+    overrides = {"qos_overrides./fixed_hands_cam0/image_raw.subscription.reliability": "best_effort"}
+    s = Session(tmp_path, dict(qos_reliability="reliable", diagnostics_period=0.1, **overrides),
+                name="fixed_hands", backend=FakeBackend())
+    try:
+        image, info = s.node.cameras[0].image_input, s.node.cameras[0].info_input
+        assert (image.reliability, info.reliability) == (ReliabilityPolicy.BEST_EFFORT, ReliabilityPolicy.RELIABLE)
+        assert not image.follows_publishers and not info.follows_publishers
+        # A best-effort camera_info publisher never reaches the reliable subscription: said, not re-chosen.
+        s.probe.publisher(CameraInfo, "/fixed_hands_cam0/camera_info",
+                          QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+        assert s.probe.spin_until(lambda: "incompatible" in s.reports()[-1].message if s.reports() else False, 10)
+        assert s.reports()[-1].level == DiagnosticStatus.WARN
+        assert "qos_overrides./fixed_hands_cam0/camera_info.subscription.reliability" in s.reports()[-1].message
+        assert info.reliability == ReliabilityPolicy.RELIABLE
+    finally:
+        s.close()
 
 
 def test_a_first_frame_waits_for_its_late_camera_info_and_the_fallback_is_warned_once(auto_session, capfd):

@@ -1,10 +1,10 @@
-"""acr_ros.qos: the image subscription's reliability from the parameter and the publishers."""
+"""acr_ros.qos: the input subscriptions' reliability from the parameter and, for auto, the publishers."""
 from types import SimpleNamespace
 
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from acr_ros.qos import choose_reliability, offered_reliabilities
+from acr_ros.qos import choose_reliability, offered_reliabilities, policy_name, reliability_policy
 
 R, B = ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT
 
@@ -18,18 +18,19 @@ def publisher(reliability):
     ([R, R], R),
     ([B], B),            # a sensor-data publisher: a reliable subscriber would never hear it
     ([R, B], B),         # mixed: best effort hears both
-    ([], B),             # no publisher yet: best effort hears whichever comes
+    ([], R),             # no publisher yet: rclpy's best_available subscribes reliably
 ])
-def test_auto_follows_the_publishers(offered, expected):
-    assert choose_reliability("auto", offered_reliabilities(publisher(p) for p in offered)) == expected
+def test_auto_follows_the_publishers_as_best_available_does(offered, expected):
+    assert choose_reliability(offered_reliabilities(publisher(p) for p in offered)) == expected
 
 
-@pytest.mark.parametrize("setting, expected", [("best_effort", B), ("reliable", R)])
-def test_explicit_settings_ignore_the_publishers(setting, expected):
-    assert choose_reliability(setting, [R]) == expected
-    assert choose_reliability(setting, [B]) == expected
+@pytest.mark.parametrize("setting, expected", [("auto", ReliabilityPolicy.BEST_AVAILABLE),
+                                               ("best_effort", B), ("reliable", R)])
+def test_each_setting_is_a_reliability_policy(setting, expected):
+    assert reliability_policy(setting) == expected
+    assert policy_name(expected) == {"auto": "best_available"}.get(setting, setting)
 
 
 def test_unknown_setting_is_refused():
     with pytest.raises(ValueError, match="qos_reliability"):
-        choose_reliability("fast", [R])
+        reliability_policy("fast")

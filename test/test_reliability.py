@@ -112,24 +112,26 @@ class OutOfMemoryBackend(FakeBackend):
 
 
 def test_out_of_memory_retries_smaller_batches():
-    import rclpy
+    from acr_ros.frame_processor import FrameInput, FrameProcessor
 
-    from acr_ros.hands_node import Camera, HandsNode, PendingFrame
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
     backend = OutOfMemoryBackend()
-    node = HandsNode(backend_factory=lambda: (backend, "fault injection"), context=context)
-    node.trigger_configure()  # loads the backend
-    try:
-        header = image_msg(magic_bgr()).header
-        batch = [PendingFrame(Camera(f"cam{i}"), header, magic_bgr(), None) for i in range(4)]
-        results = node._reconstruct(batch)
-        assert len(results) == 4 and all(isinstance(r, FrameResult) for r in results)
-        assert backend.batch_sizes == [4, 2, 1, 1, 2, 1, 1]
-        assert node.counters.get("inference_errors") == 0
-    finally:
-        node.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-    assert backend.closed  # the model is released on shutdown
+    warnings = []
+    processor = FrameProcessor(backend, warn=lambda kind, message: warnings.append(kind))
+    batch = [FrameInput(f"cam{i}", 1_700_000_000 * 10**9, magic_bgr(), None) for i in range(4)]
+    processed = processor.process(batch)
+    assert len(processed) == 4 and all(item is not None and item.frame is frame for item, frame in zip(processed, batch))
+    assert backend.batch_sizes == [4, 2, 1, 1, 2, 1, 1]
+    assert processor.counters.get("inference_errors") == 0
+    assert warnings.count("out_of_memory") == 3  # the batch of 4 and both of 2, said each time
+
+
+def test_a_frame_that_fails_alone_is_counted_and_the_others_go_on():
+    from acr_ros.frame_processor import FrameInput, FrameProcessor
+
+    backend = OutOfMemoryBackend()
+    processor = FrameProcessor(backend)
+    backend.reconstruct = lambda images, intrinsics, timestamps, streams: (_ for _ in ()).throw(
+        BackendOutOfMemoryError("CUDA out of memory"))
+    assert processor.process([FrameInput("cam0", 0, magic_bgr(), None)]) == [None]
+    assert processor.counters.get("inference_errors") == 1
+    assert "out of memory" in processor.counters.reason("inference_errors")

@@ -129,10 +129,10 @@ def scripted_node():
 
 
 def frame(node, stamp_ns: int):
-    from acr_ros.hands_node import PendingFrame
+    from acr_ros.frame_processor import FrameInput
 
     header = image_msg(magic_bgr(), stamp=divmod(stamp_ns, SECOND)).header
-    return PendingFrame(node.cameras[0], header, magic_bgr(), None)
+    return FrameInput(node.cameras[0].topic, stamp_ns, magic_bgr(), None, header)
 
 
 def test_tracks_through_the_node_appear_vanish_reappear_and_reset_smoothing(scripted_node):
@@ -146,13 +146,13 @@ def test_tracks_through_the_node_appear_vanish_reappear_and_reset_smoothing(scri
               FrameResult([hand("left")])]                             # after a 3 s gap (track_timeout 2 s)
     node = scripted_node(script)
     backend = node.backend
-    hands = capture(node.hands_pub)
-    poses = {side: capture(node.wrist_pose_pubs[side]) for side in ("left", "right")}
+    hands = capture(node.outputs.hands)
+    poses = {side: capture(node.outputs.wrist_poses[side]) for side in ("left", "right")}
     stamps = [T0 * SECOND + i * SECOND // 30 for i in range(5)] + [T0 * SECOND + 3 * SECOND]
     calls_before = []
     for stamp in stamps:
         calls_before.append(len(backend.calls))
-        node._process([frame(node, stamp)])
+        node.process([frame(node, stamp)])
 
     tracked = [[(h.side, h.track_id, h.track_frames, h.track_first_seen.sec * SECOND + h.track_first_seen.nanosec)
                 for h in msg.hands] for msg in hands]
@@ -178,9 +178,9 @@ def test_tracks_through_the_node_appear_vanish_reappear_and_reset_smoothing(scri
 
 def test_markers_expire_and_deactivation_deletes_them_and_ends_the_tracks(scripted_node):
     node = scripted_node([FrameResult([hand("left")]), FrameResult([hand("left")])])
-    markers = capture(node.markers_pub)
-    hands = capture(node.hands_pub)
-    node._process([frame(node, T0 * SECOND)])
+    markers = capture(node.outputs.markers)
+    hands = capture(node.outputs.hands)
+    node.process([frame(node, T0 * SECOND)])
     added = [m for m in markers[0].markers if m.action == m.ADD]
     assert added and {(m.lifetime.sec, m.lifetime.nanosec) for m in added} == {(1, 0)}  # marker_lifetime 1.0
     assert node.trigger_deactivate() == SUCCESS
@@ -188,7 +188,7 @@ def test_markers_expire_and_deactivation_deletes_them_and_ends_the_tracks(script
     assert deleted and all(m.action == m.DELETE for m in deleted)
     assert ("reset",) in node.backend.calls and ("close",) not in node.backend.calls
     assert node.trigger_activate() == SUCCESS
-    node._process([frame(node, T0 * SECOND + SECOND // 30)])
+    node.process([frame(node, T0 * SECOND + SECOND // 30)])
     assert hands[-1].hands[0].track_id == 2  # the track ended with the deactivation
 
 
@@ -206,7 +206,7 @@ def test_diagnostics_report_each_stage_and_the_smoothing_lag(scripted_node):
 
     node = scripted_node([FrameResult([hand("left")])])
     sent = capture(node._diagnostics[0])
-    node._process([node._convert(node.cameras[0], image_msg(magic_bgr(), stamp=(T0, 0)))])
+    node.process([node._decode(node.cameras[0], image_msg(magic_bgr(), stamp=(T0, 0)))])
     node._publish_diagnostics()
     node.set_parameters([Parameter("smoothing.enabled", value=True)])
     node._publish_diagnostics()

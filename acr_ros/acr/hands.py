@@ -8,7 +8,7 @@ Conventions (the same as the messages in msg/): metres, radians, camera optical 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -168,3 +168,14 @@ class FrameResult:
     # The intrinsics that placed the 3D points (the backend's default ones when default_intrinsics):
     # projecting joints or vertices with them lands on the image, e.g. for overlays.
     intrinsics: Optional[CameraIntrinsics] = None
+
+
+def one_per_side(hands: Iterable[HandResult]) -> list[HandResult]:
+    """At most one hand per side (the highest score), left first: the hands that are published."""
+    best: dict[str, HandResult] = {}
+    for hand in hands:
+        if hand.side not in SIDES:
+            raise ValueError(f"hand side must be '{LEFT}' or '{RIGHT}', got {hand.side!r}")
+        if hand.side not in best or hand.score > best[hand.side].score:
+            best[hand.side] = hand
+    return [best[side] for side in SIDES if side in best]

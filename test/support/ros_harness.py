@@ -198,9 +198,8 @@ class Session:
             self.infos[topic].publish(info)
             if self.node is not None:
                 camera = self.node.cameras[list(self.camera_topics).index(topic)]
-                stamp = info.header.stamp
-                assert self.probe.spin_until(
-                    lambda: getattr(camera.info_for(stamp), "header", None) == info.header, 10)
+                stamp = info.header.stamp.sec * 1_000_000_000 + info.header.stamp.nanosec
+                assert self.probe.spin_until(lambda: camera.infos.has(stamp), 10)
             else:
                 self.probe.spin_until(lambda: False, 0.05)
         self.images[topic].publish(msg)

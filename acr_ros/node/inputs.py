@@ -1,0 +1,226 @@
+"""The hands node's inputs: per camera an image subscription, its sibling camera_info and an optional
+aligned depth topic; the newest-frame mailbox the worker takes from; the subscriptions' QoS.
+
+QoS: every subscription takes rclpy's standard overrides (QoSOverridingOptions: history, depth and
+reliability, e.g. `qos_overrides./camera/image_raw.subscription.reliability`). The node's
+`qos_reliability` is the default of each topic's reliability override, and `auto` is written there as
+`best_available`: rclpy resolves it when the subscription is created (reliable when every publisher
+offers reliable, else best effort). A subscription set to best_available follows its publishers
+afterwards too, driven by the QoS events: a publisher offering incompatible QoS (a best-effort camera
+while subscribed reliably) or a newly matched one that makes every publisher reliable (while
+subscribed best effort, which loses large frames over Fast DDS) re-creates it, resolved again.
+A subscription with a fixed reliability stays; an incompatible publisher is logged and reported.
+"""
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from acr_ros import qos
+from acr_ros.diagnostics import RateMeter
+from acr_ros.frame_inputs import CameraInfos, DepthPairing, stamp_ns
+
+
+def sibling_topic(image_topic: str, name: str) -> str:
+    """'/cam/image_raw' -> '/cam/<name>' (image_transport's CameraInfo convention)."""
+    head, _, _ = image_topic.rpartition("/")
+    return f"{head}/{name}" if head or image_topic.startswith("/") else name
+
+
+@dataclass
+class Input:
+    """One subscription of a camera, with what re-creating it needs."""
+
+    topic: str              # as configured
+    resolved: str           # the topic's full name, remappings applied: what diagnostics and logs show
+    msg_type: type
+    callback: Callable
+    subscription: object = None
+    profile: Optional[QoSProfile] = None     # the QoS the first subscription took, overrides applied
+    follows_publishers: bool = False   # best_available: re-chosen when the publishers change
+    reliability: Optional[ReliabilityPolicy] = None  # what the subscription uses now
+    incompatible: str = ""  # a publisher offers incompatible QoS and nothing arrived since (reported)
+
+
+@dataclass
+class Camera:
+    """One camera's input: the newest unprocessed frame, recent CameraInfos and depth images by stamp."""
+
+    topic: str
+    depth_topic: str = ""
+    inputs: list[Input] = field(default_factory=list)   # camera_info, image (, depth)
+    infos: CameraInfos = field(default_factory=CameraInfos)
+    depth: Optional[DepthPairing] = None
+    received: RateMeter = field(default_factory=RateMeter)
+    info_arrived: threading.Event = field(default_factory=threading.Event)
+    first_frame: Optional[float] = None     # monotonic
+    encoding: str = ""                      # of the last frame converted
+    default_intrinsics: bool = False        # the last frame ran on the default intrinsics
+    warned_default_intrinsics: bool = False
+    _frame: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def image_input(self) -> Input:
+        return self.inputs[1]
+
+    @property
+    def info_input(self) -> Input:
+        return self.inputs[0]
+
+    def put_frame(self, msg) -> bool:
+        """Stores msg as the newest frame; True when it replaced an unprocessed one (a drop)."""
+        self.received.tick()
+        if self.first_frame is None:
+            self.first_frame = time.monotonic()
+        with self._lock:
+            dropped = self._frame is not None
+            self._frame = msg
+        return dropped
+
+    def take_frame(self):
+        with self._lock:
+            msg, self._frame = self._frame, None
+        return msg
+
+    def put_info(self, msg: CameraInfo) -> None:
+        self.infos.put(msg)
+        self.info_arrived.set()
+
+
+class CameraInputs:
+    """Subscribes a node to its cameras and keeps each subscription's QoS as its publishers change."""
+
+    def __init__(self, node, on_frame: Callable[[Camera, object], None], log):
+        self._node = node
+        self._on_frame = on_frame
+        self._log = log
+        self.cameras: list[Camera] = []
+        self._depth = 5
+        self._default = ReliabilityPolicy.BEST_AVAILABLE
+
+    def subscribe(self, image_topics: list[str], depth_topics: list[str], compressed: bool, reliability: str,
+                  depth: int) -> list[Camera]:
+        self._default, self._depth = qos.reliability_policy(reliability), depth
+        self.cameras = [self._camera(topic, depth_topics[i] if any(depth_topics) else "", compressed)
+                        for i, topic in enumerate(image_topics)]
+        return self.cameras
+
+    def unsubscribe(self) -> int:
+        """Destroys every subscription; returns how many received frames were never processed."""
+        unprocessed = 0
+        for camera in self.cameras:
+            for item in camera.inputs:
+                self._node.destroy_subscription(item.subscription)
+            unprocessed += camera.take_frame() is not None
+        self.cameras = []
+        return unprocessed
+
+    def _camera(self, topic: str, depth_topic: str, compressed: bool) -> Camera:
+        camera = Camera(topic, depth_topic, depth=DepthPairing() if depth_topic else None)
+
+        def on_image(msg):
+            image.incompatible = ""
+            self._on_frame(camera, msg)
+
+        def on_depth(msg):
+            camera.depth.put(stamp_ns(msg.header.stamp), msg)
+
+        # CameraInfo first: the executor takes waiting messages in subscription order, so an image
+        # and its CameraInfo that arrive together are converted with it.
+        image_topic = topic + "/compressed" if compressed else topic
+        camera.inputs = [self._input(sibling_topic(topic, "camera_info"), CameraInfo, camera.put_info),
+                         image := self._input(image_topic, CompressedImage if compressed else Image, on_image)]
+        if depth_topic:
+            depth_type = CompressedImage if depth_topic.endswith("/compressedDepth") else Image
+            camera.inputs.append(self._input(depth_topic, depth_type, on_depth))
+        for item in camera.inputs:
+            self._connect(item)
+        return camera
+
+    def _input(self, topic: str, msg_type, callback) -> Input:
+        return Input(topic, self._node.resolve_topic_name(topic), msg_type, callback)
+
+    def _connect(self, item: Input, reliability: Optional[ReliabilityPolicy] = None) -> None:
+        """(Re-)creates an input's subscription. The first time with the default reliability and the
+        topic's overrides (rclpy declares them then); later with the QoS that gave, and the reliability
+        the node chose now: the graph may not list a publisher yet when its QoS event arrives."""
+        if item.subscription is not None:
+            self._node.destroy_subscription(item.subscription)
+        events = SubscriptionEventCallbacks(incompatible_qos=lambda info: self._incompatible(item, info),
+                                            matched=lambda info: self._matched(item, info))
+        if item.profile is None:
+            item.profile = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._depth, reliability=self._default,
+                                      durability=DurabilityPolicy.VOLATILE)
+            item.subscription = self._node.create_subscription(
+                item.msg_type, item.topic, item.callback, item.profile,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(), event_callbacks=events)
+            item.follows_publishers = item.profile.reliability == ReliabilityPolicy.BEST_AVAILABLE  # overridden
+            item.reliability = self._resolved(item) if item.follows_publishers else item.profile.reliability
+            return
+        profile = copy.copy(item.profile)
+        profile.reliability = reliability
+        item.subscription = self._node.create_subscription(item.msg_type, item.topic, item.callback, profile,
+                                                           event_callbacks=events)
+        item.reliability = reliability
+
+    def _resolved(self, item: Input) -> ReliabilityPolicy:
+        """The reliability rclpy chose for a best_available subscription (the graph knows)."""
+        name, namespace = self._node.get_name(), self._node.get_namespace()
+        for info in self._node.get_subscriptions_info_by_topic(item.resolved):
+            if info.node_name == name and info.node_namespace == namespace:
+                return info.qos_profile.reliability
+        return qos.choose_reliability(qos.offered_reliabilities(self._node.get_publishers_info_by_topic(item.resolved)))
+
+    def _incompatible(self, item: Input, info) -> None:
+        policy = getattr(info.last_policy_kind, "name", str(info.last_policy_kind)).replace("RMW_QOS_POLICY_", "")
+        if (item.follows_publishers and policy == "RELIABILITY"
+                and item.reliability == ReliabilityPolicy.RELIABLE):  # a best-effort publisher
+            self._rechoose(item, ReliabilityPolicy.BEST_EFFORT, "a publisher offers best effort")
+            return
+        item.incompatible = (f"a publisher of {item.resolved} offers QoS incompatible with this "
+                             f"{qos.policy_name(item.reliability)} subscription ({policy}): none of its messages arrive; "
+                             f"set qos_reliability auto or qos_overrides.{item.resolved}.subscription.reliability")
+        self._log.warning(item.incompatible)
+
+    def _matched(self, item: Input, info) -> None:
+        """A publisher connected or left: best effort while every publisher is reliable loses large frames."""
+        if not item.follows_publishers or item.reliability != ReliabilityPolicy.BEST_EFFORT or info.current_count == 0:
+            return
+        offered = qos.offered_reliabilities(self._node.get_publishers_info_by_topic(item.resolved))
+        if len(offered) < info.current_count:  # the graph lags behind the connection: look again shortly
+            self._later(0.2, lambda: self._matched(item, info))
+        elif qos.choose_reliability(offered) == ReliabilityPolicy.RELIABLE:
+            self._rechoose(item, ReliabilityPolicy.RELIABLE, "every publisher offers reliable")
+
+    def _later(self, seconds: float, callback: Callable[[], None]) -> None:
+        timer = None
+
+        def once():
+            self._node.destroy_timer(timer)
+            if self.cameras:  # still subscribed
+                callback()
+        timer = self._node.create_timer(seconds, once)
+
+    def _rechoose(self, item: Input, reliability: ReliabilityPolicy, why: str) -> None:
+        was = item.reliability
+        self._connect(item, reliability)
+        self._log.info(f"{item.resolved}: {why}: re-subscribed {qos.policy_name(reliability)} "
+                       f"(was {qos.policy_name(was)})")
+
+    def await_first_info(self, camera: Camera, timeout: float) -> None:
+        """A camera's first frames may overtake its first CameraInfo: they wait for it, up to timeout
+        after the first frame, when the camera_info topic has a publisher."""
+        if camera.info_arrived.is_set() or camera.first_frame is None:
+            return
+        remaining = camera.first_frame + timeout - time.monotonic()
+        if remaining > 0 and self._node.count_publishers(camera.info_input.resolved) > 0:
+            camera.info_arrived.wait(remaining)
