@@ -49,7 +49,9 @@ class FrameInput:
 
     @property
     def timestamp(self) -> float:
-        return self.stamp_ns * 1e-9
+        """Seconds, as sec + nanosec * 1e-9 (the node's and the recordings' results agree to the bit)."""
+        sec, nanosec = divmod(self.stamp_ns, 1_000_000_000)
+        return sec + nanosec * 1e-9
 
 
 @dataclass

@@ -73,21 +73,67 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
 import cv2
 import numpy as np
 
-from acr_ros.acr.depth import depth_image_to_metres, fuse_hand
+from acr_ros.acr.depth import depth_image_to_metres
 from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.backends import BACKENDS, faces_by_side
 from acr_ros.calibration import load_calibration
+from acr_ros.frame_inputs import DecodeSettings
+from acr_ros.frame_processor import FrameInput, FrameProcessor
+from acr_ros.hand_outputs import HandOutputs, OutputSettings
+from acr_ros.node import parameters
 from acr_ros.media import (SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, is_recording, natural_key, open_media,
                            sample_inputs)
 
 DEFAULT_OUTPUT = Path("acr_output")
+
+
+# ---- settings and warnings ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Settings:
+    """The node's parameters that shape the results: its defaults, or a node parameters file's values."""
+
+    track_timeout: float = 2.0
+    decode: DecodeSettings = DecodeSettings()
+    outputs: OutputSettings = OutputSettings()
+
+    @classmethod
+    def from_parameters(cls, values: dict, depth_scale: Optional[float] = None) -> "Settings":
+        """values: every node parameter by name (node.parameters.read_parameters_file); depth_scale
+        (--depth-scale) overrides depth_millimetres_per_unit."""
+        if depth_scale is not None:
+            values = {**values, "depth_millimetres_per_unit": depth_scale}
+        return cls(values["track_timeout"], parameters.decode_settings(values.get),
+                   parameters.output_settings(values.get))
+
+
+def _once(warn: Callable[[str], None]) -> Callable[[str, str], None]:
+    """The processor's warn(kind, message), said once per kind (a recording repeats its problems)."""
+    said: set[str] = set()
+
+    def warn_once(kind: str, message: str) -> None:
+        if kind not in said:
+            said.add(kind)
+            warn(message)
+    return warn_once
+
+
+def _warn_counts(counters, warn: Callable[[str], None], where: str) -> None:
+    """What the processor counted that changed results, one line."""
+    counts = {"hand(s) with NaN or Inf values left out": counters.get("non_finite_hands"),
+              "frame(s) without a depth image near their stamp": counters.get("depth_unpaired"),
+              "depth image(s) not used": counters.get("bad_depth"),
+              "hand(s) the depth could not place (those keep the model's distance)": counters.get("depth_unplaced")}
+    said = [f"{count} {what}" for what, count in counts.items() if count]
+    if said:
+        warn(where + ", ".join(said))
 
 
 # ---- results file ---------------------------------------------------------------------------------
@@ -243,8 +289,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--depth", type=Path, default=None,
                         help="folder of depth images aligned to the colour frames (16-bit PNG in millimetres, "
                              "or 32-bit float TIFF in metres), paired by file name, else by order")
-    parser.add_argument("--depth-scale", type=float, default=1.0,
-                        help="millimetres per unit of 16-bit depth images (default 1.0)")
+    parser.add_argument("--depth-scale", type=float, default=None,
+                        help="millimetres per unit of 16-bit depth images (default: the node's "
+                             "depth_millimetres_per_unit, 1.0)")
+    parser.add_argument("--params-file", type=Path, default=None,
+                        help="the hands node's parameters file (e.g. config/hands.yaml): its track, depth and "
+                             "output parameters (track_timeout, depth_max_time_difference, frame_prefix, tf_joints, "
+                             "marker_lifetime, ...) apply here as in the node")
     parser.add_argument("--no-render", action="store_true", help="write results only, no overlays or mp4")
     parser.add_argument("--fps", type=float, default=30.0, help="frame rate of folder inputs (timestamps, mp4)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop each input after this many frames")
@@ -286,8 +337,6 @@ class DepthFolder:
         if not self.paths:
             raise ValueError(f"--depth {folder}: no depth images ({', '.join(self.SUFFIXES)})")
         self._by_stem = {p.stem: p for p in self.paths}
-        self.missing = 0       # frames without a depth partner (placed by the model)
-        self.unused = 0        # hands the depth could not place (too few or disagreeing samples)
 
     def path_for(self, frame) -> Optional[Path]:
         by_name = self._by_stem.get(frame.name)
@@ -295,24 +344,24 @@ class DepthFolder:
             return by_name
         return self.paths[frame.index] if frame.index < len(self.paths) else None
 
-    def fuse(self, frame, result: FrameResult) -> None:
+    def metres_for(self, frame) -> tuple[Optional[np.ndarray], str]:
+        """The frame's depth image in metres, or None and why not ('' when it has no partner)."""
         path = self.path_for(frame)
         raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED) if path is not None else None
-        if raw is None or raw.shape[:2] != frame.image.shape[:2]:
-            self.missing += 1
-            return
+        if raw is None:
+            return None, ""
+        if raw.shape[:2] != frame.image.shape[:2]:
+            return None, (f"{path.name} is {raw.shape[1]}x{raw.shape[0]} but the colour image is "
+                          f"{frame.image.shape[1]}x{frame.image.shape[0]}")
         encoding = "16UC1" if raw.dtype == np.uint16 else "32FC1"
-        metres = depth_image_to_metres(raw if raw.ndim == 2 else raw[..., 0], encoding, self.millimetres_per_unit)
-        for hand in result.hands:
-            if not fuse_hand(hand, metres, result.intrinsics).used:
-                self.unused += 1
+        return depth_image_to_metres(raw if raw.ndim == 2 else raw[..., 0], encoding, self.millimetres_per_unit), ""
 
 
 def process_input(backend, source: MediaSource, spec: str, output_dir: Path, render: bool,
                   intrinsics_for: IntrinsicsFor, batch_size: int = 1,
                   max_frames: Optional[int] = None, quiet: bool = False,
-                  depth: Optional["DepthFolder"] = None) -> dict:
-    """Runs one input through the backend (hands placed with the aligned depth images when
+                  depth: Optional["DepthFolder"] = None, settings: Optional[Settings] = None) -> dict:
+    """Runs one input through the frame processor (hands placed with the aligned depth images when
     ``depth`` is given); writes its outputs; returns a summary dict."""
     from tqdm import tqdm
 
@@ -335,17 +384,23 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
         bar = tqdm(total=total, desc=name, unit="frame", disable=None)
     backend.static_image_mode = source.kind in ("image", "folder")  # track in videos, detect in every photo
     backend.reset()
+    processor = FrameProcessor(backend, (settings or Settings()).track_timeout,
+                               warn=_once(lambda message: print(f"acr_offline: {message}", file=sys.stderr)))
     started = time.perf_counter()
     interrupted = False
 
+    def frame_input(frame) -> FrameInput:
+        metres, problem = depth.metres_for(frame) if depth is not None else (None, "")
+        height, width = frame.image.shape[:2]
+        return FrameInput(spec, round(frame.timestamp * 1e9), frame.image, intrinsics_for(width, height),
+                          depth=metres, depth_expected=depth is not None, depth_problem=problem)
+
     def flush(batch):
-        results = backend.reconstruct([f.image for f in batch],
-                                      [intrinsics_for(f.image.shape[1], f.image.shape[0]) for f in batch],
-                                      [f.timestamp for f in batch], [spec] * len(batch))
-        for frame, result in zip(batch, results):
+        for frame, processed in zip(batch, processor.process([frame_input(frame) for frame in batch])):
+            if processed is None:
+                continue  # counted and said by the processor
+            result = processed.result
             h, w = frame.image.shape[:2]
-            if depth is not None:
-                depth.fuse(frame, result)
             recorder.add(frame.name, frame.timestamp, w, h, result)
             if render:
                 overlay = draw_hands(frame.image, result, faces)
@@ -388,6 +443,8 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
     elapsed = time.perf_counter() - started
     if recorder.num_frames or not source.unreadable:  # an unreadable image leaves no empty results
         outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
+    _warn_counts(processor.counters, lambda message: print(f"acr_offline: warning: {message}", file=sys.stderr),
+                 f"{spec}: ")
     return {"input": spec, "name": name, "frames": recorder.num_frames, "hands": recorder.num_hands,
             "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "unreadable": source.unreadable}
 
@@ -415,11 +472,6 @@ def camera_intrinsics(args, warn: bool = True) -> IntrinsicsFor:
 
 # ---- recordings -------------------------------------------------------------------------------------
 _END = object()  # closes a queue of the recording pipeline
-TRACK_TIMEOUT_S = 2.0  # the node's track_timeout default: a longer gap between frames ends the hand tracks
-
-
-def _stamp_ns(frame) -> int:
-    return frame.header.stamp.sec * 1_000_000_000 + frame.header.stamp.nanosec
 
 
 @contextmanager
@@ -456,7 +508,7 @@ def _put(box: queue.Queue, item, give_up: Callable[[], bool]) -> bool:
 
 def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Optional[str] = None,
                       camera_info_topic: Optional[str] = None, depth_topic: Optional[str] = None,
-                      depth_scale: float = 1.0, copy_inputs: bool = False, bag_overlay: bool = False,
+                      settings: Optional[Settings] = None, copy_inputs: bool = False, bag_overlay: bool = False,
                       render: bool = True, intrinsics_for: Optional[IntrinsicsFor] = None, batch_size: int = 1,
                       max_frames: Optional[int] = None, quiet: bool = False) -> dict:
     """Every frame of a recording's image topic, in order, into NAME_hands/ (an MCAP bag),
@@ -473,12 +525,11 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
 
     from acr_ros.recordings import HandsBag, InputMessage, Recording, RecordedFrame, read_frames
     from acr_ros.render import draw_hands
-    from acr_ros.ros_messages import one_per_side
-    from acr_ros.tracks import HandTracker
 
     def warn(message: str) -> None:
         tqdm.write(f"acr_offline: {message}", file=sys.stderr)
 
+    settings = settings or Settings()
     recording = Recording(spec)
     for note in recording.notes:  # before choosing topics: damage may be why one is missing
         warn(note)
@@ -486,7 +537,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
         selection = recording.select(image_topic, camera_info_topic, copy_inputs, depth_topic)
         name = recording.name
         faces = faces_by_side(backend)
-        bag = HandsBag(output_dir / f"{name}_hands", recording, selection, backend, faces, overlay=bag_overlay)
+        bag = HandsBag(output_dir / f"{name}_hands", recording, selection, faces, overlay=bag_overlay)
     except BaseException:
         recording.close()
         raise
@@ -503,54 +554,35 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
         total = min(total or max_frames, max_frames)
     bar = tqdm(total=total, desc=name, unit="frame", disable=True if quiet else None)
     unusable: dict[str, int] = {}       # reason -> frames
-    non_finite = 0                      # hands left out for NaN / Inf values
-    without_depth = unplaced = 0        # frames without a depth image; hands the depth could not place
     backend.static_image_mode = False  # a recording is a video: track
     backend.reset()
-    stream = selection.image.name
-    tracker = HandTracker(TRACK_TIMEOUT_S)
+    processor = FrameProcessor(backend, settings.track_timeout, warn=_once(warn))
+    outputs = HandOutputs(backend, faces)
 
     def infer(frames: list) -> list:
-        """The backend on a batch, then the hand tracks as the node keeps them: a track that ends
-        restarts its side's smoothing. Here, not in the writer: the next batch depends on it."""
-        nonlocal non_finite, without_depth, unplaced
-        for frame in frames:
-            for track in tracker.expire(stream, _stamp_ns(frame)):
-                backend.reset_side(stream, track.side)
-        results = backend.reconstruct([f.image for f in frames], [f.intrinsics for f in frames],
-                                      [f.timestamp for f in frames], [stream] * len(frames))
-        for frame, result in zip(frames, results):
-            finite = [hand for hand in result.hands if hand.is_finite()]  # as the node: no NaN out
-            non_finite += len(result.hands) - len(finite)
-            result.hands = one_per_side(FrameResult(finite))
-            if selection.depth is not None:
-                if frame.depth is None or result.intrinsics is None:
-                    without_depth += 1
-                else:
-                    unplaced += sum(not fuse_hand(hand, frame.depth, result.intrinsics).used for hand in result.hands)
-            update = tracker.update(stream, _stamp_ns(frame), [hand.side for hand in result.hands])
-            for track in update.ended:
-                backend.reset_side(stream, track.side)
-            frame.tracks = update.tracks
-        return results
+        """The frame processor on a batch. Here, not in the writer: the next batch depends on its tracks."""
+        for frame, processed in zip(frames, processor.process([frame.input for frame in frames])):
+            frame.processed = processed
+        return frames
 
-    def write(segment: list, results: list) -> None:
-        results = iter(results)
+    def write(segment: list, frames: list) -> None:
         for item in segment:
             if isinstance(item, InputMessage):
                 bag.copy(item)
                 continue
-            if item.problem:
-                if item.problem not in unusable:
-                    warn(f"{recording.path}: image {item.index} on {selection.image.name} is unusable: {item.problem}")
-                unusable[item.problem] = unusable.get(item.problem, 0) + 1
+            if item.problem or item.processed is None:
+                problem = item.problem or "inference failed (see above)"
+                if problem not in unusable:
+                    warn(f"{recording.path}: image {item.index} on {selection.image.name} is unusable: {problem}")
+                unusable[problem] = unusable.get(problem, 0) + 1
                 bar.update(1)
                 continue
-            result = next(results)
-            overlay = draw_hands(item.image, result, faces) if video is not None or bag_overlay else None
-            bag.add(item, result, overlay)
-            height, width = item.image.shape[:2]
-            recorder.add(f"{name}_{item.index:06d}", item.timestamp, width, height, result)
+            frame, result = item.input, item.processed.result
+            overlay = draw_hands(frame.image, result, faces) if video is not None or bag_overlay else None
+            bag.add(item.time, frame.header, outputs.build(item.processed, settings.outputs, points_as_arrays=True),
+                    overlay)
+            height, width = frame.image.shape[:2]
+            recorder.add(f"{name}_{item.index:06d}", frame.timestamp, width, height, result)
             if video is not None:
                 video.write(overlay)
             bar.update(1)
@@ -562,9 +594,9 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
 
     def read() -> None:
         try:
-            for item in read_frames(recording, selection, max_frames, depth_scale=depth_scale, warn=warn):
-                if intrinsics_for is not None and isinstance(item, RecordedFrame) and item.image is not None:
-                    item.intrinsics = intrinsics_for(item.image.shape[1], item.image.shape[0])
+            for item in read_frames(recording, selection, max_frames, settings.decode, warn=warn):
+                if intrinsics_for is not None and isinstance(item, RecordedFrame) and item.input is not None:
+                    item.input.intrinsics = intrinsics_for(item.input.image.shape[1], item.input.image.shape[0])
                 if not _put(inbox, item, halt.is_set):
                     return
         except BaseException as error:
@@ -595,7 +627,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
                     continue
                 if item is not _END:
                     segment.append(item)
-                    if isinstance(item, RecordedFrame) and not item.problem:
+                    if isinstance(item, RecordedFrame) and item.input is not None:
                         frames.append(item)
                 if len(frames) >= max(1, batch_size) or (item is _END and segment):
                     _put(outbox, (segment, infer(frames) if frames else []), lambda: not writer.is_alive())
@@ -618,19 +650,15 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
             recording.close()
     if failures:
         raise failures[0]
-    if non_finite:
-        warn(f"{recording.path}: {non_finite} hand(s) with NaN or Inf values left out")
-    if without_depth or unplaced:
-        warn(f"{recording.path}: {without_depth} frame(s) without a depth image of their stamp and size on "
-             f"{selection.depth.name}, {unplaced} hand(s) the depth could not place: those keep the model's distance")
+    _warn_counts(processor.counters, warn, f"{recording.path}: ")
     elapsed = time.perf_counter() - started
-    outputs = [bag.path] + ([video.path] if video is not None and video.frames else [])
-    outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
+    written = [bag.path] + ([video.path] if video is not None and video.frames else [])
+    written.append(recorder.save(output_dir / f"{name}_results.npz"))
     problems = [f"{recording.path}: {count} unusable image(s) skipped: {reason}" for reason, count in unusable.items()]
     if recording.damage:
         problems.append(recording.damage)
     return {"input": spec, "name": name, "frames": recorder.num_frames, "hands": recorder.num_hands,
-            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "problems": problems}
+            "seconds": elapsed, "outputs": written, "interrupted": interrupted, "problems": problems}
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -672,6 +700,13 @@ def run(argv=None) -> int:
     if not inputs:
         print("acr_offline: no input to process", file=sys.stderr)
         return 2
+    try:
+        values = (parameters.read_parameters_file(args.params_file) if args.params_file
+                  else {param.name: param.default for param in parameters.PARAMS})
+    except ValueError as error:
+        print(f"acr_offline: --params-file {error}", file=sys.stderr)
+        return 2
+    settings = Settings.from_parameters(values, args.depth_scale)
     if args.depth is not None and not args.depth.is_dir():
         print(f"acr_offline: --depth {args.depth}: not a folder", file=sys.stderr)
         return 2
@@ -702,7 +737,6 @@ def run(argv=None) -> int:
         print("temporal smoothing: on (One-Euro, per hand side)")
     args.output_dir.mkdir(parents=True, exist_ok=True)
     for spec in inputs:
-        depth = None
         if spec in recordings:
             from acr_ros.recordings import RecordingError
 
@@ -710,7 +744,7 @@ def run(argv=None) -> int:
                 summary = process_recording(
                     backend, spec, args.output_dir, image_topic=args.image_topic,
                     camera_info_topic=args.camera_info_topic, depth_topic=args.depth_topic,
-                    depth_scale=args.depth_scale, copy_inputs=args.copy_inputs,
+                    settings=settings, copy_inputs=args.copy_inputs,
                     bag_overlay=args.bag_overlay, render=not args.no_render, intrinsics_for=given_intrinsics,
                     batch_size=args.batch_size, max_frames=args.max_frames, quiet=args.quiet)
             except RecordingError as error:  # names the file and what is wrong
@@ -724,13 +758,9 @@ def run(argv=None) -> int:
                 print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
                 status = 1
                 continue
-            depth = DepthFolder(args.depth, args.depth_scale) if args.depth else None
+            depth = DepthFolder(args.depth, settings.decode.depth_millimetres_per_unit) if args.depth else None
             summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics_for,
-                                    args.batch_size, args.max_frames, args.quiet, depth)
-        if depth is not None and (depth.missing or depth.unused):
-            print(f"acr_offline: warning: {spec}: {depth.missing} frame(s) without a depth image of their size, "
-                  f"{depth.unused} hand(s) the depth could not place: those keep the model's distance",
-                  file=sys.stderr)
+                                    args.batch_size, args.max_frames, args.quiet, depth, settings)
         for path in summary.get("unreadable", ()):
             print(f"acr_offline: skipping {path}: cannot read it as an image (empty, corrupt or not an image)",
                   file=sys.stderr)

@@ -10,8 +10,8 @@ encoded with zeroed padding, so the same recording always gives the same bytes.
     selection = recording.select(image_topic=None)    # the bag's only image topic, its camera_info
     for item in read_frames(recording, selection):    # InputMessage | RecordedFrame, record order
         ...
-    with HandsBag("out/my_bag_hands", recording, selection, backend, faces) as bag:
-        bag.copy(message); bag.add(frame, result, overlay)
+    with HandsBag("out/my_bag_hands", recording, selection, faces) as bag:
+        bag.copy(message); bag.add(frame.time, header, messages, overlay)   # acr_ros.hand_outputs
 
 Reading
     A directory with metadata.yaml is a rosbag2 bag (any number of storage files); a directory
@@ -21,10 +21,11 @@ Reading
     scanned from the start; a truncated sqlite3 file is read in insertion order through a VFS
     that pads it to the size its header records (SQLite refuses shorter files). Where reading
     stops early, Recording.damage says where and why.
-Pairing
+Pairing (acr_ros.frame_inputs, as the node pairs)
     An image is paired with the CameraInfo of its exact stamp; failing that, the newest one read
-    so far. Images wait for their CameraInfo up to PAIRING_WINDOW_NS of record time (a driver
-    may record it just after the image), so the pairing depends on the recording only.
+    so far; and with the depth image nearest its stamp within depth_max_time_difference. Images
+    wait for them up to PAIRING_WINDOW_NS of record time (a driver may record them just after the
+    image), so the pairing depends on the recording only.
 Writing (HandsBag, MCAP storage)
     {prefix}/hands (with the hand tracks), {prefix}/left|right/wrist_pose, /tf, {prefix}/markers,
     {prefix}/overlay (optional), {prefix}/mesh (ACR, once): the node's topics and messages, each
@@ -36,7 +37,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
@@ -52,13 +53,14 @@ from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
-from tf2_msgs.msg import TFMessage
 
 from acr_ros import ros_messages
-from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
+from acr_ros.acr.hands import LEFT, RIGHT
 from acr_ros.cdr import CdrDecoder, CdrEncoder
-from acr_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, bgr_to_image, compressed_to_bgr,
-                                      depth_to_metres, image_to_bgr)
+from acr_ros.frame_inputs import CameraInfos, DecodeSettings, DepthPairing, decode_frame, stamp_ns
+from acr_ros.frame_processor import FrameInput, ProcessedFrame
+from acr_ros.hand_outputs import FrameMessages
+from acr_ros.image_conversion import ImageConversionError, bgr_to_image
 from acr_ros.media import RECORDING_SUFFIXES
 
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -417,25 +419,19 @@ class InputMessage:
 
 @dataclass
 class RecordedFrame:
-    """One image of the recording, converted; image None (and problem set) when it is unusable."""
+    """One image of the recording, decoded for the frame processor; input None (and problem set) when
+    it is unusable."""
 
     index: int                                  # position among the image topic's messages
     time: int                                   # record time, ns
-    header: SimpleNamespace                     # the image's std_msgs/Header: every output's stamp and frame
-    image: Optional[np.ndarray] = None          # BGR uint8
-    intrinsics: Optional[CameraIntrinsics] = None  # None: the backend's default camera
+    input: Optional[FrameInput] = None
     problem: str = ""
-    depth: Optional[np.ndarray] = None          # (H, W) metres of the aligned depth image, NaN unmeasured
-    tracks: dict = field(default_factory=dict)  # side -> acr_ros.tracks.Track of the hands, once processed
-
-    @property
-    def timestamp(self) -> float:
-        return self.header.stamp.sec + self.header.stamp.nanosec * 1e-9
+    processed: Optional[ProcessedFrame] = None  # once processed; None also when inference failed
 
 
 @dataclass
 class _Pending:
-    """A message read, waiting for its turn (an image: for its CameraInfo)."""
+    """A message read, waiting for its turn (an image: for its CameraInfo and depth partner)."""
 
     topic: str
     time: int
@@ -445,42 +441,23 @@ class _Pending:
     problem: str = ""
 
     @property
-    def stamp(self) -> Optional[tuple[int, int]]:
-        return (self.image.header.stamp.sec, self.image.header.stamp.nanosec) if self.image else None
-
-
-@dataclass
-class _Intrinsics:
-    """The CameraInfos read so far (decoded): by stamp, and the newest."""
-
-    by_stamp: dict = field(default_factory=dict)
-    latest: Optional[SimpleNamespace] = None
-
-    def add(self, info: SimpleNamespace) -> None:
-        self.by_stamp[(info.header.stamp.sec, info.header.stamp.nanosec)] = info
-        while len(self.by_stamp) > 1000:
-            self.by_stamp.pop(next(iter(self.by_stamp)))
-        self.latest = info
-
-    def get(self, stamp) -> Optional[SimpleNamespace]:
-        return self.by_stamp.get(stamp, self.latest)
+    def stamp(self) -> Optional[int]:
+        return stamp_ns(self.image.header.stamp) if self.image else None
 
 
 def read_frames(recording: Recording, selection: TopicSelection, max_frames: Optional[int] = None,
-                max_pixels: Optional[int] = DEFAULT_MAX_PIXELS, depth_scale: float = 1.0,
+                settings: DecodeSettings = DecodeSettings(),
                 warn: Callable[[str], None] = lambda message: None) -> Iterator:
     """The selected topics in record order: InputMessage for each copied message, RecordedFrame for
-    each image (converted and paired with its CameraInfo, and with the depth image of its stamp
-    when a depth topic is selected; depth_scale: millimetres per unit of 16-bit depth). warn(message)
-    is called once per kind of fallback that changes results (e.g. default intrinsics for a
-    camera_info of another size)."""
+    each image, decoded and paired as the node pairs them (acr_ros.frame_inputs): its CameraInfo,
+    and with a depth topic the depth image nearest its stamp within settings.depth_max_time_difference.
+    An image waits for them up to PAIRING_WINDOW_NS of record time. warn(message) is called once per
+    kind of fallback that changes results (e.g. default intrinsics for a camera_info of another size)."""
     image_topic, info_topic = selection.image.name, selection.camera_info
     depth_topic = selection.depth.name if selection.depth else None
-    depths: dict[tuple[int, int], SimpleNamespace] = {}  # decoded depth images by stamp, not yet paired
-    compressed = selection.image.msgtype == COMPRESSED_IMAGE_TYPE
     decoder = CdrDecoder(typestore())
     copied = {t.name for t in selection.copied}
-    infos = _Intrinsics()
+    infos, depths = CameraInfos(capacity=1000), DepthPairing(capacity=100)
     warned: set[str] = set()
     pending: deque[_Pending] = deque()
     images = 0
@@ -500,45 +477,23 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
 
     def convert(item: _Pending) -> RecordedFrame:
         if item.image is None:
-            header = SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0), frame_id="")
-            return RecordedFrame(item.index, item.time, header, problem=item.problem)
-        msg = item.image
-        frame = RecordedFrame(item.index, item.time, msg.header)
+            return RecordedFrame(item.index, item.time, problem=item.problem)
+        depth = depths.partner(item.stamp, settings.depth_max_difference_ns) if depth_topic else None
         try:
-            frame.image = compressed_to_bgr(msg, max_pixels) if compressed else image_to_bgr(msg, max_pixels)
+            frame = decode_frame(image_topic, item.image, infos.for_stamp(item.stamp) if info_topic else None, depth,
+                                 settings, depth_expected=depth_topic is not None)
         except ImageConversionError as error:
-            frame.problem = str(error)
-            return frame
-        height, width = frame.image.shape[:2]
-        info = infos.get(item.stamp) if info_topic else None
-        if info is not None:
-            frame.intrinsics = CameraIntrinsics.from_k(info.k)
-            if frame.intrinsics is None:
-                warn_once("uncalibrated", f"camera_info on {info_topic} has no usable K (uncalibrated): "
-                                          "the default intrinsics are used, depth is approximate")
-            elif (info.width, info.height) not in ((0, 0), (width, height)):
-                warn_once("size", f"camera_info on {info_topic} is for {info.width}x{info.height} but the images "
-                                  f"are {width}x{height}: the default intrinsics are used, depth is approximate")
-                frame.intrinsics = None
-        depth = depths.pop(item.stamp, None)
-        if depth is not None:
-            try:
-                frame.depth = depth_to_metres(depth, depth_scale, max_pixels)
-            except ImageConversionError as error:
-                warn_once("bad_depth", f"{recording.path}: a depth image on {depth_topic} is unusable ({error}): "
-                                       "those hands keep the model's distance")
-            if frame.depth is not None and frame.depth.shape != frame.image.shape[:2]:
-                warn_once("depth_size", f"{recording.path}: depth images on {depth_topic} are "
-                                        f"{frame.depth.shape[1]}x{frame.depth.shape[0]}, the colour images "
-                                        f"{width}x{height}: not aligned, not used")
-                frame.depth = None
-        return frame
+            return RecordedFrame(item.index, item.time, problem=str(error))
+        if info_topic and frame.intrinsics_problem:
+            warn_once("intrinsics", f"{image_topic}: {frame.intrinsics_problem} (on {info_topic}): the default "
+                                    "intrinsics are used, depth is approximate")
+        return RecordedFrame(item.index, item.time, frame)
 
     def ready(item: _Pending, now: int) -> bool:
         if item.index < 0 or item.stamp is None or now - item.time > PAIRING_WINDOW_NS:
             return True
-        return ((info_topic is None or item.stamp in infos.by_stamp)
-                and (depth_topic is None or item.stamp in depths))
+        return ((info_topic is None or infos.has(item.stamp))
+                and (depth_topic is None or depths.partner(item.stamp, settings.depth_max_difference_ns) is not None))
 
     def release(now: Optional[int]):
         while pending and (now is None or ready(pending[0], now)):
@@ -550,14 +505,12 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
         if topic == depth_topic:
             try:
                 depth = decoder.decode(raw, selection.depth.msgtype)
-                depths[(depth.header.stamp.sec, depth.header.stamp.nanosec)] = depth
-                while len(depths) > 100:  # depth images no colour image claimed
-                    depths.pop(next(iter(depths)))
+                depths.put(stamp_ns(depth.header.stamp), depth)
             except ValueError as error:
                 warn_once("bad_depth", f"{recording.path}: a depth image on {depth_topic} is unreadable ({error})")
         if topic == info_topic:
             try:
-                infos.add(decoder.decode(raw, CAMERA_INFO_TYPE))
+                infos.put(decoder.decode(raw, CAMERA_INFO_TYPE))
             except ValueError as error:
                 warn_once("bad_info", f"{recording.path}: a camera_info message on {info_topic} is unreadable "
                                       f"({error}); skipped")
@@ -576,13 +529,12 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
 class HandsBag:
     """The output bag (MCAP storage): the node's outputs per frame, and the copied input topics."""
 
-    def __init__(self, path, recording: Recording, selection: TopicSelection, backend, faces: dict,
+    def __init__(self, path, recording: Recording, selection: TopicSelection, faces: dict,
                  prefix: str = DEFAULT_PREFIX, overlay: bool = False):
         self.path = Path(path)
-        self.backend, self.faces = backend, faces
+        self.faces = faces
         self.prefix = "/" + prefix.strip("/")
         self.skipped: list[str] = []    # copied topics left out, with why
-        self._shown_sides: dict[str, set[str]] = {}
         self._mesh_pending = faces.get(LEFT) is not None and faces.get(RIGHT) is not None  # ACR: once, first
         try:
             self.writer = Writer(self.path, version=9, storage_plugin=StoragePlugin.MCAP)
@@ -642,27 +594,21 @@ class HandsBag:
         connection = self._own[topic]
         self.writer.write(connection, time, self._encoder.encode(msg, connection.msgtype))
 
-    def add(self, frame: RecordedFrame, result: FrameResult, overlay: Optional[np.ndarray] = None) -> None:
-        """The outputs of one frame, stamped with its image's header, at its record time."""
-        height, width = frame.image.shape[:2]
+    def add(self, time: int, header, messages: FrameMessages, overlay: Optional[np.ndarray] = None) -> None:
+        """A frame's messages (acr_ros.hand_outputs, markers built with points_as_arrays) at its record time."""
         if self._mesh_pending:
-            self._write(f"{self.prefix}/mesh", frame.time, ros_messages.mesh_msg(
-                self.faces[LEFT], self.faces[RIGHT], ros_messages.copy_header(frame.header).stamp))
+            self._write(f"{self.prefix}/mesh", time, ros_messages.mesh_msg(
+                self.faces[LEFT], self.faces[RIGHT], ros_messages.copy_header(header).stamp))
             self._mesh_pending = False
-        hands = ros_messages.frame_to_msg(result, frame.header, width, height, self.backend.name,
-                                          self.backend.model, self.backend.checkpoint, frame.tracks)
-        self._write(f"{self.prefix}/hands", frame.time, hands)
-        for hand in hands.hands:
-            self._write(f"{self.prefix}/{ros_messages.SIDE_NAMES[hand.side]}/wrist_pose", frame.time,
-                        ros_messages.wrist_pose_msg(hands, hand))
-        if result.hands:
-            self._write("/tf", frame.time, TFMessage(transforms=ros_messages.hand_transforms(result, frame.header)))
-        markers = ros_messages.frame_markers(result, frame.header, self.faces, self._shown_sides,
-                                             points_as_arrays=True)
-        if markers.markers:
-            self._write(f"{self.prefix}/markers", frame.time, markers)
+        self._write(f"{self.prefix}/hands", time, messages.hands)
+        for side, pose in messages.wrist_poses.items():
+            self._write(f"{self.prefix}/{side}/wrist_pose", time, pose)
+        if messages.tf is not None:
+            self._write("/tf", time, messages.tf)
+        if messages.markers is not None:
+            self._write(f"{self.prefix}/markers", time, messages.markers)
         if overlay is not None and f"{self.prefix}/overlay" in self._own:
-            self._write(f"{self.prefix}/overlay", frame.time, bgr_to_image(overlay, frame.header))
+            self._write(f"{self.prefix}/overlay", time, bgr_to_image(overlay, header))
 
     def close(self) -> None:
         """Writes the summary, footer and metadata.yaml: a complete bag of what was added."""

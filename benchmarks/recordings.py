@@ -39,6 +39,8 @@ from acr_ros.acr.options import EngineOptions  # noqa: E402
 from acr_ros.acr.runtime import tune_cpu_allocator  # noqa: E402
 from acr_ros.backends import create_backend, faces_by_side  # noqa: E402
 from acr_ros.offline import process_recording  # noqa: E402
+from acr_ros.frame_processor import ProcessedFrame  # noqa: E402
+from acr_ros.hand_outputs import HandOutputs, OutputSettings  # noqa: E402
 from acr_ros.recordings import HandsBag, RecordedFrame, Recording, read_frames  # noqa: E402
 
 
@@ -80,11 +82,13 @@ def read_rate(bag: Path) -> tuple[float, list]:
 def write_rate(bag: Path, out: Path, backend, frames: list, results: list) -> float:
     """frames/s of the writing stage alone: hands, TF, markers into an MCAP bag (opening and closing
     it not counted)."""
-    with Recording(bag) as recording, HandsBag(out, recording, recording.select(), backend,
-                                               faces_by_side(backend)) as output:
+    faces = faces_by_side(backend)
+    outputs, settings = HandOutputs(backend, faces), OutputSettings()
+    with Recording(bag) as recording, HandsBag(out, recording, recording.select(), faces) as output:
         start = time.perf_counter()
         for frame, result in zip(frames, results):
-            output.add(frame, result)
+            messages = outputs.build(ProcessedFrame(frame.input, result), settings, points_as_arrays=True)
+            output.add(frame.time, frame.input.header, messages)
         return len(frames) / (time.perf_counter() - start)
 
 

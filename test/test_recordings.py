@@ -219,7 +219,7 @@ def test_camera_info_of_another_size_falls_back_with_a_warning(tmp_path, frames)
         warnings = []
         with Recording(recorded.path) as recording:
             items = list(read_frames(recording, recording.select(), warn=warnings.append))
-        images = [item for item in items if hasattr(item, "intrinsics")]
+        images = [item.input for item in items if getattr(item, "input", None) is not None]
         assert [getattr(f.intrinsics, "fx", None) for f in images] == [focal] * 3
         assert len(warnings) == warned  # once, not per frame
         assert all("640x360" in w and "320x180" in w for w in warnings)
