@@ -1,10 +1,11 @@
 """Recordings in, a bag of hands out: rosbag2 bags (sqlite3 or MCAP storage) and single .mcap files.
 
-Storage is read and written with rosbags (pure Python, pinned in scripts/requirements.txt); the
-messages' CDR bytes with acr_ros.cdr: images and camera_info are decoded without copying their
-pixels into objects with the fields of the ROS messages, so the node's conversions
-(image_conversion) apply unchanged; the outputs are the node's own messages (ros_messages),
-encoded with zeroed padding, so the same recording always gives the same bytes.
+Storage is read and written with rosbags (pure Python, pinned in scripts/requirements.txt), and so
+are the input messages' CDR bytes: images and camera_info are decoded into rosbags' message objects,
+which have the fields of the ROS messages, their pixels views of the bytes read, so the node's
+conversions (image_conversion) apply unchanged; the outputs are the node's own messages
+(ros_messages), encoded by acr_ros.cdr with zeroed padding, so the same recording always gives the
+same bytes.
 
     recording = Recording("my_bag/")                  # RecordingError: one line naming the file
     selection = recording.select(image_topic=None)    # the bag's only image topic, its camera_info
@@ -51,12 +52,13 @@ from rosbags.rosbag2.metadata import parse_qos
 from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from tf2_msgs.msg import TFMessage
 
 from acr_ros import ros_messages
 from acr_ros.acr.hands import LEFT, RIGHT, CameraIntrinsics, FrameResult
-from acr_ros.cdr import CdrDecoder, CdrEncoder
+from acr_ros.cdr import CdrEncoder
 from acr_ros.image_conversion import (DEFAULT_MAX_PIXELS, ImageConversionError, bgr_to_image, compressed_to_bgr,
                                       depth_to_metres, image_to_bgr)
 from acr_ros.media import RECORDING_SUFFIXES
@@ -478,7 +480,7 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
     depth_topic = selection.depth.name if selection.depth else None
     depths: dict[tuple[int, int], SimpleNamespace] = {}  # decoded depth images by stamp, not yet paired
     compressed = selection.image.msgtype == COMPRESSED_IMAGE_TYPE
-    decoder = CdrDecoder(typestore())
+    store = typestore()
     copied = {t.name for t in selection.copied}
     infos = _Intrinsics()
     warned: set[str] = set()
@@ -492,9 +494,11 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
 
     def read_image(topic: str, time: int, raw: bytes) -> _Pending:
         item = _Pending(topic, time, raw, images)
-        try:  # into a bytearray: the pixels are views of it, writable like a subscription's
-            item.image = decoder.decode(bytearray(raw), selection.image.msgtype)
-        except ValueError as error:
+        # into a bytearray: the pixels are views of it, writable like a subscription's; rosbags
+        # slices what it is given, and only a memoryview's slice is no copy
+        try:
+            item.image = store.deserialize_cdr(memoryview(bytearray(raw)), selection.image.msgtype)
+        except SerdeError as error:
             item.problem = f"cannot decode the image ({error})"
         return item
 
@@ -549,16 +553,16 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
     for topic, time, raw in recording.messages(topics):
         if topic == depth_topic:
             try:
-                depth = decoder.decode(raw, selection.depth.msgtype)
+                depth = store.deserialize_cdr(memoryview(raw), selection.depth.msgtype)
                 depths[(depth.header.stamp.sec, depth.header.stamp.nanosec)] = depth
                 while len(depths) > 100:  # depth images no colour image claimed
                     depths.pop(next(iter(depths)))
-            except ValueError as error:
+            except SerdeError as error:
                 warn_once("bad_depth", f"{recording.path}: a depth image on {depth_topic} is unreadable ({error})")
         if topic == info_topic:
             try:
-                infos.add(decoder.decode(raw, CAMERA_INFO_TYPE))
-            except ValueError as error:
+                infos.add(store.deserialize_cdr(memoryview(raw), CAMERA_INFO_TYPE))
+            except SerdeError as error:
                 warn_once("bad_info", f"{recording.path}: a camera_info message on {info_topic} is unreadable "
                                       f"({error}); skipped")
         if topic in copied:
