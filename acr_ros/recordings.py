@@ -1,10 +1,11 @@
 """Recordings in, a bag of hands out: rosbag2 bags (sqlite3 or MCAP storage) and single .mcap files.
 
-Storage is read and written with rosbags (pure Python, pinned in scripts/requirements.txt); the
-messages' CDR bytes with acr_ros.cdr: images and camera_info are decoded without copying their
-pixels into objects with the fields of the ROS messages, so the node's conversions
-(image_conversion) apply unchanged; the outputs are the node's own messages (ros_messages),
-encoded with zeroed padding, so the same recording always gives the same bytes.
+Storage is read and written with rosbags (pure Python, pinned in scripts/requirements.txt), and so
+are the input messages' CDR bytes: images and camera_info are decoded into rosbags' message objects,
+which have the fields of the ROS messages, their pixels views of the bytes read, so the node's
+conversions (image_conversion) apply unchanged; the outputs are the node's own messages
+(ros_messages), encoded by acr_ros.cdr with zeroed padding, so the same recording always gives the
+same bytes.
 
     recording = Recording("my_bag/")                  # RecordingError: one line naming the file
     selection = recording.select(image_topic=None)    # the bag's only image topic, its camera_info
@@ -40,7 +41,6 @@ from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable, Iterator, Optional
 
 import apsw
@@ -52,11 +52,12 @@ from rosbags.rosbag2.metadata import parse_qos
 from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
+from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from acr_ros import ros_messages
 from acr_ros.acr.hands import LEFT, RIGHT
-from acr_ros.cdr import CdrDecoder, CdrEncoder
+from acr_ros.cdr import CdrEncoder
 from acr_ros.frame_inputs import CameraInfos, DecodeSettings, DepthPairing, decode_frame, stamp_ns
 from acr_ros.frame_processor import FrameInput, ProcessedFrame
 from acr_ros.hand_outputs import FrameMessages
@@ -437,7 +438,7 @@ class _Pending:
     time: int
     raw: bytes
     index: int = -1                              # images: position among the image topic's messages
-    image: Optional[SimpleNamespace] = None      # images: decoded (None: undecodable, see problem)
+    image: Optional[object] = None               # images: decoded by rosbags (None: undecodable, see problem)
     problem: str = ""
 
     @property
@@ -455,7 +456,7 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
     kind of fallback that changes results (e.g. default intrinsics for a camera_info of another size)."""
     image_topic, info_topic = selection.image.name, selection.camera_info
     depth_topic = selection.depth.name if selection.depth else None
-    decoder = CdrDecoder(typestore())
+    store = typestore()
     copied = {t.name for t in selection.copied}
     infos, depths = CameraInfos(capacity=1000), DepthPairing(capacity=100)
     warned: set[str] = set()
@@ -469,9 +470,11 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
 
     def read_image(topic: str, time: int, raw: bytes) -> _Pending:
         item = _Pending(topic, time, raw, images)
-        try:  # into a bytearray: the pixels are views of it, writable like a subscription's
-            item.image = decoder.decode(bytearray(raw), selection.image.msgtype)
-        except ValueError as error:
+        # into a bytearray: the pixels are views of it, writable like a subscription's; rosbags
+        # slices what it is given, and only a memoryview's slice is no copy
+        try:
+            item.image = store.deserialize_cdr(memoryview(bytearray(raw)), selection.image.msgtype)
+        except SerdeError as error:
             item.problem = f"cannot decode the image ({error})"
         return item
 
@@ -504,14 +507,14 @@ def read_frames(recording: Recording, selection: TopicSelection, max_frames: Opt
     for topic, time, raw in recording.messages(topics):
         if topic == depth_topic:
             try:
-                depth = decoder.decode(raw, selection.depth.msgtype)
+                depth = store.deserialize_cdr(memoryview(raw), selection.depth.msgtype)
                 depths.put(stamp_ns(depth.header.stamp), depth)
-            except ValueError as error:
+            except SerdeError as error:
                 warn_once("bad_depth", f"{recording.path}: a depth image on {depth_topic} is unreadable ({error})")
         if topic == info_topic:
             try:
-                infos.put(decoder.decode(raw, CAMERA_INFO_TYPE))
-            except ValueError as error:
+                infos.put(store.deserialize_cdr(memoryview(raw), CAMERA_INFO_TYPE))
+            except SerdeError as error:
                 warn_once("bad_info", f"{recording.path}: a camera_info message on {info_topic} is unreadable "
                                       f"({error}); skipped")
         if topic in copied:

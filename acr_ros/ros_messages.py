@@ -38,7 +38,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
-from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, TransformStamped, Vector3
+from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, TransformStamped, Vector3
 from sensor_msgs.msg import RegionOfInterest
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import Marker, MarkerArray
@@ -85,30 +85,16 @@ def _uint32_array(values) -> array.array:
     return out
 
 
-# Point construction dominates marker building (4614 points per mesh). Point(x=, y=, z=) costs
-# about 1 us; creating the objects with __new__ and filling their slots through the slot
-# descriptors in C-level map() loops costs about 0.4 us. The slots are those of the rosidl
-# generated class; where they differ (another ROS release) the plain constructor is used.
-_POINT_SLOTS = all(hasattr(Point, s) for s in ("_x", "_y", "_z", "_check_fields"))
-if _POINT_SLOTS:
-    _set_x, _set_y, _set_z = Point._x.__set__, Point._y.__set__, Point._z.__set__
-    _set_check = Point._check_fields.__set__
-
-
-def points(xyz: np.ndarray, fast: Optional[bool] = None) -> list:
+def points(xyz: np.ndarray) -> list:
     """(N, 3) array -> list of N geometry_msgs/Point (float64 values)."""
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
-    if fast is None:
-        fast = _POINT_SLOTS
-    if not fast:
-        return [Point(x=x, y=y, z=z) for x, y, z in xyz.tolist()]
+    # Point construction dominates marker building (4614 points per mesh): default Points, then
+    # one coordinate for all of them in a C-level map() loop, cost about 0.45 us a point, a
+    # Point(x=, y=, z=) each about 0.55 us.
     n = len(xyz)
-    out = list(map(Point.__new__, itertools.repeat(Point, n)))
-    xs, ys, zs = xyz.T.tolist()
-    deque(map(_set_check, out, itertools.repeat(False, n)), maxlen=0)
-    deque(map(_set_x, out, xs), maxlen=0)
-    deque(map(_set_y, out, ys), maxlen=0)
-    deque(map(_set_z, out, zs), maxlen=0)
+    out = list(itertools.starmap(Point, itertools.repeat((), n)))
+    for name, values in zip("xyz", xyz.T.tolist()):
+        deque(map(setattr, out, itertools.repeat(name, n), values), maxlen=0)
     return out
 
 
@@ -118,26 +104,11 @@ def time_msg(nanoseconds: int) -> Time:
     return Time(sec=sec, nanosec=nanosec)
 
 
-def _build(cls, **fields):
-    """cls(**fields) without running its constructor, which first builds a default for every field
-    (for a TransformStamped: ten throw-away messages); every field must be given. Falls back to the
-    constructor where the generated class keeps its fields elsewhere (another ROS release)."""
-    if not hasattr(cls, "_check_fields"):
-        return cls(**fields)
-    msg = cls.__new__(cls)
-    cls._check_fields.__set__(msg, False)
-    for name, value in fields.items():
-        getattr(cls, f"_{name}").__set__(msg, value)
-    return msg
-
-
 def _set_points(marker: Marker, xyz: np.ndarray, as_array: bool) -> None:
-    """marker.points = the (N, 3) positions: Point objects, or with as_array the float64 array itself,
-    stored in the slot past the setter (for acr_ros.cdr.CdrEncoder; rclpy cannot serialize that)."""
-    if as_array and hasattr(Marker, "_points"):
-        Marker._points.__set__(marker, np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3))
-    else:
-        marker.points = points(xyz)
+    """marker.points = the (N, 3) positions: Point objects, or with as_array the float64 array itself
+    (for acr_ros.cdr.CdrEncoder; rclpy cannot serialize that, and only a marker made with
+    check_fields=False takes it)."""
+    marker.points = np.ascontiguousarray(xyz, dtype=np.float64).reshape(-1, 3) if as_array else points(xyz)
 
 
 def _quaternion_msg(q) -> Quaternion:
@@ -274,11 +245,13 @@ def hand_transforms(frame: FrameResult, header, prefix: str = "hand", joints: bo
         for j in range(count):
             if not finite[j]:
                 continue
-            p, q = positions[j].tolist(), quaternions[j]
-            transforms.append(_build(
-                TransformStamped, header=stamped, child_frame_id=frame_name(prefix, hand.side, JOINT_NAMES[j]),
-                transform=_build(Transform, translation=_build(Vector3, x=p[0], y=p[1], z=p[2]),
-                                 rotation=_build(Quaternion, x=q[0], y=q[1], z=q[2], w=q[3]))))
+            # filled in place: the constructor with nested messages given would first build
+            # defaults for all of them (ten throw-away messages per transform)
+            transform = TransformStamped(header=stamped, child_frame_id=frame_name(prefix, hand.side, JOINT_NAMES[j]))
+            translation, rotation = transform.transform.translation, transform.transform.rotation
+            translation.x, translation.y, translation.z = positions[j].tolist()
+            rotation.x, rotation.y, rotation.z, rotation.w = quaternions[j]
+            transforms.append(transform)
     return transforms
 
 
@@ -287,8 +260,11 @@ def marker_namespace(ns: str, frame_id: str, kind: str) -> str:
     return f"{ns}/{frame_id}/{kind}" if frame_id else f"{ns}/{kind}"
 
 
-def _marker(header, ns: str, kind: str, side: str, marker_type: int, lifetime: float = 0.0) -> Marker:
-    m = Marker()
+def _marker(header, ns: str, kind: str, side: str, marker_type: int, lifetime: float = 0.0,
+            checked: bool = True) -> Marker:
+    """checked=False: a marker without rclpy's field checks (whatever ROS_PYTHON_CHECK_FIELDS says),
+    so that its points can be an array."""
+    m = Marker() if checked else Marker(check_fields=False)
     m.header = copy_header(header)
     m.ns = marker_namespace(ns, m.header.frame_id, kind)
     m.id = SIDE_IDS[side]
@@ -325,6 +301,7 @@ def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optiona
     encoder takes them whole; rclpy cannot serialize such markers).
     """
     out = MarkerArray()
+    checked = not points_as_arrays
     for hand in one_per_side(frame.hands):
         side = hand.side
         xyz = np.asarray(hand.joints, dtype=np.float64).reshape(NUM_JOINTS, 3)
@@ -335,19 +312,19 @@ def hand_markers(frame: FrameResult, header, faces_by_side: Mapping[str, Optiona
             faces = np.asarray(faces)
             if faces.size and (faces.min() < 0 or faces.max() >= len(vertices)):
                 raise ValueError(f"{side} faces index outside the {len(vertices)} vertices")
-            m = _marker(header, ns, "mesh", side, Marker.TRIANGLE_LIST, lifetime)
+            m = _marker(header, ns, "mesh", side, Marker.TRIANGLE_LIST, lifetime, checked)
             m.scale = Vector3(x=1.0, y=1.0, z=1.0)
             m.color = _colour(side, MESH_ALPHA)
             _set_points(m, vertices[faces.reshape(-1)], points_as_arrays)
             out.markers.append(m)
             drawn.add("mesh")
-        m = _marker(header, ns, "skeleton", side, Marker.LINE_LIST, lifetime)
+        m = _marker(header, ns, "skeleton", side, Marker.LINE_LIST, lifetime, checked)
         m.scale = Vector3(x=BONE_WIDTH, y=0.0, z=0.0)
         m.color = _colour(side)
         _set_points(m, xyz[_BONES.reshape(-1)], points_as_arrays)
         out.markers.append(m)
         drawn.add("skeleton")
-        m = _marker(header, ns, "joints", side, Marker.SPHERE_LIST, lifetime)
+        m = _marker(header, ns, "joints", side, Marker.SPHERE_LIST, lifetime, checked)
         m.scale = Vector3(x=JOINT_DIAMETER, y=JOINT_DIAMETER, z=JOINT_DIAMETER)
         m.color = _colour(side)
         _set_points(m, xyz, points_as_arrays)

@@ -1,5 +1,6 @@
 """What the hands node spends per frame on its outputs: the Hands message, TF, the RViz markers and
-the overlay image, for two synthetic hands with MANO-sized meshes.
+the overlay image, for two synthetic hands with MANO-sized meshes; and the markers as the recording
+writer builds them (points as arrays: no Point objects).
 
     python benchmarks/outputs.py [--repeat 20]
 
@@ -46,6 +47,8 @@ def timings(repeat: int) -> dict[str, float]:
             frame, header, 640, 480, "acr", "model", "checkpoint"), repeat),
         "TF (42 frames)": best_ms(lambda: ros_messages.hand_transforms(frame, header), repeat),
         "markers (2 hands, mesh)": best_ms(lambda: ros_messages.hand_markers(frame, header, FACES_BY_SIDE), repeat),
+        "markers, points as arrays (recording writer)": best_ms(lambda: ros_messages.hand_markers(
+            frame, header, FACES_BY_SIDE, points_as_arrays=True), repeat),
         "overlay (1 mesh, 1080p)": best_ms(lambda: draw_hands(image, overlay, {RIGHT: faces}), repeat),
     }
 

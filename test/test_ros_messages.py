@@ -351,14 +351,14 @@ def test_markers_for_hands_without_mesh_and_options(header):
         rm.hand_markers(FrameResult(hands=[make_hand("left")]), header, {"left": FACES + NUM_VERTICES})
 
 
-def test_fast_points_equal_plain_points():
+def test_points_equal_constructed_points():
     xyz = np.random.default_rng(5).normal(size=(100, 3))
-    fast, plain = rm.points(xyz, fast=True), rm.points(xyz, fast=False)
-    assert all(isinstance(p, Point) for p in fast) and fast == plain
-    assert fast[3].x == xyz[3, 0] and isinstance(fast[3].x, float)
-    m1, m2 = Marker(points=fast), Marker(points=plain)
+    built, plain = rm.points(xyz), [Point(x=x, y=y, z=z) for x, y, z in xyz.tolist()]
+    assert all(isinstance(p, Point) for p in built) and built == plain
+    assert built[3].x == xyz[3, 0] and isinstance(built[3].x, float)
+    assert rm.points(np.empty((0, 3))) == []
     round_trip = lambda m: deserialize_message(serialize_message(m), Marker)  # noqa: E731
-    assert round_trip(m1) == round_trip(m2) == m2
+    assert round_trip(Marker(points=built)) == Marker(points=plain)
 
 
 def test_markers_serialise(frame, header):
@@ -384,7 +384,9 @@ def test_outputs_benchmark_prints_a_row_per_output(capsys):
     assert benchmark.main(["--repeat", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "(ms)" not in line]
     assert [row.split(" | ")[0] for row in rows] == ["| Hands message (2 hands)", "| TF (42 frames)",
-                                                      "| markers (2 hands, mesh)", "| overlay (1 mesh, 1080p)"]
+                                                      "| markers (2 hands, mesh)",
+                                                      "| markers, points as arrays (recording writer)",
+                                                      "| overlay (1 mesh, 1080p)"]
 
 
 def test_strict_field_checks():
@@ -399,6 +401,8 @@ def test_strict_field_checks():
         from acr_ros import ros_messages as rm
         from acr_ros.image_conversion import bgr_to_image
         from acr_ros.acr.hands import FrameResult
+        from acr_ros.cdr import CdrEncoder
+        from acr_ros.recordings import typestore
         header = Header(stamp=Time(sec=1, nanosec=2), frame_id="cam")
         frame = FrameResult(hands=[make_hand("left"), make_hand("right", 1, mano=False)])
         serialize_message(rm.frame_to_msg(frame, header, 640, 480, "acr", "m", "c"))
@@ -407,6 +411,11 @@ def test_strict_field_checks():
         serialize_message(TFMessage(transforms=rm.hand_transforms(frame, header)))
         serialize_message(rm.mesh_msg(FACES, FACES, Time(sec=3)))
         serialize_message(bgr_to_image(np.zeros((4, 5, 3), np.uint8), header))
+        hands = rm.frame_to_msg(frame, header, 640, 480, "acr", "m", "c")
+        serialize_message(rm.wrist_pose_msg(hands, hands.hands[0]))
+        # the recording writer's markers: their points are arrays, for its encoder only
+        arrays = rm.frame_markers(frame, header, FACES_BY_SIDE, {"cam": {"left"}}, points_as_arrays=True)
+        CdrEncoder(typestore()).encode(arrays, "visualization_msgs/msg/MarkerArray")
         print("strict ok")
     """)
     env = dict(os.environ, ROS_PYTHON_CHECK_FIELDS="1")
