@@ -91,15 +91,15 @@ def test_read_frames_decodes_with_rosbags_into_writable_pixels(tmp_path, compres
     recording = Recording(recorded.path)
     selection = recording.select(depth_topic=None if compressed else DEPTH_TOPIC)
     frames = [item for item in read_frames(recording, selection) if isinstance(item, RecordedFrame)]
-    assert [(f.header.stamp.sec, f.header.stamp.nanosec) for f in frames] == recorded.stamps
+    assert [(f.input.header.stamp.sec, f.input.header.stamp.nanosec) for f in frames] == recorded.stamps
     for frame, image in zip(frames, images):
-        assert frame.problem == "" and frame.image.flags.writeable  # as a subscription's: the engine may write
-        assert frame.header.frame_id == CAMERA_FRAME and frame.intrinsics.fx == FOCAL
+        assert frame.problem == "" and frame.input.image.flags.writeable  # as a subscription's: the engine may write
+        assert frame.input.header.frame_id == CAMERA_FRAME and frame.input.intrinsics.fx == FOCAL
         if compressed:
-            assert frame.image.shape == image.shape and np.abs(frame.image.astype(int) - image).mean() < 3
+            assert frame.input.image.shape == image.shape and np.abs(frame.input.image.astype(int) - image).mean() < 3
         else:
-            assert np.array_equal(frame.image, image)
-            assert np.allclose(frame.depth, 0.7)
+            assert np.array_equal(frame.input.image, image)
+            assert np.allclose(frame.input.depth, 0.7)
 
 
 def test_an_undecodable_image_is_reported_and_the_next_one_read(tmp_path):
@@ -111,8 +111,8 @@ def test_an_undecodable_image_is_reported_and_the_next_one_read(tmp_path):
         writer.write(connection, 2, raw)
     recording = Recording(tmp_path / "bag")
     first, second = read_frames(recording, recording.select())
-    assert first.image is None and first.problem.startswith("cannot decode the image")
-    assert second.problem == "" and second.image.flags.writeable
+    assert first.input is None and first.problem.startswith("cannot decode the image")
+    assert second.problem == "" and second.input.image.flags.writeable
 
 
 def test_the_benchmark_prints_every_message_and_the_frame(capsys):

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import String
 
-from acr_ros.acr.hands import FrameResult
 from acr_ros.backends.base import BackendOutOfMemoryError
 from support.fake_backend import FakeBackend
 from support.ros_harness import RELIABLE, Probe, Session, camera_info_msg, image_msg, magic_bgr
