@@ -124,6 +124,7 @@ def test_the_node_cuda_graphs_parameter_reaches_the_engine(value, expected):
     from rclpy.parameter import Parameter
 
     from acr_ros.hands_node import HandsNode
+    from acr_ros.node.parameters import engine_options
     from support.fake_backend import FakeBackend
 
     context = rclpy.Context()
@@ -131,7 +132,7 @@ def test_the_node_cuda_graphs_parameter_reaches_the_engine(value, expected):
     node = HandsNode(backend_factory=lambda: (FakeBackend(), "test backend"), context=context,
                      parameter_overrides=[Parameter("cuda_graphs", value=value)])
     try:
-        options = node._engine_options()
+        options = engine_options(lambda name: node.get_parameter(name).value)  # what configure loads with
     finally:
         node.destroy_node()
         rclpy.shutdown(context=context)
