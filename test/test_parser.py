@@ -56,7 +56,8 @@ def test_threshold_is_strictly_greater_on_the_raw_value():
 def test_nms_keeps_local_maxima_and_top1_takes_the_best():
     m = maps_with([((10, 10), 0.9), ((11, 11), 0.8), ((40, 40), 0.7)])
     nms = parser.center_nms(m)
-    assert nms[0, 0, 11, 11] == 0 and nms[0, 0, 10, 10] == pytest.approx(0.9) and nms[0, 0, 40, 40] == pytest.approx(0.7)
+    assert nms[0, 0, 11, 11] == 0
+    assert nms[0, 0, 10, 10] == pytest.approx(0.9) and nms[0, 0, 40, 40] == pytest.approx(0.7)
     out = engine_decides(m)
     assert out.cells[0, 0] == flat(10, 10) and out.scores[0, 0] == pytest.approx(0.9) and out.detected[0, 0]
     # A suppressed neighbour never wins, even above the threshold; cells 3 apart are both maxima.
