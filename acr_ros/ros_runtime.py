@@ -19,6 +19,7 @@ import time
 from typing import Optional
 
 import rclpy
+from rcl_interfaces.srv import ListParameters
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.signals import SignalHandlerOptions
 
@@ -136,7 +137,7 @@ def unknown_parameters(node) -> list[str]:
 
 def warn_unknown_parameters(node) -> list[str]:
     """Warns once per unknown parameter, with the closest declared name; returns the unknown names."""
-    declared = list(node._parameters)
+    declared = node.list_parameters([], ListParameters.Request.DEPTH_RECURSIVE).names
     unknown = unknown_parameters(node)
     for name in unknown:
         close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The test command: set-up (idempotent, quick when done), then the whole suite over real ROS 2.
+# The test command: set-up (idempotent, quick when done), ruff, then the whole suite over real ROS 2.
 # Extra arguments go to pytest, e.g. scripts/test.sh -k node.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$ROOT/scripts/setup.sh"
+PY=${ACR_ROS_VENV:-$ROOT/.venv}/bin/python
+# Lint first (ruff.toml): an unclean tree fails the command before the suite runs.
+"$PY" -m ruff check --no-cache "$ROOT"
 # DDS stays on this machine; concurrent runs need their own domain.
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}
 export ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-$((1 + $$ % 100))}
@@ -24,4 +27,4 @@ WORKERS=${ACR_ROS_TEST_WORKERS:-$(( 2 * CPUS < 8 ? 2 * CPUS : 8 ))}
 # cores it cost about 16 CPU-seconds a run).
 if (( WORKERS > 1 )); then export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}; fi
 cd "$ROOT"
-exec "${ACR_ROS_VENV:-$ROOT/.venv}/bin/python" -m pytest -n "$WORKERS" --dist loadscope --no-loadscope-reorder "$@"
+exec "$PY" -m pytest -n "$WORKERS" --dist loadscope --no-loadscope-reorder "$@"

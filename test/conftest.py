@@ -16,7 +16,8 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
 # fixed distance from the run's, within the 1-232 that Fast DDS's port numbering allows.
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ...; unset without xdist
 if XDIST_WORKER:
-    os.environ["ROS_DOMAIN_ID"] = str(1 + (int(os.environ["ROS_DOMAIN_ID"]) - 1 + 50 * (int(XDIST_WORKER[2:]) + 1)) % 230)
+    os.environ["ROS_DOMAIN_ID"] = str(
+        1 + (int(os.environ["ROS_DOMAIN_ID"]) - 1 + 50 * (int(XDIST_WORKER[2:]) + 1)) % 230)
 # Idle OpenMP threads sleep instead of spinning (read when torch loads, after this): spinning
 # threads starve the node processes the tests run, and on a busy machine a torch op whose threads
 # wait for a descheduled one takes several times longer (the engine tests ~7x on 2 shared cores).

@@ -71,7 +71,8 @@ def test_node_runs_from_the_install_space(workspace, tmp_path):
 def test_sourced_workspace_imports_its_own_copy(workspace, tmp_path):
     install = workspace / "install"
     command = (f"source {install}/setup.bash && cd {tmp_path} && python3 -c "
-               "'import acr_ros.hands_node, acr_ros.msg; print(acr_ros.hands_node.__file__); print(acr_ros.msg.__file__)'")
+               "'import acr_ros.hands_node, acr_ros.msg; print(acr_ros.hands_node.__file__); "
+               "print(acr_ros.msg.__file__)'")
     result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, PATH=f"{PREFIX / 'bin'}:{os.environ['PATH']}"))
     assert result.returncode == 0, result.stderr
@@ -84,9 +85,11 @@ def test_colcon_test_runs_the_registered_tests(workspace):
     selection (PYTEST_ADDOPTS, which ament's pytest runner passes on): the whole suite is what
     scripts/test.sh runs, and running it twice would double CI's time. The selection ignores the
     other files rather than deselecting their tests, so that pytest does not import them (torch
-    among them) only to run none of their tests: test_interfaces.py and test_tracks.py remain."""
+    among them) only to run none of their tests: test_interfaces.py, test_lint.py (ruff over the
+    package) and test_tracks.py remain."""
     tests = workspace / "src" / "acr_ros" / "test"  # absolute: pytest reads the globs from its working folder
-    env = dict(environment(), PYTEST_ADDOPTS=f"--ignore-glob={tests}/test_[!it]*.py --ignore-glob={tests}/test_im*.py")
+    ignored = ("test_[!ilt]*.py", "test_im*.py", "test_la*.py", "test_lif*.py")
+    env = dict(environment(), PYTEST_ADDOPTS=" ".join(f"--ignore-glob={tests}/{glob}" for glob in ignored))
     result = subprocess.run([str(PREFIX / "bin" / "colcon"), "test", "--packages-select", "acr_ros",
                              "--event-handlers", "console_direct-"],
                             cwd=workspace, env=env, capture_output=True, text=True, timeout=900)
@@ -96,3 +99,5 @@ def test_colcon_test_runs_the_registered_tests(workspace):
     suite = report if report.tag == "testsuite" else report.find("testsuite")
     assert int(suite.get("tests")) >= 5, result.stdout[-4000:]
     assert suite.get("failures") == "0" and suite.get("errors") == "0", result.stdout[-4000:]
+    ran = {(case.get("classname").rsplit(".", 1)[-1], case.get("name")) for case in suite.iter("testcase")}
+    assert ("test_lint", "test_the_tree_is_clean") in ran, sorted(ran)

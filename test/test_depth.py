@@ -85,8 +85,8 @@ def test_fuse_hand_scales_joints_and_vertices_and_keeps_the_keypoints(hands):
     verts, joints, faces = hands
     scene = render_scene(verts[0], joints[0], faces, np.random.default_rng(5))
     keypoints = np.zeros((21, 2), np.float32)
-    mesh_hand = HandResult("right", 1.0, scene.estimate_joints.astype(np.float32), keypoints, np.eye(3, dtype=np.float32),
-                           vertices=scene.estimate_vertices.astype(np.float32))
+    mesh_hand = HandResult("right", 1.0, scene.estimate_joints.astype(np.float32), keypoints,
+                           np.eye(3, dtype=np.float32), vertices=scene.estimate_vertices.astype(np.float32))
     fit = fuse_hand(mesh_hand, scene.depth, CAMERA)
     assert fit.used and mesh_hand.depth_source == DEPTH_FROM_SENSOR and mesh_hand.depth_samples == fit.samples
     assert mesh_hand.depth_residual == fit.residual < 0.01
@@ -94,12 +94,14 @@ def test_fuse_hand_scales_joints_and_vertices_and_keeps_the_keypoints(hands):
     np.testing.assert_allclose(mesh_hand.vertices[:, 2], scene.vertices[:, 2], atol=0.005)
     assert mesh_hand.keypoints is keypoints
     # Joints only (MediaPipe): the same hand placed from patches around its joints.
-    joint_hand = HandResult("right", 1.0, scene.estimate_joints.astype(np.float32), keypoints, np.eye(3, dtype=np.float32))
+    joint_hand = HandResult("right", 1.0, scene.estimate_joints.astype(np.float32), keypoints,
+                            np.eye(3, dtype=np.float32))
     assert fuse_hand(joint_hand, scene.depth, CAMERA).used
     assert abs(joint_hand.joints[0, 2] - scene.joints[0, 2]) < abs(scene.estimate_joints[0, 2] - scene.joints[0, 2])
     # No depth on the hand: left as the model placed it, and said so.
     empty = np.full_like(scene.depth, np.nan)
-    untouched = HandResult("right", 1.0, scene.estimate_joints.astype(np.float32), keypoints, np.eye(3, dtype=np.float32))
+    untouched = HandResult("right", 1.0, scene.estimate_joints.astype(np.float32), keypoints,
+                           np.eye(3, dtype=np.float32))
     assert not fuse_hand(untouched, empty, CAMERA).used
     assert untouched.depth_source == DEPTH_FROM_MODEL and np.isnan(untouched.depth_residual)
     np.testing.assert_array_equal(untouched.joints, scene.estimate_joints.astype(np.float32))
@@ -120,7 +122,8 @@ def test_depth_messages_become_metres():
                 _depth_msg(millimetres, "mono16", big_endian=True)):
         np.testing.assert_array_equal(depth_to_metres(msg), expected)
     metres = np.array([[np.nan, 0.5], [1.5, 0.0]], dtype=np.float32)
-    np.testing.assert_array_equal(depth_to_metres(_depth_msg(metres, "32FC1")), np.array([[np.nan, 0.5], [1.5, np.nan]]))
+    np.testing.assert_array_equal(depth_to_metres(_depth_msg(metres, "32FC1")),
+                                  np.array([[np.nan, 0.5], [1.5, np.nan]]))
     ok, png = cv2.imencode(".png", millimetres)
     compressed = CompressedImage(format="16UC1; compressedDepth png",
                                  data=np.zeros(12, np.uint8).tobytes() + png.tobytes())

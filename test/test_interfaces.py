@@ -16,7 +16,8 @@ JAZZY_TFMESSAGE_HASH = "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22
 def type_hash(package: str, message: str) -> str:
     """From the type description rosidl installs (a sourced ROS install, or the pip set-up's venv)."""
     prefixes = os.environ.get("AMENT_PREFIX_PATH", sys.prefix).split(os.pathsep)
-    path = next(p for prefix in prefixes if (p := Path(prefix) / "share" / package / "msg" / f"{message}.json").exists())
+    path = next(p for prefix in prefixes
+                if (p := Path(prefix) / "share" / package / "msg" / f"{message}.json").exists())
     return json.loads(path.read_text())["type_hashes"][0]["hash_string"]
 
 

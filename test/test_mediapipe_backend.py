@@ -242,8 +242,9 @@ def test_solve_translation_recovers_a_known_placement():
 
 @pytest.mark.parametrize("height,width", [(211, 301), (301, 211), (101, 200), (7, 3), (480, 640)])
 def test_both_backends_share_the_default_camera(backend, height, width):
-    """ACR's default (docs/architecture.md, "Camera"): f = 1265 S / 512, the principal point at the centre of the letterbox
-    square (the odd padding pixel at the bottom / right), for the MediaPipe and the ACR backend."""
+    """ACR's default (docs/architecture.md, "Camera"): f = 1265 S / 512, the principal point at the
+    centre of the letterbox square (the odd padding pixel at the bottom / right), for the MediaPipe
+    and the ACR backend."""
     import torch
 
     from acr_ros.acr.camera import intrinsics_tensor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import rclpy
@@ -12,6 +13,23 @@ from rclpy.parameter import Parameter
 from acr_ros.media import SAMPLES_DIR
 from acr_ros.ros_runtime import warn_unknown_parameters
 from support.signals import REPO, Program
+
+
+class PublicNodeApi:
+    """A node seen through its public rclpy API only (private attributes may change in any rclpy
+    release), except the overrides it was given, which rclpy exposes no other way; its logger's
+    warnings go to a list."""
+
+    def __init__(self, node, warnings: list[str]):
+        self._node, self._warnings = node, warnings
+
+    def __getattr__(self, name):
+        if name.startswith("_") and name != "_parameter_overrides":
+            raise AttributeError(f"{name} is private to rclpy")
+        return getattr(self._node, name)
+
+    def get_logger(self):
+        return SimpleNamespace(warning=self._warnings.append)
 
 
 def test_unknown_overrides_are_warned_with_the_closest_declared_name():
@@ -23,7 +41,12 @@ def test_unknown_overrides_are_warned_with_the_closest_declared_name():
         node = ImageSource(context=context, parameter_overrides=[
             Parameter("frame_idd", value="x"), Parameter("rate", value=5.0), Parameter("zzz_nothing_alike", value=1)])
         try:
-            assert warn_unknown_parameters(node) == ["frame_idd", "zzz_nothing_alike"]
+            warnings = []
+            public = PublicNodeApi(node, warnings)
+            assert warn_unknown_parameters(public) == ["frame_idd", "zzz_nothing_alike"]
+            assert warnings == [
+                "unknown parameter 'frame_idd' ignored (this node has no such parameter); did you mean 'frame_id'?",
+                "unknown parameter 'zzz_nothing_alike' ignored (this node has no such parameter)"]
         finally:
             node.destroy_node()
     finally:

@@ -1,4 +1,6 @@
-"""The result parser on fixed rows [left, right]: the official decisions, checked on hand-made maps."""
+"""The result parser on fixed rows [left, right]: the official decisions (../shared/acr/SPEC.md,
+section 4), checked on hand-made maps through the engine's own rule: FastACR.raw's peak search
+(parser.peak_centers) and network.decide."""
 import math
 
 import pytest
@@ -7,8 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acr_ros.acr import parser
-from support import reference as ref
+from acr_ros.acr.network import NUM_PARAMS, NUM_PRIOR, RawOutput, decide
+from acr_ros.acr.options import DETECTION_THRESHOLD
 from acr_ros.acr.rotation import rot6d_to_matrix
+from support import reference as ref
+
+SPEC_THRESHOLD = 0.35  # centermap_conf_thresh of the official configs/demo.yml
 
 
 def maps_with(peaks_left=(), peaks_right=(), base=-0.5, batch=1):
@@ -24,42 +30,103 @@ def flat(x, y):
     return y * 64 + x
 
 
+def engine_decides(centers, threshold=DETECTION_THRESHOLD, params_raw=None, priors=None):
+    """What FastACR does with these (B, 2, H, W) center maps: its peak search, then decide()."""
+    b = centers.shape[0]
+    scores, cells = parser.peak_centers(centers)
+    params_raw = torch.zeros(b, 2, NUM_PARAMS) if params_raw is None else params_raw
+    priors = torch.zeros(b, 2, NUM_PRIOR) if priors is None else priors
+    return decide(RawOutput(scores, cells, params_raw, priors, centers.shape[-1]), threshold)
+
+
+def test_the_engine_threshold_is_the_official_one():
+    assert DETECTION_THRESHOLD == SPEC_THRESHOLD
+
+
 def test_threshold_is_strictly_greater_on_the_raw_value():
-    s, c, d = parser.detect_centers(maps_with([((10, 20), 0.35)], [((30, 40), 0.3500001)]))
-    assert d.tolist() == [[False, True]]
-    assert c.tolist() == [[flat(10, 20), flat(30, 40)]]
-    s, c, d = parser.detect_centers(maps_with([((10, 20), 5.0)]), threshold=5.0)
-    assert d.tolist() == [[False, False]]
+    out = engine_decides(maps_with([((10, 20), SPEC_THRESHOLD)], [((30, 40), 0.3500001)]))
+    assert out.detected.tolist() == [[False, True]]
+    assert out.cells.tolist() == [[flat(10, 20), flat(30, 40)]]
+    assert engine_decides(maps_with([((10, 20), 5.0)]), threshold=5.0).detected.tolist() == [[False, False]]
+    # A tensor threshold (the CUDA graph's and the ONNX export's input) decides the same.
+    assert engine_decides(maps_with([((10, 20), 5.0)]), threshold=torch.tensor(4.99)).detected.tolist() == \
+        [[True, False]]
 
 
 def test_nms_keeps_local_maxima_and_top1_takes_the_best():
     m = maps_with([((10, 10), 0.9), ((11, 11), 0.8), ((40, 40), 0.7)])
     nms = parser.center_nms(m)
-    assert nms[0, 0, 11, 11] == 0 and nms[0, 0, 10, 10] == pytest.approx(0.9) and nms[0, 0, 40, 40] == pytest.approx(0.7)
-    s, c, d = parser.detect_centers(m)
-    assert c[0, 0] == flat(10, 10) and s[0, 0] == pytest.approx(0.9) and d[0, 0]
+    assert nms[0, 0, 11, 11] == 0
+    assert nms[0, 0, 10, 10] == pytest.approx(0.9) and nms[0, 0, 40, 40] == pytest.approx(0.7)
+    out = engine_decides(m)
+    assert out.cells[0, 0] == flat(10, 10) and out.scores[0, 0] == pytest.approx(0.9) and out.detected[0, 0]
     # A suppressed neighbour never wins, even above the threshold; cells 3 apart are both maxima.
     nms = parser.center_nms(maps_with([((10, 10), 0.9), ((13, 10), 0.95)]))
     assert nms[0, 0, 10, 13] == pytest.approx(0.95) and nms[0, 0, 10, 10] == pytest.approx(0.9)
+    # The window is 5x5: a higher cell 2 away suppresses, one 3 away does not.
+    m = maps_with([((20, 20), 0.9), ((22, 22), 0.95), ((30, 30), 0.9), ((33, 30), 0.95)])
+    nms = parser.center_nms(m)
+    assert nms[0, 0, 20, 20] == 0 and nms[0, 0, 30, 30] == pytest.approx(0.9)
 
 
 def test_all_negative_maps_detect_nothing():
-    s, c, d = parser.detect_centers(torch.full((2, 2, 64, 64), -3.0) + torch.rand(2, 2, 64, 64) * 0.01)
-    assert not d.any()
-    assert (s == 0).all()  # NMS zeroes the non-maxima; the top-1 is a zero
+    out = engine_decides(torch.full((2, 2, 64, 64), -3.0) + torch.rand(2, 2, 64, 64) * 0.01)
+    assert not out.detected.any() and not out.prior_applied.any()
+    assert (out.scores == 0).all()  # NMS zeroes the non-maxima; the top-1 is a zero
+
+
+def _official_maps(g, offset, peaks):
+    """One image's dense maps (the official parser's input), with raised centers at peaks[side]."""
+    maps = {}
+    for s, (x, y) in zip("lr", peaks):
+        center = torch.randn(1, 1, 64, 64, generator=g) * 0.3 + offset
+        center[0, 0, y, x] += 1.0
+        maps[f"{s}_center_map"] = center
+        maps[f"{s}_params_maps"] = torch.randn(1, NUM_PARAMS, 64, 64, generator=g)
+        maps[f"{s}_prior_maps"] = torch.randn(1, NUM_PRIOR, 64, 64, generator=g)
+    return maps
+
+
+def _at(maps, cell):
+    return maps[0].flatten(1)[:, cell]
+
+
+cells_64 = st.tuples(st.integers(0, 63), st.integers(0, 63))
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 2**31 - 1), st.floats(-1.0, 1.5))
-def test_detection_matches_the_official_parser_on_random_maps(seed, offset):
-    g = torch.Generator().manual_seed(seed)
-    m = torch.randn(1, 2, 64, 64, generator=g) * 0.3 + offset
-    s, c, d = parser.detect_centers(m)
-    for side in (0, 1):
-        det, ind, _, score = ref._centers(m[:, side:side + 1])
-        assert d[0, side].item() == det
-        assert c[0, side].item() == ind
-        assert s[0, side].item() == score
+@given(st.integers(0, 2**31 - 1), st.floats(-1.5, 1.0), cells_64, cells_64)
+def test_decisions_match_the_official_parser_on_random_maps(seed, offset, left, right):
+    """Detection, scores, cells and the cross-hand prior (both hands, at most 32 cells apart)."""
+    maps = _official_maps(torch.Generator().manual_seed(seed), offset, (left, right))
+    official = ref.parse(maps)
+    scores, cells = parser.peak_centers(torch.cat([maps["l_center_map"], maps["r_center_map"]], 1))
+    # What FastACR.raw reads at the peaks: each side's params there, each side's prior at the other's.
+    params_raw = torch.stack([_at(maps["l_params_maps"], cells[0, 0]), _at(maps["r_params_maps"], cells[0, 1])])
+    priors = torch.stack([_at(maps["l_prior_maps"], cells[0, 1]), _at(maps["r_prior_maps"], cells[0, 0])])
+    out = decide(RawOutput(scores, cells, params_raw[None], priors[None], 64), DETECTION_THRESHOLD)
+    assert out.prior_applied.item() == official["prior_applied"]
+    for side, row in enumerate(official["rows"]):
+        assert out.detected[0, side].item() == row["detected"]
+        assert out.cells[0, side].item() == row["cell"]
+        assert out.scores[0, side].item() == row["score"]
+        if row["detected"]:  # the official parser reads a missing hand at cell 0 (a dummy row)
+            torch.testing.assert_close(out.params[0, side], row["params"])
+
+
+def test_the_prior_is_added_to_everything_but_the_camera():
+    params_raw = torch.randn(3, 2, NUM_PARAMS)
+    priors = torch.randn(3, 2, NUM_PRIOR)
+    m = maps_with(batch=3)
+    m[:, 0, 10, 10], m[:, 1, 10, 40] = 1.0, 1.0   # 30 cells apart: the prior applies
+    m[1, 1, 10, 40], m[1, 1, 10, 50] = -0.5, 1.0  # 40 cells apart: it does not
+    m[2, 1, 10, 40] = 0.2                         # right hand missing: it does not
+    out = engine_decides(m, params_raw=params_raw, priors=priors)
+    assert out.prior_applied.tolist() == [True, False, False]
+    torch.testing.assert_close(out.params[0, :, :3], params_raw[0, :, :3])
+    torch.testing.assert_close(out.params[0, :, 3:], params_raw[0, :, 3:] + priors[0])
+    assert torch.equal(out.params[1:], params_raw[1:])
+    assert torch.equal(out.params_raw, params_raw) and torch.equal(out.priors, priors)
 
 
 def test_prior_rule_needs_both_hands_within_32_cells():
@@ -109,8 +176,8 @@ def test_parser_handles_batches_per_image():
     m[0, 0, 5, 5], m[0, 1, 50, 50] = 1.0, 1.0      # both, far apart
     m[1, 0, 5, 5], m[1, 1, 6, 8] = 1.0, 0.9        # both, close
     m[2, 1, 30, 30] = 2.0                          # right only
-    s, c, d = parser.detect_centers(m)
-    assert d.tolist() == [[True, True], [True, True], [False, True]]
-    assert parser.prior_applies(c, d, 64).tolist() == [False, True, False]
-    y, x = parser.cell_yx(c, 64)
+    out = engine_decides(m)
+    assert out.detected.tolist() == [[True, True], [True, True], [False, True]]
+    assert out.prior_applied.tolist() == [False, True, False]
+    y, x = parser.cell_yx(out.cells, 64)
     assert (x[1].tolist(), y[1].tolist()) == ([5, 8], [5, 6])

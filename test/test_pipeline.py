@@ -338,7 +338,8 @@ def test_gpu_pipeline_half_precision_and_cuda_graphs(mano):
     graphs(imgs[1:])
     np.testing.assert_array_equal(graphs(imgs[:1])[0].keypoints, first.keypoints)
     # With smoothing, the smoother runs between the decoding's graph and MANO's.
-    smoothed = [pipe(imgs, None, HandSmoother(SmoothingConfig()), ["a", "b"], [0.0, 0.0])[0] for pipe in (graphs, eager)]
+    smoothed = [pipe(imgs, None, HandSmoother(SmoothingConfig()), ["a", "b"], [0.0, 0.0])[0]
+                for pipe in (graphs, eager)]
     assert_rows_close(*smoothed)
     captured = len(graphs._network.graphs.graphs)
     graphs.detection_threshold = eager.detection_threshold = 5.0

@@ -71,7 +71,8 @@ def depth_image_to_metres(image: np.ndarray, encoding: str, millimetres_per_unit
     elif encoding == "32FC1":
         metres = np.array(image, dtype=np.float32, copy=True)
     else:
-        raise ValueError(f"depth encoding {encoding!r} is not supported: expected 16UC1 (millimetres) or 32FC1 (metres)")
+        raise ValueError(f"depth encoding {encoding!r} is not supported: expected 16UC1 (millimetres) "
+                         "or 32FC1 (metres)")
     if metres.ndim != 2:
         raise ValueError(f"a depth image has one channel, got shape {metres.shape}")
     metres[~((metres >= MIN_DEPTH) & (metres <= MAX_DEPTH))] = np.nan  # NaN compares False: also caught
@@ -191,9 +192,10 @@ def _densest(votes: np.ndarray, window: float) -> float:
 def fuse_hand(hand: HandResult, depth: np.ndarray, k: CameraIntrinsics) -> DepthFit:
     """Places one hand with an aligned depth image (float metres, NaN unmeasured; k the intrinsics
     the hand was placed with). With a mesh (ACR) its visible vertices are sampled, otherwise the
-    joints with small patches, the wrist's own samples setting the distance when it is visible. When the depth is used, the joints and vertices are scaled about
-    the camera centre (the keypoints and the orientation stay) and the hand records the fit;
-    otherwise the hand is left as the model placed it. Returns the fit either way."""
+    joints with small patches, the wrist's own samples setting the distance when it is visible.
+    When the depth is used, the joints and vertices are scaled about the camera centre (the
+    keypoints and the orientation stay) and the hand records the fit; otherwise the hand is left as
+    the model placed it. Returns the fit either way."""
     height, width = depth.shape[:2]
     if hand.vertices is not None:
         vertices = np.asarray(hand.vertices, dtype=np.float64)

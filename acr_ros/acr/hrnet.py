@@ -128,7 +128,8 @@ def _transition(cin: list[int], cout: list[int]) -> nn.ModuleList:
             chain = []
             for k in range(i + 1 - len(cin)):
                 co = c if k == i - len(cin) else cin[-1]
-                chain.append(nn.Sequential(conv3x3(cin[-1], co, 2), nn.BatchNorm2d(co, eps=BN_EPS), nn.ReLU(inplace=True)))
+                chain.append(nn.Sequential(conv3x3(cin[-1], co, 2), nn.BatchNorm2d(co, eps=BN_EPS),
+                                           nn.ReLU(inplace=True)))
             layers.append(nn.Sequential(*chain))
     return nn.ModuleList(layers)
 

@@ -102,8 +102,10 @@ class ACRNet(nn.Module):
     def __init__(self):
         super().__init__()
         self.backbone = HRNetW32()
-        self.l_final_layers = nn.ModuleList([None, make_head(NUM_PRIOR), make_head(1), make_head(3), make_head(NUM_PRIOR)])
-        self.r_final_layers = nn.ModuleList([None, make_head(NUM_PRIOR), make_head(1), make_head(3), make_head(NUM_PRIOR)])
+        self.l_final_layers = nn.ModuleList([None, make_head(NUM_PRIOR), make_head(1), make_head(3),
+                                             make_head(NUM_PRIOR)])
+        self.r_final_layers = nn.ModuleList([None, make_head(NUM_PRIOR), make_head(1), make_head(3),
+                                             make_head(NUM_PRIOR)])
         self.contact_layers = nn.ModuleList([
             None,
             nn.Sequential(nn.Conv2d(34, 256, 3, 1, 1), nn.BatchNorm2d(256, eps=BN_EPS), nn.ReLU(inplace=True)),
@@ -286,11 +288,14 @@ class FastACR(nn.Module):
             self.register_buffer("shape_proj_w", proj.weight[:, :, 0, 0].clone())        # (64,256)
             self.register_buffer("shape_proj_b", proj.bias.clone())
             self.register_buffer("lc_w", torch.stack([net.contact_layers[i].weight[0, :, :, :, 0, 0] for i in (2, 3)]))
-            self.register_buffer("shape_w", torch.stack([net.cam_shape_layers[i].weight for i in (2, 3)]))  # (2,10,1024)
+            self.register_buffer("shape_w",  # (2,10,1024)
+                                 torch.stack([net.cam_shape_layers[i].weight for i in (2, 3)]))
             self.register_buffer("shape_b", torch.stack([net.cam_shape_layers[i].bias for i in (2, 3)]))
-            self.register_buffer("fuse_w", torch.stack([net.contact_layers[i].weight[:, :, 0, 0] for i in (4, 5)]))  # (2,109,218)
+            self.register_buffer("fuse_w",  # (2,109,218)
+                                 torch.stack([net.contact_layers[i].weight[:, :, 0, 0] for i in (4, 5)]))
             self.register_buffer("fuse_b", torch.stack([net.contact_layers[i].bias for i in (4, 5)]))
-        for m in (self.trunk, self.segm, self.center_l, self.center_r, self.contact, self.towers.conv0, self.towers.convs):
+        for m in (self.trunk, self.segm, self.center_l, self.center_r, self.contact, self.towers.conv0,
+                  self.towers.convs):
             m.to(dtype)
             if channels_last:
                 m.to(memory_format=torch.channels_last)

@@ -6,8 +6,9 @@ dynamic row lists (and its dummy rows for missing hands) become masked rows here
 the official ones:
 
 * center maps: 5x5 max-pool NMS (cells equal to the pooled value kept, the rest zeroed), top-1 per
-  side, detected when the RAW score is strictly greater than the threshold (0.35; no sigmoid);
-  the grid size is read from the maps (64 for the 512 input);
+  side (:func:`peak_centers`); acr_ros.acr.network.decide detects a hand when its RAW score is
+  strictly greater than the threshold (0.35; no sigmoid); the grid size is read from the maps (64
+  for the 512 input);
 * cross-hand prior: applied only when both hands are detected and their centers are at most 32
   cells apart (Euclidean, in the 64 grid). The official code checks the distance of the first
   pair of the batch only; here it is per image (identical for one image);
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from acr_ros.acr.options import DETECTION_THRESHOLD, DUPLICATE_DISTANCE
+from acr_ros.acr.options import DUPLICATE_DISTANCE
 from acr_ros.acr.rotation import matrix_to_axis_angle, rot6d_to_matrix
 
 NMS_KERNEL = 5
@@ -52,12 +53,6 @@ def peak_centers(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     nms = center_nms(maps.float())
     scores, cells = torch.topk(nms.flatten(2), 1, dim=-1)
     return scores[..., 0], cells[..., 0]
-
-
-def detect_centers(maps: torch.Tensor, threshold: float = DETECTION_THRESHOLD):
-    """:func:`peak_centers` plus detected (B, S) bool (score > threshold, strictly)."""
-    scores, cells = peak_centers(maps)
-    return scores, cells, scores > threshold
 
 
 def cell_yx(cells: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,9 @@
 """One-Euro temporal smoothing of ACR's MANO parameters on the device, driven by frame timestamps.
 
 The filter and its parameters are those of ``acr_ros.acr.one_euro`` (the official demo's ``-t``),
-here batched over streams and hand sides as tensors. Filtered: the 45 finger values, the 9 entries of the global rotation
-matrix (not re-orthonormalised, as official) and the betas; the camera is not filtered.
+here batched over streams and hand sides as tensors. Filtered: the 45 finger values, the 9 entries
+of the global rotation matrix (not re-orthonormalised, as official) and the betas; the camera is not
+filtered.
 
 State is kept per (stream, side) on the device of the inputs; a side only advances when it is
 detected in that frame (a boolean mask applied with torch.where: no CPU sync).

@@ -42,7 +42,8 @@ def acr_files_problem(checkpoint: str, mano_dir: str,
     set_checkpoint = f"set {names['checkpoint']} to its path"
     set_mano = f"set {names['mano_dir']} to the folder holding them"
     if not str(checkpoint or "").strip():
-        return "checkpoint", f"ACR checkpoint not configured ({names['checkpoint']}): {CHECKPOINT_HELP}; {set_checkpoint}"
+        return "checkpoint", (f"ACR checkpoint not configured ({names['checkpoint']}): {CHECKPOINT_HELP}; "
+                              f"{set_checkpoint}")
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         return "checkpoint", f"ACR checkpoint not found at {path.resolve()}: {CHECKPOINT_HELP}; {set_checkpoint}"

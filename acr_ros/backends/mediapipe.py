@@ -333,12 +333,11 @@ class MediaPipeBackend:
             if len(self._streams) >= self.max_streams:  # forget the oldest stream
                 oldest = next(iter(self._streams))
                 self._streams.pop(oldest).hands.close()
-            with _quiet_graph_start():
-                hands = self._hands_module.Hands(
-                    static_image_mode=self.static_image_mode, max_num_hands=2,
-                    model_complexity=self.model_complexity,
-                    min_detection_confidence=self._detection_threshold,
-                    min_tracking_confidence=self.tracking_threshold)
+            hands = self._hands_module.Hands(
+                static_image_mode=self.static_image_mode, max_num_hands=2,
+                model_complexity=self.model_complexity,
+                min_detection_confidence=self._detection_threshold,
+                min_tracking_confidence=self.tracking_threshold)
             stream = self._streams[name] = _Stream(hands, {}, size, started=False)
         return stream
 
@@ -352,14 +351,18 @@ class MediaPipeBackend:
         used_default = k is None
         if k is None:
             k = default_intrinsics(width, height)
-        stream = self._stream(stream_name, (width, height))
         with warnings.catch_warnings():  # protobuf 4.25 warns on every output of the legacy API
             warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated")
             rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            if stream.started:
+            stream = self._streams.get(stream_name)
+            if stream is not None and stream.started and stream.size == (width, height):
                 out = stream.hands.process(rgb)
-            else:  # the graph's first run loads the models and prints its chatter
+            else:
+                # A new graph loads its models, and prints its chatter, on its own threads at any time
+                # from its construction to the end of its first run: one capture spans both (with a
+                # gap between two captures, a busy process let the chatter through).
                 with _quiet_graph_start():
+                    stream = self._stream(stream_name, (width, height))
                     out = stream.hands.process(rgb)
                 stream.started = True
         found = []

@@ -94,8 +94,8 @@ def main() -> int:
     for publisher, node in (("reliable", "auto"), ("reliable", "best_effort"), ("best_effort", "auto")):
         for row in deliver(Path(tempfile.mkdtemp(prefix="acr_delivery_")), publisher, node,
                            seconds=args.seconds, rate=args.rate):
-            print(f"| {transports} | {row['publisher']} | {row['node']} | {row['size']} | {row['published']} | {row['received']} |",
-                  flush=True)
+            print(f"| {transports} | {row['publisher']} | {row['node']} | {row['size']} | {row['published']} "
+                  f"| {row['received']} |", flush=True)
     return 0
 
 

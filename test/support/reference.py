@@ -70,7 +70,8 @@ def dense_maps(net, x: torch.Tensor) -> dict:
     wc = hadamard(contact, att).unsqueeze(-1)
     ws = hadamard(shape_f, att)
     for s, parts, lc, lin, fuse in (("l", slice(16, None), 2, 2, 4), ("r", slice(None, 16), 3, 3, 5)):
-        offs = locally_connected(net.contact_layers[lc].weight, wc[:, :, parts, :]).squeeze(-1).transpose(2, 1).reshape(bs, 96)
+        offs = locally_connected(net.contact_layers[lc].weight, wc[:, :, parts, :])
+        offs = offs.squeeze(-1).transpose(2, 1).reshape(bs, 96)
         shp = net.cam_shape_layers[lin](torch.flatten(ws[:, :, parts], start_dim=1))
         pare = torch.cat((offs, shp), dim=1).unsqueeze(-1).unsqueeze(-1).repeat(1, 1, *maps[s]["params"].shape[-2:])
         g = maps[s]["params"]

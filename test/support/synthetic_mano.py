@@ -1,8 +1,9 @@
 """Synthetic MANO-format pickles for tests and demos without the licensed MANO files.
 
 The files hold RANDOM arrays with the shapes, dtypes and pickle layout of MPI's MANO_LEFT.pkl /
-MANO_RIGHT.pkl (official mano/manolayer.py reads these keys). They are NOT MANO data and give no meaningful hand shape: only the
-kinematic tree is MANO's, the skeleton is a rough hand so that joints and skinning are sensible.
+MANO_RIGHT.pkl (official mano/manolayer.py reads these keys). They are NOT MANO data and give no
+meaningful hand shape: only the kinematic tree is MANO's, the skeleton is a rough hand so that
+joints and skinning are sensible.
 
 ``chumpy_format=True`` writes what MPI's Python 2 files look like: protocol 2, Python 2 strings
 (BINSTRING, read back with encoding='latin1'), ``numpy.core.multiarray._reconstruct``, shapedirs as
