@@ -276,7 +276,8 @@ def test_parameters_are_validated_and_applied_at_run_time(fake_session):
 def test_smoothing_is_switched_at_run_time(fake_session):
     """smoothing.* (the seed demo's -t) reach the backend before its next batch."""
     s = fake_session
-    results = s.node.set_parameters([Parameter("smoothing.enabled", value=True), Parameter("smoothing.min_cutoff", value=2.0),
+    results = s.node.set_parameters([Parameter("smoothing.enabled", value=True),
+                                     Parameter("smoothing.min_cutoff", value=2.0),
                                      Parameter("smoothing.beta", value=0.3)])
     assert all(result.successful for result in results)
     stamp = (1700000920, 0)

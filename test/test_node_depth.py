@@ -101,4 +101,5 @@ def test_a_hand_without_depth_under_it_keeps_the_model_placement_and_says_why(de
     s.send(image_msg(magic_bgr(), stamp=stamp), info=camera_info_msg(WIDTH, HEIGHT, FOCAL, stamp=stamp))
     hand = s.answer(stamp).hands[0]
     assert hand.depth_source == Hand.DEPTH_FROM_MODEL and hand.depth_samples == 0
-    assert s.probe.spin_until(lambda: "valid depth samples" in s.status().get("why the last one was not placed", ""), 10)
+    assert s.probe.spin_until(
+        lambda: "valid depth samples" in s.status().get("why the last one was not placed", ""), 10)

@@ -118,7 +118,8 @@ def test_out_of_memory_retries_smaller_batches():
     processor = FrameProcessor(backend, warn=lambda kind, message: warnings.append(kind))
     batch = [FrameInput(f"cam{i}", 1_700_000_000 * 10**9, magic_bgr(), None) for i in range(4)]
     processed = processor.process(batch)
-    assert len(processed) == 4 and all(item is not None and item.frame is frame for item, frame in zip(processed, batch))
+    assert len(processed) == 4
+    assert all(item is not None and item.frame is frame for item, frame in zip(processed, batch))
     assert backend.batch_sizes == [4, 2, 1, 1, 2, 1, 1]
     assert processor.counters.get("inference_errors") == 0
     assert warnings.count("out_of_memory") == 3  # the batch of 4 and both of 2, said each time

@@ -187,8 +187,9 @@ class CameraInputs:
             self._rechoose(item, ReliabilityPolicy.BEST_EFFORT, "a publisher offers best effort")
             return
         item.incompatible = (f"a publisher of {item.resolved} offers QoS incompatible with this "
-                             f"{qos.policy_name(item.reliability)} subscription ({policy}): none of its messages arrive; "
-                             f"set qos_reliability auto or qos_overrides.{item.resolved}.subscription.reliability")
+                             f"{qos.policy_name(item.reliability)} subscription ({policy}): none of its messages "
+                             "arrive; set qos_reliability auto or "
+                             f"qos_overrides.{item.resolved}.subscription.reliability")
         self._log.warning(item.incompatible)
 
     def _matched(self, item: Input, info) -> None:
