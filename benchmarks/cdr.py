@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -35,20 +34,13 @@ from acr_ros.image_conversion import bgr_to_image
 from acr_ros.recordings import typestore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # the synthetic hands
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from outputs import best_ms  # noqa: E402
 from support.hands import FACES_BY_SIDE, make_hand  # noqa: E402
 
 _DTYPES = {"bool": np.bool_, "byte": np.uint8, "char": np.uint8, "int8": np.int8, "uint8": np.uint8,
            "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64,
            "uint64": np.uint64, "float32": np.float32, "float64": np.float64}
-
-
-def best_ms(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1e3
 
 
 def to_rosbags(store, msg, typename: str):

@@ -2,8 +2,6 @@
 and rosbags' (the same bytes, zero padding included) on every message type the recording writer
 emits. Reading: rosbags' deserializer as recordings.read_frames uses it (pixels writable, messages
 the image conversions accept, undecodable images reported)."""
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from acr_ros.acr.hands import FrameResult
 from acr_ros.cdr import CdrEncoder
 from acr_ros.image_conversion import bgr_to_image
 from acr_ros.recordings import Recording, RecordedFrame, read_frames, typestore
+from support.benchmarks import load_benchmark
 from support.bags import CAMERA_FRAME, DEPTH_TOPIC, FOCAL, IMAGE_TOPIC, clip_frames, write_bag
 from support.hands import FACES_BY_SIDE, make_hand
 
@@ -117,10 +116,7 @@ def test_an_undecodable_image_is_reported_and_the_next_one_read(tmp_path):
 
 def test_the_benchmark_prints_every_message_and_the_frame(capsys):
     """benchmarks/cdr.py (the figures behind keeping CdrEncoder) runs as documented."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cdr.py"
-    spec = importlib.util.spec_from_file_location("cdr_benchmark", path)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_benchmark("cdr")
     assert benchmark.main(["--repeat", "1"]) == 0
     rows = [line.split(" | ")[0] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert {"| Hands (2 hands)", "| TFMessage (42 joints)", "| MarkerArray (2 meshes)", "| Image (1080p overlay)",

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from acr_ros.hands_node import PARAMS
+from acr_ros.node.parameters import flatten_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "hands.launch.py"
@@ -92,18 +93,8 @@ def test_remapped_topics_are_the_ones_the_nodes_use():
     assert '"image_raw"' in source and '"camera_info"' in source
 
 
-def flatten(params: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in params.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def test_params_file_sets_exactly_the_declared_parameters_with_their_types_and_defaults():
-    values = flatten(yaml.safe_load((REPO / "config" / "hands.yaml").read_text())["/**"]["ros__parameters"])
+    values = flatten_parameters(yaml.safe_load((REPO / "config" / "hands.yaml").read_text())["/**"]["ros__parameters"])
     declared = {p.name: p for p in PARAMS}
     assert set(values) == set(declared)
     for name, value in values.items():

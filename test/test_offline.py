@@ -16,6 +16,7 @@ from acr_ros import offline
 from acr_ros.media import FolderSource, VideoSource, WebcamSource, open_media
 
 from acr_ros.media import SAMPLES_DIR as MEDIA
+from support.video import decoded_frames
 
 pytestmark = pytest.mark.slow(seconds=14)  # ACR on the CPU: about 12 s of network runs
 
@@ -59,15 +60,6 @@ def check_results(path, frames, backend):
     return r
 
 
-def video_frames(path):
-    cap = cv2.VideoCapture(str(path))
-    n = 0
-    while cap.read()[0]:
-        n += 1
-    cap.release()
-    return n
-
-
 CALIBRATION_YAML = """image_width: 1920
 image_height: 1080
 camera_name: test_camera
@@ -109,7 +101,7 @@ def test_folder(tmp_path):
     assert run_cli("--inputs", folder, "-o", out, "--intrinsics", 700, 700, 480, 270) == 0
     for name in ("magic", "two_hands", "portrait"):
         assert (out / "photos" / f"{name}_output.jpg").is_file()
-    assert video_frames(out / "photos_output.mp4") == 3
+    assert decoded_frames(out / "photos_output.mp4") == 3
     r = check_results(out / "photos_results.npz", 3, "mediapipe")
     assert list(r["frame_name"]) == ["magic", "portrait", "two_hands"]
     assert not r["default_intrinsics"].any() and np.allclose(r["intrinsics"], [700, 700, 480, 270])
@@ -119,7 +111,7 @@ def test_folder(tmp_path):
 
 def test_clip_with_smoothing(tmp_path):
     assert run_cli("--inputs", CLIP, "-o", tmp_path, "-t") == 0
-    assert video_frames(tmp_path / "magic_clip_output.mp4") == 30
+    assert decoded_frames(tmp_path / "magic_clip_output.mp4") == 30
     r = check_results(tmp_path / "magic_clip_results.npz", 30, "mediapipe")
     assert np.all(np.diff(r["frame_timestamp"]) > 0)
     assert r["frame_timestamp"][1] == pytest.approx(1 / 12, abs=1e-3)
@@ -329,8 +321,8 @@ def test_acr_image_folder_and_clip(tmp_path, acr_checkpoint, mano_dir):
                    "--device", "cpu", "--precision", "fp32", "-o", out) == 0
     assert (out / "magic_output.jpg").is_file()
     assert (out / "photos" / "two_hands_output.jpg").is_file()
-    assert video_frames(out / "photos_output.mp4") == 1
-    assert video_frames(out / "magic_clip_output.mp4") == 2
+    assert decoded_frames(out / "photos_output.mp4") == 1
+    assert decoded_frames(out / "magic_clip_output.mp4") == 2
     for name, frames in (("magic", 1), ("photos", 1), ("magic_clip", 2)):
         r = check_results(out / f"{name}_results.npz", frames, "acr")
         assert len(r["side"])  # the synthetic weights fire on every image (detect="both")

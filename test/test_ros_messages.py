@@ -1,12 +1,10 @@
 """HandResult / FrameResult -> Hands, HandMesh, TF and RViz markers: values, units, stamps, frames,
 quaternions, marker layout, and a round trip through real rclpy serialisation."""
-import importlib.util
 import math
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from acr_ros import ros_messages as rm
 from acr_ros.render import SIDE_COLOURS
 from acr_ros.acr.hands import JOINT_NAMES, JOINT_PARENTS, NUM_VERTICES, FrameResult, rotation_to_quaternion
 from acr_ros.msg import Hand, HandMesh, Hands
+from support.benchmarks import load_benchmark
 from support.hands import FACES, FACES_BY_SIDE, make_hand, quaternion_matrix, random_rotation, rodrigues
 
 
@@ -377,10 +376,7 @@ def test_markers_serialise(frame, header):
 
 def test_outputs_benchmark_prints_a_row_per_output(capsys):
     """benchmarks/outputs.py (the timings of these builders and of the overlay) runs as documented."""
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "outputs.py"
-    spec = importlib.util.spec_from_file_location("outputs_benchmark", path)
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    benchmark = load_benchmark("outputs")
     assert benchmark.main(["--repeat", "1"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "(ms)" not in line]
     assert [row.split(" | ")[0] for row in rows] == ["| Hands message (2 hands)", "| TF (42 frames)",

@@ -14,13 +14,13 @@ import os
 import signal
 import time
 
-import cv2
 import numpy as np
 import pytest
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from acr_ros.media import SAMPLES_DIR
+from support.video import decoded_frames
 from support.ros_harness import Probe
 from support.signals import CONVENTIONAL, Program
 
@@ -143,15 +143,6 @@ def test_demo(run, tmp_path, stop):
     assert_clean(program, code, seconds, {CONVENTIONAL[STOPS[stop][0]]})
     node_log = (tmp_path / "out" / "logs" / "hands_node.log").read_text()
     assert "shut down in" in node_log and "Traceback" not in node_log
-
-
-def decoded_frames(path) -> int:
-    capture = cv2.VideoCapture(str(path))
-    count = 0
-    while capture.read()[0]:
-        count += 1
-    capture.release()
-    return count
 
 
 @pytest.mark.parametrize("stop", ["SIGINT twice", "SIGTERM"])

@@ -197,11 +197,12 @@ def output_settings(get: Get) -> OutputSettings:
                           publish_markers=get("publish_markers"), marker_lifetime=get("marker_lifetime"))
 
 
-def _flatten(values: dict, prefix: str = "") -> dict:
+def flatten_parameters(values: dict, prefix: str = "") -> dict:
+    """A parameters file's nested names joined with dots, as ROS 2 declares them."""
     flat = {}
     for key, value in values.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten_parameters(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -221,7 +222,7 @@ def read_parameters_file(path, node_name: str = NODE_NAME) -> dict:
     for name in ("/**", node_name, f"/{node_name}"):
         section = sections.get(name)
         if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
-            for key, value in _flatten(section["ros__parameters"]).items():
+            for key, value in flatten_parameters(section["ros__parameters"]).items():
                 spec = PARAMS_BY_NAME.get(key)
                 if spec is None:
                     raise ValueError(f"{path}: unknown parameter {key!r} of {node_name}")
