@@ -48,6 +48,10 @@ class LatencyStats:
         with self._lock:
             self._values.append(seconds)
 
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._values)
+
     def percentiles(self, *qs: float) -> tuple[float, ...]:
         with self._lock:
             if not self._values:

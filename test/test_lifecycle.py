@@ -260,3 +260,28 @@ def test_cleanup_releases_the_acr_model_and_its_accelerator_memory(device, acr_c
         node.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_a_transition_that_fails_unexpectedly_leaves_the_node_unconfigured_and_enabled_false():
+    import rclpy
+
+    from acr_ros.hands_node import HandsNode
+    from support.fake_backend import FakeBackend
+
+    class BrokenReset(FakeBackend):
+        def reset(self):
+            raise RuntimeError("the accelerator went away")
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    backend = BrokenReset()
+    node = HandsNode(backend_factory=lambda: (backend, "fault injection"), context=context)
+    try:
+        assert node.start() and node.get_parameter("enabled").value
+        assert node.trigger_deactivate() == TransitionCallbackReturn.ERROR  # on_error then ran
+        assert not node.configured and backend.closed
+        assert node.get_parameter("enabled").value is False  # it follows the state, here too
+    finally:
+        node.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
