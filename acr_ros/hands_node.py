@@ -41,7 +41,6 @@ from rclpy.task import Future
 from acr_ros import qos
 from acr_ros.backends import create_backend, faces_by_side
 from acr_ros.diagnostics import LatencyStats, RateMeter
-from acr_ros.frame_inputs import decode_frame, stamp_ns
 from acr_ros.frame_processor import FrameInput, FrameProcessor, ProcessedFrame
 from acr_ros.hand_outputs import HandOutputs
 from acr_ros.image_conversion import ImageConversionError
@@ -342,25 +341,13 @@ class HandsNode(LifecycleNode):
     def _decode(self, camera: Camera, msg) -> Optional[FrameInput]:
         """A received image as the processor's FrameInput, None (counted, logged) when it is unusable."""
         start = time.perf_counter()
-        self.inputs.await_first_info(camera, self._param("camera_info_timeout"))
-        stamp, settings = stamp_ns(msg.header.stamp), parameters.decode_settings(self._param)
-        depth = camera.depth.partner(stamp, settings.depth_max_difference_ns) if camera.depth is not None else None
         try:
-            frame = decode_frame(camera.topic, msg, camera.infos.for_stamp(stamp), depth, settings,
-                                 depth_expected=camera.depth is not None)
+            frame = self.inputs.decode(camera, msg, parameters.decode_settings(self._param),
+                                       self._param("camera_info_timeout"))
         except ImageConversionError as error:
             self.counters.add("bad_input", str(error))
             self.get_logger().warning(f"dropping a frame from {camera.topic}: {error}", throttle_duration_sec=5.0)
             return None
-        camera.encoding = getattr(msg, "encoding", "") or getattr(msg, "format", "")
-        camera.default_intrinsics = frame.intrinsics is None
-        if frame.intrinsics is None and not camera.warned_default_intrinsics:
-            camera.warned_default_intrinsics = True
-            self.get_logger().warning(
-                f"{camera.image_input.resolved}: no usable CameraInfo on {camera.info_input.resolved} "
-                f"({frame.intrinsics_problem}): the backend's default intrinsics place the hands, so their "
-                "distance is approximate. Fix: publish the camera's calibration there (a driver's "
-                "camera_info_url, image_source's camera_info_url, camera_calibration)")
         self.stage_latency["conversion"].add(time.perf_counter() - start)
         return frame
 

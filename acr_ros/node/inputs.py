@@ -26,7 +26,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from acr_ros import qos
 from acr_ros.diagnostics import RateMeter
-from acr_ros.frame_inputs import CameraInfos, DepthPairing, stamp_ns
+from acr_ros.frame_inputs import CameraInfos, DecodeSettings, DepthPairing, decode_frame, stamp_ns
+from acr_ros.frame_processor import FrameInput
 
 
 def sibling_topic(image_topic: str, name: str) -> str:
@@ -217,7 +218,26 @@ class CameraInputs:
         self._log.info(f"{item.resolved}: {why}: re-subscribed {qos.policy_name(reliability)} "
                        f"(was {qos.policy_name(was)})")
 
-    def await_first_info(self, camera: Camera, timeout: float) -> None:
+    def decode(self, camera: Camera, msg, settings: DecodeSettings, info_timeout: float) -> FrameInput:
+        """A camera's image with its CameraInfo and depth partner as a FrameInput (ImageConversionError
+        when the image is unusable). Running on the default intrinsics is warned once per camera."""
+        self._await_first_info(camera, info_timeout)
+        stamp = stamp_ns(msg.header.stamp)
+        depth = camera.depth.partner(stamp, settings.depth_max_difference_ns) if camera.depth is not None else None
+        frame = decode_frame(camera.topic, msg, camera.infos.for_stamp(stamp), depth, settings,
+                             depth_expected=camera.depth is not None)
+        camera.encoding = getattr(msg, "encoding", "") or getattr(msg, "format", "")
+        camera.default_intrinsics = frame.intrinsics is None
+        if frame.intrinsics is None and not camera.warned_default_intrinsics:
+            camera.warned_default_intrinsics = True
+            self._log.warning(
+                f"{camera.image_input.resolved}: no usable CameraInfo on {camera.info_input.resolved} "
+                f"({frame.intrinsics_problem}): the backend's default intrinsics place the hands, so their "
+                "distance is approximate. Fix: publish the camera's calibration there (a driver's "
+                "camera_info_url, image_source's camera_info_url, camera_calibration)")
+        return frame
+
+    def _await_first_info(self, camera: Camera, timeout: float) -> None:
         """A camera's first frames may overtake its first CameraInfo: they wait for it, up to timeout
         after the first frame, when the camera_info topic has a publisher."""
         if camera.info_arrived.is_set() or camera.first_frame is None:
