@@ -1,6 +1,5 @@
 """acr_ros.frame_processor without ROS: what the node and acr_offline both do to a decoded frame."""
 import numpy as np
-import pytest
 
 from acr_ros.acr.hands import DEPTH_FROM_MODEL, DEPTH_FROM_SENSOR, LEFT, CameraIntrinsics, FrameResult
 from acr_ros.acr.one_euro import SmoothingConfig
