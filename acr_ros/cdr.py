@@ -25,16 +25,45 @@ from __future__ import annotations
 import operator
 import struct
 from functools import lru_cache
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from rosbags.interfaces import Nodetype
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 # ROS type -> struct code (little-endian); numpy's dtype of the same
 _CODES = {"bool": "?", "byte": "B", "char": "B", "int8": "b", "uint8": "B", "int16": "h", "uint16": "H",
           "int32": "i", "uint32": "I", "float32": "f", "int64": "q", "uint64": "Q", "float64": "d"}
 _HEADER = b"\x00\x01\x00\x00"  # CDR, little-endian
+_ACR_ROS_MESSAGES = ("Hand", "Hands", "HandMesh")
 _UINT32 = struct.Struct("<I")
+
+
+def _acr_ros_msg_dir() -> Path:
+    """This package's .msg files: installed (ament index), else the source checkout (pip set-up)."""
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        installed = Path(get_package_share_directory("acr_ros")) / "msg"
+        if installed.is_dir():
+            return installed
+    except (ImportError, LookupError, OSError):  # no ament index (AMENT_PREFIX_PATH unset)
+        pass
+    return Path(__file__).resolve().parents[1] / "msg"
+
+
+@lru_cache(maxsize=1)
+def typestore():
+    """ROS 2 Jazzy's standard types plus acr_ros/msg/*: definitions, type hashes and layouts."""
+    store = get_typestore(Stores.ROS2_JAZZY)
+    folder = _acr_ros_msg_dir()
+    types = {}
+    for name in _ACR_ROS_MESSAGES:
+        types.update(get_types_from_msg((folder / f"{name}.msg").read_text(), f"acr_ros/msg/{name}"))
+    store.register(types)
+    return store
+
 
 
 def _number(value):

@@ -39,7 +39,6 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -53,11 +52,10 @@ from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.rosbag2.storage_sqlite3 import Sqlite3Reader
 from rosbags.serde import SerdeError
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from acr_ros import ros_messages
 from acr_ros.acr.hands import LEFT, RIGHT
-from acr_ros.cdr import CdrEncoder
+from acr_ros.cdr import CdrEncoder, typestore
 from acr_ros.frame_inputs import CameraInfos, DecodeSettings, DepthPairing, decode_frame, stamp_ns
 from acr_ros.frame_processor import FrameInput, ProcessedFrame
 from acr_ros.hand_outputs import FrameMessages
@@ -70,37 +68,10 @@ CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_STATIC = "/tf_static"
 DEFAULT_PREFIX = "/acr_hands"        # the node's default name: the output topics are the node's
 PAIRING_WINDOW_NS = 500_000_000      # how long (record time) an image waits for its CameraInfo
-_ACR_ROS_MESSAGES = ("Hand", "Hands", "HandMesh")
 
 
 class RecordingError(ValueError):
     """A recording that cannot be used; ``str(error)`` names the file and says what is wrong."""
-
-
-# ---- message types ---------------------------------------------------------------------------------
-def _acr_ros_msg_dir() -> Path:
-    """This package's .msg files: installed (ament index), else the source checkout (pip set-up)."""
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        installed = Path(get_package_share_directory("acr_ros")) / "msg"
-        if installed.is_dir():
-            return installed
-    except (ImportError, LookupError, OSError):  # no ament index (AMENT_PREFIX_PATH unset)
-        pass
-    return Path(__file__).resolve().parents[1] / "msg"
-
-
-@lru_cache(maxsize=1)
-def typestore():
-    """ROS 2 Jazzy's standard types plus acr_ros/msg/*: definitions and type hashes for the writer."""
-    store = get_typestore(Stores.ROS2_JAZZY)
-    folder = _acr_ros_msg_dir()
-    types = {}
-    for name in _ACR_ROS_MESSAGES:
-        types.update(get_types_from_msg((folder / f"{name}.msg").read_text(), f"acr_ros/msg/{name}"))
-    store.register(types)
-    return store
 
 
 def _qos(depth: int, durability: QosDurability = QosDurability.VOLATILE) -> Qos:

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 from builtin_interfaces.msg import Time
+from rclpy.serialization import serialize_message
 from std_msgs.msg import Header
 
 from acr_ros import ros_messages
+from acr_ros.cdr import CdrEncoder, typestore
 from acr_ros.acr.hands import LEFT, RIGHT, FrameResult
 from acr_ros.render import draw_hands
 
@@ -42,6 +44,7 @@ def timings(repeat: int) -> dict[str, float]:
     mesh, faces = mesh_hand(RIGHT)
     overlay = FrameResult(hands=[mesh], default_intrinsics=False, intrinsics=CAMERA_1080P)
     image = np.full((1080, 1920, 3), 30, np.uint8)
+    encoder = CdrEncoder(typestore())
     return {
         "Hands message (2 hands)": best_ms(lambda: ros_messages.frame_to_msg(
             frame, header, 640, 480, "acr", "model", "checkpoint"), repeat),
@@ -49,6 +52,11 @@ def timings(repeat: int) -> dict[str, float]:
         "markers (2 hands, mesh)": best_ms(lambda: ros_messages.hand_markers(frame, header, FACES_BY_SIDE), repeat),
         "markers, points as arrays (recording writer)": best_ms(lambda: ros_messages.hand_markers(
             frame, header, FACES_BY_SIDE, points_as_arrays=True), repeat),
+        # What publishing them costs before DDS: rclpy serializes Point objects; the node sends CdrEncoder's bytes.
+        "markers as Point objects, serialized by rclpy": best_ms(lambda: serialize_message(
+            ros_messages.hand_markers(frame, header, FACES_BY_SIDE)), repeat),
+        "markers as CDR bytes (the node)": best_ms(lambda: bytes(encoder.encode(ros_messages.hand_markers(
+            frame, header, FACES_BY_SIDE, points_as_arrays=True), "visualization_msgs/msg/MarkerArray")), repeat),
         "overlay (1 mesh, 1080p)": best_ms(lambda: draw_hands(image, overlay, {RIGHT: faces}), repeat),
     }
 

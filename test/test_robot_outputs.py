@@ -97,9 +97,13 @@ class ScriptedBackend:
 
 
 def capture(publisher) -> list:
-    """What the node publishes on `publisher`, kept in a list instead of sent."""
+    """What the node publishes on `publisher`, kept in a list instead of sent (serialized messages,
+    as the markers go out, deserialized as a subscriber would)."""
+    from rclpy.serialization import deserialize_message
+
     sent = []
-    publisher.publish = sent.append
+    publisher.publish = lambda msg: sent.append(
+        deserialize_message(msg, publisher.msg_type) if isinstance(msg, bytes) else msg)
     return sent
 
 

@@ -1,5 +1,9 @@
 """The hands node's publishers: managed (silent unless the node is active), each with its QoS
-overridable the standard way (`qos_overrides./acr_hands/hands.publisher.reliability`, ...)."""
+overridable the standard way (`qos_overrides./acr_hands/hands.publisher.reliability`, ...).
+
+The markers go out as CDR bytes that acr_ros.cdr.CdrEncoder writes from their points as arrays (the
+recordings writer's encoder, byte-equal to rosbags'): two MANO meshes are 9228 points, which as
+geometry_msgs/Point objects, then serialized by rclpy, cost several milliseconds a frame."""
 from __future__ import annotations
 
 from geometry_msgs.msg import PoseStamped
@@ -10,6 +14,7 @@ from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
 from acr_ros import ros_messages
+from acr_ros.cdr import CdrEncoder, typestore
 from acr_ros.acr.hands import LEFT, RIGHT, SIDES
 from acr_ros.frame_processor import ProcessedFrame
 from acr_ros.hand_outputs import HandOutputs, OutputSettings
@@ -21,6 +26,7 @@ from acr_ros.msg import HandMesh, Hands
 WRIST_POSE_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
 # tf2_ros's TransformBroadcaster QoS (DynamicBroadcasterQoS): what TF listeners expect on /tf.
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+MARKERS_TYPE = "visualization_msgs/msg/MarkerArray"
 MESH_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -30,6 +36,7 @@ class NodePublishers:
     def __init__(self, node, outputs: HandOutputs):
         self._node = node
         self.outputs = outputs
+        self._encoder = CdrEncoder(typestore())
         self._all: list = []
         self.hands = self._create(Hands, "~/hands", 10)
         self.wrist_poses = {side: self._create(PoseStamped, f"~/{side}/wrist_pose", WRIST_POSE_QOS) for side in SIDES}
@@ -53,14 +60,14 @@ class NodePublishers:
 
     def publish(self, processed: ProcessedFrame, settings: OutputSettings, overlay: bool) -> None:
         """The frame's messages; with overlay, ~/overlay too when someone subscribes to it."""
-        messages = self.outputs.build(processed, settings)
+        messages = self.outputs.build(processed, settings, points_as_arrays=True)
         self.hands.publish(messages.hands)
         for side, pose in messages.wrist_poses.items():
             self.wrist_poses[side].publish(pose)
         if messages.tf is not None:
             self.tf.publish(messages.tf)
         if messages.markers is not None:
-            self.markers.publish(messages.markers)
+            self.markers.publish(bytes(self._encoder.encode(messages.markers, MARKERS_TYPE)))
         if overlay and self.overlay.get_subscription_count() > 0:
             from acr_ros.render import draw_hands
 
