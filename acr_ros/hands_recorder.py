@@ -20,6 +20,7 @@ import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import Image
 
 from acr_ros.image_conversion import ImageConversionError, image_to_bgr
@@ -69,8 +70,11 @@ class HandsRecorder(Node):
         self.overlays_written = 0
         self._last_message = None
         self.done = threading.Event()
-        self.hands_subscription = self.create_subscription(Hands, "hands", self._on_hands, 50)
-        self.overlay_subscription = self.create_subscription(Image, "overlay", self._on_overlay, 50)
+        overridable = QoSOverridingOptions.with_default_policies()  # the standard qos_overrides parameters
+        self.hands_subscription = self.create_subscription(Hands, "hands", self._on_hands, 50,
+                                                           qos_overriding_options=overridable)
+        self.overlay_subscription = self.create_subscription(Image, "overlay", self._on_overlay, 50,
+                                                             qos_overriding_options=overridable)
         self.create_timer(0.2, self._check_idle)
 
     def _on_hands(self, msg: Hands) -> None:

@@ -11,6 +11,7 @@ all zeros, said once as a warning) and consumers fall back to their default intr
 """
 from __future__ import annotations
 
+import copy
 import sys
 import time
 
@@ -20,6 +21,7 @@ from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from acr_ros.calibration import Calibration, CalibrationError, load_calibration
@@ -57,10 +59,14 @@ class ImageSource(Node):
         for name, (default, description) in parameters.items():
             self.declare_parameter(name, default, ParameterDescriptor(description=description, read_only=True))
         qos = QoSProfile(depth=5) if self.param("reliable") else qos_profile_sensor_data
-        self.image_pub = self.create_publisher(Image, "image_raw", qos)
-        self.info_pub = self.create_publisher(CameraInfo, "camera_info", qos)
-        self.compressed_pub = (self.create_publisher(CompressedImage, "image_raw/compressed", qos)
-                               if self.param("compressed") else None)
+
+        def publisher(msg_type, topic: str):  # QoS overridable the standard way; rclpy writes into a copy
+            return self.create_publisher(msg_type, topic, copy.copy(qos),
+                                         qos_overriding_options=QoSOverridingOptions.with_default_policies())
+
+        self.image_pub = publisher(Image, "image_raw")
+        self.info_pub = publisher(CameraInfo, "camera_info")
+        self.compressed_pub = publisher(CompressedImage, "image_raw/compressed") if self.param("compressed") else None
         url = self.param("camera_info_url")
         self.calibration: Calibration | None = load_calibration(url) if url else None
         self._scaled: dict[tuple[int, int], Calibration] = {}

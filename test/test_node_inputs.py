@@ -64,13 +64,18 @@ def test_diagnostics_say_while_inactive(auto_session):
 
 def test_a_fixed_reliability_is_kept_and_an_incompatible_camera_is_reported(tmp_path):
     # qos_reliability reliable for every input; the image topic's own override makes it best effort.
-    overrides = {"qos_overrides./fixed_hands_cam0/image_raw.subscription.reliability": "best_effort"}
+    overrides = {"qos_overrides./fixed_hands_cam0/image_raw.subscription.reliability": "best_effort",
+                 "qos_overrides./fixed_hands/left/wrist_pose.publisher.depth": 3}
     s = Session(tmp_path, dict(qos_reliability="reliable", diagnostics_period=0.1, **overrides),
                 name="fixed_hands", backend=FakeBackend())
     try:
         image, info = s.node.cameras[0].image_input, s.node.cameras[0].info_input
         assert (image.reliability, info.reliability) == (ReliabilityPolicy.BEST_EFFORT, ReliabilityPolicy.RELIABLE)
         assert not image.follows_publishers and not info.follows_publishers
+        # Outputs take the overrides too, into a copy of the node's profile (not the module's).
+        from acr_ros.node.outputs import WRIST_POSE_QOS
+        assert s.node.outputs.wrist_poses["left"].qos_profile.depth == 3 and WRIST_POSE_QOS.depth == 1
+        assert s.node.outputs.wrist_poses["right"].qos_profile.depth == 1
         # A best-effort camera_info publisher never reaches the reliable subscription: said, not re-chosen.
         s.probe.publisher(CameraInfo, "/fixed_hands_cam0/camera_info",
                           QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))

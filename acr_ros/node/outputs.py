@@ -6,6 +6,8 @@ recordings writer's encoder, byte-equal to rosbags'): two MANO meshes are 9228 p
 geometry_msgs/Point objects, then serialized by rclpy, cost several milliseconds a frame."""
 from __future__ import annotations
 
+import copy
+
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -48,8 +50,10 @@ class NodePublishers:
                      if faces[LEFT] is not None and faces[RIGHT] is not None else None)
 
     def _create(self, msg_type, topic: str, qos_profile):
+        # A copy: rclpy writes the overrides into the profile it is given.
+        profile = copy.copy(qos_profile) if isinstance(qos_profile, QoSProfile) else qos_profile
         publisher = self._node.create_lifecycle_publisher(
-            msg_type, topic, qos_profile, qos_overriding_options=QoSOverridingOptions.with_default_policies())
+            msg_type, topic, profile, qos_overriding_options=QoSOverridingOptions.with_default_policies())
         self._all.append(publisher)
         return publisher
 
