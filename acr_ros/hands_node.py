@@ -93,6 +93,7 @@ class HandsNode(LifecycleNode):
         self._report = StatusReport()
         self.inputs = CameraInputs(self, self._on_frame, self.get_logger())
         self.finished = Future()  # done once the shutdown transition ran: main() then exits
+        self._checked_qos_overrides = False
 
         # Set by configure, released by cleanup:
         self.outputs: Optional[NodePublishers] = None
@@ -150,6 +151,9 @@ class HandsNode(LifecycleNode):
             self.inputs.unsubscribe()
             self.get_logger().error(f"activate failed: {error}")
             return TransitionCallbackReturn.FAILURE
+        if not self._checked_qos_overrides:  # every publisher and subscription exists now
+            self._checked_qos_overrides = True
+            warn_unknown_parameters(self, qos=True)
         self._start_worker()
         self.outputs.publish_mesh(self.get_clock().now().to_msg())
         self._follow_state(enabled=True)

@@ -125,20 +125,23 @@ def rcl_reason(error: Exception) -> str:
     return text
 
 
-def unknown_parameters(node) -> list[str]:
+def unknown_parameters(node, qos: bool = False) -> list[str]:
     """Names this node was given (parameters file, -p, overrides) that it never declared.
 
-    rclpy keeps the overrides addressed to this node in `_parameter_overrides` (no public accessor);
-    qos_overrides.* belong to rclpy's own QoS override mechanism and are not ours to judge.
+    rclpy keeps the overrides addressed to this node in `_parameter_overrides` (no public accessor).
+    qos_overrides.* are declared as the node creates its publishers and subscriptions: judged only
+    with qos=True, once every one exists.
     """
     given = getattr(node, "_parameter_overrides", {})
-    return sorted(name for name in given if not node.has_parameter(name) and not name.startswith("qos_overrides."))
+    return sorted(name for name in given
+                  if not node.has_parameter(name) and name.startswith("qos_overrides.") == qos)
 
 
-def warn_unknown_parameters(node) -> list[str]:
-    """Warns once per unknown parameter, with the closest declared name; returns the unknown names."""
+def warn_unknown_parameters(node, qos: bool = False) -> list[str]:
+    """Warns once per unknown parameter, with the closest declared name; returns the unknown names.
+    qos=True: the qos_overrides.* given for topics this node does not use (a typo, or a remapped name)."""
     declared = node.list_parameters([], ListParameters.Request.DEPTH_RECURSIVE).names
-    unknown = unknown_parameters(node)
+    unknown = unknown_parameters(node, qos)
     for name in unknown:
         close = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
         hint = f"; did you mean '{close[0]}'?" if close else ""

@@ -53,6 +53,31 @@ def test_unknown_overrides_are_warned_with_the_closest_declared_name():
         rclpy.shutdown(context=context)
 
 
+def test_qos_overrides_for_topics_the_node_does_not_use_are_named_once_its_topics_exist():
+    from acr_ros.hands_node import HandsNode
+    from support.fake_backend import FakeBackend
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = HandsNode(backend_factory=lambda: (FakeBackend(), "test"), context=context, parameter_overrides=[
+            Parameter("qos_overrides./image_raw.subscription.depth", value=2),        # used
+            Parameter("qos_overrides./imag_raw.subscription.depth", value=2)])        # a typo
+        try:
+            warnings = []
+            public = PublicNodeApi(node, warnings)
+            assert warn_unknown_parameters(public) == []  # before the topics exist, nothing to judge
+            assert node.start()
+            assert warn_unknown_parameters(public, qos=True) == ["qos_overrides./imag_raw.subscription.depth"]
+            assert "did you mean 'qos_overrides./image_raw.subscription.depth'?" in warnings[0]
+            assert node.cameras[0].image_input.subscription.qos_profile.depth == 2
+        finally:
+            node.shutdown()
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+
+
 def test_an_unknown_command_line_parameter_is_named(tmp_path):
     program = Program(["-m", "acr_ros.image_source", "--ros-args", "-r", "image_raw:=/param_check/image_raw",
                        "-p", "source:=image", "-p", f"input:={SAMPLES_DIR / 'magic.jpg'}", "-p", "depth_topic:=/d",
