@@ -382,6 +382,8 @@ def test_outputs_benchmark_prints_a_row_per_output(capsys):
     assert [row.split(" | ")[0] for row in rows] == ["| Hands message (2 hands)", "| TF (42 frames)",
                                                       "| markers (2 hands, mesh)",
                                                       "| markers, points as arrays (recording writer)",
+                                                      "| markers as Point objects, serialized by rclpy",
+                                                      "| markers as CDR bytes (the node)",
                                                       "| overlay (1 mesh, 1080p)"]
 
 
