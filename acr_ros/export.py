@@ -5,7 +5,7 @@
 The graph's inputs and outputs, their shapes and meaning: acr_ros/acr/onnx_export.py (also printed
 after the export). Preprocessing, the 6D decoding, MANO and the camera stay outside it. With
 onnxruntime installed the export is checked against PyTorch on a bundled photo (--no-verify skips
-that). A TensorRT engine from it (README, "ONNX and TensorRT"):
+that). A TensorRT engine from it (docs/deployment.md):
 
     trtexec --onnx=acr.onnx --fp16 --saveEngine=acr_fp16.engine
 """

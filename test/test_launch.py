@@ -1,7 +1,7 @@
 """`ros2 launch acr_ros hands.launch.py` over the real ROS 2 launch system (../shared/ros/launch_stack,
 installed by scripts/setup.sh) with the package built by colcon, as a user runs it: what they see
 (topics, the hands messages' stamps and frame_id, exit codes, the messages printed) for each case
-the README's launch section describes. Each launch costs seconds of process start-up: one launch
+docs/launch.md describes. Each launch costs seconds of process start-up: one launch
 shows several things where it can."""
 from __future__ import annotations
 

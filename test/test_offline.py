@@ -333,12 +333,12 @@ def test_acr_image_folder_and_clip(tmp_path, acr_checkpoint, mano_dir):
 
 def test_mediapipe_start_up_chatter_stays_out_of_the_log(tmp_path):
     """TensorFlow Lite and absl print to the process's stderr whenever a MediaPipe graph starts (per
-    input here): it does not flood the log (a line a MediaPipe thread prints after the graph's first
-    run can still get through, at most once here), and what acr_offline itself says does."""
+    input here): none of it reaches the user (one capture spans a graph's construction and its first
+    run, when its threads print), and what acr_offline itself says does."""
     result = subprocess.run([sys.executable, "-m", "acr_ros.offline", "--backend", "mediapipe", "-q", "--no-render",
                              "--inputs", str(MEDIA / "magic.jpg"), str(MEDIA / "magic_flip.jpg"), str(CLIP),
                              "--max-frames", "2", "-o", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     for chatter in ("XNNPACK", "absl::InitializeLog", "inference_feedback_manager"):
-        assert result.stderr.count(chatter) <= 1, result.stderr
+        assert chatter not in result.stderr, result.stderr
     assert "no camera intrinsics" in result.stderr

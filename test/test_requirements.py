@@ -1,4 +1,4 @@
-"""The README's real-ROS install path keeps the system numpy (Ubuntu 24.04: 1.26): the run-time
+"""The real-ROS install path (docs/launch.md) keeps the system numpy (Ubuntu 24.04: 1.26): the run-time
 requirements resolve with numpy pinned to 1.26.4, for Jazzy's Python 3.12."""
 import json
 import subprocess

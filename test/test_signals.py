@@ -6,7 +6,7 @@ test/test_launch.py.
 
 The bound asserted here is 10 s from the signal to the exit, generous on purpose: the machines that
 run the suite are shared and loaded. The hands node's own clean-up is checked against the 2 s the
-README promises through the time it logs ("shut down in X s"), which excludes the interpreter's exit.
+docs/launch.md promises through the time it logs ("shut down in X s"), which excludes the interpreter's exit.
 """
 from __future__ import annotations
 
