@@ -70,7 +70,8 @@ class EngineOptions:
         if self.runtime == "onnxruntime":
             if self.precision not in ("auto", "fp32"):
                 raise ValueError(f"runtime onnxruntime runs the fp32 export; precision {self.precision} needs "
-                                 "runtime torch (TensorRT users: build an fp16 engine from the export, docs/deployment.md)")
+                                 "runtime torch (TensorRT users: build an fp16 engine from the export, "
+                                 "docs/deployment.md)")
             if self.compile or self.cuda_graphs is True:
                 raise ValueError("compile and cuda_graphs apply to runtime torch only")
         elif self.onnx_providers:
