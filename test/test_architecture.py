@@ -97,3 +97,14 @@ print(before == flags())
                             env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parent)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
+
+
+def test_the_frame_path_shared_live_and_offline_needs_no_ros():
+    """acr_ros.frame_processor is what the node and acr_offline share: it loads neither rclpy nor any
+    ROS message package, so that it runs the same wherever the frames come from."""
+    code = ("import sys, acr_ros.frame_processor, acr_ros.backends.mediapipe; "
+            "print(sorted(m for m in sys.modules if m.startswith('acr_ros.msg') or m.split('.')[0] in "
+            "('rclpy', 'rosbags', 'std_msgs', 'sensor_msgs', 'geometry_msgs', 'torch')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
