@@ -70,13 +70,18 @@ def test_there_is_no_import_cycle():
             visit(module, [module])
 
 
-def test_the_embedded_backend_and_the_ros_layer_load_no_torch():
-    code = ("import sys, acr_ros.backends, acr_ros.backends.mediapipe, acr_ros.hands_node, acr_ros.offline, "
-            "acr_ros.render, acr_ros.ros_messages, acr_ros.recordings, acr_ros.acr.runtime; "
-            "print('torch' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+def _loaded_after(imports: str, of: str) -> str:
+    """What `print(...)` of the expression `of` says in a fresh interpreter after `import sys, <imports>`."""
+    result = subprocess.run([sys.executable, "-c", f"import sys, {imports}; print({of})"], capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+    return result.stdout.strip()
+
+
+def test_the_embedded_backend_and_the_ros_layer_load_no_torch():
+    assert _loaded_after("acr_ros.backends, acr_ros.backends.mediapipe, acr_ros.hands_node, acr_ros.offline, "
+                         "acr_ros.render, acr_ros.ros_messages, acr_ros.recordings, acr_ros.acr.runtime",
+                         "'torch' in sys.modules") == "False"
 
 
 def test_building_the_engine_changes_no_process_wide_setting(tmp_path):
@@ -102,9 +107,6 @@ print(before == flags())
 def test_the_frame_path_shared_live_and_offline_needs_no_ros():
     """acr_ros.frame_processor is what the node and acr_offline share: it loads neither rclpy nor any
     ROS message package, so that it runs the same wherever the frames come from."""
-    code = ("import sys, acr_ros.frame_processor, acr_ros.backends.mediapipe; "
-            "print(sorted(m for m in sys.modules if m.startswith('acr_ros.msg') or m.split('.')[0] in "
-            "('rclpy', 'rosbags', 'std_msgs', 'sensor_msgs', 'geometry_msgs', 'torch')))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert _loaded_after("acr_ros.frame_processor, acr_ros.frame_inputs, acr_ros.backends.mediapipe",
+                         "sorted(m for m in sys.modules if m.startswith('acr_ros.msg') or m.split('.')[0] in "
+                         "('rclpy', 'rosbags', 'std_msgs', 'sensor_msgs', 'geometry_msgs', 'torch'))") == "[]"
