@@ -64,6 +64,7 @@ class ProcessedFrame:
 
 
 Warn = Callable[[str, str], None]        # (kind, message)
+_UNCHANGED = object()                    # no smoothing change pending
 
 
 class FrameProcessor:
@@ -77,7 +78,7 @@ class FrameProcessor:
         self.warn = warn
         self.counters = Counters()
         self.stage_latency = {stage: LatencyStats() for stage in self.STAGES}
-        self._smoothing: Optional[tuple[Optional[SmoothingConfig]]] = None  # a pending change
+        self._smoothing = _UNCHANGED  # a pending SmoothingConfig, or None (off)
         self._lock = threading.Lock()
 
     @property
@@ -91,7 +92,7 @@ class FrameProcessor:
     def set_smoothing(self, config: Optional[SmoothingConfig]) -> None:
         """Applied before the next batch (callable from any thread while one runs)."""
         with self._lock:
-            self._smoothing = (config,)
+            self._smoothing = config
 
     def reset(self) -> None:
         """Ends every track and forgets the backend's temporal state (the node was deactivated)."""
@@ -100,9 +101,9 @@ class FrameProcessor:
 
     def process(self, frames: list[FrameInput]) -> list[Optional[ProcessedFrame]]:
         with self._lock:
-            smoothing, self._smoothing = self._smoothing, None
-        if smoothing is not None:
-            self.backend.set_smoothing(smoothing[0])
+            smoothing, self._smoothing = self._smoothing, _UNCHANGED
+        if smoothing is not _UNCHANGED:
+            self.backend.set_smoothing(smoothing)
         for frame in frames:
             for track in self.tracker.expire(frame.camera, frame.stamp_ns):
                 self.backend.reset_side(frame.camera, track.side)

@@ -129,7 +129,6 @@ class CameraInputs:
         camera = Camera(topic, depth_topic, depth=DepthPairing() if depth_topic else None)
 
         def on_image(msg):
-            image.incompatible = ""
             self._on_frame(camera, msg)
 
         def on_depth(msg):
@@ -139,7 +138,7 @@ class CameraInputs:
         # and its CameraInfo that arrive together are converted with it.
         image_topic = topic + "/compressed" if compressed else topic
         camera.inputs = [self._input(sibling_topic(topic, "camera_info"), CameraInfo, camera.put_info),
-                         image := self._input(image_topic, CompressedImage if compressed else Image, on_image)]
+                         self._input(image_topic, CompressedImage if compressed else Image, on_image)]
         if depth_topic:
             depth_type = CompressedImage if depth_topic.endswith("/compressedDepth") else Image
             camera.inputs.append(self._input(depth_topic, depth_type, on_depth))
@@ -148,7 +147,13 @@ class CameraInputs:
         return camera
 
     def _input(self, topic: str, msg_type, callback) -> Input:
-        return Input(topic, self._node.resolve_topic_name(topic), msg_type, callback)
+        item = Input(topic, self._node.resolve_topic_name(topic), msg_type, callback)
+
+        def received(msg):
+            item.incompatible = ""  # messages arrive: an incompatible publisher is not in the way (any more)
+            callback(msg)
+        item.callback = received
+        return item
 
     def _connect(self, item: Input, reliability: Optional[ReliabilityPolicy] = None) -> None:
         """(Re-)creates an input's subscription. The first time with the default reliability and the
