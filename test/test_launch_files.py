@@ -93,6 +93,13 @@ def test_remapped_topics_are_the_ones_the_nodes_use():
     assert '"image_raw"' in source and '"camera_info"' in source
 
 
+def test_the_package_is_mit_licensed_and_pulls_no_rviz_onto_a_robot():
+    """rosdep installs every exec_depend: RViz and its Qt on a headless robot, for an optional viewer."""
+    package = (REPO / "package.xml").read_text()
+    assert "<exec_depend>rviz2</exec_depend>" not in package
+    assert "<license>MIT</license>" in package and (REPO / "LICENSE").read_text().startswith("MIT License")
+
+
 def test_params_file_sets_exactly_the_declared_parameters_with_their_types_and_defaults():
     values = flatten_parameters(yaml.safe_load((REPO / "config" / "hands.yaml").read_text())["/**"]["ros__parameters"])
     declared = {p.name: p for p in PARAMS}
