@@ -474,17 +474,17 @@ def argument_problem(args) -> Optional[str]:
     return None
 
 
-def output_problem(folder: Path) -> Optional[str]:
-    """Why outputs cannot be written into folder (created here when missing), or None. Checked
-    before any model loads, by creating the folder and a file in it: only that tells for certain
-    (permissions aside, a read-only file system or a path below a file stop even root)."""
+def check_output_folder(folder: Path) -> None:
+    """Creates the output folder when missing; raises ValueError (one line) when outputs cannot be
+    written there. Checked before any model loads, by creating a file in it: only that tells for
+    certain (permissions aside, a read-only file system or a path below a file stop even root)."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        return f"-o {folder}: cannot write there ({error.strerror or error}): choose another output folder"
-    return None
+        raise ValueError(f"-o {folder}: cannot write there ({error.strerror or error}): choose another output "
+                         "folder") from None
 
 
 def camera_intrinsics(args) -> IntrinsicsFor:
@@ -741,7 +741,7 @@ def run(argv=None) -> int:
     except ValueError as error:
         print(f"acr_offline: --params-file {error}", file=sys.stderr)
         return 2
-    problem = argument_problem(args) or output_problem(args.output_dir)
+    problem = argument_problem(args)
     if problem:
         print(f"acr_offline: {problem}", file=sys.stderr)
         return 2
@@ -760,6 +760,7 @@ def run(argv=None) -> int:
                                 onnx_providers=args.onnx_providers)
         intrinsics_for = camera_intrinsics(args)
         given_intrinsics = intrinsics_for if args.calibration or args.intrinsics else None
+        check_output_folder(args.output_dir)  # the last check: a refusal above leaves no folder behind
         backend, reason = create_backend(
             args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir, options=options,
             detection_threshold=args.threshold, smoothing=SmoothingConfig() if args.temporal else None,
