@@ -93,11 +93,29 @@ def _matrix(data: dict, key: str, rows: int, cols: int, source: str) -> tuple[fl
     return tuple(float(v) for v in array.reshape(-1))
 
 
+def _coefficients(data: dict, source: str) -> tuple[float, ...]:
+    """distortion_coefficients' numbers; none when the entry or its data is absent or empty."""
+    entry = data.get("distortion_coefficients") or {}
+    values = entry.get("data") if isinstance(entry, dict) else None
+    wrong = f"{source}: 'distortion_coefficients' must hold a list of numbers under 'data'"
+    if not isinstance(entry, dict) or not isinstance(values, (list, type(None))):
+        raise CalibrationError(wrong)
+    try:
+        array = np.asarray(values or [], dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise CalibrationError(wrong) from None
+    if not np.all(np.isfinite(array)):
+        raise CalibrationError(f"{source}: 'distortion_coefficients' has non-finite values")
+    return tuple(float(v) for v in array)
+
+
 def load_calibration(url: str) -> Calibration:
     """Reads a camera calibration YAML (camera_calibration / camera_info_manager format).
     Raises CalibrationError naming the file and what is wrong."""
     path = resolve_url(url)
     source = str(path)
+    if path.is_dir():
+        raise CalibrationError(f"{source} (from {url!r}) is a folder: give the calibration YAML file in it")
     if not path.is_file():
         raise CalibrationError(f"camera calibration file not found: {source} (from {url!r}); write one with "
                                "ROS's camera_calibration (cameracalibrator) or set fx/fy/cx/cy instead")
@@ -115,8 +133,7 @@ def load_calibration(url: str) -> Calibration:
     if width <= 0 or height <= 0:
         raise CalibrationError(f"{source}: image size {width}x{height} is not positive")
     k = _matrix(data, "camera_matrix", 3, 3, source)
-    distortion = data.get("distortion_coefficients") or {"data": []}
-    d = tuple(float(v) for v in (distortion.get("data") or []))
+    d = _coefficients(data, source)
     r = (_matrix(data, "rectification_matrix", 3, 3, source) if "rectification_matrix" in data
          else (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
     p = (_matrix(data, "projection_matrix", 3, 4, source) if "projection_matrix" in data

@@ -10,9 +10,10 @@
 Without --inputs it runs on the bundled samples (acr_ros/data/samples: its images as a folder,
 and the clip). The backend is chosen like the node's: ACR when --checkpoint or --mano-dir is given
 (a wrong path stops the run with a message naming the file), the embedded MediaPipe backend when
-neither is (no download needed). Inputs that do not exist are reported before any model loads;
+neither is (no download needed). Inputs that do not exist and misconfigurations (bad --intrinsics,
+--device, --fps, an output folder that cannot be written, ...) are reported before any model loads;
 unreadable images are reported one line each and skipped; the exit code is 1 when anything was
-skipped, 2 when nothing could run.
+skipped, 2 when nothing could run (docs/offline.md, "Exit codes").
 
 Distances need the camera's intrinsics: --calibration reads the calibration YAML that ROS's
 camera_calibration writes (scaled to the image size when the images are a resized stream),
@@ -70,6 +71,7 @@ import argparse
 import queue
 import signal
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -84,7 +86,7 @@ from acr_ros.acr.depth import depth_image_to_metres
 from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.backends import BACKENDS, faces_by_side
-from acr_ros.calibration import load_calibration
+from acr_ros.calibration import CalibrationError, load_calibration
 from acr_ros.frame_inputs import DecodeSettings
 from acr_ros.frame_processor import FrameInput, FrameProcessor
 from acr_ros.hand_outputs import HandOutputs, OutputSettings
@@ -373,6 +375,7 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
     video: Optional[VideoOutput] = None
     frames_dir: Optional[Path] = None
     outputs: list[Path] = []
+    unwritten: list[Path] = []  # overlays cv2.imwrite refused (it returns False, it does not raise)
     if render and source.kind in ("video", "webcam", "folder"):
         video = VideoOutput(output_dir / f"{name}_output.mp4", source.fps or 30.0)
     if render and source.kind == "folder":
@@ -406,12 +409,13 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
                 overlay = draw_hands(frame.image, result, faces)
                 if video is not None:
                     video.write(overlay)
-                if frames_dir is not None:
-                    cv2.imwrite(str(frames_dir / f"{frame.name}_output.jpg"), overlay)
-                elif source.kind == "image":
-                    path = output_dir / f"{name}_output.jpg"
-                    cv2.imwrite(str(path), overlay)
-                    outputs.append(path)
+                if frames_dir is not None or source.kind == "image":
+                    path = (frames_dir / f"{frame.name}_output.jpg" if frames_dir is not None
+                            else output_dir / f"{name}_output.jpg")
+                    if not cv2.imwrite(str(path), overlay):
+                        unwritten.append(path)
+                    elif frames_dir is None:
+                        outputs.append(path)
         if bar is not None:
             bar.update(len(batch))
 
@@ -438,15 +442,18 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
             video.close()
             if video.frames:
                 outputs.append(video.path)
-        if frames_dir is not None:
+        if frames_dir is not None and len(unwritten) < recorder.num_frames:
             outputs.append(frames_dir)
     elapsed = time.perf_counter() - started
     if recorder.num_frames or not source.unreadable:  # an unreadable image leaves no empty results
         outputs.append(recorder.save(output_dir / f"{name}_results.npz"))
     _warn_counts(processor.counters, lambda message: print(f"acr_offline: warning: {message}", file=sys.stderr),
                  f"{spec}: ")
+    problems = [f"{unwritten[0]}" + (f" and {len(unwritten) - 1} more overlay(s)" if len(unwritten) > 1 else "")
+                + ": cannot write the overlay (a folder in the way, no space or no permission)"] if unwritten else []
     return {"input": spec, "name": name, "frames": recorder.num_frames, "hands": recorder.num_hands,
-            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "unreadable": source.unreadable}
+            "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "unreadable": source.unreadable,
+            "problems": problems}
 
 
 def missing_inputs(inputs: list[str]) -> list[str]:
@@ -455,18 +462,46 @@ def missing_inputs(inputs: list[str]) -> list[str]:
     return [spec for spec in inputs if not str(spec).strip().isdigit() and not Path(spec).expanduser().exists()]
 
 
-def camera_intrinsics(args, warn: bool = True) -> IntrinsicsFor:
+def argument_problem(args) -> Optional[str]:
+    """What is wrong with the numeric options, one line, or None (checked before any model loads)."""
+    positive = {"--fps": args.fps, "--batch-size": args.batch_size, "--max-frames": args.max_frames,
+                "--depth-scale": args.depth_scale}
+    for option, value in positive.items():
+        if value is not None and not (np.isfinite(value) and value > 0):
+            return f"{option} {value:g}: must be a positive number"
+    if args.threshold is not None and not np.isfinite(args.threshold):
+        return f"--threshold {args.threshold:g}: must be a finite number"
+    return None
+
+
+def check_output_folder(folder: Path) -> None:
+    """Creates the output folder when missing; raises ValueError (one line) when outputs cannot be
+    written there. Checked before any model loads, by creating a file in it: only that tells for
+    certain (permissions aside, a read-only file system or a path below a file stop even root)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"-o {folder}: cannot write there ({error.strerror or error}): choose another output "
+                         "folder") from None
+
+
+def camera_intrinsics(args) -> IntrinsicsFor:
     """The intrinsics for each image size from --calibration or --intrinsics; without either,
-    None (the backend's default camera) and, with warn, a warning, once."""
+    None (the backend's default camera). Raises ValueError (one line) for a calibration file or
+    --intrinsics that is no camera."""
     if args.calibration:
         calibration = load_calibration(args.calibration)
         return calibration.intrinsics_for
     if args.intrinsics:
-        k = CameraIntrinsics(*args.intrinsics)
+        fx, fy, cx, cy = args.intrinsics
+        k = CameraIntrinsics.from_k((fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0))  # the node's check of a K
+        if k is None:
+            raise ValueError(f"--intrinsics {' '.join(f'{v:g}' for v in args.intrinsics)}: not a camera (FX and FY "
+                             "must be positive, all four finite, in pixels): give the calibrated values or leave "
+                             "--intrinsics out")
         return lambda width, height: k
-    if warn:
-        print("acr_offline: warning: no camera intrinsics (--calibration or --intrinsics): hands are placed with "
-              "ACR's default focal length and distances can be off by a large factor", file=sys.stderr)
     return lambda width, height: None
 
 
@@ -706,22 +741,28 @@ def run(argv=None) -> int:
     except ValueError as error:
         print(f"acr_offline: --params-file {error}", file=sys.stderr)
         return 2
+    problem = argument_problem(args)
+    if problem:
+        print(f"acr_offline: {problem}", file=sys.stderr)
+        return 2
     settings = Settings.from_parameters(values, args.depth_scale)
-    if args.depth is not None and not args.depth.is_dir():
-        print(f"acr_offline: --depth {args.depth}: not a folder", file=sys.stderr)
+    try:
+        depth = DepthFolder(args.depth, settings.decode.depth_millimetres_per_unit) if args.depth else None
+    except ValueError as error:  # not a folder, no depth images in it
+        print(f"acr_offline: {error}", file=sys.stderr)
         return 2
     recordings = [spec for spec in inputs if is_recording(spec)]
     if args.depth is not None and recordings:
         print(f"acr_offline: --depth applies to image, folder and video inputs, not to recordings "
               f"({', '.join(recordings)}): give their aligned depth topic with --depth-topic", file=sys.stderr)
     try:
-        # Recordings carry their camera_info: no warning when they are all the inputs.
-        intrinsics_for = camera_intrinsics(args, warn=len(recordings) < len(inputs))
+        options = EngineOptions(device=args.device, precision=args.precision, runtime=args.runtime,
+                                onnx_providers=args.onnx_providers)
+        intrinsics_for = camera_intrinsics(args)
         given_intrinsics = intrinsics_for if args.calibration or args.intrinsics else None
+        check_output_folder(args.output_dir)  # the last check: a refusal above leaves no folder behind
         backend, reason = create_backend(
-            args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir,
-            options=EngineOptions(device=args.device, precision=args.precision, runtime=args.runtime,
-                                  onnx_providers=args.onnx_providers),
+            args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir, options=options,
             detection_threshold=args.threshold, smoothing=SmoothingConfig() if args.temporal else None,
             tune_process=True, names={"checkpoint": "--checkpoint", "mano_dir": "--mano-dir"})
     except (ValueError, ImportError) as error:
@@ -735,11 +776,19 @@ def run(argv=None) -> int:
           + (f", weights {backend.checkpoint}" if backend.checkpoint else ""))
     if args.temporal:
         print("temporal smoothing: on (One-Euro, per hand side)")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    # Once the run goes ahead (a refusal is one line). Recordings carry their camera_info: no warning
+    # when they are all the inputs.
+    if given_intrinsics is None and len(recordings) < len(inputs):
+        print("acr_offline: warning: no camera intrinsics (--calibration or --intrinsics): hands are placed with "
+              "ACR's default focal length and distances can be off by a large factor", file=sys.stderr)
+    # Whether any input could run, else exit code 2. A recording's own problems (damage, topics) are
+    # the documented code 1, whatever was read of it.
+    ran = False
     for spec in inputs:
         if spec in recordings:
             from acr_ros.recordings import RecordingError
 
+            ran = True
             try:
                 summary = process_recording(
                     backend, spec, args.output_dir, image_topic=args.image_topic,
@@ -747,7 +796,7 @@ def run(argv=None) -> int:
                     settings=settings, copy_inputs=args.copy_inputs,
                     bag_overlay=args.bag_overlay, render=not args.no_render, intrinsics_for=given_intrinsics,
                     batch_size=args.batch_size, max_frames=args.max_frames, quiet=args.quiet)
-            except RecordingError as error:  # names the file and what is wrong
+            except (RecordingError, CalibrationError) as error:  # names the file and what is wrong
                 print(f"acr_offline: {error}", file=sys.stderr)
                 status = 1
                 continue
@@ -758,9 +807,19 @@ def run(argv=None) -> int:
                 print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
                 status = 1
                 continue
-            depth = DepthFolder(args.depth, settings.decode.depth_millimetres_per_unit) if args.depth else None
-            summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render, intrinsics_for,
-                                    args.batch_size, args.max_frames, args.quiet, depth, settings)
+            try:
+                summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render,
+                                        intrinsics_for, args.batch_size, args.max_frames, args.quiet, depth, settings)
+            except CalibrationError as error:  # a calibration for another aspect ratio
+                print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
+                status = 1
+                continue
+            except OSError as error:  # an output in the way (a file named as the folder of overlays), disk full
+                print(f"acr_offline: skipping {spec}: cannot write {error.filename or 'its outputs'}: "
+                      f"{error.strerror or error}", file=sys.stderr)
+                status = 1
+                continue
+            ran = ran or summary["frames"] > 0
         for path in summary.get("unreadable", ()):
             print(f"acr_offline: skipping {path}: cannot read it as an image (empty, corrupt or not an image)",
                   file=sys.stderr)
@@ -778,6 +837,9 @@ def run(argv=None) -> int:
             status = 130
             break
     backend.close()
+    if not ran and status != 130:
+        print("acr_offline: no input could run", file=sys.stderr)
+        return 2
     return status
 
 

@@ -117,6 +117,31 @@ def test_explicit_mediapipe_ignores_acr_options(fake_files):
         backend.close()
 
 
+@pytest.mark.parametrize("device", ["banana", "cuda:x", "gpu", ""])
+def test_an_unknown_device_is_refused_before_any_model_loads(device):
+    with pytest.raises(ValueError, match=r"device must be auto, cpu, cuda or cuda:N .*got"):
+        EngineOptions(device=device)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
+def test_the_documented_devices_are_accepted(device):
+    assert EngineOptions(device=device).device == device
+
+
+def test_mediapipe_says_that_it_runs_on_the_cpu_whatever_the_device():
+    backend, reason = create_backend("mediapipe", options=EngineOptions(device="cuda"))
+    try:
+        assert reason == ("backend mediapipe requested; device cuda does not apply: the embedded backend "
+                          "runs on the CPU")
+    finally:
+        backend.close()
+    backend, reason = create_backend("auto", options=EngineOptions(device="cpu"))
+    try:
+        assert "device" not in reason
+    finally:
+        backend.close()
+
+
 def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     """Selection and arguments only (the real ACR backend runs in test_offline.py)."""
     import acr_ros.backends.acr as acr_backend

@@ -63,6 +63,13 @@ def test_a_resized_stream_gets_scaled_intrinsics_and_a_crop_is_refused(calibrati
     (CALIBRATION.replace("data: [1400.0, 0.0, 950.0,", "data: [0.0, 0.0, 950.0,"), "not a usable pinhole K"),
     (CALIBRATION.replace("  rows: 3\n  cols: 3\n  data: [1400.0, 0.0, 950.0, 0.0, 1410.0, 530.0, 0.0, 0.0, 1.0]",
                          "  data: [1400.0, 0.0]"), "3x3 numbers"),
+    (CALIBRATION.replace("data: [1400.0, 0.0, 950.0,", "data: [-1400.0, 0.0, 950.0,"), "not a usable pinhole K"),
+    (CALIBRATION.replace("data: [1400.0, 0.0, 950.0,", "data: [.nan, 0.0, 950.0,"), "non-finite"),
+    # These raised AttributeError and ValueError (no file named) before.
+    (CALIBRATION.replace("  rows: 1\n  cols: 5\n  data: [0.1, -0.2, 0.0, 0.0, 0.05]", "  5"),
+     "'distortion_coefficients' must hold a list of numbers under 'data'"),
+    (CALIBRATION.replace("data: [0.1, -0.2,", "data: [k1, -0.2,"), "'distortion_coefficients' must hold a list"),
+    (CALIBRATION.replace("data: [0.1, -0.2,", "data: [.inf, -0.2,"), "'distortion_coefficients' has non-finite"),
 ])
 def test_broken_files_are_refused_naming_the_file(tmp_path, text, message):
     path = tmp_path / "broken.yaml"
@@ -75,6 +82,8 @@ def test_broken_files_are_refused_naming_the_file(tmp_path, text, message):
 def test_missing_files_and_unsupported_urls(tmp_path):
     with pytest.raises(CalibrationError, match="not found: .*nothing.yaml.*camera_calibration"):
         load_calibration(str(tmp_path / "nothing.yaml"))
+    with pytest.raises(CalibrationError, match="is a folder: give the calibration YAML file in it"):
+        load_calibration(str(tmp_path))
     with pytest.raises(CalibrationError, match="only file://, package://"):
         resolve_url("http://example.invalid/camera.yaml")
     assert resolve_url("file:///tmp/a%20b.yaml").as_posix() == "/tmp/a b.yaml"

@@ -87,6 +87,21 @@ def test_non_torch_files_are_refused(tmp_path, content):
     assert "not a" in str(e.value) and "PyTorch checkpoint" in str(e.value)
 
 
+@pytest.mark.parametrize("cut", [1, 2, 3, 100])
+def test_a_cut_legacy_checkpoint_is_refused_without_the_unpicklers_internals(tmp_path, cut):
+    # Cut after 1 byte the unpickler raised IndexError, after 3 (a pickle's STOP) "pop from empty list".
+    whole = tmp_path / "whole.pkl"
+    torch.save({"module.backbone.conv1.weight": torch.zeros(64, 3, 3, 3)}, whole, _use_new_zipfile_serialization=False)
+    path = tmp_path / "wild.pkl"
+    path.write_bytes(whole.read_bytes()[:cut] if cut != 3 else b"\x80\x02.")
+    with pytest.raises(CheckpointError) as e:
+        load_acr_state_dict(path)
+    msg = str(e.value)
+    assert msg.startswith(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt): download it again")
+    assert "Google Drive" in msg and "\n" not in msg
+    assert not re.search(r"IndexError|EOFError|index out of range|pop from empty", msg)
+
+
 class _RunsCode:
     def __init__(self, marker):
         self.marker = str(marker)

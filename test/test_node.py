@@ -345,6 +345,14 @@ def test_sigterm_shuts_down_within_two_seconds(tmp_path):
     assert code == 0 and s.process.shutdown_seconds() < 2.0, s.process.log()
 
 
+def test_an_unknown_device_fails_configure_with_one_line(tmp_path):
+    process = NodeProcess("acr_ros.hands_node", dict(device="banana"), tmp_path, name="bad_device")
+    code = process.process.wait(timeout=60)
+    log = process.log()
+    assert code != 0 and "Traceback" not in log, log
+    assert "device must be auto, cpu, cuda or cuda:N (N: the GPU's index), got 'banana'" in log, log
+
+
 @pytest.mark.parametrize("params, expected", [
     (dict(backend="openpose"), "backend"),
     (dict(detection_threshold=-3.0), "detection_threshold"),

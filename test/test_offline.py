@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -134,6 +135,95 @@ def test_bad_inputs(tmp_path, capsys):
     assert run_cli("--backend", "acr", "--checkpoint", tmp_path / "wild.pkl", "-o", tmp_path) == 2
     err = capsys.readouterr().err
     assert "wild.pkl" in err and "Google Drive" in err
+
+
+def refusal(capsys):
+    """(stdout, the one line on stderr) of a run refused before any model loaded."""
+    out, err = capsys.readouterr()
+    assert "backend:" not in out and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return out, err.strip()
+
+
+@pytest.mark.parametrize("intrinsics", [(0, 0, 0, 0), ("nan", 500, 320, 240), (-500, -500, 320, 240),
+                                        (500, "inf", 320, 240)])
+def test_intrinsics_that_are_no_camera_are_refused_before_any_model_loads(tmp_path, capsys, intrinsics):
+    # Before: NaN joints or hands behind the camera, exit code 0 and not a word.
+    assert run_cli("--inputs", MEDIA / "magic.jpg", "-o", tmp_path / "out", "--intrinsics", *intrinsics) == 2
+    _, err = refusal(capsys)
+    assert err.startswith(f"acr_offline: --intrinsics {' '.join(map(str, intrinsics))}: not a camera"), err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--device", "banana"], "device must be auto, cpu, cuda or cuda:N (N: the GPU's index), got 'banana'"),
+    (["--fps", "0"], "--fps 0: must be a positive number"),
+    (["--fps", "-5"], "--fps -5: must be a positive number"),
+    (["--batch-size", "0"], "--batch-size 0: must be a positive number"),
+    (["--max-frames", "-1"], "--max-frames -1: must be a positive number"),
+    (["--depth-scale", "nan"], "--depth-scale nan: must be a positive number"),
+    (["--threshold", "nan"], "--threshold nan: must be a finite number"),
+])
+def test_bad_options_are_refused_in_one_line_before_any_model_loads(tmp_path, capsys, option, message):
+    assert run_cli("--inputs", MEDIA, "-o", tmp_path / "out", *option) == 2  # no intrinsics warning either
+    assert refusal(capsys)[1] == f"acr_offline: {message}"
+
+
+def test_a_depth_folder_without_depth_images_is_refused_before_any_model_loads(tmp_path, capsys):
+    assert run_cli("--inputs", MEDIA / "magic.jpg", "-o", tmp_path / "out", "--depth", tmp_path) == 2
+    # It raised ValueError once the model had loaded.
+    assert refusal(capsys)[1] == f"acr_offline: --depth {tmp_path}: no depth images (.png, .tif, .tiff, .exr)"
+
+
+@pytest.mark.parametrize("where", ["below_a_file", "a_file", "proc"])
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_model_loads(tmp_path, capsys, where):
+    """Tests run as root, whom permissions do not stop: a path below a file, a file, and a folder of
+    /proc (root cannot create files there) stop everyone."""
+    (tmp_path / "file").write_text("")
+    output = {"below_a_file": tmp_path / "file" / "out", "a_file": tmp_path / "file",
+              "proc": Path("/proc/self")}[where]
+    if where == "proc" and not output.is_dir():
+        pytest.skip("no /proc")
+    assert run_cli("--inputs", MEDIA / "magic.jpg", "-o", output) == 2
+    _, err = refusal(capsys)
+    assert err.startswith(f"acr_offline: -o {output}: cannot write there (") and "choose another" in err, err
+
+
+def test_an_overlay_that_cannot_be_written_is_reported_and_not_listed(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "magic_output.jpg").mkdir(parents=True)  # cv2.imwrite returns False on a folder
+    assert run_cli("--inputs", MEDIA / "magic.jpg", "-o", out, "--intrinsics", 700, 700, 480, 270) == 1
+    stdout, err = capsys.readouterr()
+    assert err.strip() == f"acr_offline: {out / 'magic_output.jpg'}: cannot write the overlay (a folder in the way, " \
+                          "no space or no permission)"
+    assert "magic_output.jpg" not in stdout and f"  {out / 'magic_results.npz'}" in stdout
+
+
+def test_exit_code_2_when_no_input_could_run(tmp_path, capsys):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "camera.yaml").write_text(CALIBRATION_YAML.replace("image_height: 1080", "image_height: 1920"))
+    assert run_cli("--inputs", tmp_path / "empty.jpg", tmp_path / "no_images", tmp_path / "missing.jpg",
+                   "-o", tmp_path / "out", "--no-render") == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "acr_offline: no input could run" and "Traceback" not in err
+    # A calibration for another aspect ratio raised CalibrationError with a traceback.
+    assert run_cli("--inputs", MEDIA / "magic.jpg", "-o", tmp_path / "out", "--no-render",
+                   "--calibration", tmp_path / "camera.yaml") == 2
+    err = capsys.readouterr().err
+    assert f"skipping {MEDIA / 'magic.jpg'}: {tmp_path / 'camera.yaml'} is for 1920x1920 images, not 960x540" in err
+    assert "Traceback" not in err
+    # A file where the folder's overlays go raised FileExistsError.
+    (tmp_path / "photos").mkdir()
+    shutil.copy(MEDIA / "magic.jpg", tmp_path / "photos")
+    (tmp_path / "out" / "photos").write_text("")
+    assert run_cli("--inputs", tmp_path / "photos", "-o", tmp_path / "out", "--intrinsics", 700, 700, 480, 270) == 2
+    err = capsys.readouterr().err
+    assert f"acr_offline: skipping {tmp_path / 'photos'}: cannot write {tmp_path / 'out' / 'photos'}: File exists" \
+        in err and "Traceback" not in err
+    # Code 1 once one input ran.
+    assert run_cli("--inputs", tmp_path / "empty.jpg", MEDIA / "magic.jpg", "-o", tmp_path / "out",
+                   "--no-render", "--intrinsics", 700, 700, 480, 270) == 1
 
 
 @pytest.mark.parametrize("options", [["--checkpoint", "nowhere.pkl"], ["--mano-dir", "mano"]])

@@ -85,9 +85,15 @@ def _read(path: PathLike):
             f"({_refusal_reason(str(e))}). Unpickling such objects can run code from the file, so it may be "
             f"unsafe and is not done; an ACR checkpoint needs only tensors. {CHECKPOINT_HELP}") from None
     except Exception as e:  # not a zip/pickle, truncated, empty, ...
-        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: {detail}). "
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_damage(e)}): download it again. "
                               f"{CHECKPOINT_HELP}") from None
+
+
+def _damage(error: Exception) -> str:
+    """What a failed read says about the file. Only torch's own RuntimeErrors describe it (e.g. "failed
+    finding central directory"); the unpickler's IndexError, EOFError, ... on a cut pickle are its internals."""
+    first = str(error).strip().split(". ")[0].splitlines()[0][:200] if str(error).strip() else ""
+    return f"corrupt: {first}" if isinstance(error, RuntimeError) and first else "truncated or corrupt"
 
 
 def _unwrap(obj, path: PathLike) -> dict:

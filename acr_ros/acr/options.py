@@ -2,6 +2,7 @@
 table and the command lines can list the choices without importing torch."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence, Union
 
@@ -18,6 +19,8 @@ DETECTION_THRESHOLD = 0.35
 # With suppress_duplicate_hands: left and right peaks closer than this (cells of the 64 grid,
 # 32 px of the 512 input) are one hand (upstream issue #22).
 DUPLICATE_DISTANCE = 4.0
+# The devices the engine runs on (resolved by acr_ros.acr.pipeline.resolve_device).
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class EngineOptions:
     onnx_providers: Sequence[str] = ()
 
     def __post_init__(self):
+        # Checked here, before any model loads: torch would say it only once the engine is built.
+        if not DEVICE_PATTERN.fullmatch(str(self.device)):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N (N: the GPU's index), got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.preprocess not in PREPROCESSING:

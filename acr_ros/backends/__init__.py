@@ -68,7 +68,8 @@ def create_backend(backend: str = "auto", checkpoint: str = "", mano_dir: str = 
     a set but unusable path is a misconfiguration and raises like "acr", naming the file, where
     it was looked for, where to get it and the setting (``names``) to fix.
 
-    options: how the ACR engine runs (device, precision, ...; unused by MediaPipe).
+    options: how the ACR engine runs (device, precision, ...; unused by MediaPipe, whose reason says
+    so when a device other than auto or cpu is asked for).
     detection_threshold: None keeps the chosen backend's default (its ``threshold``), else it is
     set on the backend, in that backend's meaning. smoothing: a SmoothingConfig or None.
     tune_process: let the ACR engine apply its process-wide settings (entry points only).
@@ -86,6 +87,8 @@ def create_backend(backend: str = "auto", checkpoint: str = "", mano_dir: str = 
         chosen = MediaPipeBackend(smoothing=smoothing)
         reason = ("backend mediapipe requested" if choice == "mediapipe" else
                   f"neither {names['checkpoint']} nor {names['mano_dir']} is set; using the embedded MediaPipe backend")
+        if options.device not in ("auto", "cpu"):  # said, not silently ignored
+            reason = f"{reason}; device {options.device} does not apply: the embedded backend runs on the CPU"
     else:
         problem = acr_files_problem(checkpoint, mano_dir, names)
         if problem is not None:
