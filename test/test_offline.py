@@ -432,3 +432,18 @@ def test_mediapipe_start_up_chatter_stays_out_of_the_log(tmp_path):
     for chatter in ("XNNPACK", "absl::InitializeLog", "inference_feedback_manager"):
         assert chatter not in result.stderr, result.stderr
     assert "no camera intrinsics" in result.stderr
+
+
+@pytest.mark.parametrize("text, said", [
+    ("x\n", "not a ROS 2 parameters file"),
+    ("/**:\n  ros__parameters:\n    frame_prefx: h\n", "unknown parameter 'frame_prefx'"),
+    ("/**:\n  ros__parameters:\n    marker_lifetime: -1.0\n", "marker_lifetime is -1.0"),
+    ("/**:\n  ros__parameters:\n    tf_joints: 3\n", "expected a bool"),
+])
+def test_a_params_file_that_is_no_node_parameters_file_is_refused_in_one_line(tmp_path, capsys, text, said):
+    params = tmp_path / "hands.yaml"
+    params.write_text(text)
+    assert offline.main(["--inputs", str(MEDIA / "magic.jpg"), "-o", str(tmp_path / "out"), "--no-render",
+                         "--params-file", str(params)]) == 2
+    err = capsys.readouterr().err
+    assert said in err and str(params) in err and len(err.strip().splitlines()) == 1, err

@@ -219,6 +219,8 @@ def read_parameters_file(path, node_name: str = NODE_NAME) -> dict:
         raise ValueError(f"{path}: not a readable parameters file: {error}") from None
     values = {param.name: param.default for param in PARAMS}
     sections = document if isinstance(document, dict) else {}
+    if not any(isinstance(section, dict) and "ros__parameters" in section for section in sections.values()):
+        raise ValueError(f"{path}: not a ROS 2 parameters file (expected <node name or /**>: ros__parameters: {{...}})")
     for name in ("/**", node_name, f"/{node_name}"):
         section = sections.get(name)
         if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
