@@ -207,7 +207,7 @@ class HandsNode(LifecycleNode):
         if problem:
             raise ValueError(problem)
         for topic in self._param("image_topics"):  # a bad name is refused here, not at activate
-            self._check_topic_name("image_topics", topic + "/compressed" if self._param("compressed") else topic)
+            self._check_topic_name("image_topics", topic)  # the compressed topic is its resolved name + /compressed
             self._check_topic_name("image_topics", sibling_topic(topic, "camera_info"))
         for topic in filter(None, self._param("depth_topics")):
             self._check_topic_name("depth_topics", topic)
