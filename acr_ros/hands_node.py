@@ -350,7 +350,8 @@ class HandsNode(LifecycleNode):
                                        self._param("camera_info_timeout"))
         except ImageConversionError as error:
             self.counters.add("bad_input", str(error))
-            self.get_logger().warning(f"dropping a frame from {camera.topic}: {error}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"dropping a frame from {camera.image_input.resolved}: {error}",
+                                      throttle_duration_sec=5.0)
             return None
         self.stage_latency["conversion"].add(time.perf_counter() - start)
         return frame

@@ -168,6 +168,17 @@ def test_the_compressed_input_follows_the_remapped_image_topic(remapped_node):
     assert backend.batches[-1]["images"][0].shape == magic_bgr().shape
 
 
+def test_a_dropped_frame_is_named_by_its_remapped_topic(remapped_node, capfd):
+    node, probe, backend = remapped_node("drop_remap", compressed=False)
+    images = probe.publisher(Image, "/drop_remap/image_raw", RELIABLE)
+    probe.wait_for_subscribers(images)
+    bad = image_msg(magic_bgr())
+    bad.encoding = "64FC4"
+    images.publish(bad)
+    assert probe.spin_until(lambda: node.counters.get("bad_input") == 1, 10)
+    assert "dropping a frame from /drop_remap/image_raw: " in capfd.readouterr().err
+
+
 def test_parameter_changes_are_logged(auto_session, capfd):
     from rclpy.parameter import Parameter
 
