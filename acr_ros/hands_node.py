@@ -31,7 +31,7 @@ from typing import Optional
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import NameValidationException, ParameterException
+from rclpy.exceptions import InvalidParameterTypeException, NameValidationException, ParameterException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -72,6 +72,14 @@ def _logged(transition):
     return callback
 
 
+class IntegerForFloatParameter(ParameterException):
+    """An integer given to a float parameter (`-p detection_threshold:=-1`), which rclpy refuses."""
+
+    def __init__(self, name: str, value: int):
+        Exception.__init__(self, f"parameter {name} is a float: write {float(value)!r}, not {value} "
+                                 "(rclpy refuses an integer for a float parameter)")
+
+
 class HandsNode(LifecycleNode):
     STAGES = ("conversion", "inference", "fusion", "publish")  # latency per stage, on /diagnostics
 
@@ -80,7 +88,15 @@ class HandsNode(LifecycleNode):
         The node starts unconfigured: main() runs start() with autostart, a lifecycle manager otherwise."""
         super().__init__(NODE_NAME, **node_options)
         for param in PARAMS:
-            self.declare_parameter(param.name, param.default, parameters.descriptor(param))
+            try:
+                self.declare_parameter(param.name, param.default, parameters.descriptor(param))
+            except InvalidParameterTypeException:
+                # rclpy does not say that -1 is an integer and -1.0 the float; the override rclpy
+                # refused is only in _parameter_overrides (no public accessor).
+                given = getattr(self, "_parameter_overrides", {}).get(param.name)
+                if isinstance(param.default, float) and given is not None and type(given.value) is int:
+                    raise IntegerForFloatParameter(param.name, given.value) from None
+                raise
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._backend_factory = backend_factory or self._create_backend
