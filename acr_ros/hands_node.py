@@ -31,7 +31,7 @@ from typing import Optional
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.exceptions import NameValidationException, ParameterException
+from rclpy.exceptions import InvalidParameterTypeException, NameValidationException, ParameterException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -72,6 +72,14 @@ def _logged(transition):
     return callback
 
 
+class IntegerForFloatParameter(ParameterException):
+    """An integer given to a float parameter (`-p detection_threshold:=-1`), which rclpy refuses."""
+
+    def __init__(self, name: str, value: int):
+        Exception.__init__(self, f"parameter {name} is a float: write {float(value)!r}, not {value} "
+                                 "(rclpy refuses an integer for a float parameter)")
+
+
 class HandsNode(LifecycleNode):
     STAGES = ("conversion", "inference", "fusion", "publish")  # latency per stage, on /diagnostics
 
@@ -80,7 +88,15 @@ class HandsNode(LifecycleNode):
         The node starts unconfigured: main() runs start() with autostart, a lifecycle manager otherwise."""
         super().__init__(NODE_NAME, **node_options)
         for param in PARAMS:
-            self.declare_parameter(param.name, param.default, parameters.descriptor(param))
+            try:
+                self.declare_parameter(param.name, param.default, parameters.descriptor(param))
+            except InvalidParameterTypeException:
+                # rclpy does not say that -1 is an integer and -1.0 the float; the override rclpy
+                # refused is only in _parameter_overrides (no public accessor).
+                given = getattr(self, "_parameter_overrides", {}).get(param.name)
+                if isinstance(param.default, float) and given is not None and type(given.value) is int:
+                    raise IntegerForFloatParameter(param.name, given.value) from None
+                raise
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
         self._backend_factory = backend_factory or self._create_backend
@@ -207,7 +223,7 @@ class HandsNode(LifecycleNode):
         if problem:
             raise ValueError(problem)
         for topic in self._param("image_topics"):  # a bad name is refused here, not at activate
-            self._check_topic_name("image_topics", topic + "/compressed" if self._param("compressed") else topic)
+            self._check_topic_name("image_topics", topic)  # the compressed topic is its resolved name + /compressed
             self._check_topic_name("image_topics", sibling_topic(topic, "camera_info"))
         for topic in filter(None, self._param("depth_topics")):
             self._check_topic_name("depth_topics", topic)
@@ -350,7 +366,8 @@ class HandsNode(LifecycleNode):
                                        self._param("camera_info_timeout"))
         except ImageConversionError as error:
             self.counters.add("bad_input", str(error))
-            self.get_logger().warning(f"dropping a frame from {camera.topic}: {error}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"dropping a frame from {camera.image_input.resolved}: {error}",
+                                      throttle_duration_sec=5.0)
             return None
         self.stage_latency["conversion"].add(time.perf_counter() - start)
         return frame

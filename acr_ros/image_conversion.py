@@ -204,8 +204,9 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 
 
-def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
-    """(width, height) from a JPEG's start-of-frame header; None if the header is corrupt."""
+def _jpeg_segment(data: bytes, wanted: frozenset) -> Optional[int]:
+    """Position of the first marker segment of a kind in ``wanted`` before the image data (the
+    first start of scan); None if the header is corrupt or has none."""
     pos, end = 2, len(data)
     while pos + 4 <= end:
         if data[pos] != 0xFF:
@@ -214,22 +215,43 @@ def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
         if marker == 0xFF:  # fill byte
             pos += 1
             continue
+        if marker in wanted:
+            return pos
         if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no payload
             pos += 2
             continue
-        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+        if marker in (0xD9, 0xDA):  # end of image / start of scan
             return None
         length = (data[pos + 2] << 8) | data[pos + 3]
         if length < 2:
             return None
-        if marker in _SOF_MARKERS:
-            if length < 7 or pos + 9 > end:
-                return None
-            height = (data[pos + 5] << 8) | data[pos + 6]
-            width = (data[pos + 7] << 8) | data[pos + 8]
-            return width, height
         pos += 2 + length
     return None
+
+
+def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) from a JPEG's start-of-frame header; None if the header is corrupt."""
+    pos = _jpeg_segment(data, _SOF_MARKERS)
+    if pos is None or pos + 9 > len(data) or ((data[pos + 2] << 8) | data[pos + 3]) < 7:
+        return None
+    height = (data[pos + 5] << 8) | data[pos + 6]
+    width = (data[pos + 7] << 8) | data[pos + 8]
+    return width, height
+
+
+def jpeg_is_truncated(data: bytes) -> bool:
+    """Whether data is a JPEG that stops before its end-of-image marker (FF D9). libjpeg decodes
+    one anyway (cv2.imread does), grey where data is missing, and only warns on stderr.
+
+    The marker is looked for after the first start of scan: the entropy-coded data cannot contain
+    FF D9 (an FF there is followed by 00 or a restart marker), and an EXIF thumbnail's own marker
+    comes before it. Whatever follows the marker (padding, a camera's trailer, a motion photo's
+    video) is allowed.
+    """
+    if not data.startswith(_JPEG_MAGIC):
+        return False
+    scan = _jpeg_segment(data, frozenset({0xDA}))
+    return scan is None or data.find(b"\xff\xd9", scan) < 0
 
 
 def _png_size(data: bytes) -> Optional[tuple[int, int]]:
@@ -256,13 +278,16 @@ def compressed_to_bgr(msg, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np
         raise ImageConversionError("empty compressed payload")
     head = buf[:16].tobytes()
     if head.startswith(_JPEG_MAGIC):
-        codec, size = "JPEG", _jpeg_size(buf.tobytes())
+        data = buf.tobytes()
+        codec, size, truncated = "JPEG", _jpeg_size(data), jpeg_is_truncated(data)
     elif head.startswith(_PNG_MAGIC):
-        codec, size = "PNG", _png_size(buf[:24].tobytes())
+        codec, size, truncated = "PNG", _png_size(buf[:24].tobytes()), False  # libpng fails on a truncated one
     else:
         raise ImageConversionError(f"payload is neither JPEG nor PNG (format '{msg.format}')")
     if size is None:
         raise ImageConversionError(f"corrupt {codec} header")
+    if truncated:
+        raise ImageConversionError("truncated JPEG (no end-of-image marker after the image data)")
     width, height = size
     _check_size(width, height, max_pixels, f"{codec} image")
     bgr = _cv_call(cv2.imdecode, buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)

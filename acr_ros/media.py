@@ -27,6 +27,8 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
+from acr_ros.image_conversion import jpeg_is_truncated
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 RECORDING_SUFFIXES = (".mcap", ".db3")  # rosbag2 storage files (acr_ros.recordings reads them)
@@ -56,6 +58,16 @@ def _to_bgr(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
     return image
+
+
+def _read_image(path: Path) -> Optional[np.ndarray]:
+    """cv2.imread, and None for a truncated JPEG too: imread decodes one, grey where data is missing."""
+    try:
+        if jpeg_is_truncated(path.read_bytes()):
+            return None
+    except OSError:
+        return None
+    return cv2.imread(str(path), cv2.IMREAD_COLOR)
 
 
 class MediaSource:
@@ -89,7 +101,7 @@ class ImageFileSource(MediaSource):
         self.path = path
 
     def __iter__(self):
-        image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
+        image = _read_image(self.path)
         if image is None:
             self.unreadable.append(self.path)
             return
@@ -109,7 +121,7 @@ class FolderSource(MediaSource):
 
     def __iter__(self):
         for i, p in enumerate(self.paths):
-            image = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            image = _read_image(p)
             if image is None:
                 self.unreadable.append(p)
                 continue

@@ -25,10 +25,9 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-# Remapping matches whole names: the compressed sibling needs its own rule.
+# The hands node's compressed input follows the remapped image_raw (image_transport's convention).
 CAMERA_REMAPPINGS = [
     ("image_raw", LaunchConfiguration("image")),
-    ("image_raw/compressed", [LaunchConfiguration("image"), "/compressed"]),
     ("camera_info", LaunchConfiguration("camera_info")),
 ]
 

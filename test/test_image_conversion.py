@@ -13,7 +13,9 @@ from std_msgs.msg import Header
 
 from acr_ros import image_conversion
 from acr_ros.image_conversion import (
-    DEFAULT_MAX_PIXELS, SUPPORTED_ENCODINGS, ImageConversionError, bgr_to_image, compressed_to_bgr, image_to_bgr)
+    DEFAULT_MAX_PIXELS, SUPPORTED_ENCODINGS, ImageConversionError, bgr_to_image, compressed_to_bgr, image_to_bgr,
+    jpeg_is_truncated)
+from acr_ros.media import SAMPLES_DIR
 
 RNG = np.random.default_rng(0)
 COLOURS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (255, 255, 255), (0, 0, 0), (40, 120, 200), (200, 30, 90)]
@@ -389,6 +391,47 @@ def test_compressed_max_pixels_checked_before_decoding(monkeypatch):
     for payload in (JPEG, PNG):
         with pytest.raises(ImageConversionError, match="max_pixels 100"):
             compressed_to_bgr(compressed(payload), max_pixels=100)
+
+
+PHOTO = (SAMPLES_DIR / "magic.jpg").read_bytes()
+
+
+def test_a_truncated_jpeg_is_refused_before_decoding(tmp_path, monkeypatch):
+    cut = PHOTO[:1000]  # the header and the start of the image data
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(cut)
+    assert cv2.imread(str(path)) is not None  # what OpenCV's file reader makes of it: a grey image
+
+    def no_decode(*args):
+        raise AssertionError("decoded a truncated JPEG")
+
+    monkeypatch.setattr(image_conversion.cv2, "imdecode", no_decode)
+    with pytest.raises(ImageConversionError, match="^truncated JPEG"):
+        compressed_to_bgr(compressed(cut))
+    scan = PHOTO.index(b"\xff\xda")
+    for end in (scan + 2, scan + 100, len(PHOTO) // 2, len(PHOTO) - 2, len(PHOTO) - 1):
+        assert jpeg_is_truncated(PHOTO[:end]), end
+    progressive = encode(".jpg", cv2.imread(str(SAMPLES_DIR / "magic.jpg")), cv2.IMWRITE_JPEG_PROGRESSIVE, 1)
+    assert not jpeg_is_truncated(progressive)
+    assert jpeg_is_truncated(progressive[:len(progressive) * 9 // 10])  # between or within later scans
+
+
+def test_a_complete_jpeg_with_bytes_after_its_end_is_accepted():
+    for tail in (b"", bytes(64), b"\xff" * 3, b"trailer data: a camera's, or a motion photo's video"):
+        assert not jpeg_is_truncated(PHOTO + tail)
+        assert compressed_to_bgr(compressed(PHOTO + tail)).shape == (540, 960, 3)
+    assert not jpeg_is_truncated(PNG) and not jpeg_is_truncated(b"")
+
+
+def test_offline_image_files_skip_a_truncated_jpeg(tmp_path):
+    from acr_ros.media import FolderSource, ImageFileSource
+
+    (tmp_path / "1_cut.jpg").write_bytes(PHOTO[:1000])
+    (tmp_path / "2_whole.jpg").write_bytes(PHOTO)
+    source = ImageFileSource(tmp_path / "1_cut.jpg")
+    assert list(source) == [] and source.unreadable == [tmp_path / "1_cut.jpg"]
+    folder = FolderSource(tmp_path)
+    assert [frame.name for frame in folder] == ["2_whole"] and folder.unreadable == [tmp_path / "1_cut.jpg"]
 
 
 # ---- bgr_to_image ------------------------------------------------------------------------------

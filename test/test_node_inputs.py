@@ -3,10 +3,10 @@ publishers, the standard qos_overrides take precedence, and the diagnostics say 
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from support.fake_backend import FakeBackend
-from support.ros_harness import Session, camera_info_msg, image_msg, magic_bgr
+from support.ros_harness import RELIABLE, Session, camera_info_msg, image_msg, magic_bgr
 
 pytestmark = pytest.mark.slow(seconds=12)  # waiting on DDS and the node's 1 s timers
 
@@ -122,6 +122,61 @@ def test_inputs_are_named_by_their_remapped_topics():
         node.shutdown()
         node.destroy_node()
         probe.close()
+
+
+@pytest.fixture
+def remapped_node():
+    """make(name, compressed) -> (node, probe, backend): a node started directly (no launch file) with
+    `-r image_raw:=/<name>/image_raw`, spun by its probe."""
+    from rclpy.parameter import Parameter
+
+    from acr_ros.hands_node import HandsNode
+    from support.ros_harness import Probe
+
+    made = []
+
+    def make(name, compressed):
+        probe, backend = Probe(f"{name}_probe"), FakeBackend()
+        node = HandsNode(backend_factory=lambda: (backend, "test backend"), context=probe.context,
+                         cli_args=["--ros-args", "-r", f"__node:={name}", "-r", f"image_raw:=/{name}/image_raw"],
+                         parameter_overrides=[Parameter("image_topics", value=["image_raw"]),
+                                              Parameter("compressed", value=compressed),
+                                              Parameter("qos_reliability", value="reliable")])
+        made.append((node, probe))
+        probe.executor.add_node(node)
+        assert node.start()
+        return node, probe, backend
+
+    yield make
+    for node, probe in made:
+        node.shutdown()
+        node.destroy_node()
+        probe.close()
+
+
+def test_the_compressed_input_follows_the_remapped_image_topic(remapped_node):
+    import cv2
+
+    node, probe, backend = remapped_node("zip_remap", compressed=True)
+    assert node.cameras[0].image_input.resolved == "/zip_remap/image_raw/compressed"
+    images = probe.publisher(CompressedImage, "/zip_remap/image_raw/compressed", RELIABLE)
+    probe.wait_for_subscribers(images)
+    message = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", magic_bgr())[1].tobytes())
+    message.header.stamp.sec = 1700002300
+    images.publish(message)
+    assert probe.spin_until(lambda: backend.batches, 10)  # received and decoded: the photo's size
+    assert backend.batches[-1]["images"][0].shape == magic_bgr().shape
+
+
+def test_a_dropped_frame_is_named_by_its_remapped_topic(remapped_node, capfd):
+    node, probe, backend = remapped_node("drop_remap", compressed=False)
+    images = probe.publisher(Image, "/drop_remap/image_raw", RELIABLE)
+    probe.wait_for_subscribers(images)
+    bad = image_msg(magic_bgr())
+    bad.encoding = "64FC4"
+    images.publish(bad)
+    assert probe.spin_until(lambda: node.counters.get("bad_input") == 1, 10)
+    assert "dropping a frame from /drop_remap/image_raw: " in capfd.readouterr().err
 
 
 def test_parameter_changes_are_logged(auto_session, capfd):

@@ -102,3 +102,12 @@ def test_a_parameters_file_that_does_not_parse_is_one_line(tmp_path, module):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
     assert f"cannot start: Couldn't parse params file: '--params-file {params}'" in result.stderr
+
+
+def test_an_integer_for_a_float_parameter_says_to_write_a_float():
+    result = subprocess.run([sys.executable, "-m", "acr_ros.hands_node", "--ros-args", "-p", "detection_threshold:=-1"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if "detection_threshold" in line]
+    assert len(lines) == 1 and "parameter detection_threshold is a float: write -1.0, not -1" in lines[0], result.stderr

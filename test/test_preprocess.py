@@ -1,4 +1,6 @@
 """Preprocessing: the official letterbox geometry and pixels, and the on-device fast path."""
+import tracemalloc
+
 import cv2
 import numpy as np
 import pytest
@@ -7,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from acr_ros.acr.camera import normalized_to_original
-from acr_ros.acr.preprocess import Letterbox, letterbox, letterbox_tensor, preprocess_batch, preprocess_exact
+from acr_ros.acr.preprocess import (MAX_ASPECT, Letterbox, _resize_from_taps, _square_is_small, letterbox,
+                                   letterbox_tensor, preprocess_batch, preprocess_exact)
 
 from acr_ros.media import SAMPLES_DIR as MEDIA
 
@@ -152,3 +155,86 @@ def test_preprocess_rejects_bad_images():
             preprocess_exact(bad)
         with pytest.raises(ValueError):
             preprocess_batch([bad])
+
+
+# --- long images: bounded work, refused beyond 1:MAX_ASPECT ----------------------------------------
+
+def official_steps(bgr):
+    """The official pixels (channel reversal, white pad to the full square, cv2 INTER_CUBIC)."""
+    top, right, bottom, left = imgaug_paddings(*bgr.shape[:2])
+    padded = np.pad(bgr[:, :, ::-1], ((top, bottom), (left, right), (0, 0)), constant_values=255)
+    return cv2.resize(padded, (512, 512), interpolation=cv2.INTER_CUBIC)
+
+
+def long_image(height, width, seed=4):
+    """Noise on smooth stripes: edges at every scale for the bicubic kernel."""
+    rng = np.random.default_rng(seed)
+    stripes = (np.arange(max(height, width)) * 7 % 256).astype(np.uint8)
+    base = stripes[:width][None, :, None] if width >= height else stripes[:height][:, None, None]
+    return np.clip(base + rng.integers(-40, 40, (height, width, 3)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("hw", [(1080, 1920), (1920, 1080), (2160, 3840), (3000, 4000), (6000, 8000),
+                                (4320, 7680), (1200, 4800), (4096, 100), (64, 64)])
+def test_camera_and_photo_formats_keep_the_official_square(hw):
+    assert _square_is_small(letterbox(*hw))  # so preprocess_exact is the official steps for them
+
+
+@pytest.mark.parametrize("hw", [(100, 6400), (6400, 100), (70, 4999), (1000, 5000), (37, 1000), (1, 64), (7, 3),
+                                (513, 511)])
+def test_the_bounded_resize_is_within_one_level_of_the_official(hw):
+    bgr = long_image(*hw)
+    lb = letterbox(*hw)
+    ours, official = _resize_from_taps(bgr, lb), official_steps(bgr)
+    assert ours.shape == official.shape and ours.dtype == np.uint8 and ours.flags.c_contiguous
+    difference = np.abs(ours.astype(int) - official)
+    assert difference.max() <= 1
+    assert (difference > 0).mean() < 0.05  # OpenCV's kernels round differently only in places
+
+
+def test_a_long_image_does_not_build_the_padded_square():
+    bgr = long_image(100, 6400)  # 1.8 MiB; its padded square 6400 x 6400 x 3 would be 117 MiB
+    assert not _square_is_small(letterbox(100, 6400))
+    tracemalloc.start()
+    try:
+        out, lb = preprocess_exact(bgr)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The bounded path reads at most 2048 x 2048 pixels (4 taps per output pixel and axis), whatever the image.
+    assert peak < 64 * 2 ** 20, f"{peak / 2 ** 20:.0f} MiB"
+    assert lb == letterbox(100, 6400)
+    assert np.abs(out.astype(int) - official_steps(bgr)).max() <= 1
+
+
+def test_preprocess_batch_does_not_pad_a_long_image_to_its_square(monkeypatch):
+    from acr_ros.acr import preprocess
+
+    padded = []
+
+    def pad(x, *args, **kwargs):
+        out = real_pad(x, *args, **kwargs)
+        padded.append(tuple(out.shape))
+        return out
+
+    real_pad = preprocess.F.pad
+    monkeypatch.setattr(preprocess.F, "pad", pad)
+    long, ordinary = long_image(6400, 100), long_image(90, 120)
+    x, lbs = preprocess_batch([long, ordinary], "cpu")
+    side = letterbox(90, 120).size
+    assert padded == [(1, 3, side, side)]  # the ordinary image's square only (6400^2 floats: 470 MiB)
+    levels = ((x.permute(0, 2, 3, 1).numpy() + 1) / 2 * 255).round().astype(int)
+    np.testing.assert_array_equal(levels[0], preprocess_exact(long)[0])
+    assert np.abs(levels[1] - preprocess_exact(ordinary)[0]).max() <= 1
+    assert lbs == [letterbox(6400, 100), letterbox(90, 120)]
+
+
+def test_images_more_elongated_than_the_limit_are_refused():
+    for hw in ((1, MAX_ASPECT + 1), (MAX_ASPECT + 1, 1), (10, 10 * MAX_ASPECT + 1), (1, 40000)):
+        bgr = np.zeros(hw + (3,), np.uint8)
+        with pytest.raises(ValueError, match=f"{hw[0]}x{hw[1]} is more elongated than 1:{MAX_ASPECT}"):
+            preprocess_exact(bgr)
+        with pytest.raises(ValueError, match="more elongated"):
+            preprocess_batch([bgr])
+    for hw in ((1, MAX_ASPECT), (10 * MAX_ASPECT, 10)):
+        assert preprocess_exact(np.zeros(hw + (3,), np.uint8))[0].shape == (512, 512, 3)

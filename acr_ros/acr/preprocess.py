@@ -3,6 +3,12 @@ a square, bicubic to 512.
 
 ``preprocess_exact`` reproduces the official pixels with OpenCV; ``preprocess_batch`` does the same
 on the inference device (within 1 intensity level of OpenCV's fixed-point bicubic) and normalises.
+
+The padded square grows with the image's longest side, not its area (625 x 40000: 4.5 GiB).
+Where it would exceed both 4096 x 4096 pixels and 4 times the image (aspect beyond 1:4, every
+camera and photo format is within), the input is computed from only the pixels the bicubic kernel
+reads (``_resize_from_taps``: at most 2048 x 2048 of them), within 1 level of OpenCV's result.
+Images more elongated than 1:MAX_ASPECT are refused.
 """
 from __future__ import annotations
 
@@ -18,6 +24,11 @@ from acr_ros.acr.hands import ACR_INPUT_SIZE
 
 INPUT_SIZE = ACR_INPUT_SIZE
 PAD_VALUE = 255  # the image the network sees is padded with white
+# ACR detects hands on a 64 x 64 grid over its input (a cell is 8 of the 512 pixels): beyond 1:64
+# the image's short side covers less than one cell, where no hand can be found.
+MAX_ASPECT = 64
+SQUARE_MAX_PIXELS = 4096 * 4096  # the official padded square (48 MiB) is built up to this size...
+SQUARE_MAX_GROWTH = 4            # ...or up to this many times the image's own pixels
 
 
 @dataclass(frozen=True)
@@ -63,12 +74,63 @@ def _check_image(img: np.ndarray) -> None:
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError("expected a BGR uint8 image of shape (H, W, 3), got "
                          f"{getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}")
+    height, width = img.shape[:2]
+    if min(height, width) > 0 and max(height, width) > MAX_ASPECT * min(height, width):
+        raise ValueError(f"image {height}x{width} is more elongated than 1:{MAX_ASPECT}: its short side would "
+                         "cover less than one cell of ACR's 64x64 detection grid")
+
+
+def _square_is_small(lb: Letterbox) -> bool:
+    return lb.size * lb.size <= max(SQUARE_MAX_PIXELS, SQUARE_MAX_GROWTH * lb.height * lb.width)
+
+
+def _cubic_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV's INTER_CUBIC from src to dst pixels along one axis: for each output pixel the 4
+    source indices (border replicated) and weights in 1/2048 (cv::resize's fixed point): centres
+    aligned, a = -0.75, the coefficients computed in float32 as OpenCV does."""
+    f = ((np.arange(dst) + 0.5) * (1.0 / (dst / src)) - 0.5).astype(np.float32)  # OpenCV's scale: 1 / (dst / src)
+    start = np.floor(f)
+    t = f - start
+    a, one = np.float32(-0.75), np.float32(1.0)
+    t1, u = t + one, one - t
+    c0 = ((a * t1 - 5 * a) * t1 + 8 * a) * t1 - 4 * a
+    c1 = ((a + 2) * t - (a + 3)) * t * t + one
+    c2 = ((a + 2) * u - (a + 3)) * u * u + one
+    c3 = one - c0 - c1 - c2
+    weights = np.rint(np.stack([c0, c1, c2, c3], 1) * np.float32(2048)).astype(np.int32)
+    index = np.clip(start.astype(np.int64)[:, None] + np.arange(-1, 3), 0, src - 1)
+    return index, weights
+
+
+def _resize_from_taps(bgr: np.ndarray, lb: Letterbox) -> np.ndarray:
+    """The RGB input without building the padded square: each output pixel is the weighted sum of
+    the 4 x 4 square pixels OpenCV's bicubic reads, gathered from the image or white, in cv::resize's
+    fixed-point arithmetic (weights x 2048 per axis, rounded once at the end). OpenCV's own kernels
+    (SIMD, IPP) round differently in places: within 1 level of cv2.resize (test_preprocess)."""
+    size = lb.input_size
+    rows, row_weights = _cubic_taps(lb.size, size)
+    cols, col_weights = _cubic_taps(lb.size, size)
+    rows, cols = rows.reshape(-1) - lb.pad_top, cols.reshape(-1) - lb.pad_left  # in the image
+    row_in, col_in = (rows >= 0) & (rows < lb.height), (cols >= 0) & (cols < lb.width)
+    taps = np.full((rows.size, cols.size, 3), PAD_VALUE, np.uint8)
+    taps[np.ix_(row_in, col_in)] = bgr[np.ix_(rows[row_in], cols[col_in])]
+    # Vertical then horizontal, 4 taps each (exact integer sums: the order does not matter);
+    # int32 holds 255 x (2048 x 1.3)^2.
+    taps = taps.reshape(size, 4, cols.size, 3)
+    acc = sum(taps[:, k].astype(np.int32) * row_weights[:, k, None, None] for k in range(4))
+    acc = acc.reshape(size, size, 4, 3)
+    acc = sum(acc[:, :, k] * col_weights[None, :, k, None] for k in range(4))
+    rgb = np.clip((acc + (1 << 21)) >> 22, 0, 255).astype(np.uint8)[:, :, ::-1]
+    return np.ascontiguousarray(rgb)
 
 
 def preprocess_exact(bgr: np.ndarray, input_size: int = INPUT_SIZE) -> tuple[np.ndarray, Letterbox]:
-    """The official network input: (input_size, input_size, 3) uint8 RGB, and its letterbox."""
+    """The official network input: (input_size, input_size, 3) uint8 RGB, and its letterbox
+    (within 1 level of it where the padded square would be large, see the module's documentation)."""
     _check_image(bgr)
     lb = letterbox(bgr.shape[0], bgr.shape[1], input_size)
+    if not _square_is_small(lb):
+        return _resize_from_taps(bgr, lb), lb
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     padded = cv2.copyMakeBorder(rgb, lb.pad_top, lb.pad_bottom, lb.pad_left, lb.pad_right,
                                 cv2.BORDER_CONSTANT, value=(PAD_VALUE,) * 3)
@@ -88,9 +150,10 @@ def preprocess_batch(images: Sequence[np.ndarray], device: Union[str, torch.devi
     """BGR uint8 images of any sizes -> (B, 3, input_size, input_size) float32 in [-1, 1] on
     ``device``, and the letterbox of each image.
 
-    Pad and resize run on the device: torch's bicubic (a = -0.75, align_corners=False, border
-    clamped) is OpenCV's INTER_CUBIC kernel; the result is rounded and clamped to uint8 levels like
-    OpenCV, then scaled as x / 255 * 2 - 1 (no mean/std), as the official backbone does.
+    Pad and resize run on the device (on the CPU, as preprocess_exact does, where the padded square
+    would be large): torch's bicubic (a = -0.75, align_corners=False, border clamped) is OpenCV's
+    INTER_CUBIC kernel; the result is rounded and clamped to uint8 levels like OpenCV, then scaled
+    as x / 255 * 2 - 1 (no mean/std), as the official backbone does.
     """
     device = torch.device(device)
     letterboxes = []
@@ -104,11 +167,15 @@ def preprocess_batch(images: Sequence[np.ndarray], device: Union[str, torch.devi
         groups.setdefault(img.shape[:2], []).append(i)
     for idx in groups.values():
         lb = letterboxes[idx[0]]
-        batch = images[idx[0]][None] if len(idx) == 1 else np.stack([images[i] for i in idx])
-        x = upload(batch, device).permute(0, 3, 1, 2).flip(1).float()   # (b, 3, H, W) RGB
-        x = F.pad(x, (lb.pad_left, lb.pad_right, lb.pad_top, lb.pad_bottom), value=float(PAD_VALUE))
-        x = F.interpolate(x, size=(input_size, input_size), mode="bicubic", align_corners=False)
-        x = x.round_().clamp_(0.0, 255.0)
+        if _square_is_small(lb):
+            batch = images[idx[0]][None] if len(idx) == 1 else np.stack([images[i] for i in idx])
+            x = upload(batch, device).permute(0, 3, 1, 2).flip(1).float()   # (b, 3, H, W) RGB
+            x = F.pad(x, (lb.pad_left, lb.pad_right, lb.pad_top, lb.pad_bottom), value=float(PAD_VALUE))
+            x = F.interpolate(x, size=(input_size, input_size), mode="bicubic", align_corners=False)
+            x = x.round_().clamp_(0.0, 255.0)
+        else:  # a float32 padded square would take 12 bytes per pixel of it: the bounded path, uploaded
+            rgb = np.stack([_resize_from_taps(images[i], lb) for i in idx])
+            x = upload(rgb, device).permute(0, 3, 1, 2).float()
         x = x / 255.0 * 2.0 - 1.0
         if len(idx) == len(images):
             out = x.contiguous()

@@ -136,7 +136,9 @@ class CameraInputs:
 
         # CameraInfo first: the executor takes waiting messages in subscription order, so an image
         # and its CameraInfo that arrive together are converted with it.
-        image_topic = topic + "/compressed" if compressed else topic
+        # image_transport's rule: the compressed topic is the base topic as remapped plus /compressed
+        # (a remapping rule matches whole names, so `-r image_raw:=/cam/image_raw` alone must move it).
+        image_topic = self._node.resolve_topic_name(topic) + "/compressed" if compressed else topic
         camera.inputs = [self._input(sibling_topic(topic, "camera_info"), CameraInfo, camera.put_info),
                          self._input(image_topic, CompressedImage if compressed else Image, on_image)]
         if depth_topic:
