@@ -451,6 +451,9 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
                  f"{spec}: ")
     problems = [f"{unwritten[0]}" + (f" and {len(unwritten) - 1} more overlay(s)" if len(unwritten) > 1 else "")
                 + ": cannot write the overlay (a folder in the way, no space or no permission)"] if unwritten else []
+    failed = processor.counters.get("inference_errors")
+    if failed:  # said as it happened; the run did not do all it was asked
+        problems.append(f"{spec}: {failed} frame(s) not processed: {processor.counters.reason('inference_errors')}")
     return {"input": spec, "name": name, "frames": recorder.num_frames, "hands": recorder.num_hands,
             "seconds": elapsed, "outputs": outputs, "interrupted": interrupted, "unreadable": source.unreadable,
             "problems": problems}

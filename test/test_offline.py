@@ -447,3 +447,14 @@ def test_a_params_file_that_is_no_node_parameters_file_is_refused_in_one_line(tm
                          "--params-file", str(params)]) == 2
     err = capsys.readouterr().err
     assert said in err and str(params) in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_frames_the_backend_fails_on_are_a_problem_of_the_run(tmp_path):
+    from support.fake_backend import FakeBackend
+
+    backend = FakeBackend()
+    backend.reconstruct = lambda **batch: (_ for _ in ()).throw(ValueError("image 1x40000 is more elongated"))
+    summary = offline.process_input(backend, open_media(MEDIA / "magic.jpg"), "magic.jpg", tmp_path, False,
+                                    lambda width, height: None)
+    assert summary["frames"] == 0
+    assert summary["problems"] == ["magic.jpg: 1 frame(s) not processed: ValueError: image 1x40000 is more elongated"]
