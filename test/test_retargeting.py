@@ -14,9 +14,10 @@ import pytest
 import yaml
 
 from acr_ros.retargeting import ROBOTS, TYPES, HandRetargeter, RetargetSettings
+from support.benchmarks import load_benchmark
 from support.hand_poses import hand_pose
 
-pytestmark = pytest.mark.slow(seconds=6)
+pytestmark = pytest.mark.slow(seconds=5)
 
 HANDS = Path(__file__).resolve().parents[1].parent / "shared" / "robots" / "dex-urdf" / "hands"
 if not HANDS.is_dir():
@@ -174,6 +175,34 @@ def test_max_joint_velocity_bounds_each_change_from_the_neutral_pose_on(build, r
     np.testing.assert_array_equal(held, commands[-1])
 
 
+@pytest.mark.parametrize("robot,kind", COMBINATIONS)
+def test_the_objective_without_torch_is_dex_retargetings(build, robot, kind):
+    """The stage's numpy objective against the optimiser's own (torch) one: values, gradients and DexPilot's
+    pinch state, over the poses in the order that sets and keeps that state, at random joint positions."""
+    rng = np.random.default_rng(2)
+    for side in SIDES:
+        optimizer = build(robot, kind)._side(side).optimizer
+        own = type(optimizer).get_objective_function  # the class's, which the stage replaced on the instance
+        lower, upper = optimizer.opt.get_lower_bounds(), optimizer.opt.get_upper_bounds()
+        for pose in ("open", "pinch", "fist", "pinch"):
+            reference = build(robot, kind)._side(side).reference(hand_pose(pose, side)).astype(np.float32)
+            last = rng.uniform(lower, upper).astype(np.float32)
+            state = np.copy(getattr(optimizer, "projected", ()))
+            ours = optimizer.get_objective_function(reference, np.array([]), last)
+            if kind == "dexpilot":
+                ours_state, optimizer.projected[:] = optimizer.projected.copy(), state
+            theirs = own(optimizer, reference, np.array([]), last)
+            if kind == "dexpilot":
+                np.testing.assert_array_equal(ours_state, optimizer.projected)
+            for _ in range(3):
+                x = rng.uniform(lower, upper)
+                grad_ours, grad_theirs = np.zeros_like(x), np.zeros_like(x)
+                assert ours(x, grad_ours) == pytest.approx(theirs(x, grad_theirs), rel=1e-12, abs=1e-15)
+                np.testing.assert_allclose(grad_ours, grad_theirs, rtol=1e-10, atol=1e-13)
+    if kind == "dexpilot":
+        assert optimizer.projected.any()  # the pinch projected a pair: that branch was compared too
+
+
 def test_names_are_the_urdf_joints_prefixed_by_side(build):
     retargeter = build("leap", "vector")
     assert retargeter.joint_names("left") == tuple("left_" + n[6:] for n in retargeter.joint_names("right"))
@@ -278,3 +307,10 @@ def test_building_prints_no_mesh_chatter(capfd):
     HandRetargeter.create(RetargetSettings(robot="inspire", urdf_dir=str(HANDS)))
     out, err = capfd.readouterr()
     assert "Unable to resolve filename" not in out + err
+
+
+def test_the_benchmark_runs_as_documented(capsys):
+    load_benchmark("retargeting").main(["--frames", "5", "--robots", "ability", "--types", "vector", "dexpilot"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ability")]
+    assert [row[1].strip() for row in rows] == ["vector", "dexpilot"]
+    assert all(float(row[2]) > 0 and float(row[3]) >= float(row[2]) for row in rows)
