@@ -6,6 +6,7 @@ so the results do not depend on the order the tests run in)."""
 from __future__ import annotations
 
 import sys
+import tempfile
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -39,8 +40,17 @@ COMBINATIONS = [(robot, kind) for robot in ROBOTS for kind in TYPES]
 PER_SIDE = [(robot, kind, side) for robot, kind in COMBINATIONS for side in SIDES]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def build_folders(tmp_path_factory):
+    """dex-retargeting's build() leaves a folder with a copy of the URDF in the temporary folder for each
+    side it builds: here, in pytest's, not the machine's."""
+    saved, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("dex_retargeting"))
+    yield
+    tempfile.tempdir = saved
+
+
 @pytest.fixture(scope="module")
-def build():
+def build(build_folders):
     """build(robot, type, **settings) -> HandRetargeter, one per distinct settings in this module."""
     made = {}
 
