@@ -11,7 +11,9 @@ For a batch of decoded frames (each with its camera, stamp, intrinsics and optio
    halves; a frame that still fails is counted, never raised);
 3. per frame: hands with NaN/Inf left out, at most one per side (the strongest);
 4. with a depth image, each hand placed on it (acr_ros.acr.depth.fuse_hand);
-5. hand tracks per camera and side (acr_ros.tracks); a track that ends restarts its side's smoothing.
+5. hand tracks per camera and side (acr_ros.tracks); a track that ends restarts its side's smoothing;
+6. with a retargeter (acr_ros.retargeting), robot-hand joint commands for each tracked side; a new
+   track starts the robot from its neutral pose.
 
 Everything counted goes to ``counters`` (the node reports them on /diagnostics, acr_offline in its
 summary) and every fallback that changes results to ``warn(kind, message)``.
@@ -21,16 +23,19 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Hashable, Optional
+from typing import TYPE_CHECKING, Callable, Hashable, Optional
 
 import numpy as np
 
 from acr_ros.acr.depth import fuse_hand
-from acr_ros.acr.hands import CameraIntrinsics, FrameResult, one_per_side
+from acr_ros.acr.hands import SIDES, CameraIntrinsics, FrameResult, one_per_side
 from acr_ros.acr.one_euro import SmoothingConfig
 from acr_ros.backends.base import BackendOutOfMemoryError
 from acr_ros.diagnostics import Counters, LatencyStats
 from acr_ros.tracks import HandTracker, Track
+
+if TYPE_CHECKING:  # the retargeting stage is optional: dex-retargeting is imported only when it runs
+    from acr_ros.retargeting import RobotJoints
 
 
 @dataclass
@@ -61,6 +66,7 @@ class ProcessedFrame:
     frame: FrameInput
     result: FrameResult                  # the published hands: finite, one per side, placed on depth
     tracks: dict[str, Track] = field(default_factory=dict)  # side -> track of each published hand
+    robot_joints: dict[str, RobotJoints] = field(default_factory=dict)  # side -> joint command, retargeting on
 
 
 Warn = Callable[[str, str], None]        # (kind, message)
@@ -68,12 +74,16 @@ _UNCHANGED = object()                    # no smoothing change pending
 
 
 class FrameProcessor:
-    STAGES = ("inference", "fusion")     # timed here; the node adds conversion and publish
+    STAGES = ("inference", "fusion", "retargeting")  # timed here; the node adds conversion and publish
 
     def __init__(self, backend, track_timeout: float = 2.0, warn: Warn = lambda kind, message: None):
         """backend: a HandBackend (acr_ros.backends); the node sets it at configure and clears it at cleanup,
         keeping the processor, so that track ids stay unique while the node lives."""
         self.backend = backend
+        self.retargeter = None           # a HandRetargeter, set like the backend; None: retargeting off
+        self.retarget_sides: tuple[str, ...] = ()
+        self.retarget_latency = {side: LatencyStats() for side in SIDES}  # per side, for /diagnostics
+        self.retarget_residual = {side: float("nan") for side in SIDES}  # the optimiser's last final cost
         self.tracker = HandTracker(track_timeout)
         self.warn = warn
         self.counters = Counters()
@@ -143,7 +153,30 @@ class FrameProcessor:
         update = self.tracker.update(frame.camera, frame.stamp_ns, [hand.side for hand in result.hands])
         for track in update.ended:
             self.backend.reset_side(frame.camera, track.side)
-        return ProcessedFrame(frame, result, update.tracks)
+        return ProcessedFrame(frame, result, update.tracks, self._retarget(frame, result, update.tracks))
+
+    def _retarget(self, frame: FrameInput, result: FrameResult, tracks: dict[str, Track]) -> dict[str, RobotJoints]:
+        """A joint command per tracked side that is retargeted; a lost hand commands nothing."""
+        if self.retargeter is None:
+            return {}
+        start = time.perf_counter()
+        commands = {}
+        for hand in result.hands:
+            if hand.side not in self.retarget_sides:
+                continue
+            try:
+                command = self.retargeter.retarget(hand.side, hand.joints, frame.stamp_ns,
+                                                   new_track=tracks[hand.side].frames == 1)
+            except ValueError as error:
+                self.counters.add("retarget_errors", str(error))
+                self.warn("retarget_errors", f"no joint command for the {hand.side} hand: {error}")
+                continue
+            commands[hand.side] = command
+            self.retarget_latency[hand.side].add(command.seconds)
+            self.retarget_residual[hand.side] = command.residual
+        if commands:
+            self.stage_latency["retargeting"].add(time.perf_counter() - start)
+        return commands
 
     def _fuse_depth(self, frame: FrameInput, result: FrameResult) -> None:
         """Without a usable depth image the model's placement stays, and each hand says so."""

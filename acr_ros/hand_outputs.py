@@ -1,6 +1,7 @@
 """The messages published for one processed frame, built once for the node and acr_offline's bag:
-Hands (with tracks), a wrist pose per tracked side, TF and RViz markers, all stamped with the
-image's header. No node here: the node publishes these, the recordings writer encodes them.
+Hands (with tracks), a wrist pose per tracked side, TF and RViz markers, and with retargeting a
+robot-hand JointState per tracked side, all stamped with the image's header. No node here: the node
+publishes these, the recordings writer encodes them.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
+from sensor_msgs.msg import JointState
 from std_msgs.msg import Header
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
@@ -36,6 +38,7 @@ class FrameMessages:
     wrist_poses: dict[str, PoseStamped] = field(default_factory=dict)   # side -> pose of each tracked side
     tf: Optional[TFMessage] = None           # None: TF off, or no hand
     markers: Optional[MarkerArray] = None    # None: markers off, or nothing to add or delete
+    joint_states: dict[str, JointState] = field(default_factory=dict)  # side -> robot-hand command
 
 
 class HandOutputs:
@@ -61,6 +64,10 @@ class HandOutputs:
         if settings.publish_tf and result.hands:
             messages.tf = TFMessage(transforms=ros_messages.hand_transforms(
                 result, frame.header, prefix=settings.frame_prefix, joints=settings.tf_joints))
+        messages.joint_states = {
+            side: JointState(header=ros_messages.copy_header(frame.header), name=list(command.names),
+                             position=command.positions.tolist())
+            for side, command in processed.robot_joints.items()}
         if settings.publish_markers:
             markers = ros_messages.frame_markers(result, frame.header, self.faces, self._shown_sides,
                                                  lifetime=settings.marker_lifetime, points_as_arrays=points_as_arrays)

@@ -49,6 +49,7 @@ from acr_ros.node.diagnostics import StatusReport
 from acr_ros.node.inputs import Camera, CameraInputs, sibling_topic
 from acr_ros.node.outputs import NodePublishers
 from acr_ros.node.parameters import NODE_NAME, PARAMS
+from acr_ros.retargeting import HandRetargeter
 from acr_ros.ros_runtime import (RCLError, LoadingStopped, loading, rcl_reason, spin_until_stopped, start_ros,
                                  warn_unknown_parameters)
 
@@ -81,7 +82,7 @@ class IntegerForFloatParameter(ParameterException):
 
 
 class HandsNode(LifecycleNode):
-    STAGES = ("conversion", "inference", "fusion", "publish")  # latency per stage, on /diagnostics
+    STAGES = ("conversion", "inference", "fusion", "retargeting", "publish")  # latency per stage, on /diagnostics
 
     def __init__(self, backend_factory=None, **node_options):
         """backend_factory() -> (backend, reason) replaces the parameter-driven choice (tests).
@@ -231,10 +232,16 @@ class HandsNode(LifecycleNode):
             backend, reason = self._backend_factory()
         backend.detection_threshold = self._param(backend.threshold.parameter)
         self.processor.backend = backend
+        retarget = parameters.retarget_settings(self._param)
+        if retarget is not None:
+            with loading():
+                self.processor.retargeter = HandRetargeter.create(retarget)
+            self.processor.retarget_sides = retarget.sides
         self.get_logger().info(f"hand backend: {backend.name} ({reason}); model {backend.model}"
                                + (f", weights {backend.checkpoint}" if backend.checkpoint else ""))
         try:
-            self.outputs = NodePublishers(self, HandOutputs(backend, faces_by_side(backend)))
+            self.outputs = NodePublishers(self, HandOutputs(backend, faces_by_side(backend)),
+                                          self.processor.retarget_sides)
             self._diagnostics = (self.create_publisher(DiagnosticArray, "/diagnostics", 10,
                                                        qos_overriding_options=QoSOverridingOptions.with_default_policies()),
                                  self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics))
@@ -262,7 +269,8 @@ class HandsNode(LifecycleNode):
             self._diagnostics = None
         if self.backend is not None and stopped:  # else the worker still uses it
             self.backend.close()
-        self.processor.backend = None
+        self.processor.backend = self.processor.retargeter = None
+        self.processor.retarget_sides = ()
 
     def _start_worker(self) -> None:
         self._stop.clear()
@@ -383,7 +391,9 @@ class HandsNode(LifecycleNode):
     def _publish_diagnostics(self) -> None:
         status = self._report.status(self.get_name(), self.backend, self.active, self.counters, self.latency,
                                      self.stage_latency, self.published, parameters.smoothing_config(self._param),
-                                     self.cameras)
+                                     self.cameras, {side: (self.processor.retarget_latency[side],
+                                                           self.processor.retarget_residual[side])
+                                                    for side in self.processor.retarget_sides} or None)
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._diagnostics[0].publish(array)

@@ -91,6 +91,7 @@ from acr_ros.frame_inputs import DecodeSettings
 from acr_ros.frame_processor import FrameInput, FrameProcessor
 from acr_ros.hand_outputs import HandOutputs, OutputSettings
 from acr_ros.node import parameters
+from acr_ros.retargeting import ROBOTS, TYPES, RetargetSettings
 from acr_ros.media import (SAMPLES_DIR, VIDEO_SUFFIXES, MediaSource, is_recording, natural_key, open_media,
                            sample_inputs)
 
@@ -105,6 +106,7 @@ class Settings:
     track_timeout: float = 2.0
     decode: DecodeSettings = DecodeSettings()
     outputs: OutputSettings = OutputSettings()
+    retarget: Optional[RetargetSettings] = None   # robot-hand joint commands; None: off
 
     @classmethod
     def from_parameters(cls, values: dict, depth_scale: Optional[float] = None) -> "Settings":
@@ -113,7 +115,15 @@ class Settings:
         if depth_scale is not None:
             values = {**values, "depth_millimetres_per_unit": depth_scale}
         return cls(values["track_timeout"], parameters.decode_settings(values.get),
-                   parameters.output_settings(values.get))
+                   parameters.output_settings(values.get), parameters.retarget_settings(values.get))
+
+
+def _processor(backend, settings: Settings, retargeter, warn: Callable[[str], None]) -> FrameProcessor:
+    """The node's frame path for one input; with a retargeter, joint commands for settings.retarget.sides."""
+    processor = _processor(backend, settings, retargeter, warn)
+    if retargeter is not None:
+        processor.retargeter, processor.retarget_sides = retargeter, settings.retarget.sides
+    return processor
 
 
 def _once(warn: Callable[[str], None]) -> Callable[[str, str], None]:
@@ -157,8 +167,11 @@ class ResultsRecorder:
                                        ("hand_frame", "side", "score", "joints", "keypoints", "box",
                                         "wrist_position", "wrist_rotation", "depth_source", "depth_residual",
                                         "depth_samples", *_OPTIONAL_FIELDS)}
+        self.robot: list = []  # per hand: its RobotJoints (retargeting), or None
 
-    def add(self, name: str, timestamp: float, width: int, height: int, result: FrameResult) -> None:
+    def add(self, name: str, timestamp: float, width: int, height: int, result: FrameResult,
+            robot_joints: Optional[dict] = None) -> None:
+        """robot_joints: side -> RobotJoints of the frame's retargeted hands."""
         row = len(self.frames["frame_name"])
         k = result.intrinsics
         self.frames["frame_name"].append(name)
@@ -183,6 +196,7 @@ class ResultsRecorder:
                 value = getattr(hand, field, None)
                 h[field].append(np.full(shape, np.nan, np.float32) if value is None
                                 else np.asarray(value, np.float32).reshape(shape))
+            self.robot.append((robot_joints or {}).get(hand.side))
 
     @property
     def num_frames(self) -> int:
@@ -209,6 +223,13 @@ class ResultsRecorder:
             out[key] = (np.array(values, dtype=dtype).reshape((-1,) + shape) if values
                         else np.zeros((0,) + shape, dtype=dtype if dtype is not str else "<U5"))
         out["wrist_quaternion"] = rotation_to_quaternion(out["wrist_rotation"]).astype(np.float32)
+        commands = [command for command in self.robot if command is not None]
+        if commands:  # retargeting ran: the robot's joint names and positions per hand ('' and NaN: none)
+            count = len(commands[0].names)
+            out["robot_joint_names"] = np.array([command.names if command else ("",) * count
+                                                 for command in self.robot], dtype=str).reshape(-1, count)
+            out["robot_positions"] = np.array([command.positions if command else np.full(count, np.nan)
+                                               for command in self.robot], np.float64).reshape(-1, count)
         return out
 
     def save(self, path: Path) -> Path:
@@ -294,6 +315,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--depth-scale", type=float, default=None,
                         help="millimetres per unit of 16-bit depth images (default: the node's "
                              "depth_millimetres_per_unit, 1.0)")
+    parser.add_argument("--retarget", default=None, metavar="ROBOT",
+                        help="robot-hand joint commands with dex-retargeting: " + ", ".join(ROBOTS) + " (JointState "
+                             "per side in the bag, robot_positions in the results; also retarget.* of --params-file)")
+    parser.add_argument("--retarget-type", default="vector", choices=TYPES, help="with --retarget (default vector)")
+    parser.add_argument("--urdf-dir", default="", help="with --retarget: the robot URDFs' folder (dex-urdf's hands/)")
     parser.add_argument("--params-file", type=Path, default=None,
                         help="the hands node's parameters file (e.g. config/hands.yaml): its track, depth and "
                              "output parameters (track_timeout, depth_max_time_difference, frame_prefix, tf_joints, "
@@ -362,7 +388,8 @@ class DepthFolder:
 def process_input(backend, source: MediaSource, spec: str, output_dir: Path, render: bool,
                   intrinsics_for: IntrinsicsFor, batch_size: int = 1,
                   max_frames: Optional[int] = None, quiet: bool = False,
-                  depth: Optional["DepthFolder"] = None, settings: Optional[Settings] = None) -> dict:
+                  depth: Optional["DepthFolder"] = None, settings: Optional[Settings] = None,
+                  retargeter=None) -> dict:
     """Runs one input through the frame processor (hands placed with the aligned depth images when
     ``depth`` is given); writes its outputs; returns a summary dict."""
     from tqdm import tqdm
@@ -387,8 +414,8 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
         bar = tqdm(total=total, desc=name, unit="frame", disable=None)
     backend.static_image_mode = source.kind in ("image", "folder")  # track in videos, detect in every photo
     backend.reset()
-    processor = FrameProcessor(backend, (settings or Settings()).track_timeout,
-                               warn=_once(lambda message: print(f"acr_offline: {message}", file=sys.stderr)))
+    processor = _processor(backend, settings or Settings(), retargeter,
+                           lambda message: print(f"acr_offline: {message}", file=sys.stderr))
     started = time.perf_counter()
     interrupted = False
 
@@ -404,7 +431,7 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
                 continue  # counted and said by the processor
             result = processed.result
             h, w = frame.image.shape[:2]
-            recorder.add(frame.name, frame.timestamp, w, h, result)
+            recorder.add(frame.name, frame.timestamp, w, h, result, processed.robot_joints)
             if render:
                 overlay = draw_hands(frame.image, result, faces)
                 if video is not None:
@@ -548,7 +575,8 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
                       camera_info_topic: Optional[str] = None, depth_topic: Optional[str] = None,
                       settings: Optional[Settings] = None, copy_inputs: bool = False, bag_overlay: bool = False,
                       render: bool = True, intrinsics_for: Optional[IntrinsicsFor] = None, batch_size: int = 1,
-                      max_frames: Optional[int] = None, quiet: bool = False) -> dict:
+                      max_frames: Optional[int] = None, quiet: bool = False,
+                      retargeter=None) -> dict:
     """Every frame of a recording's image topic, in order, into NAME_hands/ (an MCAP bag),
     NAME_results.npz and NAME_output.mp4; returns a summary dict ("problems": what failed).
     intrinsics_for (--calibration, --intrinsics) overrides the recorded camera_info. With a depth
@@ -575,7 +603,8 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
         selection = recording.select(image_topic, camera_info_topic, copy_inputs, depth_topic)
         name = recording.name
         faces = faces_by_side(backend)
-        bag = HandsBag(output_dir / f"{name}_hands", recording, selection, faces, overlay=bag_overlay)
+        bag = HandsBag(output_dir / f"{name}_hands", recording, selection, faces, overlay=bag_overlay,
+                       retarget_sides=settings.retarget.sides if retargeter is not None else ())
     except BaseException:
         recording.close()
         raise
@@ -620,7 +649,8 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
             bag.add(item.time, frame.header, outputs.build(item.processed, settings.outputs, points_as_arrays=True),
                     overlay)
             height, width = frame.image.shape[:2]
-            recorder.add(f"{name}_{item.index:06d}", frame.timestamp, width, height, result)
+            recorder.add(f"{name}_{item.index:06d}", frame.timestamp, width, height, result,
+                         item.processed.robot_joints)
             if video is not None:
                 video.write(overlay)
             bar.update(1)
@@ -748,7 +778,19 @@ def run(argv=None) -> int:
     if problem:
         print(f"acr_offline: {problem}", file=sys.stderr)
         return 2
+    if args.retarget is not None:
+        values = {**values, "retarget.robot": args.retarget, "retarget.type": args.retarget_type,
+                  "retarget.urdf_dir": args.urdf_dir or values["retarget.urdf_dir"]}
     settings = Settings.from_parameters(values, args.depth_scale)
+    retargeter = None
+    if settings.retarget is not None:
+        from acr_ros.retargeting import HandRetargeter
+
+        try:
+            retargeter = HandRetargeter.create(settings.retarget)
+        except ValueError as error:
+            print(f"acr_offline: --retarget: {error}", file=sys.stderr)
+            return 2
     try:
         depth = DepthFolder(args.depth, settings.decode.depth_millimetres_per_unit) if args.depth else None
     except ValueError as error:  # not a folder, no depth images in it
@@ -796,7 +838,7 @@ def run(argv=None) -> int:
                 summary = process_recording(
                     backend, spec, args.output_dir, image_topic=args.image_topic,
                     camera_info_topic=args.camera_info_topic, depth_topic=args.depth_topic,
-                    settings=settings, copy_inputs=args.copy_inputs,
+                    settings=settings, retargeter=retargeter, copy_inputs=args.copy_inputs,
                     bag_overlay=args.bag_overlay, render=not args.no_render, intrinsics_for=given_intrinsics,
                     batch_size=args.batch_size, max_frames=args.max_frames, quiet=args.quiet)
             except (RecordingError, CalibrationError) as error:  # names the file and what is wrong
@@ -812,7 +854,8 @@ def run(argv=None) -> int:
                 continue
             try:
                 summary = process_input(backend, source, str(spec), args.output_dir, not args.no_render,
-                                        intrinsics_for, args.batch_size, args.max_frames, args.quiet, depth, settings)
+                                        intrinsics_for, args.batch_size, args.max_frames, args.quiet, depth, settings,
+                                        retargeter)
             except CalibrationError as error:  # a calibration for another aspect ratio
                 print(f"acr_offline: skipping {spec}: {error}", file=sys.stderr)
                 status = 1

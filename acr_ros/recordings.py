@@ -29,7 +29,8 @@ Pairing (acr_ros.frame_inputs, as the node pairs)
     image), so the pairing depends on the recording only.
 Writing (HandsBag, MCAP storage)
     {prefix}/hands (with the hand tracks), {prefix}/left|right/wrist_pose, /tf, {prefix}/markers,
-    {prefix}/overlay (optional), {prefix}/mesh (ACR, once): the node's topics and messages, each
+    {prefix}/overlay (optional), {prefix}/mesh (ACR, once), {prefix}/left|right/joint_states (with
+    retargeting): the node's topics and messages, each
     stamped with its source image's stamp and written at the image's record time; /tf_static of
     the input passed through (all of it, so that the camera's static transforms are there), and
     with copy_inputs every input topic, at their record times.
@@ -504,7 +505,7 @@ class HandsBag:
     """The output bag (MCAP storage): the node's outputs per frame, and the copied input topics."""
 
     def __init__(self, path, recording: Recording, selection: TopicSelection, faces: dict,
-                 prefix: str = DEFAULT_PREFIX, overlay: bool = False):
+                 prefix: str = DEFAULT_PREFIX, overlay: bool = False, retarget_sides=()):
         self.path = Path(path)
         self.faces = faces
         self.prefix = "/" + prefix.strip("/")
@@ -523,6 +524,8 @@ class HandsBag:
                   for side in (LEFT, RIGHT)},
                "/tf": ("tf2_msgs/msg/TFMessage", TF_QOS),
                f"{self.prefix}/markers": ("visualization_msgs/msg/MarkerArray", OUTPUT_QOS)}
+        own.update({f"{self.prefix}/{side}/joint_states": ("sensor_msgs/msg/JointState", WRIST_POSE_QOS)
+                    for side in retarget_sides})
         if overlay:
             own[f"{self.prefix}/overlay"] = ("sensor_msgs/msg/Image", OUTPUT_QOS)
         if self._mesh_pending:
@@ -577,6 +580,8 @@ class HandsBag:
         self._write(f"{self.prefix}/hands", time, messages.hands)
         for side, pose in messages.wrist_poses.items():
             self._write(f"{self.prefix}/{side}/wrist_pose", time, pose)
+        for side, command in messages.joint_states.items():
+            self._write(f"{self.prefix}/{side}/joint_states", time, command)
         if messages.tf is not None:
             self._write("/tf", time, messages.tf)
         if messages.markers is not None:

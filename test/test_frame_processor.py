@@ -76,3 +76,44 @@ def test_smoothing_changes_apply_before_the_next_batch_and_reset_forgets_the_tra
     assert backend.smoothing == [SmoothingConfig()]
     processor.reset()
     assert processor.process([frame(SECOND // 5)])[0].tracks[LEFT].frames == 1
+
+
+class RecordingRetargeter:
+    """Stands in for acr_ros.retargeting.HandRetargeter: records what the processor asks of it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def retarget(self, side, joints, stamp_ns, new_track):
+        from acr_ros.retargeting import RobotJoints
+
+        if not np.isfinite(joints).all():
+            raise ValueError("the hand has non-finite joints")
+        self.calls.append((side, stamp_ns, new_track))
+        return RobotJoints(side, (f"{side}_a",), np.array([0.1]), residual=0.5, seconds=0.001)
+
+
+def test_each_tracked_side_gets_a_joint_command_and_a_new_track_starts_afresh():
+    retargeter = RecordingRetargeter()
+    processor = FrameProcessor(FakeBackend(), track_timeout=2.0)
+    processor.retargeter, processor.retarget_sides = retargeter, ("left",)
+    stamps = [0, SECOND // 10, 3 * SECOND]  # the gap ends the track: the robot starts from neutral again
+    commands = [processor.process([frame(stamp)])[0].robot_joints for stamp in stamps]
+    assert retargeter.calls == [("left", 0, True), ("left", SECOND // 10, False), ("left", 3 * SECOND, True)]
+    assert all(set(command) == {"left"} for command in commands)
+    assert processor.retarget_residual["left"] == 0.5 and len(processor.retarget_latency["left"]) == 3
+    processor.retarget_sides = ("right",)  # a side not retargeted: no command
+    assert processor.process([frame(3 * SECOND + SECOND // 10)])[0].robot_joints == {}
+
+
+def test_no_hand_no_command_and_a_refused_hand_is_counted():
+    retargeter = RecordingRetargeter()
+    backend = FakeBackend()
+    processor = FrameProcessor(backend)
+    processor.retargeter, processor.retarget_sides = retargeter, ("left", "right")
+    blank = FrameInput("cam0", 0, np.full((360, 640, 3), 200, np.uint8), K)  # one colour: the fake finds no hand
+    assert processor.process([blank])[0].robot_joints == {} and retargeter.calls == []
+    backend.reconstruct = lambda **batch: [FrameResult([make_hand(LEFT)], False, K)]
+    retargeter.retarget = lambda *args, **kwargs: (_ for _ in ()).throw(ValueError("joint limits unknown"))
+    assert processor.process([frame(SECOND)])[0].robot_joints == {}
+    assert processor.counters.get("retarget_errors") == 1

@@ -39,7 +39,9 @@ class StatusReport:
 
     def status(self, name: str, backend, active: bool, counters: Counters, latency: LatencyStats,
                stage_latency: dict[str, LatencyStats], published: RateMeter, smoothing: Optional[SmoothingConfig],
-               cameras: list[Camera]) -> DiagnosticStatus:
+               cameras: list[Camera], retargeting: Optional[dict[str, tuple[LatencyStats, float]]] = None
+               ) -> DiagnosticStatus:
+        """retargeting: side -> (its retargeting times, the optimiser's last residual), while it is on."""
         new = {key: counters.get(key) - self._reported.get(key, 0) for key in REPORTED}
         self._reported = {key: counters.get(key) for key in REPORTED}
         level = DiagnosticStatus.OK
@@ -89,6 +91,13 @@ class StatusReport:
                 "depth images refused": str(counters.get("bad_depth")),
                 "last refused depth": counters.reason("bad_depth"),
             })
+        for side, (times, residual) in (retargeting or {}).items():
+            side_p50, side_p95 = times.percentiles(50, 95)
+            values[f"retargeting {side} p50 (ms)"] = f"{side_p50 * 1e3:.2f}"
+            values[f"retargeting {side} p95 (ms)"] = f"{side_p95 * 1e3:.2f}"
+            values[f"retargeting {side} residual"] = f"{residual:.4g}"
+        if retargeting is not None:
+            values["joint commands not computed"] = str(counters.get("retarget_errors"))
         for camera in cameras:
             image = camera.image_input
             values[f"input rate {image.resolved} (Hz)"] = f"{camera.received.rate():.2f}"

@@ -11,7 +11,7 @@ import copy
 from geometry_msgs.msg import PoseStamped
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, JointState
 from tf2_msgs.msg import TFMessage
 from visualization_msgs.msg import MarkerArray
 
@@ -35,7 +35,7 @@ MESH_QOS = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL, reli
 class NodePublishers:
     """Created at configure, destroyed at cleanup; publishes what HandOutputs builds."""
 
-    def __init__(self, node, outputs: HandOutputs):
+    def __init__(self, node, outputs: HandOutputs, retarget_sides=()):
         self._node = node
         self.outputs = outputs
         self._encoder = CdrEncoder(typestore())
@@ -45,6 +45,9 @@ class NodePublishers:
         self.markers = self._create(MarkerArray, "~/markers", 10)
         self.overlay = self._create(Image, "~/overlay", 2)
         self.tf = self._create(TFMessage, "/tf", TF_QOS)
+        # Robot-hand commands: the newest is the command, as for the wrist poses.
+        self.joint_states = {side: self._create(JointState, f"~/{side}/joint_states", WRIST_POSE_QOS)
+                             for side in retarget_sides}
         faces = outputs.faces
         self.mesh = (self._create(HandMesh, "~/mesh", MESH_QOS)
                      if faces[LEFT] is not None and faces[RIGHT] is not None else None)
@@ -68,6 +71,8 @@ class NodePublishers:
         self.hands.publish(messages.hands)
         for side, pose in messages.wrist_poses.items():
             self.wrist_poses[side].publish(pose)
+        for side, command in messages.joint_states.items():
+            self.joint_states[side].publish(command)
         if messages.tf is not None:
             self.tf.publish(messages.tf)
         if messages.markers is not None:

@@ -14,12 +14,14 @@ import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from acr_ros import qos
+from acr_ros.acr.hands import SIDES
 from acr_ros.acr.one_euro import SmoothingConfig
 from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions, parse_providers
 from acr_ros.backends import BACKENDS, THRESHOLDS
 from acr_ros.frame_inputs import DecodeSettings
 from acr_ros.hand_outputs import OutputSettings
 from acr_ros.image_conversion import DEFAULT_MAX_PIXELS
+from acr_ros.retargeting import ROBOTS, TYPES, RetargetSettings
 
 NODE_NAME = "acr_hands"
 
@@ -110,6 +112,20 @@ PARAMS = (
           "stale hands vanish when the camera stops (0: until deleted)", float_range=(0.0, 3600.0)),
     Param("publish_overlay", True, "Publish ~/overlay (input with the hands drawn), only while subscribed"),
     Param("diagnostics_period", 1.0, "Seconds between /diagnostics messages", True, float_range=(0.1, 60.0)),
+    # Teleoperation: robot-hand joint commands from the published hands (acr_ros.retargeting).
+    Param("retarget.robot", "", "Robot hand to command: one of " + ", ".join(ROBOTS) + " ('' = off): "
+          "~/left/joint_states and ~/right/joint_states (sensor_msgs/JointState, RELIABLE) through "
+          "dex-retargeting, only while that side is tracked", True, choices=("",) + ROBOTS),
+    Param("retarget.type", "vector", "Retargeting optimiser: vector (fingertip vectors) or dexpilot "
+          "(also fingertip-to-fingertip distances: pinches)", True, choices=TYPES),
+    Param("retarget.urdf_dir", "", "Folder of the robot hand URDFs (a dex-urdf checkout's hands/ folder)", True),
+    Param("retarget.config", "", "A dex-retargeting YAML of your own, for any URDF (replaces retarget.robot "
+          "and retarget.type)", True),
+    Param("retarget.sides", ["left", "right"], "The hand sides to retarget (left, right)", True),
+    Param("retarget.low_pass_alpha", 0.0, "dex-retargeting's low-pass filter of the joint commands "
+          "(0: off; closer to 1: smoother and later)", True, float_range=(0.0, 1.0)),
+    Param("retarget.max_joint_velocity", 0.0, "Largest joint speed commanded, rad/s (0: no limit): the "
+          "first commands of a track do not jump", True, float_range=(0.0, 1000.0)),
 )
 
 
@@ -136,11 +152,13 @@ def descriptor(param: Param) -> ParameterDescriptor:
 def problem(param: Param, value) -> Optional[str]:
     """Why a parameter value is refused beyond its type and range (the descriptors enforce those), or None."""
     if param.choices and value not in param.choices:
-        return f"parameter {param.name} is {value!r}; expected one of {', '.join(param.choices)}"
+        return f"parameter {param.name} is {value!r}; expected one of {', '.join(c or repr(c) for c in param.choices)}"
     if param.name == "frame_prefix" and (not value or "/" in value or " " in value):
         return "frame_prefix must be non-empty, without '/' or spaces"
     if param.name == "image_topics" and not value:
         return "image_topics is empty: name at least one camera image topic"
+    if param.name == "retarget.sides" and (not value or set(value) - set(SIDES)):
+        return f"retarget.sides is {list(value)}; expected one or both of {', '.join(SIDES)}"
     return None
 
 
@@ -195,6 +213,16 @@ def output_settings(get: Get) -> OutputSettings:
     return OutputSettings(publish_wrist_poses=get("publish_wrist_poses"), publish_tf=get("publish_tf"),
                           tf_joints=get("tf_joints"), frame_prefix=get("frame_prefix"),
                           publish_markers=get("publish_markers"), marker_lifetime=get("marker_lifetime"))
+
+
+def retarget_settings(get: Get) -> Optional[RetargetSettings]:
+    """None while retargeting is off (no robot and no config)."""
+    if not get("retarget.robot") and not get("retarget.config"):
+        return None
+    return RetargetSettings(robot=get("retarget.robot"), type=get("retarget.type"), urdf_dir=get("retarget.urdf_dir"),
+                            config=get("retarget.config"), sides=tuple(get("retarget.sides")),
+                            low_pass_alpha=get("retarget.low_pass_alpha"),
+                            max_joint_velocity=get("retarget.max_joint_velocity"))
 
 
 def flatten_parameters(values: dict, prefix: str = "") -> dict:
