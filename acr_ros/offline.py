@@ -120,7 +120,7 @@ class Settings:
 
 def _processor(backend, settings: Settings, retargeter, warn: Callable[[str], None]) -> FrameProcessor:
     """The node's frame path for one input; with a retargeter, joint commands for settings.retarget.sides."""
-    processor = _processor(backend, settings, retargeter, warn)
+    processor = FrameProcessor(backend, settings.track_timeout, warn=_once(warn))
     if retargeter is not None:
         processor.retargeter, processor.retarget_sides = retargeter, settings.retarget.sides
     return processor
@@ -623,7 +623,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     unusable: dict[str, int] = {}       # reason -> frames
     backend.static_image_mode = False  # a recording is a video: track
     backend.reset()
-    processor = FrameProcessor(backend, settings.track_timeout, warn=_once(warn))
+    processor = _processor(backend, settings, retargeter, warn)
     outputs = HandOutputs(backend, faces)
 
     def infer(frames: list) -> list:
