@@ -21,11 +21,9 @@ before they change what it uses.
 """
 from __future__ import annotations
 
-import functools
 import sys
 import threading
 import time
-import traceback
 from typing import Optional
 
 import rclpy
@@ -46,11 +44,11 @@ from acr_ros.hand_outputs import HandOutputs
 from acr_ros.image_conversion import ImageConversionError
 from acr_ros.node import parameters
 from acr_ros.node.diagnostics import StatusReport
-from acr_ros.node.inputs import Camera, CameraInputs, sibling_topic
+from acr_ros.node.inputs import Camera, CameraInputs
 from acr_ros.node.outputs import NodePublishers
 from acr_ros.node.parameters import NODE_NAME, PARAMS
 from acr_ros.retargeting import HandRetargeter
-from acr_ros.ros_runtime import (RCLError, LoadingStopped, loading, rcl_reason, spin_until_stopped, start_ros,
+from acr_ros.ros_runtime import (LoadingStopped, loading, logged_transition, spin_until_stopped, start_ros,
                                  warn_unknown_parameters)
 
 __all__ = ["HandsNode", "PARAMS", "main"]
@@ -58,19 +56,6 @@ __all__ = ["HandsNode", "PARAMS", "main"]
 # What a refused configuration raises: a message naming the parameter or file, where and why.
 CONFIGURATION_ERRORS = (ValueError, FileNotFoundError, ImportError)
 
-
-
-def _logged(transition):
-    """A transition callback whose unexpected exception is logged with its traceback (rclpy turns it
-    into ERROR without a word); on_error then releases everything."""
-    @functools.wraps(transition)
-    def callback(self, state):
-        try:
-            return transition(self, state)
-        except Exception:
-            self.get_logger().error(f"{transition.__name__} failed:\n{traceback.format_exc()}")
-            return TransitionCallbackReturn.ERROR
-    return callback
 
 
 class IntegerForFloatParameter(ParameterException):
@@ -144,7 +129,7 @@ class HandsNode(LifecycleNode):
             return False
         return not self._param("enabled") or self.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
-    @_logged
+    @logged_transition
     def on_configure(self, state):
         try:
             self._configure()
@@ -158,7 +143,7 @@ class HandsNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         return super().on_configure(state)
 
-    @_logged
+    @logged_transition
     def on_activate(self, state):
         result = super().on_activate(state)  # the managed publishers first: the worker publishes
         try:
@@ -178,7 +163,7 @@ class HandsNode(LifecycleNode):
             f"{i.resolved} ({qos.policy_name(i.reliability)})" for c in self.cameras for i in c.inputs))
         return result
 
-    @_logged
+    @logged_transition
     def on_deactivate(self, state):
         self._stop_worker()  # waits for a batch in flight: nothing is published after this
         self._unsubscribe("the node was deactivated")
@@ -188,13 +173,13 @@ class HandsNode(LifecycleNode):
         self.get_logger().info("inactive: unsubscribed, the model stays loaded")
         return super().on_deactivate(state)
 
-    @_logged
+    @logged_transition
     def on_cleanup(self, state):
         self._release()
         self.get_logger().info("cleaned up: model and publishers released")
         return super().on_cleanup(state)
 
-    @_logged
+    @logged_transition
     def on_shutdown(self, state):
         try:
             self.shutdown()
@@ -223,11 +208,7 @@ class HandsNode(LifecycleNode):
         problem = parameters.depth_topics_problem(self._param("image_topics"), self._param("depth_topics"))
         if problem:
             raise ValueError(problem)
-        for topic in self._param("image_topics"):  # a bad name is refused here, not at activate
-            self._check_topic_name("image_topics", topic)  # the compressed topic is its resolved name + /compressed
-            self._check_topic_name("image_topics", sibling_topic(topic, "camera_info"))
-        for topic in filter(None, self._param("depth_topics")):
-            self._check_topic_name("depth_topics", topic)
+        self.inputs.check_topic_names(self._param("image_topics"), self._param("depth_topics"))  # not at activate
         with loading():
             backend, reason = self._backend_factory()
         backend.detection_threshold = self._param(backend.threshold.parameter)
@@ -247,13 +228,6 @@ class HandsNode(LifecycleNode):
                                  self.create_timer(self._param("diagnostics_period"), self._publish_diagnostics))
         except (InvalidQosOverridesError, RuntimeError) as error:  # a qos_overrides value rclpy refuses
             raise ValueError(str(error)) from None
-
-    def _check_topic_name(self, param: str, name: str) -> None:
-        try:
-            self.resolve_topic_name(name)
-        except RCLError as error:
-            raise ValueError(f"parameter {param}: {name!r} is not a valid topic name: "
-                             f"{rcl_reason(error).removeprefix('failed to resolve name: ')}") from None
 
     def _release(self, worker_timeout: Optional[float] = None) -> None:
         """Back to unconfigured from any state: worker, subscriptions, publishers, model."""

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Optional
 
 import rclpy
 from rcl_interfaces.srv import ListParameters
 from rclpy.impl.implementation_singleton import rclpy_implementation
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
 RCLError = rclpy_implementation.RCLError
@@ -101,6 +104,19 @@ def loading():
         yield
     finally:
         stop.loading = False
+
+
+def logged_transition(transition):
+    """A lifecycle transition callback whose unexpected exception is logged with its traceback (rclpy
+    turns it into ERROR without a word); on_error then runs."""
+    @functools.wraps(transition)
+    def callback(node, state):
+        try:
+            return transition(node, state)
+        except Exception:
+            node.get_logger().error(f"{transition.__name__} failed:\n{traceback.format_exc()}")
+            return TransitionCallbackReturn.ERROR
+    return callback
 
 
 def start_ros(program: str, args=None) -> Optional[StopRequest]:

@@ -28,6 +28,7 @@ from acr_ros import qos
 from acr_ros.diagnostics import RateMeter
 from acr_ros.frame_inputs import CameraInfos, DecodeSettings, DepthPairing, decode_frame, stamp_ns
 from acr_ros.frame_processor import FrameInput
+from acr_ros.ros_runtime import RCLError, rcl_reason
 
 
 def sibling_topic(image_topic: str, name: str) -> str:
@@ -107,6 +108,17 @@ class CameraInputs:
         self.cameras: list[Camera] = []
         self._depth = 5
         self._default = ReliabilityPolicy.BEST_AVAILABLE
+
+    def check_topic_names(self, image_topics: list[str], depth_topics: list[str]) -> None:
+        """ValueError naming the parameter and the name rcl refuses (at configure: not at activate)."""
+        names = [("image_topics", name) for topic in image_topics
+                 for name in (topic, sibling_topic(topic, "camera_info"))]
+        for param, name in names + [("depth_topics", topic) for topic in depth_topics if topic]:
+            try:
+                self._node.resolve_topic_name(name)
+            except RCLError as error:
+                raise ValueError(f"parameter {param}: {name!r} is not a valid topic name: "
+                                 f"{rcl_reason(error).removeprefix('failed to resolve name: ')}") from None
 
     def subscribe(self, image_topics: list[str], depth_topics: list[str], compressed: bool, reliability: str,
                   depth: int) -> list[Camera]:
