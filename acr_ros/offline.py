@@ -126,6 +126,12 @@ def _processor(backend, settings: Settings, retargeter, warn: Callable[[str], No
     return processor
 
 
+def _robot_frames(retargeter, processed) -> dict:
+    """side -> link poses of the frame's retargeted hands, for render.beside. On the retargeter's thread: its
+    forward kinematics share the optimiser's data."""
+    return {side: retargeter.link_frames(side, joints.positions) for side, joints in processed.robot_joints.items()}
+
+
 def _once(warn: Callable[[str], None]) -> Callable[[str, str], None]:
     """The processor's warn(kind, message), said once per kind (a recording repeats its problems)."""
     said: set[str] = set()
@@ -394,11 +400,12 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
     ``depth`` is given); writes its outputs; returns a summary dict."""
     from tqdm import tqdm
 
-    from acr_ros.render import draw_hands
+    from acr_ros.render import beside, draw_hands, robot_views
 
     name = source.name
     recorder = ResultsRecorder(backend)
     faces = faces_by_side(backend)
+    views = robot_views(retargeter) if render and retargeter is not None else None  # robot hands beside
     video: Optional[VideoOutput] = None
     frames_dir: Optional[Path] = None
     outputs: list[Path] = []
@@ -434,6 +441,8 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
             recorder.add(frame.name, frame.timestamp, w, h, result, processed.robot_joints)
             if render:
                 overlay = draw_hands(frame.image, result, faces)
+                if views is not None:
+                    overlay = beside(overlay, views, _robot_frames(retargeter, processed))
                 if video is not None:
                     video.write(overlay)
                 if frames_dir is not None or source.kind == "image":
@@ -590,7 +599,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     from tqdm import tqdm
 
     from acr_ros.recordings import HandsBag, InputMessage, Recording, RecordedFrame, read_frames
-    from acr_ros.render import draw_hands
+    from acr_ros.render import beside, draw_hands, robot_views
 
     def warn(message: str) -> None:
         tqdm.write(f"acr_offline: {message}", file=sys.stderr)
@@ -625,6 +634,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
     backend.reset()
     processor = _processor(backend, settings, retargeter, warn)
     outputs = HandOutputs(backend, faces)
+    views = robot_views(retargeter) if video is not None and retargeter is not None else None
 
     def infer(frames: list) -> list:
         """The frame processor on a batch. Here, not in the writer: the next batch depends on its tracks."""
@@ -632,7 +642,14 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
             frame.processed = processed
         return frames
 
-    def write(segment: list, frames: list) -> None:
+    def robot_frames(frames: list) -> dict:
+        """Frame index -> its robot hands' link poses (_robot_frames), for the video, which the writer draws."""
+        if views is None:
+            return {}
+        return {frame.index: _robot_frames(retargeter, frame.processed) for frame in frames
+                if frame.processed is not None}
+
+    def write(segment: list, robots: dict) -> None:
         for item in segment:
             if isinstance(item, InputMessage):
                 bag.copy(item)
@@ -652,7 +669,7 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
             recorder.add(f"{name}_{item.index:06d}", frame.timestamp, width, height, result,
                          item.processed.robot_joints)
             if video is not None:
-                video.write(overlay)
+                video.write(overlay if views is None else beside(overlay, views, robots[item.index]))
             bar.update(1)
 
     inbox: queue.Queue = queue.Queue(maxsize=4 * batch_size + 64)
@@ -698,7 +715,8 @@ def process_recording(backend, spec: str, output_dir: Path, *, image_topic: Opti
                     if isinstance(item, RecordedFrame) and item.input is not None:
                         frames.append(item)
                 if len(frames) >= max(1, batch_size) or (item is _END and segment):
-                    _put(outbox, (segment, infer(frames) if frames else []), lambda: not writer.is_alive())
+                    robots = robot_frames(infer(frames) if frames else [])
+                    _put(outbox, (segment, robots), lambda: not writer.is_alive())
                     segment, frames = [], []
                 if item is _END:
                     finished = True

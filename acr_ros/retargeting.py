@@ -321,6 +321,24 @@ class HandRetargeter:
         first command)."""
         return self._side(side).neutral.copy()
 
+    def link_tree(self, side: str) -> dict[str, str]:
+        """Child link -> parent link of the URDF's tree (every link of link_frames but the root), for drawing."""
+        import pinocchio
+
+        frames = self._side(side).robot.model.frames
+
+        def previous(frame):
+            return frame.parentFrame if hasattr(frame, "parentFrame") else frame.previousFrame  # pinocchio 2
+
+        # A link's frame follows its joint's frame, which follows the parent link's frame.
+        tree = {}
+        for frame in frames:
+            if frame.type == pinocchio.FrameType.BODY:
+                parent = frames[previous(frames[previous(frame)])]
+                if parent.type == pinocchio.FrameType.BODY:
+                    tree[frame.name] = parent.name
+        return tree
+
     def link_frames(self, side: str, positions: np.ndarray) -> dict[str, np.ndarray]:
         """Link name -> (4, 4) pose in the base frame, for drawing."""
         state = self._side(side)
