@@ -346,6 +346,72 @@ class HandRetargeter:
         return {name: state.robot.get_link_pose(i) for name, i in state.body_frames.items()}
 
 
+def robot_urdf(settings: RetargetSettings, side: str, parent: str = "",
+               pose: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)) -> str:
+    """The side's robot URDF text for robot_state_publisher and RViz: every link and joint name prefixed
+    "<side>_", so its movable joints are the names of that side's JointState and two robot hands share
+    one TF tree; relative mesh paths as file:// URIs (RViz resolves no relative path). With parent, a
+    fixed joint "<side>_mount" places the robot's root link at pose (x y z in metres, roll pitch yaw in
+    radians) in the frame parent. Raises ValueError (one line) as HandRetargeter.create does, without
+    loading dex-retargeting."""
+    import importlib.util
+    import xml.etree.ElementTree as ElementTree
+
+    import yaml
+
+    _check_settings(settings)
+    if side not in SIDES:
+        raise ValueError(f"robot URDF of side {side!r}: use 'left' or 'right'")
+    try:
+        values = [float(value) for value in pose]
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != 6 or not all(map(math.isfinite, values)):
+        raise ValueError(f"robot base pose {list(pose)}: give x y z roll pitch yaw (6 finite numbers)")
+    if settings.config:
+        path = Path(settings.config)
+    else:
+        spec = importlib.util.find_spec("dex_retargeting")  # its folder, without importing torch
+        if spec is None:
+            raise ValueError(f"retargeting needs dex-retargeting: {_INSTALL}")
+        path = (Path(next(iter(spec.submodule_search_locations))) / "configs" / "teleop" /
+                f"{_CONFIG_STEMS[settings.robot]}_{side}{'_dexpilot' if settings.type == 'dexpilot' else ''}.yml")
+    try:
+        urdf = Path(yaml.safe_load(path.read_text())["retargeting"]["urdf_path"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
+        raise ValueError(f"retargeting config {path} does not parse ({_one_line(error)}): it needs a "
+                         "'retargeting' mapping with urdf_path") from None
+    if not urdf.is_absolute():  # as HandRetargeter.create resolves it
+        urdf = Path(settings.urdf_dir or path.parent) / urdf
+    try:
+        robot = ElementTree.parse(urdf).getroot()
+    except OSError as error:
+        fix = "fix urdf_path in the config" if settings.config else "point urdf_dir at the hands/ folder of dex-urdf"
+        raise ValueError(f"robot URDF {urdf}: cannot read it ({error.strerror}): {fix}") from None
+    except ElementTree.ParseError as error:
+        raise ValueError(f"robot URDF {urdf}: not XML ({error})") from None
+    prefix = f"{side}_"
+    for element in robot.findall("link") + robot.findall("joint"):
+        element.set("name", prefix + element.get("name"))
+    for element in robot.iter():
+        if element.tag in ("parent", "child") and element.get("link"):
+            element.set("link", prefix + element.get("link"))
+        elif element.tag == "mimic":
+            element.set("joint", prefix + element.get("joint"))
+        elif element.tag == "mesh" and "://" not in element.get("filename", "://"):
+            element.set("filename", (urdf.parent / element.get("filename")).resolve().as_uri())
+    if parent:
+        children = {child.get("link") for child in robot.iter("child")}
+        root = next(link.get("name") for link in robot.findall("link") if link.get("name") not in children)
+        ElementTree.SubElement(robot, "link", name=parent)
+        mount = ElementTree.SubElement(robot, "joint", name=f"{prefix}mount", type="fixed")
+        ElementTree.SubElement(mount, "parent", link=parent)
+        ElementTree.SubElement(mount, "child", link=root)
+        ElementTree.SubElement(mount, "origin", xyz=" ".join(map(str, values[:3])),
+                               rpy=" ".join(map(str, values[3:])))
+    return ElementTree.tostring(robot, encoding="unicode")
+
+
 def _check_settings(settings: RetargetSettings) -> None:
     if not settings.enabled:
         raise ValueError("retargeting is off: set robot to one of " + ", ".join(ROBOTS) + " or config to a YAML")

@@ -7,10 +7,13 @@
     ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
     ros2 launch acr_ros hands.launch.py autostart:=false   # then: ros2 lifecycle set /acr_hands configure, activate
     ros2 launch acr_ros hands.launch.py use_sim_time:=true ...   # beside `ros2 bag play --clock`
+    ros2 launch acr_ros hands.launch.py robot:=leap urdf_dir:=dex-urdf/hands source:=webcam rviz:=true  # teleop
 
 No half-alive graph: a bad params_file ends the launch before anything starts; the hands node and the
 image source are required (when either exits, the launch ends, with exit code 1 unless it exited 0);
-rviz:=true without rviz2 installed is said once and the rest runs without RViz.
+rviz:=true without rviz2 installed is said once and the rest runs without RViz. With retargeting on
+(robot:= or the params_file's retarget.*), a robot_state_publisher per side turns the node's
+~/<side>/joint_states into TF; without robot_state_publisher installed that is said once and the rest runs.
 """
 from pathlib import Path
 
@@ -25,6 +28,9 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from acr_ros.node.parameters import flatten_parameters
+from acr_ros.retargeting import RetargetSettings, robot_urdf
+
 # The hands node's compressed input follows the remapped image_raw (image_transport's convention).
 CAMERA_REMAPPINGS = [
     ("image_raw", LaunchConfiguration("image")),
@@ -38,6 +44,13 @@ PARAMETER_ARGUMENTS = {
     "mano_dir": "folder with MANO_LEFT.pkl and MANO_RIGHT.pkl",
     "device": "auto, cuda or cpu",
     "runtime": "torch or onnxruntime (what runs the ACR network)",
+}
+
+# Launch arguments that override the node's retargeting parameters when given (non-empty).
+RETARGET_ARGUMENTS = {
+    "robot": ("retarget.robot", "robot hand to retarget to: leap, allegro, inspire, ability, shadow or schunk"),
+    "retarget_type": ("retarget.type", "vector or dexpilot"),
+    "urdf_dir": ("retarget.urdf_dir", "the hands/ folder of a dex-urdf checkout"),
 }
 
 
@@ -82,10 +95,58 @@ def required(node, description: str) -> list:
         description)))]
 
 
+def retarget_settings(context) -> RetargetSettings:
+    """The node's retargeting settings: the params_file's retarget.* (its /** and acr_hands sections, as
+    the node reads them), overridden by the launch arguments."""
+    sections = yaml.safe_load(Path(LaunchConfiguration("params_file").perform(context)).read_text())
+    values = {}
+    for name in ("/**", "acr_hands", "/acr_hands"):
+        values.update(flatten_parameters(sections.get(name, {}).get("ros__parameters", {})))
+    for argument, (parameter, _) in RETARGET_ARGUMENTS.items():
+        values[parameter] = LaunchConfiguration(argument).perform(context) or values.get(parameter, "")
+    return RetargetSettings(robot=values["retarget.robot"], type=values.get("retarget.type") or "vector",
+                            urdf_dir=values["retarget.urdf_dir"], config=values.get("retarget.config", ""),
+                            sides=tuple(values.get("retarget.sides", ("left", "right"))))
+
+
+def robot_state_publishers(context):
+    """Per retargeted side, robot_state_publisher with that side's prefixed URDF (its base mounted at
+    <side>_robot_pose in robot_parent): the robot hand in TF and on /acr_hands/<side>/robot_description.
+    A URDF that cannot be made ends the launch before any node starts."""
+    settings = retarget_settings(context)
+    if not settings.enabled:
+        return []
+    parent = LaunchConfiguration("robot_parent").perform(context)
+    try:
+        urdfs = {side: robot_urdf(settings, side, parent, LaunchConfiguration(f"{side}_robot_pose")
+                                  .perform(context).split()) for side in settings.sides}
+    except ValueError as error:
+        raise LaunchRefused(str(error)) from None
+    try:
+        get_package_prefix("robot_state_publisher")
+    except PackageNotFoundError:
+        get_logger("hands.launch.py").warning(
+            "retargeting is on but robot_state_publisher is not installed (sudo apt install "
+            "ros-jazzy-robot-state-publisher): running without the robot hands in TF")
+        return []
+    use_sim_time = LaunchConfiguration("use_sim_time").perform(context) == "true"
+    return [Node(
+        package="robot_state_publisher",
+        executable="robot_state_publisher",
+        name=f"{side}_robot_state_publisher",
+        output="screen",
+        parameters=[{"robot_description": ParameterValue(urdf, value_type=str), "use_sim_time": use_sim_time}],
+        remappings=[("joint_states", f"/acr_hands/{side}/joint_states"),
+                    ("robot_description", f"/acr_hands/{side}/robot_description")],
+    ) for side, urdf in urdfs.items()]
+
+
 def rviz(context):
-    """RViz is a viewer, not part of the graph: without it the rest runs, and the launch says so once."""
+    """RViz is a viewer, not part of the graph: without it the rest runs, and the launch says so once.
+    With retargeting on it also shows the robot hands (config/teleop.rviz)."""
     if LaunchConfiguration("rviz").perform(context) != "true":
         return []
+    config = "teleop.rviz" if retarget_settings(context).enabled else "hands.rviz"
     try:
         get_package_prefix("rviz2")
     except PackageNotFoundError:
@@ -96,7 +157,7 @@ def rviz(context):
         package="rviz2",
         executable="rviz2",
         name="rviz2",
-        arguments=["-d", PathJoinSubstitution([FindPackageShare("acr_ros"), "config", "hands.rviz"])],
+        arguments=["-d", PathJoinSubstitution([FindPackageShare("acr_ros"), "config", config])],
         parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
     )]
 
@@ -109,6 +170,10 @@ def hands_node(context):
         value = LaunchConfiguration(name).perform(context)
         if value:
             overrides[name] = value
+    for argument, (parameter, _) in RETARGET_ARGUMENTS.items():
+        value = LaunchConfiguration(argument).perform(context)
+        if value:
+            overrides[parameter] = value
     depth_topic = LaunchConfiguration("depth_topic").perform(context)
     if depth_topic:
         overrides["depth_topics"] = [depth_topic]
@@ -161,7 +226,7 @@ def generate_launch_description():
                                           "manager or `ros2 lifecycle set /acr_hands configure` (then activate) "
                                           "drives it"),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
-                              description="start RViz with config/hands.rviz"),
+                              description="start RViz with config/hands.rviz (config/teleop.rviz with retargeting on)"),
         DeclareLaunchArgument("source", default_value="none",
                               choices=["none", "webcam", "video", "folder", "image"],
                               description="also start an image source publishing on the image topics"),
@@ -174,9 +239,21 @@ def generate_launch_description():
                                           "path, file:// or package:// URL); empty: uncalibrated"),
         DeclareLaunchArgument("use_sim_time", default_value="false", choices=["true", "false"],
                               description="run the node and RViz on /clock (a bag played with --clock)"),
+        DeclareLaunchArgument("robot_parent", default_value=LaunchConfiguration("frame_id"),
+                              description="frame the robot hands' bases are placed in (default: frame_id)"),
+        # In the optical frame (x right, y down, z forward): beside where an unmirrored camera sees each hand.
+        DeclareLaunchArgument("left_robot_pose", default_value="0.4 0 0.6 0 0 0",
+                              description="x y z (m) roll pitch yaw (rad) of the left robot hand's base "
+                                          "in robot_parent"),
+        DeclareLaunchArgument("right_robot_pose", default_value="-0.4 0 0.6 0 0 0",
+                              description="x y z (m) roll pitch yaw (rad) of the right robot hand's base "
+                                          "in robot_parent"),
     ] + [DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file)")
-         for name, text in PARAMETER_ARGUMENTS.items()]
+         for name, text in PARAMETER_ARGUMENTS.items()] + [
+        DeclareLaunchArgument(name, default_value="", description=f"{text} (overrides params_file's {parameter})")
+        for name, (parameter, text) in RETARGET_ARGUMENTS.items()]
 
     return LaunchDescription(arguments + [OpaqueFunction(function=check_params_file),
+                                          OpaqueFunction(function=robot_state_publishers),
                                           OpaqueFunction(function=hands_node), OpaqueFunction(function=image_source),
                                           OpaqueFunction(function=rviz)])

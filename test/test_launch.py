@@ -6,9 +6,11 @@ shows several things where it can."""
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, JointState
 
 from acr_ros.media import SAMPLES_DIR
 from acr_ros.msg import Hands
@@ -20,6 +22,8 @@ pytestmark = [pytest.mark.launch, pytest.mark.slow(seconds=55),
               pytest.mark.skipif(ROS2 is None, reason=NO_ROS2_CLI + "; scripts/setup.sh installs them from "
                                  "../shared/ros/launch_stack when it is there")]
 
+# dex-urdf's robot hands beside the repository (test_retargeting.py uses the same)
+ROBOT_HANDS = Path(__file__).resolve().parents[1].parent / "shared" / "robots" / "dex-urdf" / "hands"
 HANDS_STARTED = "active: subscribed to"  # the hands node's line once it is active
 CLEAN_EXIT = "process has finished cleanly"
 
@@ -225,3 +229,47 @@ def test_model_overrides_reach_the_node(launch, acr_checkpoint, mano_dir):
     log = running.log()
     assert "hand backend: acr" in log and f"weights {acr_checkpoint.name}:" in log
     stopped_cleanly(running)
+
+
+@pytest.mark.skipif(not ROBOT_HANDS.is_dir(), reason=f"no robot URDFs at {ROBOT_HANDS} (../shared/robots)")
+def test_teleop_retargets_both_hands_of_the_clip_without_robot_state_publisher(launch):
+    """robot:= and urdf_dir:= reach the node: both sides' JointState carry LEAP's joints prefixed by side
+    and the stamps of the clip's images; robot_state_publisher (not installable here) is said once and
+    the rest runs."""
+    running = launch("backend:=mediapipe", "robot:=leap", f"urdf_dir:={ROBOT_HANDS}", "source:=video",
+                     f"input:={SAMPLES_DIR / 'magic_clip.mp4'}", "frame_id:=teleop_optical")
+    probe = Probe("launch_teleop_probe")
+    try:
+        images = probe.record(Image, "/camera/image_raw", qos_profile_sensor_data)
+        commands = {side: probe.record(JointState, f"/acr_hands/{side}/joint_states") for side in ("left", "right")}
+
+        def stamp(message) -> tuple[int, int]:
+            return message.header.stamp.sec, message.header.stamp.nanosec
+
+        def of_images(side: str) -> list[JointState]:
+            """The side's commands whose stamp is a recorded image's (the probe may lose a best-effort
+            image; a node stamping with its own clock would match none)."""
+            image_stamps = {stamp(image) for image in images}
+            return [command for command in commands[side] if stamp(command) in image_stamps]
+
+        # the clip shows both hands (MediaPipe finds them in turn, seldom in one frame)
+        assert probe.spin_until(lambda: of_images("left") and of_images("right"), 120), running.log()
+        for side, received in commands.items():
+            for command in received:
+                assert command.header.frame_id == "teleop_optical"
+                assert set(command.name) == {f"{side}_{i}" for i in range(16)}  # LEAP's joints 0-15
+                assert len(command.position) == 16
+    finally:
+        probe.close()
+    log = running.log()
+    assert log.count("robot_state_publisher is not installed") == 1, log
+    stopped_cleanly(running)
+    assert running.log().count(CLEAN_EXIT) == 2  # the hands node and the image source
+
+
+def test_a_robot_without_its_urdf_is_refused_before_anything_starts(launch, tmp_path):
+    running = launch("robot:=leap", f"urdf_dir:={tmp_path}")
+    assert running.wait(60) == 1, running.log()
+    log = running.log()
+    assert f"robot URDF {tmp_path / 'leap_hand' / 'leap_hand_left.urdf'}: cannot read it" in log
+    assert "process started" not in log and "Traceback" not in log

@@ -37,7 +37,9 @@ def node_calls() -> list[ast.Call]:
 
 def test_every_node_of_the_launch_file_is_an_installed_executable():
     nodes = node_calls()
-    assert len(nodes) == 3
+    assert len(nodes) == 4
+    # the rest are optional packages of a ROS install, started only when installed
+    assert {ast.literal_eval(keyword(n, "package")) for n in nodes} == {"acr_ros", "rviz2", "robot_state_publisher"}
     ours = [n for n in nodes if ast.literal_eval(keyword(n, "package")) == "acr_ros"]
     assert {ast.literal_eval(keyword(n, "executable")) for n in ours} == {"hands_node", "image_source"}
     for node in ours:
@@ -51,7 +53,9 @@ def test_every_node_of_the_launch_file_is_an_installed_executable():
 
 def test_files_named_by_the_launch_file_exist_and_are_installed():
     text = LAUNCH.read_text()
-    for name in re.findall(r'"config", "([^"]+)"', text):
+    named = set(re.findall(r'"([\w.]+\.(?:rviz|yaml))"', text))
+    assert named == {"hands.yaml", "hands.rviz", "teleop.rviz"}
+    for name in named:
         assert (REPO / "config" / name).exists(), name
     assert "install(DIRECTORY launch config DESTINATION share/${PROJECT_NAME})" in (REPO / "CMakeLists.txt").read_text()
 
@@ -71,6 +75,13 @@ def test_launch_arguments_match_the_node_and_the_source():
                      and n.targets[0].id == "PARAMETER_ARGUMENTS")
     assert set(overrides) <= {p.name for p in PARAMS}
     assert "for name, text in PARAMETER_ARGUMENTS.items()" in LAUNCH.read_text()
+    # RETARGET_ARGUMENTS likewise, to the node's retargeting parameters of other names.
+    retarget = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                    and n.targets[0].id == "RETARGET_ARGUMENTS")
+    assert set(retarget) == {"robot", "retarget_type", "urdf_dir"}
+    assert {parameter for parameter, _ in retarget.values()} <= {p.name for p in PARAMS}
+    assert "for name, (parameter, text) in RETARGET_ARGUMENTS.items()" in LAUNCH.read_text()
+    assert {"robot_parent", "left_robot_pose", "right_robot_pose"} <= set(declared)
     # The source modes offered are the ones the image source understands.
     source_arg = declared["source"]
     choices = set(ast.literal_eval(keyword(source_arg, "choices")))
@@ -122,3 +133,36 @@ def test_rviz_config_shows_the_node_outputs(topic):
     assert 'default_value="camera_optical_frame"' in launch_source
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "camera_optical_frame"
     assert 'name="acr_hands"' in launch_source  # the node name the topics above assume
+
+
+def robot_state_publisher_topics() -> dict[str, str]:
+    """The robot_state_publisher node's topics (remapped, per side) as the launch file names them."""
+    call = next(n for n in node_calls() if ast.literal_eval(keyword(n, "package")) == "robot_state_publisher")
+    pairs = {entry.elts[0].value: entry.elts[1] for entry in keyword(call, "remappings").elts}
+    # f"/acr_hands/{side}/..." -> "/acr_hands/{side}/..."
+    return {name: "".join(part.value if isinstance(part, ast.Constant) else "{" + part.value.id + "}"
+                          for part in target.values) for name, target in pairs.items()}
+
+
+def test_robot_state_publishers_read_the_nodes_joint_states():
+    topics = robot_state_publisher_topics()
+    assert topics["joint_states"] == "/acr_hands/{side}/joint_states"  # the node's ~/<side>/joint_states
+    assert topics["robot_description"] == "/acr_hands/{side}/robot_description"
+    assert 'f"~/{side}/joint_states"' in (REPO / "acr_ros" / "node" / "outputs.py").read_text()
+
+
+def test_teleop_rviz_shows_the_robot_hands_beside_the_human_hands():
+    teleop = yaml.safe_load((REPO / "config" / "teleop.rviz").read_text())
+    hands = yaml.safe_load((REPO / "config" / "hands.rviz").read_text())
+    displays = teleop["Visualization Manager"]["Displays"]
+    robots = [d for d in displays if d["Class"] == "rviz_default_plugins/RobotModel"]
+    description = robot_state_publisher_topics()["robot_description"]
+    assert [d["Description Topic"]["Value"] for d in robots] == [description.format(side=side)
+                                                                  for side in ("left", "right")]
+    for robot in robots:
+        assert robot["Description Source"] == "Topic" and robot["Enabled"]
+        # robot_state_publisher's description is transient local; the URDF's links carry the side already
+        assert robot["Description Topic"]["Durability Policy"] == "Transient Local" and robot["TF Prefix"] == ""
+    # everything of hands.rviz is there too, the same
+    assert [d for d in displays if d not in robots] == hands["Visualization Manager"]["Displays"]
+    assert teleop["Visualization Manager"]["Global Options"] == hands["Visualization Manager"]["Global Options"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from acr_ros.retargeting import ROBOTS, TYPES, HandRetargeter, RetargetSettings
+from acr_ros.retargeting import ROBOTS, TYPES, HandRetargeter, RetargetSettings, robot_urdf
 from support.benchmarks import load_benchmark
 from support.hand_poses import hand_pose
 
@@ -324,3 +324,46 @@ def test_the_benchmark_runs_as_documented(capsys):
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ability")]
     assert [row[1].strip() for row in rows] == ["vector", "dexpilot"]
     assert all(float(row[2]) > 0 and float(row[3]) >= float(row[2]) for row in rows)
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_robot_urdf_names_are_the_joint_states_and_its_base_sits_at_the_pose(build, robot):
+    """robot_state_publisher matches JointState names to the URDF's joints: the side's movable joints
+    must be exactly the retargeter's names, and nothing of one side may share a name with the other."""
+    settings = RetargetSettings(robot=robot, urdf_dir=str(HANDS))
+    names = {}
+    for side in SIDES:
+        text = robot_urdf(settings, side, "camera_optical_frame", (0.4, 0, 0.6, 0, 0, 1.5))
+        urdf = ElementTree.fromstring(text)
+        joints = urdf.findall("joint")
+        movable = {j.get("name") for j in joints if j.get("type") != "fixed"}
+        assert movable == set(build(robot, "vector").joint_names(side))
+        links = {link.get("name") for link in urdf.findall("link")} - {"camera_optical_frame"}
+        assert all(name.startswith(f"{side}_") for name in links | {j.get("name") for j in joints})
+        # every reference points at a link or joint of this text
+        assert {e.get("link") for e in urdf.iter() if e.tag in ("parent", "child")} <= links | {"camera_optical_frame"}
+        assert {e.get("joint") for e in urdf.iter("mimic")} <= movable
+        # One tree hanging from the camera frame by the mount, at the pose given.
+        children = [e.get("link") for e in urdf.iter("child")]
+        assert len(children) == len(set(children)) and links - set(children) == set()
+        mount = next(j for j in joints if j.get("name") == f"{side}_mount")
+        assert mount.find("parent").get("link") == "camera_optical_frame"
+        origin = mount.find("origin")
+        assert [float(v) for v in origin.get("xyz").split() + origin.get("rpy").split()] == [0.4, 0, 0.6, 0, 0, 1.5]
+        meshes = [m.get("filename") for m in urdf.iter("mesh")]
+        assert meshes and all(m.startswith("file:///") for m in meshes)
+        names[side] = links | {j.get("name") for j in joints}
+    assert not names["left"] & names["right"]
+
+
+def test_robot_urdf_refuses_in_one_line(tmp_path):
+    with pytest.raises(ValueError, match="not a folder"):
+        robot_urdf(RetargetSettings(robot="leap", urdf_dir=str(tmp_path / "none")), "left")
+    with pytest.raises(ValueError, match="cannot read it .No such file or directory.: point urdf_dir"):
+        robot_urdf(RetargetSettings(robot="leap", urdf_dir=str(tmp_path)), "left")
+    (tmp_path / "leap_hand").mkdir()
+    (tmp_path / "leap_hand" / "leap_hand_left.urdf").write_text("<robot name='leap'><link name='base'></robot>")
+    with pytest.raises(ValueError, match="leap_hand_left.urdf: not XML"):
+        robot_urdf(RetargetSettings(robot="leap", urdf_dir=str(tmp_path)), "left")
+    with pytest.raises(ValueError, match="6 finite numbers"):
+        robot_urdf(RetargetSettings(robot="leap", urdf_dir=str(HANDS)), "left", "cam", ("0.4", "x", 0, 0, 0, 0))
