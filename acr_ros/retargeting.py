@@ -251,7 +251,6 @@ class HandRetargeter:
         """Raises ValueError with one line naming what is wrong and the fix."""
         _check_settings(settings)
         try:
-            import dex_retargeting
             from dex_retargeting.constants import OPERATOR2MANO, HandType
             from dex_retargeting.retargeting_config import RetargetingConfig
         except ImportError as error:
@@ -259,10 +258,7 @@ class HandRetargeter:
         _quiet_mesh_warnings()
         sides = {}
         for side in settings.sides:
-            path = (Path(settings.config) if settings.config else
-                    Path(dex_retargeting.__file__).parent / "configs" / "teleop" /
-                    f"{_CONFIG_STEMS[settings.robot]}_{side}{'_dexpilot' if settings.type == 'dexpilot' else ''}.yml")
-            seq = _build(RetargetingConfig, path, settings)
+            seq = _build(RetargetingConfig, *_side_config(settings, side), settings)
             sides[side] = _SideRetargeter(side, seq, OPERATOR2MANO[HandType[side]], settings.low_pass_alpha)
         return cls(settings, sides)
 
@@ -354,10 +350,7 @@ def robot_urdf(settings: RetargetSettings, side: str, parent: str = "",
     fixed joint "<side>_mount" places the robot's root link at pose (x y z in metres, roll pitch yaw in
     radians) in the frame parent. Raises ValueError (one line) as HandRetargeter.create does, without
     loading dex-retargeting."""
-    import importlib.util
     import xml.etree.ElementTree as ElementTree
-
-    import yaml
 
     _check_settings(settings)
     if side not in SIDES:
@@ -368,21 +361,7 @@ def robot_urdf(settings: RetargetSettings, side: str, parent: str = "",
         values = []
     if len(values) != 6 or not all(map(math.isfinite, values)):
         raise ValueError(f"robot base pose {list(pose)}: give x y z roll pitch yaw (6 finite numbers)")
-    if settings.config:
-        path = Path(settings.config)
-    else:
-        spec = importlib.util.find_spec("dex_retargeting")  # its folder, without importing torch
-        if spec is None:
-            raise ValueError(f"retargeting needs dex-retargeting: {_INSTALL}")
-        path = (Path(next(iter(spec.submodule_search_locations))) / "configs" / "teleop" /
-                f"{_CONFIG_STEMS[settings.robot]}_{side}{'_dexpilot' if settings.type == 'dexpilot' else ''}.yml")
-    try:
-        urdf = Path(yaml.safe_load(path.read_text())["retargeting"]["urdf_path"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as error:
-        raise ValueError(f"retargeting config {path} does not parse ({_one_line(error)}): it needs a "
-                         "'retargeting' mapping with urdf_path") from None
-    if not urdf.is_absolute():  # as HandRetargeter.create resolves it
-        urdf = Path(settings.urdf_dir or path.parent) / urdf
+    urdf = Path(_side_config(settings, side)[1]["urdf_path"])
     try:
         robot = ElementTree.parse(urdf).getroot()
     except OSError as error:
@@ -441,10 +420,22 @@ def _check_settings(settings: RetargetSettings) -> None:
                          "positive number of rad/s")
 
 
-def _build(config_class, path: Path, settings: RetargetSettings):
-    """One side's SeqRetargeting from a dex-retargeting YAML; every failure as one-line ValueError."""
+def _side_config(settings: RetargetSettings, side: str) -> tuple[Path, dict]:
+    """A side's dex-retargeting YAML (the user's, or the bundled one of the robot and type) and its
+    'retargeting' mapping with urdf_path made absolute; every failure as a one-line ValueError. Finds
+    dex-retargeting's folder without importing it (that imports torch)."""
+    import importlib.util
+
     import yaml
 
+    if settings.config:
+        path = Path(settings.config)
+    else:
+        spec = importlib.util.find_spec("dex_retargeting")
+        if spec is None:
+            raise ValueError(f"retargeting needs dex-retargeting: {_INSTALL}")
+        path = (Path(next(iter(spec.submodule_search_locations))) / "configs" / "teleop" /
+                f"{_CONFIG_STEMS[settings.robot]}_{side}{'_dexpilot' if settings.type == 'dexpilot' else ''}.yml")
     what = f"retargeting config {path}"
     try:
         config = yaml.safe_load(path.read_text())["retargeting"]
@@ -464,6 +455,13 @@ def _build(config_class, path: Path, settings: RetargetSettings):
                else "fix urdf_path in the config (relative paths start at urdf_dir, else at the config's folder)")
         raise ValueError(f"{what}: no URDF at {urdf}: {fix}")
     config["urdf_path"] = str(urdf)
+    return path, config
+
+
+def _build(config_class, path: Path, config: dict, settings: RetargetSettings):
+    """One side's SeqRetargeting from its config (_side_config); every failure as one-line ValueError."""
+    what = f"retargeting config {path}"
+    urdf = Path(config["urdf_path"])
     try:
         return config_class.from_dict(config).build()
     except Exception as error:  # dex-retargeting, yourdfpy and pinocchio raise many kinds

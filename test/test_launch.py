@@ -271,5 +271,5 @@ def test_a_robot_without_its_urdf_is_refused_before_anything_starts(launch, tmp_
     running = launch("robot:=leap", f"urdf_dir:={tmp_path}")
     assert running.wait(60) == 1, running.log()
     log = running.log()
-    assert f"robot URDF {tmp_path / 'leap_hand' / 'leap_hand_left.urdf'}: cannot read it" in log
+    assert f"no URDF at {tmp_path / 'leap_hand' / 'leap_hand_left.urdf'}: point urdf_dir" in log
     assert "process started" not in log and "Traceback" not in log
