@@ -6,11 +6,11 @@ import pytest
 from support.soak import soak
 
 
-@pytest.mark.slow(seconds=32)
-def test_soak_30_seconds_at_30_hz():
-    """docs/reliability.md's 30-minute soak, shortened for CI; memory and latency are compared after
-    an 8 s warm-up (the node's resident memory is flat after about 4 s)."""
-    result = soak(30.0, warmup=8.0, backend="mediapipe")
+@pytest.mark.slow(seconds=22)
+def test_soak_20_seconds_at_30_hz():
+    """docs/reliability.md's 30-minute soak, shortened for CI (the long run is the benchmark); memory
+    and latency are compared after a 6 s warm-up (the node's resident memory is flat after about 4 s)."""
+    result = soak(20.0, warmup=6.0, backend="mediapipe")
     print(result)
     assert result["exit_code"] == 0 and result["shutdown_seconds"] < 2.0
     assert result["rss_growth"] < 0.05, result
