@@ -167,8 +167,8 @@ class FrameProcessor:
             try:
                 command = self.retargeter.retarget(hand.side, hand.joints, frame.stamp_ns,
                                                    new_track=tracks[hand.side].frames == 1)
-            except ValueError as error:
-                self.counters.add("retarget_errors", str(error))
+            except Exception as error:  # a hand it refuses, or the optimiser's own failure: the hands still go out
+                self.counters.add("retarget_errors", f"{type(error).__name__}: {error}")
                 self.warn("retarget_errors", f"no joint command for the {hand.side} hand: {error}")
                 continue
             commands[hand.side] = command

@@ -117,3 +117,8 @@ def test_no_hand_no_command_and_a_refused_hand_is_counted():
     retargeter.retarget = lambda *args, **kwargs: (_ for _ in ()).throw(ValueError("joint limits unknown"))
     assert processor.process([frame(SECOND)])[0].robot_joints == {}
     assert processor.counters.get("retarget_errors") == 1
+    # The optimiser's own failure (nlopt raises its own exceptions) costs the command, not the hands.
+    retargeter.retarget = lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("nlopt roundoff limited"))
+    processed = processor.process([frame(SECOND + SECOND // 10)])[0]
+    assert processed.robot_joints == {} and processed.result.hands
+    assert processor.counters.reason("retarget_errors") == "RuntimeError: nlopt roundoff limited"
