@@ -7,10 +7,12 @@
     ros2 launch acr_ros hands.launch.py checkpoint:=/models/wild.pkl mano_dir:=/models/mano
     ros2 launch acr_ros hands.launch.py autostart:=false   # then: ros2 lifecycle set /acr_hands configure, activate
     ros2 launch acr_ros hands.launch.py use_sim_time:=true ...   # beside `ros2 bag play --clock`
+    ros2 launch acr_ros hands.launch.py respawn:=true ...   # a hands node that dies is started again
     ros2 launch acr_ros hands.launch.py robot:=leap urdf_dir:=dex-urdf/hands source:=webcam rviz:=true  # teleop
 
 No half-alive graph: a bad params_file ends the launch before anything starts; the hands node and the
-image source are required (when either exits, the launch ends, with exit code 1 unless it exited 0);
+image source are required (when either exits, the launch ends, with exit code 1 unless it exited 0),
+except that with respawn:=true a hands node that exits is started again (respawn_delay seconds later);
 rviz:=true without rviz2 installed is said once and the rest runs without RViz. With retargeting on
 (robot:= or the params_file's retarget.*), a robot_state_publisher per side turns the node's
 ~/<side>/joint_states into TF; without robot_state_publisher installed that is said once and the rest runs.
@@ -87,6 +89,16 @@ def end_launch_when_it_exits(description: str):
             return [Shutdown(reason=f"{description} exited")]
         raise LaunchRefused(f"{description} exited with code {event.returncode} (its messages above say why): "
                             "ending the launch")
+    return on_exit
+
+
+def say_it_respawns(description: str, delay: float):
+    """An OnProcessExit callback for a node that launch respawns: upstream launch logs the death but not
+    the restart, so the log says why the node comes back."""
+    def on_exit(event, context):
+        if not context.is_shutdown:
+            get_logger("hands.launch.py").warning(
+                f"{description} exited with code {event.returncode}: respawn:=true, starting it again in {delay} s")
     return on_exit
 
 
@@ -177,9 +189,12 @@ def hands_node(context):
     depth_topic = LaunchConfiguration("depth_topic").perform(context)
     if depth_topic:
         overrides["depth_topics"] = [depth_topic]
+    respawn = LaunchConfiguration("respawn").perform(context) == "true"
+    delay = float(LaunchConfiguration("respawn_delay").perform(context))
     # A LifecycleNode action: launch follows its transition events and can request transitions
-    # (launch_ros.events.lifecycle.ChangeState); the node starts itself when autostart is true.
-    return required(LifecycleNode(
+    # (launch_ros.events.lifecycle.ChangeState); the node starts itself when autostart is true, a
+    # respawned one too.
+    node = LifecycleNode(
         package="acr_ros",
         executable="hands_node",
         name="acr_hands",
@@ -187,7 +202,14 @@ def hands_node(context):
         output="screen",
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=CAMERA_REMAPPINGS,
-    ), "the hands node (acr_hands)")
+        respawn=respawn,
+        respawn_delay=delay,
+    )
+    description = "the hands node (acr_hands)"
+    if not respawn:
+        return required(node, description)
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=say_it_respawns(description,
+                                                                                                 delay)))]
 
 
 def image_source(context):
@@ -225,6 +247,11 @@ def generate_launch_description():
                               description="configure and activate the hands node at start; false: a lifecycle "
                                           "manager or `ros2 lifecycle set /acr_hands configure` (then activate) "
                                           "drives it"),
+        DeclareLaunchArgument("respawn", default_value="false", choices=["true", "false"],
+                              description="start the hands node again when it exits (killed, crashed, or "
+                                          "failed at start), instead of ending the launch"),
+        DeclareLaunchArgument("respawn_delay", default_value="1.0",
+                              description="seconds between the hands node's exit and its restart (respawn:=true)"),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
                               description="start RViz with config/hands.rviz (config/teleop.rviz with retargeting on)"),
         DeclareLaunchArgument("source", default_value="none",

@@ -5,7 +5,10 @@ docs/launch.md describes. Each launch costs seconds of process start-up: one lau
 shows several things where it can."""
 from __future__ import annotations
 
+import os
+import re
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -220,6 +223,46 @@ def test_a_dying_hands_node_takes_the_launch_down_with_its_reason(launch, tmp_pa
     assert str(tmp_path / "nowhere" / "wild.pkl") in log
     assert "the hands node (acr_hands) exited with code 1" in log
     assert "Traceback" not in log and not running.group_alive()
+
+
+def test_with_respawn_a_killed_hands_node_comes_back_and_answers_again(launch):
+    """respawn:=true: the hands node killed (SIGKILL) is started again, activates itself and answers
+    frames; the launch runs on, says why the node came back, and Ctrl-C still ends it cleanly."""
+    running = launch("backend:=mediapipe", "respawn:=true", "respawn_delay:=0.5",
+                     "image:=/lt_respawn/image_raw", "camera_info:=/lt_respawn/camera_info")
+    probe = Probe("launch_respawn_probe")
+    try:
+        assert running.wait_for_output(HANDS_STARTED), running.log()
+        images = probe.publisher(Image, "/lt_respawn/image_raw", RELIABLE)
+        probe.wait_for_subscribers(images, 60)
+        sent = []  # each frame's own stamp (seconds): the hands say which frame they answer
+
+        def send():
+            sent.append(1700030200 + len(sent))
+            images.publish(image_msg(magic_bgr(), stamp=(sent[-1], 0), frame_id="respawn_optical"))
+
+        assert first_hands(probe, send=send).hands
+        pid = int(re.search(r"\[hands_node-1\]: process started with pid \[(\d+)\]", running.log()).group(1))
+        os.kill(pid, signal.SIGKILL)
+        killed, frames_before = time.monotonic(), len(sent)
+        # a generous bound: a killed node's DDS participant can linger in discovery
+        hands = first_hands(probe, send=send, timeout=60)
+        print(f"hands again {time.monotonic() - killed:.1f} s after the kill")
+        # a frame sent after the kill: the new process answered it, not a late message of the old one
+        assert hands.header.stamp.sec in sent[frames_before:] and hands.hands
+    finally:
+        probe.close()
+    log = running.log()
+    assert running.alive(), log
+    assert log.count("process started with pid") == 2 and log.count(HANDS_STARTED) == 2, log
+    assert ("the hands node (acr_hands) exited with code -9: respawn:=true, starting it again in 0.5 s"
+            in log), log
+    running.ctrl_c()
+    assert running.wait(60) == 0, running.log()
+    log = running.log()
+    # the one death is the kill's; Ctrl-C ended the respawned node cleanly
+    assert log.count("exit code -") == 1 and log.count(CLEAN_EXIT) == 1, log
+    assert "Traceback" not in log and "context is invalid" not in log and not running.group_alive()
 
 
 def test_model_overrides_reach_the_node(launch, acr_checkpoint, mano_dir):

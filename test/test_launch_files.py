@@ -82,6 +82,8 @@ def test_launch_arguments_match_the_node_and_the_source():
     assert {parameter for parameter, _ in retarget.values()} <= {p.name for p in PARAMS}
     assert "for name, (parameter, text) in RETARGET_ARGUMENTS.items()" in LAUNCH.read_text()
     assert {"robot_parent", "left_robot_pose", "right_robot_pose"} <= set(declared)
+    # respawn is opt-in: by default a dying hands node ends the launch (test_launch.py runs both)
+    assert ast.literal_eval(keyword(declared["respawn"], "default_value")) == "false"
     # The source modes offered are the ones the image source understands.
     source_arg = declared["source"]
     choices = set(ast.literal_eval(keyword(source_arg, "choices")))
