@@ -21,7 +21,7 @@ from support.launch import Launch
 from support.lifecycle import NO_ROS2_CLI, ROS2
 from support.ros_harness import RELIABLE, Probe, camera_info_msg, image_msg, magic_bgr
 
-pytestmark = [pytest.mark.launch, pytest.mark.slow(seconds=55),
+pytestmark = [pytest.mark.launch, pytest.mark.slow(seconds=65),
               pytest.mark.skipif(ROS2 is None, reason=NO_ROS2_CLI + "; scripts/setup.sh installs them from "
                                  "../shared/ros/launch_stack when it is there")]
 
