@@ -43,6 +43,7 @@ from acr_ros.frame_processor import FrameInput, FrameProcessor, ProcessedFrame
 from acr_ros.hand_outputs import HandOutputs
 from acr_ros.image_conversion import ImageConversionError
 from acr_ros.node import parameters
+from acr_ros.node.clock_jumps import ClockJumps
 from acr_ros.node.diagnostics import StatusReport
 from acr_ros.node.inputs import Camera, CameraInputs
 from acr_ros.node.outputs import NodePublishers
@@ -55,7 +56,6 @@ __all__ = ["HandsNode", "PARAMS", "main"]
 
 # What a refused configuration raises: a message naming the parameter or file, where and why.
 CONFIGURATION_ERRORS = (ValueError, FileNotFoundError, ImportError)
-
 
 
 class IntegerForFloatParameter(ParameterException):
@@ -104,6 +104,7 @@ class HandsNode(LifecycleNode):
         self._worker: Optional[threading.Thread] = None
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._clock_jumps = ClockJumps(self.get_clock(), lambda: self.cameras, self.counters, self._wake)
 
     @property
     def backend(self):
@@ -248,6 +249,7 @@ class HandsNode(LifecycleNode):
 
     def _start_worker(self) -> None:
         self._stop.clear()
+        self._clock_jumps.take()  # deactivate did what a jump since then calls for
         self._worker = threading.Thread(target=self._run, name="acr_hands_inference", daemon=True)
         self._worker.start()
 
@@ -319,10 +321,15 @@ class HandsNode(LifecycleNode):
         while not self._stop.is_set():
             self._wake.wait(timeout=0.2)
             self._wake.clear()
+            jump = self._clock_jumps.take()
             taken = [(camera, msg) for camera in self.cameras if (msg := camera.take_frame()) is not None]
-            if not taken:
+            if not (taken or jump):
                 continue
             try:
+                if jump:  # here, between batches: the worker owns the tracks, the smoothing and the markers
+                    self.processor.reset()
+                    self.outputs.delete_markers(self.get_clock().now().to_msg())
+                    self.get_logger().info(f"{jump}: hand tracks ended, smoothing restarted, markers deleted")
                 frames = [frame for frame in (self._decode(*item) for item in taken) if frame is not None]
                 if frames:
                     self.process(frames)
@@ -334,7 +341,7 @@ class HandsNode(LifecycleNode):
     def process(self, frames: list[FrameInput]) -> None:
         """One batch through the processor, and its outputs published (the worker's step)."""
         processed = self.processor.process(frames)
-        if self._stop.is_set():  # deactivating or shutting down: publish nothing more
+        if self._stop.is_set() or self._clock_jumps.pending:  # stopping; or stamps later than the clock now
             return
         for item in processed:
             if item is not None:
