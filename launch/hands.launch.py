@@ -18,6 +18,7 @@ rviz:=true without rviz2 installed is said once and the rest runs without RViz. 
 ~/<side>/joint_states into TF; without robot_state_publisher installed that is said once and the rest runs.
 """
 from pathlib import Path
+from typing import Optional
 
 import yaml
 from ament_index_python.packages import PackageNotFoundError, get_package_prefix
@@ -30,7 +31,8 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
-from acr_ros.node.parameters import flatten_parameters
+from acr_ros.node import parameters
+from acr_ros.node.parameters import PARAMS_BY_NAME, given_parameters
 from acr_ros.retargeting import RetargetSettings, robot_urdf
 
 # The hands node's compressed input follows the remapped image_raw (image_transport's convention).
@@ -107,18 +109,13 @@ def required(node, description: str) -> list:
         description)))]
 
 
-def retarget_settings(context) -> RetargetSettings:
-    """The node's retargeting settings: the params_file's retarget.* (its /** and acr_hands sections, as
-    the node reads them), overridden by the launch arguments."""
-    sections = yaml.safe_load(Path(LaunchConfiguration("params_file").perform(context)).read_text())
-    values = {}
-    for name in ("/**", "acr_hands", "/acr_hands"):
-        values.update(flatten_parameters(sections.get(name, {}).get("ros__parameters", {})))
+def retarget_settings(context) -> Optional[RetargetSettings]:
+    """The node's retargeting settings (None: off), read as the node reads them: the params_file's
+    retarget.*, overridden by the launch arguments, the rest at the node's defaults."""
+    given = given_parameters(yaml.safe_load(Path(LaunchConfiguration("params_file").perform(context)).read_text()))
     for argument, (parameter, _) in RETARGET_ARGUMENTS.items():
-        values[parameter] = LaunchConfiguration(argument).perform(context) or values.get(parameter, "")
-    return RetargetSettings(robot=values["retarget.robot"], type=values.get("retarget.type") or "vector",
-                            urdf_dir=values["retarget.urdf_dir"], config=values.get("retarget.config", ""),
-                            sides=tuple(values.get("retarget.sides", ("left", "right"))))
+        given[parameter] = LaunchConfiguration(argument).perform(context) or given.get(parameter, "")
+    return parameters.retarget_settings(lambda name: given.get(name, PARAMS_BY_NAME[name].default))
 
 
 def robot_state_publishers(context):
@@ -126,7 +123,7 @@ def robot_state_publishers(context):
     <side>_robot_pose in robot_parent): the robot hand in TF and on /acr_hands/<side>/robot_description.
     A URDF that cannot be made ends the launch before any node starts."""
     settings = retarget_settings(context)
-    if not settings.enabled:
+    if settings is None:
         return []
     parent = LaunchConfiguration("robot_parent").perform(context)
     try:
@@ -158,7 +155,7 @@ def rviz(context):
     With retargeting on it also shows the robot hands (config/teleop.rviz)."""
     if LaunchConfiguration("rviz").perform(context) != "true":
         return []
-    config = "teleop.rviz" if retarget_settings(context).enabled else "hands.rviz"
+    config = "hands.rviz" if retarget_settings(context) is None else "teleop.rviz"
     try:
         get_package_prefix("rviz2")
     except PackageNotFoundError:

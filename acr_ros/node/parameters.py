@@ -249,15 +249,23 @@ def read_parameters_file(path, node_name: str = NODE_NAME) -> dict:
     sections = document if isinstance(document, dict) else {}
     if not any(isinstance(section, dict) and "ros__parameters" in section for section in sections.values()):
         raise ValueError(f"{path}: not a ROS 2 parameters file (expected <node name or /**>: ros__parameters: {{...}})")
-    for name in ("/**", node_name, f"/{node_name}"):
-        section = sections.get(name)
-        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
-            for key, value in flatten_parameters(section["ros__parameters"]).items():
-                spec = PARAMS_BY_NAME.get(key)
-                if spec is None:
-                    raise ValueError(f"{path}: unknown parameter {key!r} of {node_name}")
-                values[key] = _checked(spec, value, path)
+    for key, value in given_parameters(sections, node_name).items():
+        spec = PARAMS_BY_NAME.get(key)
+        if spec is None:
+            raise ValueError(f"{path}: unknown parameter {key!r} of {node_name}")
+        values[key] = _checked(spec, value, path)
     return values
+
+
+def given_parameters(document: dict, node_name: str = NODE_NAME) -> dict:
+    """What a parsed parameters file gives the node (its `/**` and `node_name` sections, in that order,
+    nested names joined with dots), unchecked."""
+    given = {}
+    for name in ("/**", node_name, f"/{node_name}"):
+        section = document.get(name)
+        if isinstance(section, dict) and isinstance(section.get("ros__parameters"), dict):
+            given.update(flatten_parameters(section["ros__parameters"]))
+    return given
 
 
 def _checked(spec: Param, value, path: Path):
