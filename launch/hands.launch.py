@@ -82,6 +82,15 @@ def check_params_file(context):
     return []
 
 
+def number_argument(context, name: str, kind: type):
+    """A numeric launch argument, or the launch refused with one line naming it."""
+    value = LaunchConfiguration(name).perform(context)
+    try:
+        return kind(value)
+    except ValueError:
+        raise LaunchRefused(f"{name}:={value}: not {'an integer' if kind is int else 'a number'}") from None
+
+
 def end_launch_when_it_exits(description: str):
     """An OnProcessExit callback for a required node: the launch ends with it, not half alive."""
     def on_exit(event, context):
@@ -94,13 +103,22 @@ def end_launch_when_it_exits(description: str):
     return on_exit
 
 
-def say_it_respawns(description: str, delay: float):
+def respawn_or_end(description: str, delay: float, max_retries: int):
     """An OnProcessExit callback for a node that launch respawns: upstream launch logs the death but not
-    the restart, so the log says why the node comes back."""
+    the restart, so the log says why the node comes back; once it has been restarted `max_retries`
+    times (negative: no limit) upstream stops restarting it, and the launch ends as for a required node."""
+    restarts = 0
+
     def on_exit(event, context):
-        if not context.is_shutdown:
-            get_logger("hands.launch.py").warning(
-                f"{description} exited with code {event.returncode}: respawn:=true, starting it again in {delay} s")
+        nonlocal restarts
+        if context.is_shutdown:
+            return
+        if 0 <= max_retries <= restarts:
+            raise LaunchRefused(f"{description} exited with code {event.returncode} after {restarts} restarts "
+                                f"(respawn_max_retries:={max_retries}): ending the launch")
+        restarts += 1
+        get_logger("hands.launch.py").warning(
+            f"{description} exited with code {event.returncode}: respawn:=true, starting it again in {delay} s")
     return on_exit
 
 
@@ -187,7 +205,8 @@ def hands_node(context):
     if depth_topic:
         overrides["depth_topics"] = [depth_topic]
     respawn = LaunchConfiguration("respawn").perform(context) == "true"
-    delay = float(LaunchConfiguration("respawn_delay").perform(context))
+    delay = number_argument(context, "respawn_delay", float)
+    max_retries = number_argument(context, "respawn_max_retries", int)
     # A LifecycleNode action: launch follows its transition events and can request transitions
     # (launch_ros.events.lifecycle.ChangeState); the node starts itself when autostart is true, a
     # respawned one too.
@@ -201,12 +220,13 @@ def hands_node(context):
         remappings=CAMERA_REMAPPINGS,
         respawn=respawn,
         respawn_delay=delay,
+        respawn_max_retries=max_retries,
     )
     description = "the hands node (acr_hands)"
     if not respawn:
         return required(node, description)
-    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=say_it_respawns(description,
-                                                                                                 delay)))]
+    return [node, RegisterEventHandler(OnProcessExit(target_action=node, on_exit=respawn_or_end(
+        description, delay, max_retries)))]
 
 
 def image_source(context):
@@ -249,6 +269,9 @@ def generate_launch_description():
                                           "failed at start), instead of ending the launch"),
         DeclareLaunchArgument("respawn_delay", default_value="1.0",
                               description="seconds between the hands node's exit and its restart (respawn:=true)"),
+        DeclareLaunchArgument("respawn_max_retries", default_value="-1",
+                              description="restarts at most (respawn:=true); once used up, the next exit ends the "
+                                          "launch with exit code 1; negative: no limit"),
         DeclareLaunchArgument("rviz", default_value="false", choices=["true", "false"],
                               description="start RViz with config/hands.rviz (config/teleop.rviz with retargeting on)"),
         DeclareLaunchArgument("source", default_value="none",

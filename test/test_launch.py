@@ -265,6 +265,28 @@ def test_with_respawn_a_killed_hands_node_comes_back_and_answers_again(launch):
     assert "Traceback" not in log and "context is invalid" not in log and not running.group_alive()
 
 
+def test_respawn_max_retries_bounds_the_restarts(launch, tmp_path):
+    """A hands node that cannot start (a missing checkpoint), respawn_max_retries:=1: it is started
+    twice, then the launch ends with exit code 1 and one line saying why."""
+    running = launch("backend:=acr", f"checkpoint:={tmp_path / 'nowhere.pkl'}", f"mano_dir:={tmp_path}",
+                     "device:=cpu", "respawn:=true", "respawn_delay:=0.1", "respawn_max_retries:=1")
+    assert running.wait(180) == 1, running.log()
+    log = running.log()
+    assert log.count("process started with pid") == 2, log
+    assert "starting it again in 0.1 s" in log
+    assert ("the hands node (acr_hands) exited with code 1 after 1 restarts (respawn_max_retries:=1): "
+            "ending the launch") in log
+    assert "Traceback" not in log and not running.group_alive()
+
+
+def test_a_non_numeric_respawn_argument_is_refused_in_one_line(launch):
+    running = launch("respawn:=true", "respawn_max_retries:=few")
+    assert running.wait(60) == 1, running.log()
+    log = running.log()
+    assert "respawn_max_retries:=few: not an integer" in log
+    assert "process started" not in log and "Traceback" not in log
+
+
 def test_model_overrides_reach_the_node(launch, acr_checkpoint, mano_dir):
     """backend, checkpoint, mano_dir and device given on the command line run ACR with those files."""
     running = launch("backend:=acr", f"checkpoint:={acr_checkpoint}", f"mano_dir:={mano_dir}", "device:=cpu")
