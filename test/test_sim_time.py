@@ -72,14 +72,17 @@ def test_clock_jumps_back_or_to_another_source_are_noted_for_the_worker():
 
     from acr_ros.diagnostics import Counters
     from acr_ros.node.clock_jumps import ClockJumps
+    from acr_ros.frame_inputs import DepthPairing
     from acr_ros.node.inputs import Camera
 
-    camera, counters, wake = Camera("/camera/color/image_raw"), Counters(), threading.Event()
+    camera, counters, wake = Camera("/camera/color/image_raw", depth=DepthPairing()), Counters(), threading.Event()
     camera.put_frame("a frame of the previous loop")
+    camera.depth.put(5, "a depth image of the previous loop")
     clock = ROSClock()
     jumps = ClockJumps(clock, lambda: [camera], counters, wake)
     clock._set_ros_time_is_active(True)
     assert jumps.take() == "the clock changed to ROS time (use_sim_time)" and wake.is_set()
+    assert camera.depth.partner(5, 0) is None
     clock.set_ros_time_override(Time(seconds=CLOCK0 + 10))
     clock.set_ros_time_override(Time(seconds=CLOCK0 + 11))  # forward: nothing to do
     assert not jumps.pending and counters.get("dropped") == 1  # the frame waiting at the first jump

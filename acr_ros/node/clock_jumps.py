@@ -3,7 +3,8 @@ source (use_sim_time set at run time): what was received and shown before belong
 time.
 
 rclpy reports a jump on the thread that sets the time: the executor's, taking /clock as it takes the
-images, so the frames still waiting then came before the jump and are dropped. The worker takes the
+images, so the frames still waiting then came before the jump and are dropped, and the depth images
+kept for pairing are forgotten. The worker takes the
 jump between batches (it owns the tracks, the smoothing and the shown markers) and publishes nothing
 of a batch that was running when it came: its stamps are later than the clock's new time, and would
 linger in RViz and in tf2 buffers (which clear themselves on a jump back, before they arrive)."""
@@ -42,7 +43,11 @@ class ClockJumps:
     def _jumped(self, jump: TimeJump) -> None:
         with self._lock:
             self._pending = describe(jump)
-        stale = sum(camera.take_frame() is not None for camera in self._cameras())
+        stale = 0
+        for camera in self._cameras():
+            stale += camera.take_frame() is not None
+            if camera.depth is not None:  # the previous run of time's depth must not pair with this one's frames
+                camera.depth.clear()
         if stale:
             self._counters.add("dropped", "received before the clock jumped back", stale)
         self._wake.set()
