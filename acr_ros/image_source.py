@@ -27,6 +27,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from acr_ros.calibration import Calibration, CalibrationError, load_calibration
 from acr_ros.image_conversion import bgr_to_image
 from acr_ros.media import open_media
+from acr_ros.node.inputs import camera_info_topic, compressed_topic
 from acr_ros.ros_runtime import StopRequest, start_ros, warn_unknown_parameters
 
 
@@ -64,9 +65,11 @@ class ImageSource(Node):
             return self.create_publisher(msg_type, topic, copy.copy(qos),
                                          qos_overriding_options=QoSOverridingOptions.with_default_policies())
 
+        # the topics a subscriber of image_raw (remapped) expects, by image_transport's rules
         self.image_pub = publisher(Image, "image_raw")
-        self.info_pub = publisher(CameraInfo, "camera_info")
-        self.compressed_pub = publisher(CompressedImage, "image_raw/compressed") if self.param("compressed") else None
+        self.info_pub = publisher(CameraInfo, camera_info_topic(self, "image_raw"))
+        self.compressed_pub = (publisher(CompressedImage, compressed_topic(self, "image_raw"))
+                               if self.param("compressed") else None)
         url = self.param("camera_info_url")
         self.calibration: Calibration | None = load_calibration(url) if url else None
         self._scaled: dict[tuple[int, int], Calibration] = {}

@@ -121,3 +121,25 @@ def test_a_flush_that_is_not_acknowledged_says_so(capfd, monkeypatch):
         subscriber.wait()
         source.destroy_node()
         rclpy.shutdown(context=context)
+
+
+def test_camera_info_and_compressed_follow_a_remapped_image_topic():
+    """`-r image_raw:=/cam/image_raw` alone moves camera_info and image_raw/compressed beside it (image_transport's
+    rules, as the hands node subscribes them); a camera_info remapped itself stays where it was put."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        for remaps, info_topic in ((["image_raw:=/remapped_cam/image_raw"], "/remapped_cam/camera_info"),
+                                   (["image_raw:=/remapped_cam/image_raw", "camera_info:=/elsewhere/info"],
+                                    "/elsewhere/info")):
+            args = ["--ros-args"] + [part for rule in remaps for part in ("-r", rule)]
+            source = ImageSource(context=context, cli_args=args, parameter_overrides=[
+                Parameter("compressed", value=True)])
+            try:
+                assert source.image_pub.topic_name == "/remapped_cam/image_raw"
+                assert source.compressed_pub.topic_name == "/remapped_cam/image_raw/compressed"
+                assert source.info_pub.topic_name == info_topic
+            finally:
+                source.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)

@@ -168,6 +168,22 @@ def test_the_compressed_input_follows_the_remapped_image_topic(remapped_node):
     assert backend.batches[-1]["images"][0].shape == magic_bgr().shape
 
 
+def test_the_camera_info_follows_the_remapped_image_topic(remapped_node):
+    """`-r image_raw:=/<name>/image_raw` alone: the CameraInfo is /<name>/camera_info, as image_transport
+    has it (hands.launch.py remaps camera_info itself, and that rule wins: test_launch.py)."""
+    node, probe, backend = remapped_node("info_remap", compressed=False)
+    assert node.cameras[0].inputs[0].resolved == "/info_remap/camera_info"
+    infos = probe.publisher(CameraInfo, "/info_remap/camera_info", RELIABLE)
+    images = probe.publisher(Image, "/info_remap/image_raw", RELIABLE)
+    probe.wait_for_subscribers(infos)
+    probe.wait_for_subscribers(images)
+    height, width = magic_bgr().shape[:2]
+    infos.publish(camera_info_msg(width, height, fx=777.0, stamp=(1700002400, 0)))
+    images.publish(image_msg(magic_bgr(), stamp=(1700002400, 0)))
+    assert probe.spin_until(lambda: backend.batches, 10)
+    assert backend.batches[-1]["intrinsics"][0].fx == 777.0  # the camera's K, not the default
+
+
 def test_a_dropped_frame_is_named_by_its_remapped_topic(remapped_node, capfd):
     node, probe, backend = remapped_node("drop_remap", compressed=False)
     images = probe.publisher(Image, "/drop_remap/image_raw", RELIABLE)

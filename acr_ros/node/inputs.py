@@ -37,6 +37,22 @@ def sibling_topic(image_topic: str, name: str) -> str:
     return f"{head}/{name}" if head or image_topic.startswith("/") else name
 
 
+def camera_info_topic(node, image_topic: str) -> str:
+    """image_transport's rule: an image topic's CameraInfo is the sibling of the image topic as
+    remapped (`-r image_raw:=/cam/image_raw` alone moves it to /cam/camera_info), unless the
+    camera_info name is remapped itself (hands.launch.py's camera_info:=)."""
+    info = sibling_topic(image_topic, "camera_info")
+    if node.resolve_topic_name(info) != node.resolve_topic_name(info, only_expand=True):
+        return info
+    return sibling_topic(node.resolve_topic_name(image_topic), "camera_info")
+
+
+def compressed_topic(node, image_topic: str) -> str:
+    """image_transport's rule: the compressed topic is the base topic as remapped plus /compressed (a
+    remapping rule matches whole names, so `-r image_raw:=/cam/image_raw` alone must move it)."""
+    return node.resolve_topic_name(image_topic) + "/compressed"
+
+
 @dataclass
 class Input:
     """One subscription of a camera, with what re-creating it needs."""
@@ -148,10 +164,8 @@ class CameraInputs:
 
         # CameraInfo first: the executor takes waiting messages in subscription order, so an image
         # and its CameraInfo that arrive together are converted with it.
-        # image_transport's rule: the compressed topic is the base topic as remapped plus /compressed
-        # (a remapping rule matches whole names, so `-r image_raw:=/cam/image_raw` alone must move it).
-        image_topic = self._node.resolve_topic_name(topic) + "/compressed" if compressed else topic
-        camera.inputs = [self._input(sibling_topic(topic, "camera_info"), CameraInfo, camera.put_info),
+        image_topic = compressed_topic(self._node, topic) if compressed else topic
+        camera.inputs = [self._input(camera_info_topic(self._node, topic), CameraInfo, camera.put_info),
                          self._input(image_topic, CompressedImage if compressed else Image, on_image)]
         if depth_topic:
             depth_type = CompressedImage if depth_topic.endswith("/compressedDepth") else Image
