@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -458,12 +460,22 @@ def _side_config(settings: RetargetSettings, side: str) -> tuple[Path, dict]:
     return path, config
 
 
+_BUILD_LOCK = threading.Lock()
+
+
 def _build(config_class, path: Path, config: dict, settings: RetargetSettings):
     """One side's SeqRetargeting from its config (_side_config); every failure as one-line ValueError."""
     what = f"retargeting config {path}"
     urdf = Path(config["urdf_path"])
     try:
-        return config_class.from_dict(config).build()
+        # build() writes the URDF it loads into a new folder in the temporary folder and leaves it there:
+        # here that folder is inside one removed afterwards (the lock keeps concurrent builds apart).
+        with _BUILD_LOCK, tempfile.TemporaryDirectory(prefix="acr_ros_retargeting-") as scratch:
+            saved, tempfile.tempdir = tempfile.tempdir, scratch
+            try:
+                return config_class.from_dict(config).build()
+            finally:
+                tempfile.tempdir = saved
     except Exception as error:  # dex-retargeting, yourdfpy and pinocchio raise many kinds
         raise ValueError(f"{what} does not match its URDF {urdf.name} ({_one_line(error)}): fix the config's "
                          "link and joint names, or its urdf_path") from None

@@ -40,17 +40,8 @@ COMBINATIONS = [(robot, kind) for robot in ROBOTS for kind in TYPES]
 PER_SIDE = [(robot, kind, side) for robot, kind in COMBINATIONS for side in SIDES]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def build_folders(tmp_path_factory):
-    """dex-retargeting's build() leaves a folder with a copy of the URDF in the temporary folder for each
-    side it builds: here, in pytest's, not the machine's."""
-    saved, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("dex_retargeting"))
-    yield
-    tempfile.tempdir = saved
-
-
 @pytest.fixture(scope="module")
-def build(build_folders):
+def build():
     """build(robot, type, **settings) -> HandRetargeter, one per distinct settings in this module."""
     made = {}
 
@@ -86,6 +77,18 @@ def urdf_limits(retargeter: HandRetargeter, robot: str, side: str) -> dict[str, 
             limit = joint.find("limit")
             limits[joint.get("name")] = (float(limit.get("lower")), float(limit.get("upper")))
     return limits
+
+
+def test_building_leaves_no_folder_behind():
+    """dex-retargeting's build() copies the URDF into a new temporary folder and keeps it: one a side,
+    at every configure, until the machine's temporary folder fills up."""
+    def left_behind() -> set:
+        return set(Path(tempfile.gettempdir()).glob("dex_retargeting-*"))
+
+    before = left_behind()
+    HandRetargeter.create(RetargetSettings(robot="leap", type="vector", urdf_dir=str(HANDS)))
+    assert left_behind() <= before
+    assert tempfile.tempdir is None or Path(tempfile.tempdir).is_dir()  # put back as it was
 
 
 @pytest.mark.parametrize("robot,kind,side", PER_SIDE)
