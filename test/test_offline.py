@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from acr_ros import offline
+from acr_ros import offline, offline_unit
 from acr_ros.media import FolderSource, VideoSource, WebcamSource, open_media
 
 from acr_ros.media import SAMPLES_DIR as MEDIA
@@ -454,7 +454,7 @@ def test_frames_the_backend_fails_on_are_a_problem_of_the_run(tmp_path):
 
     backend = FakeBackend()
     backend.reconstruct = lambda **batch: (_ for _ in ()).throw(ValueError("image 1x40000 is more elongated"))
-    summary = offline.process_input(backend, open_media(MEDIA / "magic.jpg"), "magic.jpg", tmp_path, False,
+    summary = offline_unit.process_input(backend, open_media(MEDIA / "magic.jpg"), "magic.jpg", tmp_path, False,
                                     lambda width, height: None)
     assert summary["frames"] == 0
     assert summary["problems"] == ["magic.jpg: 1 frame(s) not processed: ValueError: image 1x40000 is more elongated"]
