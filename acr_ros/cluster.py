@@ -16,6 +16,7 @@ Ray is imported only here, and only when --ray is given (scripts/requirements-cl
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -46,9 +47,14 @@ def missing_ray() -> Optional[str]:
 
 
 def run_options(args: Namespace) -> dict:
-    """The options that shape an input's outputs, as JSON values: what its marker names."""
-    return json.loads(json.dumps({key: value for key, value in sorted(vars(args).items()) if key not in NOT_OPTIONS},
-                                 default=str))
+    """The options that shape an input's outputs, as JSON values: what its marker names. The files of
+    --params-file and --calibration by their contents too (the model files by their paths only)."""
+    options = {key: value for key, value in sorted(vars(args).items()) if key not in NOT_OPTIONS}
+    for option in ("params_file", "calibration"):
+        path = Path(str(options[option]).removeprefix("file://")) if options[option] else None
+        if path is not None and path.is_file():
+            options[f"{option}_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return json.loads(json.dumps(options, default=str))
 
 
 def marker_path(output_dir: Path, name: str) -> Path:
@@ -75,7 +81,14 @@ def _commit(staging: Path, output_dir: Path, marker: dict) -> list[str]:
     """Moves a finished input's outputs from its staging folder into place and writes its marker last;
     the names of the outputs moved. An earlier marker goes first: a commit cut short leaves none."""
     marker_file = marker_path(output_dir, marker["name"])
+    try:  # an earlier run's outputs of this input, with other options: not left beside the new ones
+        stale = json.loads(marker_file.read_text()).get("outputs", [])
+    except (OSError, ValueError):
+        stale = []
     marker_file.unlink(missing_ok=True)
+    for name in stale:
+        if isinstance(name, str) and name and Path(name).name == name:  # a name in output_dir, nothing else
+            _remove(output_dir / name)
     moved = []
     for entry in sorted(staging.iterdir()):
         target = output_dir / entry.name
@@ -123,6 +136,7 @@ class InputWorker:
         earlier = [p for p in stage_root.iterdir() if p.name.startswith(f"{name}.")]
         for path in earlier:  # what a dead worker (or an interrupted run) left of this input
             _remove(path)
+        attempt = 1 + len(earlier)
         staging = stage_root / f"{name}.{os.getpid()}"
         staging.mkdir()
         done, told = 0, time.monotonic()
@@ -137,7 +151,7 @@ class InputWorker:
 
         summary = process_spec(self.backend, spec, self.context, staging, progress)
         counter.tell.remote(name, done)
-        summary = {**summary, "attempt": 1 + sum(p.is_dir() for p in earlier), "host": os.uname().nodename,
+        summary = {**summary, "attempt": attempt, "host": os.uname().nodename,
                    "outputs": [], "unreadable": [str(p) for p in summary["unreadable"]]}
         if not summary["opened"] or summary["interrupted"] or not any(staging.iterdir()):
             shutil.rmtree(staging)  # nothing finished to keep: no marker, a later run does it again
