@@ -151,8 +151,8 @@ class InputWorker:
 
         summary = process_spec(self.backend, spec, self.context, staging, progress)
         counter.tell.remote(name, done)
-        summary = {**summary, "attempt": attempt, "host": os.uname().nodename,
-                   "outputs": [], "unreadable": [str(p) for p in summary["unreadable"]]}
+        summary = {**summary, "attempt": attempt, "outputs": [],
+                   "unreadable": [str(p) for p in summary["unreadable"]]}
         if not summary["opened"] or summary["interrupted"] or not any(staging.iterdir()):
             shutil.rmtree(staging)  # nothing finished to keep: no marker, a later run does it again
             return summary
@@ -187,7 +187,7 @@ def _result_line(summary: dict) -> str:
     else:
         result = "done with problems" if summary["problems"] else "done"
         if summary.get("attempt", 1) > 1:
-            result += f" (attempt {summary['attempt']}: a worker died)"
+            result += f" (attempt {summary['attempt']}: the earlier one did not finish)"
     return f"  {summary['name']}: {summary['frames']} frame(s), {summary['hands']} hand(s), {result}"
 
 
@@ -210,7 +210,8 @@ def run(args: Namespace, inputs: list[str], status: int) -> int:
         marker = finished_before(args.output_dir, input_name(spec), options) if args.skip_existing else None
         if marker is not None:
             done.append({**_failed_summary(spec, ""), "frames": marker["frames"], "hands": marker["hands"],
-                         "problems": marker["problems"], "ran": True, "opened": True, "skipped": True})
+                         "problems": [f"{problem} (in the earlier run)" for problem in marker["problems"]],
+                         "ran": True, "opened": True, "skipped": True})
         else:
             todo.append((input_frames(spec, args), spec))
     todo.sort(key=lambda item: -item[0])  # longest first: the last inputs to finish are short ones
@@ -276,9 +277,9 @@ def _drive(ray, tqdm, args: Namespace, todo: list, done: list, options: dict, st
                 bar.set_description(f"inputs {len(done)}/{len(done) + len(queue) + len(running)}")
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (acr_offline.interrupt_once): nothing half-written stays
         bar.close()
-        _stop(ray, workers, running, Path(args.output_dir))
-        print(f"acr_offline: stopped: {len(done)} input(s) finished, {len(running) + len(queue)} not "
-              "(--skip-existing resumes)", file=sys.stderr)
+        finished = _stop(ray, workers, running, Path(args.output_dir))
+        print(f"acr_offline: stopped: {len(done) + finished} input(s) finished, {len(running) + len(queue) - finished} "
+              "not (--skip-existing resumes)", file=sys.stderr)
         return 130
     bar.close()
     for worker in workers:
@@ -287,27 +288,36 @@ def _drive(ray, tqdm, args: Namespace, todo: list, done: list, options: dict, st
     print(f"summary ({len(done)} input(s)):")
     for summary in sorted(done, key=lambda s: s["name"]):
         print(_result_line(summary))
-        if summary.get("skipped"):
-            status = max(status, 1 if summary["problems"] else 0)
-        elif summary["problems"]:
+        if summary["problems"]:
             status = max(status, 1)
+    for summary in done:  # said as they finished, except those of the inputs done before
+        for problem in summary["problems"] if summary.get("skipped") else ():
+            print(f"acr_offline: {problem}", file=sys.stderr)
     if done and not any(summary["ran"] for summary in done):
         print("acr_offline: no input could run", file=sys.stderr)
         return 2
     return status
 
 
-def _stop(ray, workers: list, running: dict, output_dir: Path) -> None:
-    """Ends the workers (no restart), waits for their tasks to end, removes their staging folders."""
+def _stop(ray, workers: list, running: dict, output_dir: Path) -> int:
+    """Ends the workers (no restart), waits for their tasks to end, removes their staging folders; how
+    many of the running inputs had finished all the same (their outputs and markers are complete)."""
     for worker in workers:
         ray.kill(worker, no_restart=True)
+    finished = 0
     if running:
         ray.wait(list(running), num_returns=len(running), timeout=30)
+        for ref in running:
+            try:
+                finished += bool(ray.get(ref, timeout=0)["opened"])
+            except Exception:  # noqa: BLE001 - killed before it ended (the usual case)
+                pass
     stage_root = output_dir / STAGING
     for _, spec in running.values():
         for path in stage_root.glob(f"{input_name(spec)}.*"):
             _remove(path)
     _remove_empty(stage_root)
+    return finished
 
 
 def _remove_empty(folder: Path) -> None:

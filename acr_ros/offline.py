@@ -84,7 +84,8 @@ import numpy as np
 from acr_ros.acr.options import PRECISIONS, RUNTIMES
 from acr_ros.backends import BACKENDS
 from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, is_recording, sample_inputs
-from acr_ros.offline_unit import RunContext, engine_options, load_backend, process_spec, report
+from acr_ros.offline_unit import (RunContext, engine_options, load_backend, model_files_problem, process_spec,
+                                  report)
 from acr_ros.retargeting import ROBOTS, TYPES
 
 DEFAULT_OUTPUT = Path("acr_output")
@@ -281,6 +282,10 @@ def run(argv=None) -> int:
     if args.ray is not None:  # the workers load the backend; the driver schedules, collects and reports
         from acr_ros import cluster
 
+        problem = model_files_problem(args)  # the workers would each fail on it: said once, here
+        if problem:
+            print(f"acr_offline: {problem}", file=sys.stderr)
+            return 2
         if without_intrinsics:
             print(NO_INTRINSICS, file=sys.stderr)
         return cluster.run(args, inputs, status)

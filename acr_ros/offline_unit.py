@@ -25,7 +25,7 @@ import numpy as np
 from acr_ros.acr.depth import depth_image_to_metres
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.acr.options import EngineOptions
-from acr_ros.backends import faces_by_side
+from acr_ros.backends import acr_files_problem, faces_by_side
 from acr_ros.calibration import CalibrationError, load_calibration
 from acr_ros.frame_inputs import DecodeSettings
 from acr_ros.frame_processor import FrameInput, FrameProcessor
@@ -640,6 +640,19 @@ def engine_options(args: argparse.Namespace) -> EngineOptions:
                          onnx_providers=args.onnx_providers)
 
 
+OPTION_NAMES = {"checkpoint": "--checkpoint", "mano_dir": "--mano-dir"}
+
+
+def model_files_problem(args: argparse.Namespace) -> Optional[str]:
+    """What load_backend would refuse about the ACR files (one line), without loading them; None when
+    they exist or the embedded backend runs."""
+    configured = bool(args.checkpoint.strip() or args.mano_dir.strip())
+    if args.backend == "mediapipe" or (args.backend == "auto" and not configured):
+        return None
+    problem = acr_files_problem(args.checkpoint, args.mano_dir, OPTION_NAMES)
+    return problem[1] if problem else None
+
+
 def load_backend(args: argparse.Namespace, options: EngineOptions):
     """(backend, why it was chosen). With --threads, the CPU threads of this process's network and OpenCV
     first. Raises ValueError or ImportError (one line) when it cannot be made."""
@@ -654,7 +667,7 @@ def load_backend(args: argparse.Namespace, options: EngineOptions):
     return create_backend(
         args.backend, checkpoint=args.checkpoint, mano_dir=args.mano_dir, options=options,
         detection_threshold=args.threshold, smoothing=SmoothingConfig() if args.temporal else None,
-        tune_process=True, names={"checkpoint": "--checkpoint", "mano_dir": "--mano-dir"})
+        tune_process=True, names=OPTION_NAMES)
 
 
 def input_name(spec: str) -> str:

@@ -22,7 +22,7 @@ from support.bags import clip_frames, write_bag
 
 ray = pytest.importorskip("ray", reason="scripts/requirements-cluster.txt (scripts/setup.sh installs it)")
 
-pytestmark = pytest.mark.slow(seconds=30)  # Ray's start, MediaPipe loaded by 2 workers per run
+pytestmark = pytest.mark.slow(seconds=30)  # Ray's start, MediaPipe loaded by 2 workers a run (52 s at load 12)
 
 
 def run_cli(*args):
@@ -106,23 +106,31 @@ def test_a_worker_killed_during_an_input_is_redone_and_written_once(tmp_path, ar
     assert run_cli("--ray", "--inputs", inputs[0], inputs[2], "-o", out) == 0
     killer.join()
     assert killed, "the worker was not killed"
-    assert "grasp_long: 16 frame(s), 16 hand(s), done (attempt 2: a worker died)" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "grasp_long: 16 frame(s), 16 hand(s), done (attempt 2: the earlier one did not finish)" in said
     assert_same_outputs(serial, out, ["grasp_long", "magic"])
     assert sorted(p.name for p in (out / "grasp_long_hands").iterdir()) == ["grasp_long_hands.mcap",
                                                                           "metadata.yaml"]
 
 
-def test_a_damaged_recording_is_reported_and_the_others_complete(tmp_path, archive, capsys):
+def test_damaged_recordings_are_reported_and_the_others_complete(tmp_path, archive, capsys):
     inputs, serial = archive
     garbage = tmp_path / "broken.mcap"
     garbage.write_bytes(os.urandom(4096))
+    cut = shutil.copytree(inputs[0], tmp_path / "grasp_cut")
+    storage = next(cut.glob("*.mcap"))
+    os.truncate(storage, storage.stat().st_size * 7 // 10)  # a recording cut short: read up to the damage
     out = tmp_path / "out"
-    assert run_cli("--ray", "--inputs", inputs[1], garbage, inputs[2], "-o", out) == 1
+    assert run_cli("--ray", "--inputs", inputs[1], garbage, cut, inputs[2], "-o", out) == 1
     said = capsys.readouterr()
     assert f"acr_offline: {garbage}: cannot read it as a rosbag2 recording" in said.err
+    assert f"acr_offline: {storage}: unreadable after" in said.err
     assert "  broken: 0 frame(s), 0 hand(s), failed" in said.out
+    assert "hand(s), done with problems" in next(line for line in said.out.splitlines()
+                                                 if line.startswith("  grasp_cut: "))
     assert_same_outputs(serial, out, ["grasp_short", "magic"])
     assert not list(out.glob("broken*"))
+    assert (out / "grasp_cut_done.json").is_file() and (out / "grasp_cut_hands" / "metadata.yaml").is_file()
 
 
 def test_skip_existing_resumes_an_interrupted_run(tmp_path, archive, capsys):
@@ -175,3 +183,17 @@ def test_without_ray_installed_the_option_names_the_install_command(monkeypatch,
     assert offline.main(["--ray", "-o", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and cluster.INSTALL in err
+
+
+def test_refusals_before_ray_starts(tmp_path, capsys):
+    """Model files missing at the driver, and two inputs that would write the same outputs: one line, code 2."""
+    assert offline.main(["--ray", "--backend", "acr", "--checkpoint", str(tmp_path / "wild.pkl"), "--mano-dir",
+                         str(tmp_path), "--inputs", str(SAMPLES_DIR / "magic.jpg"), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "wild.pkl" in err and "--checkpoint" in err
+    (tmp_path / "a").mkdir()
+    shutil.copy(SAMPLES_DIR / "magic.jpg", tmp_path / "a" / "magic.jpg")
+    assert run_cli("--ray", "--inputs", SAMPLES_DIR / "magic.jpg", tmp_path / "a" / "magic.jpg", "-o",
+                   tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "would both write the outputs magic_*" in err and not list((tmp_path / "o").iterdir())
