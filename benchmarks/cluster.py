@@ -57,6 +57,7 @@ def main(argv=None) -> int:
         clip = clip_frames(min(args.frames, 30), size=(width, height))  # the clip's 30 frames, cycled
         frames = [clip[i % len(clip)] for i in range(args.frames)]
         inputs = [str(write_bag(root / f"take_{i:02d}", frames, "mcap").path) for i in range(args.recordings)]
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage reports to Ray's servers from a benchmark
         ray_temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _temp_dir=ray_temp, logging_level="warning")
         common = ["--backend", args.backend, "-q", "--inputs", *inputs] + ([] if args.render else ["--no-render"])

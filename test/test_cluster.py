@@ -22,7 +22,7 @@ from support.bags import clip_frames, write_bag
 
 ray = pytest.importorskip("ray", reason="scripts/requirements-cluster.txt (scripts/setup.sh installs it)")
 
-pytestmark = pytest.mark.slow(seconds=30)  # Ray's start, MediaPipe loaded by 2 workers a run (52 s at load 12)
+pytestmark = pytest.mark.slow(seconds=40)  # Ray's start, 6 runs of 2 workers loading MediaPipe (52 s at load 12)
 
 
 def run_cli(*args):
@@ -34,9 +34,11 @@ def local_ray():
     """One Ray instance for the module: 2 CPUs, no dashboard; its sockets under a short temporary path
     (a unix socket's path has at most 107 characters)."""
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, logging_level="warning")
-    yield
-    ray.shutdown()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # Ray reports usage to its servers unless told not to
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, logging_level="warning")
+        yield
+        ray.shutdown()
     shutil.rmtree(temp, ignore_errors=True)
 
 

@@ -163,6 +163,9 @@ def test_intrinsics_that_are_no_camera_are_refused_before_any_model_loads(tmp_pa
     (["--max-frames", "-1"], "--max-frames -1: must be a positive number"),
     (["--depth-scale", "nan"], "--depth-scale nan: must be a positive number"),
     (["--threshold", "nan"], "--threshold nan: must be a finite number"),
+    (["--threads", "0"], "--threads 0: must be a positive number"),
+    (["--skip-existing", "--workers", "2"], "--workers, --skip-existing: only with --ray"),
+    (["--ray", "--gpus-per-worker", "-1"], "--gpus-per-worker -1: must be 0 (CPU workers) or more"),
 ])
 def test_bad_options_are_refused_in_one_line_before_any_model_loads(tmp_path, capsys, option, message):
     assert run_cli("--inputs", MEDIA, "-o", tmp_path / "out", *option) == 2  # no intrinsics warning either
