@@ -196,6 +196,11 @@ def run(args: Namespace, inputs: list[str], status: int) -> int:
     import ray
     from tqdm import tqdm
 
+    webcams = [spec for spec in inputs if spec.strip().isdigit()]
+    if webcams:
+        print(f"acr_offline: --ray: webcam {', '.join(webcams)} is on this machine, not on the workers: "
+              "run it without --ray", file=sys.stderr)
+        return 2
     names: dict[str, str] = {}
     for spec in inputs:
         other = names.setdefault(input_name(spec), spec)

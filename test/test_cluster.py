@@ -199,3 +199,5 @@ def test_refusals_before_ray_starts(tmp_path, capsys):
                    tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert "would both write the outputs magic_*" in err and not list((tmp_path / "o").iterdir())
+    assert run_cli("--ray", "--inputs", "0", "-o", tmp_path / "o") == 2
+    assert "webcam 0 is on this machine, not on the workers" in capsys.readouterr().err
