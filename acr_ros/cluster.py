@@ -122,10 +122,16 @@ class InputWorker:
         args = Namespace(**{**vars(args), "quiet": True})  # one progress bar, the driver's
         self.args = args
         self.context = RunContext.create(args)
-        self.backend, _ = load_backend(args, engine_options(args))
+        self.backend, self.reason = load_backend(args, engine_options(args))
+        from acr_ros.acr.runtime import tune_cpu_allocator
 
-    def pid(self) -> int:
-        return os.getpid()
+        tune_cpu_allocator()  # as a local run with recordings (an archive's inputs): heap, not an mmap per image
+
+    def backend_line(self) -> str:
+        """What a local run says of its backend."""
+        backend = self.backend
+        return (f"backend: {backend.name} ({self.reason}); model {backend.model}"
+                + (f", weights {backend.checkpoint}" if backend.checkpoint else ""))
 
     def process(self, spec: str, options: dict, counter) -> dict:
         """process_spec into a staging folder, then _commit; the summary, with the attempt it was."""
@@ -151,7 +157,7 @@ class InputWorker:
 
         summary = process_spec(self.backend, spec, self.context, staging, progress)
         counter.tell.remote(name, done)
-        summary = {**summary, "attempt": attempt, "outputs": [],
+        summary = {**summary, "attempt": attempt, "outputs": [], "backend": self.backend_line(),
                    "unreadable": [str(p) for p in summary["unreadable"]]}
         if not summary["opened"] or summary["interrupted"] or not any(staging.iterdir()):
             shutil.rmtree(staging)  # nothing finished to keep: no marker, a later run does it again
@@ -290,6 +296,8 @@ def _drive(ray, tqdm, args: Namespace, todo: list, done: list, options: dict, st
     for worker in workers:
         ray.kill(worker)
     _remove_empty(Path(args.output_dir) / STAGING)
+    for line in sorted({summary["backend"] for summary in done if "backend" in summary}):
+        print(line)  # one line, unless the workers' nodes chose differently (e.g. a device)
     print(f"summary ({len(done)} input(s)):")
     for summary in sorted(done, key=lambda s: s["name"]):
         print(_result_line(summary))

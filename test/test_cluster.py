@@ -82,7 +82,7 @@ def test_four_inputs_equal_a_serial_run(tmp_path, archive, capsys):
     assert_same_outputs(serial, out, ["grasp_long", "grasp_short", "magic", "photos"])
     assert {p.name for p in (out / "photos").iterdir()} == {"two_hands_output.jpg", "portrait_output.jpg"}
     said = capsys.readouterr().out
-    assert "2 worker(s)" in said
+    assert "2 worker(s)" in said and said.count("backend: mediapipe (backend mediapipe requested)") == 1
     for line in ("grasp_long: 16 frame(s)", "grasp_short: 4 frame(s)", "magic: 1 frame(s)", "photos: 2 frame(s)"):
         assert line in said
 
