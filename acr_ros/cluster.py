@@ -284,7 +284,7 @@ def _drive(ray, tqdm, args: Namespace, todo: list, done: list, options: dict, st
                     summary = _failed_summary(spec, f"{spec}: failed: {_last_line(error)}")
                     idle.append(worker)
                 done.append(summary)
-                report(summary, say=lambda line: bar.write(line))
+                report(summary, say=bar.write, warn=lambda line: bar.write(line, file=sys.stderr))
                 bar.set_description(f"inputs {len(done)}/{len(done) + len(queue) + len(running)}")
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM (acr_offline.interrupt_once): nothing half-written stays
         bar.close()

@@ -744,9 +744,13 @@ def process_spec(backend, spec: str, context: RunContext, output_dir: Path,
     return {**summary, "problems": unreadable + summary["problems"], "ran": summary["frames"] > 0, "opened": True}
 
 
-def report(summary: dict, say: Callable[[str], None] = print) -> int:
-    """Says an input's summary (its line and outputs with say, its problems on stderr); its exit code:
-    0, 1 when it had problems, 130 when it was interrupted."""
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def report(summary: dict, say: Callable[[str], None] = print, warn: Callable[[str], None] = _to_stderr) -> int:
+    """Says an input's summary (its line and outputs with say, its problems with warn: stderr); its exit
+    code: 0, 1 when it had problems, 130 when it was interrupted."""
     if summary["opened"]:
         rate = summary["frames"] / summary["seconds"] if summary["seconds"] > 0 else 0.0
         unreadable = f", {len(summary['unreadable'])} unreadable" if summary.get("unreadable") else ""
@@ -755,5 +759,5 @@ def report(summary: dict, say: Callable[[str], None] = print) -> int:
         for path in summary["outputs"]:
             say(f"  {path}")
     for problem in summary["problems"]:
-        print(f"acr_offline: {problem}", file=sys.stderr)
+        warn(f"acr_offline: {problem}")
     return 130 if summary["interrupted"] else 1 if summary["problems"] else 0
