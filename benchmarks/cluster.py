@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -68,6 +69,7 @@ def main(argv=None) -> int:
                 out = root / f"out_{repeat}_{name.replace(' ', '_')}"
                 runs[name].append(timed(common + extra + ["-o", str(out)]))
         ray.shutdown()
+        shutil.rmtree(ray_temp, ignore_errors=True)
     speedups = [one / two for one, two in zip(runs["1 worker"], runs["2 workers"])]
     print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}; {args.recordings} recordings x {args.frames} frames at {args.size}, "
