@@ -38,7 +38,7 @@ from acr_ros.acr.hands import CameraIntrinsics  # noqa: E402
 from acr_ros.acr.options import EngineOptions  # noqa: E402
 from acr_ros.acr.runtime import tune_cpu_allocator  # noqa: E402
 from acr_ros.backends import create_backend, faces_by_side  # noqa: E402
-from acr_ros.offline import process_recording  # noqa: E402
+from acr_ros.offline_unit import process_recording  # noqa: E402
 from acr_ros.frame_processor import ProcessedFrame  # noqa: E402
 from acr_ros.hand_outputs import HandOutputs, OutputSettings  # noqa: E402
 from acr_ros.recordings import HandsBag, RecordedFrame, Recording, read_frames  # noqa: E402

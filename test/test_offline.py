@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from acr_ros import offline
+from acr_ros import offline, offline_unit
 from acr_ros.media import FolderSource, VideoSource, WebcamSource, open_media
 
 from acr_ros.media import SAMPLES_DIR as MEDIA
@@ -163,6 +163,9 @@ def test_intrinsics_that_are_no_camera_are_refused_before_any_model_loads(tmp_pa
     (["--max-frames", "-1"], "--max-frames -1: must be a positive number"),
     (["--depth-scale", "nan"], "--depth-scale nan: must be a positive number"),
     (["--threshold", "nan"], "--threshold nan: must be a finite number"),
+    (["--threads", "0"], "--threads 0: must be a positive number"),
+    (["--skip-existing", "--workers", "2"], "--workers, --skip-existing: only with --ray"),
+    (["--ray", "--gpus-per-worker", "-1"], "--gpus-per-worker -1: must be 0 (CPU workers) or more"),
 ])
 def test_bad_options_are_refused_in_one_line_before_any_model_loads(tmp_path, capsys, option, message):
     assert run_cli("--inputs", MEDIA, "-o", tmp_path / "out", *option) == 2  # no intrinsics warning either
@@ -454,7 +457,7 @@ def test_frames_the_backend_fails_on_are_a_problem_of_the_run(tmp_path):
 
     backend = FakeBackend()
     backend.reconstruct = lambda **batch: (_ for _ in ()).throw(ValueError("image 1x40000 is more elongated"))
-    summary = offline.process_input(backend, open_media(MEDIA / "magic.jpg"), "magic.jpg", tmp_path, False,
+    summary = offline_unit.process_input(backend, open_media(MEDIA / "magic.jpg"), "magic.jpg", tmp_path, False,
                                     lambda width, height: None)
     assert summary["frames"] == 0
     assert summary["problems"] == ["magic.jpg: 1 frame(s) not processed: ValueError: image 1x40000 is more elongated"]
