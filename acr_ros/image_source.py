@@ -27,6 +27,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from acr_ros.calibration import Calibration, CalibrationError, load_calibration
 from acr_ros.image_conversion import bgr_to_image
 from acr_ros.media import open_media
+from acr_ros.qos import policy_name
 from acr_ros.ros_runtime import StopRequest, start_ros, warn_unknown_parameters
 
 
@@ -117,6 +118,10 @@ class ImageSource(Node):
             ok, jpeg = cv2.imencode(".jpg", bgr)
             if ok:
                 self.compressed_pub.publish(CompressedImage(header=header, format="jpeg", data=jpeg.tobytes()))
+        if self.last_stamp is None:  # when the camera started, by its own stamps (consumers' restart times)
+            reliability = policy_name(self.image_pub.qos_profile.reliability)
+            self.get_logger().info(f"publishing {bgr.shape[1]}x{bgr.shape[0]} images on {self.image_pub.topic_name} "
+                                   f"({reliability}), the first stamped {header.stamp.sec}.{header.stamp.nanosec:09d}")
         self.last_stamp = header.stamp
 
     def wait_for_subscribers(self) -> None:
