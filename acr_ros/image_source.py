@@ -143,12 +143,13 @@ class ImageSource(Node):
     def run(self) -> None:
         """Publishes until the media ends (or forever with loop), pacing frames in real time."""
         self.wait_for_subscribers()
+        next_time = time.monotonic()  # kept over the loops: one image looped is paced too
         while self.running():
             with open_media(self.param("input")) as media:
                 if self.param("source") not in ("auto", media.kind):
                     raise ValueError(f"source is '{self.param('source')}' but {self.param('input')} is a "
                                      f"{media.kind}")
-                self._play(media)
+                next_time = self._play(media, next_time)
             if not self.param("loop"):
                 return
 
@@ -164,19 +165,20 @@ class ImageSource(Node):
                 self.get_logger().warning(f"{publisher.topic_name}: not every subscriber acknowledged the last "
                                           f"messages within {FLUSH_S} s; they may not have received them")
 
-    def _play(self, media) -> None:
+    def _play(self, media, next_time: float) -> float:
+        """Plays the media from next_time (monotonic) on; returns when the next frame is due."""
         period = 1.0 / (self.param("rate") or media.fps or 10.0)
         repeat = 1 if media.kind in ("video", "webcam") else self.param("repeat")
-        next_time = time.monotonic()
         for frame in media:
             for _ in range(repeat):
                 if media.kind != "webcam":  # a webcam paces itself
                     self.stop.wait(max(0.0, next_time - time.monotonic()))
                     next_time = max(next_time + period, time.monotonic() - period)
                 if not self.running():  # a stop signal may have come during the sleep
-                    return
+                    return next_time
                 self.publish(frame.image)
                 rclpy.spin_once(self, timeout_sec=0)
+        return next_time
 
 
 def main(args=None) -> int:
