@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -87,6 +88,15 @@ class Graph:
         self.probe.spin_until(lambda: bool(newer()), timeout, self.process)
         return newer()[0] if newer() else None
 
+    def resubscribed(self, since: float):
+        """When (its log's wall-clock time) the node first re-subscribed the camera after `since`, or None."""
+        pattern = re.compile(rf"\[INFO\] \[([0-9.]+)\] \[{NODE}\]: {CAMERA}/image_raw: .*re-subscribed")
+        for line in self.process.log().splitlines():
+            found = pattern.match(line)
+            if found and float(found.group(1)) >= since:
+                return float(found.group(1))
+        return None
+
     def close(self) -> int:
         self.probe.close()
         return self.process.stop()
@@ -127,23 +137,26 @@ def restarts(graph: Graph, args) -> dict:
         level, message, values = graph.status()
         width = kind["width"] or 960
         rows.append(dict(
-            change=f"{previous['name']} -> {kind['name']}",
+            change=f"{previous['name']} -> {kind['name']}", first=first,
             resumed=arrival - first,                 # the driver's first frame to the first Hands
             transport=stamp_s(hands) - first,        # frames before it were lost before the match
             node=arrival - stamp_s(hands),           # its frame through the node
+            resubscribed=graph.resubscribed(first - 0.5),
             qos=values[f"input {CAMERA}/image_raw"].split(",")[0],
             size_ok=(hands.image_width, hands.image_height) == (width, width * 9 // 16),
             calibrated=not hands.default_intrinsics,
             new_track=all(h.track_id > last_track for h in hands.hands) if hands.hands else None,
             diagnostics_ok=level == DiagnosticStatus.OK, message=message))
     driver.kill()
-    print("| restart | resumed after (s) | frames lost before the match (s) | node (s) | subscribed | size, "
-          "calibration | new track | /diagnostics |\n|---|---|---|---|---|---|---|---|")
+    print("| restart | resumed after (s) | frames lost before the match (s) | node (s) | re-subscribed after (s) | "
+          "subscribed | size, calibration | new track | /diagnostics |\n|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         if row["resumed"] is None:
-            print(f"| {row['change']} | not within 30 s | | | | | | |")
+            print(f"| {row['change']} | not within 30 s | | | | | | | |")
             continue
-        print(f"| {row['change']} | {row['resumed']:.2f} | {row['transport']:.2f} | {row['node']:.3f} | {row['qos']} | "
+        resubscribed = "-" if row["resubscribed"] is None else f"{row['resubscribed'] - row['first']:.2f}"
+        print(f"| {row['change']} | {row['resumed']:.2f} | {row['transport']:.2f} | {row['node']:.3f} | "
+              f"{resubscribed} | {row['qos']} | "
               f"{'ok' if row['size_ok'] and row['calibrated'] else 'WRONG'} | "
               f"{ {True: 'yes', False: 'NO', None: 'no hand'}[row['new_track']]} | "
               f"{'OK' if row['diagnostics_ok'] else row['message']} |", flush=True)
