@@ -12,11 +12,12 @@ subscribed best effort, which loses large frames over Fast DDS) re-creates it, r
 A subscription with a fixed reliability stays; an incompatible publisher is logged and reported.
 
 Stale publishers: a camera driver that is killed leaves its writer in discovery until its
-participant's lease ends (20 s by default in Fast DDS). A publisher that appears while the input has
-been silent for a second, or while an older one of the same node (name and namespace) is listed,
-is a driver that restarted: the publishers listed before it are left out of the choice, so that a
-restart with another reliability is followed at once, not 20 s later. (The graph often names a new
-publisher's node only seconds after it matched, hence the silence.)
+participant's lease ends (20 s by default in Fast DDS). A publisher that appears after the input's
+messages stopped for a second is a driver that restarted: the publishers listed before those
+messages are left out of the choice, and so is a node's publisher listed before a newer one of the
+same node (name and namespace). A restart with another reliability is followed at once, not 20 s
+later. (The graph often names a new publisher's node only seconds after it matched, hence the
+silence; two publishers that appear before any message are both kept.)
 """
 from __future__ import annotations
 
@@ -61,10 +62,26 @@ class Input:
     follows_publishers: bool = False   # best_available: re-chosen when the publishers change
     reliability: Optional[ReliabilityPolicy] = None  # what the subscription uses now
     incompatible: str = ""  # a publisher offers incompatible QoS and nothing arrived since (reported)
-    seen: dict = field(default_factory=dict)  # publisher gid -> (when first listed: a count, the input silent then)
+    seen: dict = field(default_factory=dict)  # publisher gid -> Listed
     looks: int = 0
     last_message: float = 0.0  # monotonic
     stale_incompatible: int = 0  # incompatible events the subscription expects from stale publishers
+
+
+@dataclass(frozen=True)
+class Listed:
+    """When an input first saw a publisher listed."""
+
+    look: int             # a count of the input's looks at the graph
+    at: float             # monotonic
+    last_message: float   # the input's last message then (monotonic; 0: none yet)
+
+    def after_silence(self) -> bool:
+        return self.last_message > 0 and self.at - self.last_message > SILENCE_S
+
+    def replaces(self, older: "Listed") -> bool:
+        """It came to a silent input, whose messages went on after the older one was listed."""
+        return older.look < self.look and self.after_silence() and self.last_message > older.at
 
 
 @dataclass
@@ -223,22 +240,19 @@ class CameraInputs:
         return qos.choose_reliability(qos.offered_reliabilities(self._node.get_publishers_info_by_topic(item.resolved)))
 
     def _publishers(self, item: Input) -> tuple[list, list]:
-        """The topic's publishers as (current, stale): stale ones are a node's publishers listed before a
-        newer one of the same node (a restarted driver whose old writer lingers in discovery)."""
+        """The topic's publishers as (current, stale): stale ones were replaced by a restarted driver and
+        linger in discovery (see the module's docstring)."""
         listed = self._node.get_publishers_info_by_topic(item.resolved)
         item.looks += 1
-        silent = time.monotonic() - item.last_message > SILENCE_S
-        item.seen = {gid: item.seen.get(gid, (item.looks, silent)) for gid in (bytes(p.endpoint_gid) for p in listed)}
-        first = {id(p): item.seen[bytes(p.endpoint_gid)] for p in listed}  # (look, silent input then)
-        restart = max((look for look, came_to_silence in first.values() if came_to_silence), default=0)
-        newest_of_node: dict[tuple[str, str], int] = {}
-        for p in listed:
-            if p.node_name != UNKNOWN_NODE:
-                node = (p.node_namespace, p.node_name)
-                newest_of_node[node] = max(newest_of_node.get(node, 0), first[id(p)][0])
+        now = Listed(item.looks, time.monotonic(), item.last_message)
+        item.seen = {gid: item.seen.get(gid, now) for gid in (bytes(p.endpoint_gid) for p in listed)}
+        first = [item.seen[bytes(p.endpoint_gid)] for p in listed]
         current, stale = [], []
-        for p in listed:
-            replaced = first[id(p)][0] < max(restart, newest_of_node.get((p.node_namespace, p.node_name), 0))
+        for p, seen in zip(listed, first):
+            same_node = [other for q, other in zip(listed, first) if p.node_name != UNKNOWN_NODE
+                         and (q.node_namespace, q.node_name) == (p.node_namespace, p.node_name)]
+            replaced = (any(other.replaces(seen) for other in first)
+                        or any(other.look > seen.look for other in same_node))
             (stale if replaced else current).append(p)
         return current, stale
 
