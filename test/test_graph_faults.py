@@ -111,3 +111,13 @@ def test_subscribers_that_come_and_go_and_one_that_never_reads_do_not_stop_the_o
                 process.process.kill()
                 process.process.wait()
         s.close()
+
+
+def test_a_publisher_after_the_messages_stopped_replaces_those_listed_before_them():
+    from acr_ros.node.inputs import SILENCE_S, Listed
+
+    killed = Listed(look=1, at=10.0, last_message=0.0)
+    assert Listed(look=2, at=20.0, last_message=15.0).replaces(killed)  # messages until 15 s, then silence
+    assert not Listed(look=2, at=11.0, last_message=0.0).replaces(killed)  # no message yet: both kept
+    assert not Listed(look=2, at=20.0, last_message=20.0 - SILENCE_S / 2).replaces(killed)  # still streaming
+    assert not Listed(look=2, at=20.0, last_message=15.0).replaces(Listed(look=1, at=16.0, last_message=15.0))
