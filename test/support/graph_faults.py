@@ -71,13 +71,14 @@ class Subscribers(LoggedProcess):
     """This script as its own process (`churn`, `slow` or `steady`)."""
 
     def __init__(self, mode: str, node: str, tmp_path: Path, *options: str):
+        self.mode = mode
         super().__init__([sys.executable, __file__, mode, "--node", node, *options], tmp_path / f"{mode}.log",
                          cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     def stop(self, timeout: float = 30.0) -> dict:
         """Stops it (churn: waits for its end) and returns what it printed last as JSON ({} if nothing)."""
         if self.process.poll() is None:
-            if "churn" not in self.process.args:
+            if self.mode != "churn":  # the others run until stopped
                 self.process.send_signal(signal.SIGINT)
             self.process.wait(timeout)
         lines = [line for line in self.log().splitlines() if line.startswith("{")]
