@@ -45,6 +45,7 @@ class CameraInfos:
         self._by_stamp: dict[int, object] = {}
         self._latest = None
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)
 
     def put(self, info) -> None:
         with self._lock:
@@ -52,10 +53,20 @@ class CameraInfos:
             while len(self._by_stamp) > self._capacity:
                 self._by_stamp.pop(next(iter(self._by_stamp)))
             self._latest = info
+            self._arrived.notify_all()
 
     def has(self, stamp: int) -> bool:
         with self._lock:
             return stamp in self._by_stamp
+
+    def wait_for(self, stamp: int, timeout: float) -> bool:
+        """Until the CameraInfo of that stamp (ns) is here, at most timeout seconds; whether it is."""
+        with self._lock:
+            return self._arrived.wait_for(lambda: stamp in self._by_stamp, timeout)
+
+    def newest_stamp(self) -> Optional[int]:
+        with self._lock:
+            return None if self._latest is None else stamp_ns(self._latest.header.stamp)
 
     def for_stamp(self, stamp: int):
         """The CameraInfo of that stamp (ns), else the newest one, None before the first."""

@@ -28,6 +28,7 @@ from acr_ros.calibration import Calibration, CalibrationError, load_calibration
 from acr_ros.image_conversion import bgr_to_image
 from acr_ros.media import open_media
 from acr_ros.node.inputs import camera_info_topic, compressed_topic
+from acr_ros.qos import policy_name
 from acr_ros.ros_runtime import StopRequest, start_ros, warn_unknown_parameters
 
 
@@ -120,6 +121,10 @@ class ImageSource(Node):
             ok, jpeg = cv2.imencode(".jpg", bgr)
             if ok:
                 self.compressed_pub.publish(CompressedImage(header=header, format="jpeg", data=jpeg.tobytes()))
+        if self.last_stamp is None:  # when the camera started, by its own stamps (consumers' restart times)
+            reliability = policy_name(self.image_pub.qos_profile.reliability)
+            self.get_logger().info(f"publishing {bgr.shape[1]}x{bgr.shape[0]} images on {self.image_pub.topic_name} "
+                                   f"({reliability}), the first stamped {header.stamp.sec}.{header.stamp.nanosec:09d}")
         self.last_stamp = header.stamp
 
     def wait_for_subscribers(self) -> None:
@@ -141,12 +146,13 @@ class ImageSource(Node):
     def run(self) -> None:
         """Publishes until the media ends (or forever with loop), pacing frames in real time."""
         self.wait_for_subscribers()
+        next_time = time.monotonic()  # kept over the loops: one image looped is paced too
         while self.running():
             with open_media(self.param("input")) as media:
                 if self.param("source") not in ("auto", media.kind):
                     raise ValueError(f"source is '{self.param('source')}' but {self.param('input')} is a "
                                      f"{media.kind}")
-                self._play(media)
+                next_time = self._play(media, next_time)
             if not self.param("loop"):
                 return
 
@@ -162,19 +168,20 @@ class ImageSource(Node):
                 self.get_logger().warning(f"{publisher.topic_name}: not every subscriber acknowledged the last "
                                           f"messages within {FLUSH_S} s; they may not have received them")
 
-    def _play(self, media) -> None:
+    def _play(self, media, next_time: float) -> float:
+        """Plays the media from next_time (monotonic) on; returns when the next frame is due."""
         period = 1.0 / (self.param("rate") or media.fps or 10.0)
         repeat = 1 if media.kind in ("video", "webcam") else self.param("repeat")
-        next_time = time.monotonic()
         for frame in media:
             for _ in range(repeat):
                 if media.kind != "webcam":  # a webcam paces itself
                     self.stop.wait(max(0.0, next_time - time.monotonic()))
                     next_time = max(next_time + period, time.monotonic() - period)
                 if not self.running():  # a stop signal may have come during the sleep
-                    return
+                    return next_time
                 self.publish(frame.image)
                 rclpy.spin_once(self, timeout_sec=0)
+        return next_time
 
 
 def main(args=None) -> int:

@@ -10,6 +10,14 @@ afterwards too, driven by the QoS events: a publisher offering incompatible QoS 
 while subscribed reliably) or a newly matched one that makes every publisher reliable (while
 subscribed best effort, which loses large frames over Fast DDS) re-creates it, resolved again.
 A subscription with a fixed reliability stays; an incompatible publisher is logged and reported.
+
+Stale publishers: a camera driver that is killed leaves its writer in discovery until its
+participant's lease ends (20 s by default in Fast DDS). A publisher that appears after the input's
+messages stopped for a second is a driver that restarted: the publishers listed before those
+messages are left out of the choice, and so is a node's publisher listed before a newer one of the
+same node (name and namespace). A restart with another reliability is followed at once, not 20 s
+later. (The graph often names a new publisher's node only seconds after it matched, hence the
+silence; two publishers that appear before any message are both kept.)
 """
 from __future__ import annotations
 
@@ -29,6 +37,10 @@ from acr_ros.diagnostics import RateMeter
 from acr_ros.frame_inputs import CameraInfos, DecodeSettings, DepthPairing, decode_frame, stamp_ns
 from acr_ros.frame_processor import FrameInput
 from acr_ros.ros_runtime import RCLError, rcl_reason
+
+UNKNOWN_NODE = "_NODE_NAME_UNKNOWN_"  # rmw's name for a publisher whose node is not (yet) known
+SILENCE_S = 1.0  # an input silent this long when a publisher appears: the ones before it are gone
+CAMERA_INFO_PAUSE_NS = 1_000_000_000  # a camera's CameraInfos this much older than its frame: it restarted
 
 
 def sibling_topic(image_topic: str, name: str) -> str:
@@ -66,6 +78,26 @@ class Input:
     follows_publishers: bool = False   # best_available: re-chosen when the publishers change
     reliability: Optional[ReliabilityPolicy] = None  # what the subscription uses now
     incompatible: str = ""  # a publisher offers incompatible QoS and nothing arrived since (reported)
+    seen: dict = field(default_factory=dict)  # publisher gid -> Listed
+    looks: int = 0
+    last_message: float = 0.0  # monotonic
+    stale_incompatible: int = 0  # incompatible events the subscription expects from stale publishers
+
+
+@dataclass(frozen=True)
+class Listed:
+    """When an input first saw a publisher listed."""
+
+    look: int             # a count of the input's looks at the graph
+    at: float             # monotonic
+    last_message: float   # the input's last message then (monotonic; 0: none yet)
+
+    def after_silence(self) -> bool:
+        return self.last_message > 0 and self.at - self.last_message > SILENCE_S
+
+    def replaces(self, older: "Listed") -> bool:
+        """It came to a silent input, whose messages went on after the older one was listed."""
+        return older.look < self.look and self.after_silence() and self.last_message > older.at
 
 
 @dataclass
@@ -82,6 +114,7 @@ class Camera:
     first_frame: Optional[float] = None     # monotonic
     encoding: str = ""                      # of the last frame converted
     default_intrinsics: bool = False        # the last frame ran on the default intrinsics
+    paired: bool = False                    # its CameraInfos carry its frames' stamps
     warned_default_intrinsics: bool = False
     _frame: object = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -178,6 +211,7 @@ class CameraInputs:
         item = Input(topic, self._node.resolve_topic_name(topic), msg_type, callback)
 
         def received(msg):
+            item.last_message = time.monotonic()
             item.incompatible = ""  # messages arrive: an incompatible publisher is not in the way (any more)
             callback(msg)
         item.callback = received
@@ -191,7 +225,9 @@ class CameraInputs:
             self._node.destroy_subscription(item.subscription)
         events = SubscriptionEventCallbacks(incompatible_qos=lambda info: self._incompatible(item, info),
                                             matched=lambda info: self._matched(item, info))
+        item.stale_incompatible = 0
         if item.profile is None:
+            self._publishers(item)  # the publishers there before the subscription: the oldest ones
             item.profile = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self._depth, reliability=self._default,
                                       durability=DurabilityPolicy.VOLATILE)
             item.subscription = self._node.create_subscription(
@@ -205,6 +241,9 @@ class CameraInputs:
         item.subscription = self._node.create_subscription(item.msg_type, item.topic, item.callback, profile,
                                                            event_callbacks=events)
         item.reliability = reliability
+        if reliability == ReliabilityPolicy.RELIABLE:  # stale best-effort publishers are incompatible with it
+            _, stale = self._publishers(item)
+            item.stale_incompatible = sum(info.qos_profile.reliability != ReliabilityPolicy.RELIABLE for info in stale)
 
     def _resolved(self, item: Input) -> ReliabilityPolicy:
         """The reliability rclpy chose for a best_available subscription (the graph knows)."""
@@ -214,8 +253,27 @@ class CameraInputs:
                 return info.qos_profile.reliability
         return qos.choose_reliability(qos.offered_reliabilities(self._node.get_publishers_info_by_topic(item.resolved)))
 
+    def _publishers(self, item: Input) -> tuple[list, list]:
+        """The topic's publishers as (current, stale): stale ones were replaced by a restarted driver and
+        linger in discovery (see the module's docstring)."""
+        listed = self._node.get_publishers_info_by_topic(item.resolved)
+        item.looks += 1
+        now = Listed(item.looks, time.monotonic(), item.last_message)
+        item.seen = {gid: item.seen.get(gid, now) for gid in (bytes(p.endpoint_gid) for p in listed)}
+        first = [item.seen[bytes(p.endpoint_gid)] for p in listed]
+        current, stale = [], []
+        for p, seen in zip(listed, first):
+            same_node = [other for q, other in zip(listed, first) if p.node_name != UNKNOWN_NODE
+                         and (q.node_namespace, q.node_name) == (p.node_namespace, p.node_name)]
+            replaced = (any(other.replaces(seen) for other in first)
+                        or any(other.look > seen.look for other in same_node))
+            (stale if replaced else current).append(p)
+        return current, stale
+
     def _incompatible(self, item: Input, info) -> None:
         policy = getattr(info.last_policy_kind, "name", str(info.last_policy_kind)).replace("RMW_QOS_POLICY_", "")
+        if policy == "RELIABILITY" and info.total_count <= item.stale_incompatible:
+            return  # a stale best-effort publisher, left out when this reliable subscription was chosen
         if (item.follows_publishers and policy == "RELIABILITY"
                 and item.reliability == ReliabilityPolicy.RELIABLE):  # a best-effort publisher
             self._rechoose(item, ReliabilityPolicy.BEST_EFFORT, "a publisher offers best effort")
@@ -227,14 +285,18 @@ class CameraInputs:
         self._log.warning(item.incompatible)
 
     def _matched(self, item: Input, info) -> None:
-        """A publisher connected or left: best effort while every publisher is reliable loses large frames."""
+        """A publisher connected or left: best effort while every publisher is reliable loses large frames.
+        A new publisher is noted also while subscribed reliably: it is the newer one at the next restart."""
+        current, stale = self._publishers(item)
         if not item.follows_publishers or item.reliability != ReliabilityPolicy.BEST_EFFORT or info.current_count == 0:
             return
-        offered = qos.offered_reliabilities(self._node.get_publishers_info_by_topic(item.resolved))
-        if len(offered) < info.current_count:  # the graph lags behind the connection: look again shortly
+        if len(current) + len(stale) < info.current_count:  # the graph lags behind the connection: look again
             self._later(0.2, lambda: self._matched(item, info))
-        elif qos.choose_reliability(offered) == ReliabilityPolicy.RELIABLE:
-            self._rechoose(item, ReliabilityPolicy.RELIABLE, "every publisher offers reliable")
+        elif qos.choose_reliability(qos.offered_reliabilities(current)) == ReliabilityPolicy.RELIABLE:
+            why = "every publisher offers reliable"
+            if any(p.qos_profile.reliability != ReliabilityPolicy.RELIABLE for p in stale):
+                why += " (a restarted driver: the best-effort publisher before it is left out)"
+            self._rechoose(item, ReliabilityPolicy.RELIABLE, why)
 
     def _later(self, seconds: float, callback: Callable[[], None]) -> None:
         timer = None
@@ -254,8 +316,9 @@ class CameraInputs:
     def decode(self, camera: Camera, msg, settings: DecodeSettings, info_timeout: float) -> FrameInput:
         """A camera's image with its CameraInfo and depth partner as a FrameInput (ImageConversionError
         when the image is unusable). Running on the default intrinsics is warned once per camera."""
-        self._await_first_info(camera, info_timeout)
         stamp = stamp_ns(msg.header.stamp)
+        self._await_info(camera, stamp, info_timeout)
+        camera.paired = camera.paired or camera.infos.has(stamp)
         depth = camera.depth.partner(stamp, settings.depth_max_difference_ns) if camera.depth is not None else None
         frame = decode_frame(camera.topic, msg, camera.infos.for_stamp(stamp), depth, settings,
                              depth_expected=camera.depth is not None)
@@ -270,11 +333,17 @@ class CameraInputs:
                 "camera_info_url, image_source's camera_info_url, camera_calibration)")
         return frame
 
-    def _await_first_info(self, camera: Camera, timeout: float) -> None:
+    def _await_info(self, camera: Camera, stamp: int, timeout: float) -> None:
         """A camera's first frames may overtake its first CameraInfo: they wait for it, up to timeout
-        after the first frame, when the camera_info topic has a publisher."""
-        if camera.info_arrived.is_set() or camera.first_frame is None:
+        after the first frame, when the camera_info topic has a publisher. So does the first frame of a
+        camera that pairs stamps after a pause of its CameraInfos (a restarted driver, perhaps at another
+        resolution and calibration), up to timeout for the CameraInfo of its stamp."""
+        if camera.first_frame is None:
             return
-        remaining = camera.first_frame + timeout - time.monotonic()
-        if remaining > 0 and self._node.count_publishers(camera.info_input.resolved) > 0:
-            camera.info_arrived.wait(remaining)
+        if not camera.info_arrived.is_set():
+            remaining = camera.first_frame + timeout - time.monotonic()
+            if remaining > 0 and self._node.count_publishers(camera.info_input.resolved) > 0:
+                camera.info_arrived.wait(remaining)
+        elif (camera.paired and stamp - camera.infos.newest_stamp() > CAMERA_INFO_PAUSE_NS
+              and self._node.count_publishers(camera.info_input.resolved) > 0):
+            camera.paired = camera.infos.wait_for(stamp, timeout)  # else it waits no more

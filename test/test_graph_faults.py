@@ -1,0 +1,123 @@
+"""The real graph's faults, short (benchmarks/chaos.py runs them in full and measures them): a camera
+driver killed and started again, with another QoS, resolution and calibration; subscribers of the
+node's outputs that come and go, and one that never reads. The drivers and subscribers are their own
+processes (image_source and test/support/graph_faults.py); the node runs in this process with a fake
+backend, which records the intrinsics it is given."""
+from __future__ import annotations
+
+import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
+from rclpy.qos import ReliabilityPolicy
+
+from support.fake_backend import FakeBackend
+from support.graph_faults import CameraDriver, Subscribers
+from support.ros_harness import Session
+
+
+def stamp(msg) -> float:
+    return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+
+
+def answered(session: Session, driver: CameraDriver):
+    """The first Hands of a frame the driver published (its first frames may go before it is matched)."""
+    first = driver.first_stamp()
+    newer = lambda: [m for m in session.hands if stamp(m) >= first - 1e-6]  # noqa: E731
+    assert session.probe.spin_until(lambda: bool(newer()), 60), f"no hands from the driver:\n{driver.log()}"
+    return newer()[0]
+
+
+def reported_ok_after(session: Session, msg) -> bool:
+    """A /diagnostics report, later than msg's Hands arrived, says OK."""
+    count = len(session.reports())
+    return session.probe.spin_until(lambda: len(session.reports()) > count + 1, 10) and \
+        session.reports()[-1].level == DiagnosticStatus.OK
+
+
+@pytest.mark.slow(seconds=14)
+def test_a_killed_camera_driver_restarted_with_another_qos_resolution_and_calibration(tmp_path):
+    backend = FakeBackend()
+    s = Session(tmp_path, dict(qos_reliability="auto", track_timeout=0.5, diagnostics_period=0.2),
+                name="restart_hands", backend=backend)
+    namespace, drivers = s.camera_topics["cam0"], []
+    image = s.node.cameras[0].image_input
+    try:
+        for publisher in (*s.images.values(), *s.infos.values()):  # only the driver publishes
+            s.probe.node.destroy_publisher(publisher)
+        drivers.append(CameraDriver(namespace, tmp_path / "reliable", reliable=True, fx=700.0, rate=10))
+        before = answered(s, drivers[-1])
+        assert image.reliability == ReliabilityPolicy.RELIABLE
+        assert (before.image_width, before.image_height) == (960, 540)
+        drivers[-1].kill()
+        s.probe.spin_until(lambda: False, 1.0)
+
+        # Back as a best-effort camera at 640x360, focal length 450 px: a reliable subscription would
+        # never hear it, and the old CameraInfo is for another size.
+        drivers.append(CameraDriver(namespace, tmp_path / "best_effort", reliable=False, fx=450.0, rate=10, width=640))
+        after = answered(s, drivers[-1])
+        assert image.reliability == ReliabilityPolicy.BEST_EFFORT
+        assert (after.image_width, after.image_height) == (640, 360) and not after.default_intrinsics
+        k = [batch["intrinsics"][0] for batch in backend.batches if batch["images"][0].shape[1] == 640]
+        assert k and all(getattr(intrinsics, "fx", None) == 450.0 for intrinsics in k), k  # from its first frame on
+        assert after.hands[0].track_id > before.hands[0].track_id  # a new track
+        assert reported_ok_after(s, after), s.reports()[-1]
+        drivers[-1].kill()
+        s.probe.spin_until(lambda: False, 1.0)
+
+        # Reliable again: the killed best-effort writer lingers in discovery until its lease ends (about
+        # 20 s); the same node's new publisher replaces it at once.
+        drivers.append(CameraDriver(namespace, tmp_path / "reliable_again", reliable=True, fx=700.0, rate=10))
+        listed = []
+        assert s.probe.spin_until(lambda: image.reliability == ReliabilityPolicy.RELIABLE and not listed.append(
+            len(s.probe.node.get_publishers_info_by_topic(f"{namespace}/image_raw"))), 30)
+        assert listed[-1] >= 2, "re-chosen only once the killed publishers left discovery"
+        again = answered(s, drivers[-1])
+        assert (again.image_width, again.image_height) == (960, 540) and not again.default_intrinsics
+        assert again.hands[0].track_id > after.hands[0].track_id
+        assert reported_ok_after(s, again), s.reports()[-1]
+    finally:
+        for driver in drivers:
+            driver.kill()
+        s.close()
+
+
+@pytest.mark.slow(seconds=14)
+def test_subscribers_that_come_and_go_and_one_that_never_reads_do_not_stop_the_outputs(tmp_path):
+    s = Session(tmp_path, dict(qos_reliability="auto", publish_overlay=True), name="churn_hands",
+                backend=FakeBackend(mano=True))
+    driver = slow_reader = churn = None
+    try:
+        for publisher in (*s.images.values(), *s.infos.values()):
+            s.probe.node.destroy_publisher(publisher)
+        slow_reader = Subscribers("slow", "churn_hands", tmp_path)
+        assert s.probe.spin_until(lambda: s.node.outputs.overlay.get_subscription_count() > 1, 30), slow_reader.log()
+        driver = CameraDriver(s.camera_topics["cam0"], tmp_path / "camera", reliable=True, fx=700.0, rate=30)
+        answered(s, driver)
+        churn = Subscribers("churn", "churn_hands", tmp_path, "--count", "12", "--seconds", "5")
+        # The reliable reader that never reads holds 10 of each output unread: publishing goes on,
+        # through the churn and after it.
+        for _ in range(3):
+            count = len(s.hands)
+            assert s.probe.spin_until(lambda: len(s.hands) >= count + 20, 30), "the outputs stopped"
+        result = churn.stop(timeout=60)
+        assert result["subscribers"] == 12, churn.log()  # all made and closed (some too briefly to read)
+        count = len(s.hands)
+        assert s.probe.spin_until(lambda: len(s.hands) >= count + 20, 30), "the outputs stopped after the churn"
+        overlays = len(s.overlays)
+        assert s.probe.spin_until(lambda: len(s.overlays) > overlays, 10)  # the overlay too (subscribed)
+        assert slow_reader.alive() and s.node.counters.get("internal_errors") == 0
+    finally:
+        for process in (driver, slow_reader, churn):
+            if process is not None and process.alive():
+                process.process.kill()
+                process.process.wait()
+        s.close()
+
+
+def test_a_publisher_after_the_messages_stopped_replaces_those_listed_before_them():
+    from acr_ros.node.inputs import SILENCE_S, Listed
+
+    killed = Listed(look=1, at=10.0, last_message=0.0)
+    assert Listed(look=2, at=20.0, last_message=15.0).replaces(killed)  # messages until 15 s, then silence
+    assert not Listed(look=2, at=11.0, last_message=0.0).replaces(killed)  # no message yet: both kept
+    assert not Listed(look=2, at=20.0, last_message=20.0 - SILENCE_S / 2).replaces(killed)  # still streaming
+    assert not Listed(look=2, at=20.0, last_message=15.0).replaces(Listed(look=1, at=16.0, last_message=15.0))
