@@ -138,7 +138,9 @@ class Plan:
     all_cpu_threads: bool
 
 
-BENCH_MODES = {"eager": {"cuda_graphs": False}, "CUDA graphs": {"cuda_graphs": True}}
+# "unfused": the plain BatchNorm-folded graph (EngineOptions.fused False), what the fused one gains on.
+BENCH_MODES = {"eager": {"cuda_graphs": False}, "CUDA graphs": {"cuda_graphs": True},
+               "CUDA graphs, unfused": {"cuda_graphs": True, "fused": False}}
 GPU_PLAN = Plan(device="cuda", dry_run=False, fixture_shapes=FIXTURE_SHAPES, photos=PHOTOS,
                 half_precisions=("fp16", "bf16"), graphs=True, bench_precisions=("fp16", "fp32", "bf16"),
                 bench_modes=tuple(BENCH_MODES), batches=(1, 8), sizes=((640, 480), (1920, 1080)), iterations=30,

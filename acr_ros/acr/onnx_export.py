@@ -2,7 +2,7 @@
 
 The graph is :class:`~acr_ros.acr.network.FastACR` in float32 (BatchNorm folded, heads evaluated
 only at the detected cells), exported with PyTorch's dynamo-based exporter (needs ``onnx`` and
-``onnxscript``), without the CPU-only oneDNN fusions and in the contiguous layout (a runtime picks
+``onnxscript``), without the fused convolutions and in the contiguous layout (a runtime picks
 its own). Its interface:
 
 inputs
@@ -54,8 +54,8 @@ MAX_DYNAMIC_BATCH = 64
 
 
 def export_form(net: ACRNet, **detection_settings) -> FastACR:
-    """The FastACR that is exported: float32, contiguous layout, no CPU-only oneDNN fusion."""
-    return FastACR(net, dtype=torch.float32, channels_last=False, fuse_cpu=False, **detection_settings)
+    """The FastACR that is exported: float32, contiguous layout, the plain (unfused) graph."""
+    return FastACR(net, dtype=torch.float32, channels_last=False, fuse=False, **detection_settings)
 
 
 class ExportableACR(nn.Module):
@@ -64,7 +64,7 @@ class ExportableACR(nn.Module):
 
     def __init__(self, fast: FastACR):
         super().__init__()
-        if fast.dtype != torch.float32 or fast.fused_cpu or fast.channels_last:
+        if fast.dtype != torch.float32 or fast.fused or fast.channels_last:
             raise ValueError("export a FastACR in export form (float32, contiguous, unfused): export_form(net)")
         self.fast = fast
 

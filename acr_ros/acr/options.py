@@ -39,6 +39,11 @@ class EngineOptions:
         shape (a capture costs a second or so and GPU memory of its own): "auto" (on a CUDA device
         unless torch.compile is on), True (CUDA only) or False.
     channels_last: run the convolutions in channels-last memory format.
+    fused: the fused graph (acr_ros.acr.fusion) with runtime torch: one call per convolution + bias
+        (+ residual) + ReLU (oneDNN on the CPU, cuDNN on CUDA), HRNet's branches on concurrent CUDA
+        streams, the device preprocessing of images of one size inside the network's stage (and its
+        CUDA graph), one device->host copy of all outputs. False: the plain BatchNorm-folded graph
+        (the reference the fused one is checked against).
     runtime: "torch", or "onnxruntime" (the network exported to ONNX at start-up and run by an
         onnxruntime session, fp32; the other stages stay in torch on ``device``).
     onnx_providers: onnxruntime execution providers in order of preference, e.g.
@@ -55,6 +60,7 @@ class EngineOptions:
     compile: Union[bool, str] = False
     cuda_graphs: Union[bool, str] = "auto"
     channels_last: bool = True
+    fused: bool = True
     runtime: str = "torch"
     onnx_providers: Sequence[str] = ()
 
