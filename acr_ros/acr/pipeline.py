@@ -200,7 +200,8 @@ class ACRPipeline:
     to the device; the caller's is left where it is); ``options`` how to run (EngineOptions).
     Constructing one changes no process-wide setting (see ``acr_ros.acr.runtime``).
     ``providers``: the onnxruntime execution providers in use, and ``onnx_export`` where the ONNX
-    export came from (the cache or a new export; both empty with runtime torch).
+    export came from (the cache or a new export; both empty with runtime torch); ``aot`` what became
+    of options.aot_package (loaded, or why not; "" without one).
     """
 
     def __init__(self, net: ACRNet, mano: ManoLayer, options: EngineOptions = EngineOptions()):
@@ -223,6 +224,7 @@ class ACRPipeline:
         self.fused = options.fused and options.runtime == "torch"
         self.packed_readback = self.fused and self.device.type == "cuda"
         self._pixels_network = None
+        self.aot = ""
         if options.runtime == "onnxruntime":
             from acr_ros.acr.onnx_export import export_form
             from acr_ros.acr.ort_network import OnnxRuntimeNetwork
@@ -246,6 +248,15 @@ class ACRPipeline:
 
     def _torch_network(self, options: EngineOptions):
         network = self.fast
+        if options.aot_package:
+            from acr_ros.acr.aot import load_network_package
+
+            loaded, self.aot = load_network_package(options.aot_package, self.fast, self.device)
+            if loaded is not None:
+                return loaded
+            instead = "the CUDA graphs" if self.cuda_graphs else "the eager graph"
+            warnings.warn(f"{self.aot}; running {instead} (rebuild it on this machine: acr_export --aot)",
+                          RuntimeWarning, stacklevel=4)
         if options.compile:
             network = self._compile(options.compile)
         if self.cuda_graphs and not self._compiled:
