@@ -12,6 +12,8 @@ once and freezes what is alive then (gc.freeze), so that later collections walk 
 allocate. Phases, in this order (a frozen collector is unfrozen at the end):
 
     torch alone          the stage on its own
+    after torch's network  each timed stage right after torch's own network run (the control:
+                         any heavy run before, not onnxruntime's)
     with onnxruntime     each timed stage right after an onnxruntime network run
     ... collector frozen the same after runtime.tune_process
 
@@ -104,6 +106,7 @@ def measure(table_add, net, mano, device: str, iterations: int) -> None:
     for _ in range(3):  # warm-up (and the CUDA graphs' captures)
         pipe.readback(pipe.mano(out, params, lp, k))
     phase("torch alone")
+    phase("after torch's network", lambda: pipe.network(x))
     ort = ACRPipeline(net, mano, EngineOptions(device=device, runtime="onnxruntime"))
     ort_input = x
 

@@ -55,8 +55,9 @@ PARAMS = (
           "providers)", True,
           choices=RUNTIMES),
     Param("cuda_graphs", True, "On a CUDA device with runtime torch: replay the network, the decoding and MANO as "
-          "CUDA graphs, captured while loading for one image and on first use for each larger batch (that "
-          "batch waits about a second once); false runs them eagerly, about 4x slower at batch 1", True),
+          "CUDA graphs, captured while loading for one 640x480 image and on first use for each other camera size or "
+          "larger batch (that frame waits about a second once); false runs them eagerly, about 4x slower at "
+          "batch 1", True),
     Param("aot_package", "", "With runtime torch: an AOTInductor package of the network (acr_export --aot, built "
           "on this machine) loaded at configure instead of compiling; set precision to the package's. One built "
           "for another GPU, torch, CUDA, precision or checkpoint is refused with a warning and the CUDA graphs "
