@@ -1,6 +1,7 @@
 """acr_export: the ACR network as ONNX, for onnxruntime, TensorRT (Jetson) and other runtimes.
 
     acr_export --checkpoint wild.pkl -o acr.onnx [--batch 1|N|dynamic] [--opset 18] [--no-verify]
+    acr_export --checkpoint wild.pkl --aot -o acr.pt2 [--device cuda] [--precision fp16]
 
 The graph's inputs and outputs, their shapes and meaning: acr_ros/acr/onnx_export.py (also printed
 after the export). Preprocessing, the 6D decoding, MANO and the camera stay outside it. With
@@ -8,6 +9,11 @@ onnxruntime installed the export is checked against PyTorch on a bundled photo (
 that). A TensorRT engine from it (docs/deployment.md):
 
     trtexec --onnx=acr.onnx --fp16 --saveEngine=acr_fp16.engine
+
+--aot compiles the network once with AOTInductor for this machine's device (dynamic batch 1 to 64;
+minutes, on the machine that will run it: its GPU, torch and CUDA are recorded in the package and
+checked at load). The node loads it with the parameters aot_package:=acr.pt2 and precision set to
+the package's (acr_ros/acr/aot.py).
 """
 from __future__ import annotations
 
@@ -43,7 +49,61 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch", type=parse_batch, default=1, help=BATCH_HELP)
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default and minimum 18)")
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check against PyTorch")
-    return parser.parse_args(argv)
+    parser.add_argument("--aot", action="store_true", help="an AOTInductor package (.pt2) instead of ONNX")
+    parser.add_argument("--device", default="auto", help="--aot: the device to compile for (default: cuda if present)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                        help="--aot: the network's precision (auto: fp16 on CUDA, fp32 on the CPU)")
+    args = parser.parse_args(argv)
+    if args.aot and args.output == Path("acr.onnx"):
+        args.output = Path("acr.pt2")
+    return args
+
+
+def export_aot(args: argparse.Namespace) -> int:
+    """acr_export --aot: build the package, then compare it with the eager network on a bundled photo."""
+    import torch
+
+    from acr_ros.acr.aot import build_network_package, load_network_package
+    from acr_ros.acr.checkpoint import checkpoint_id, load_acr_network
+    from acr_ros.acr.network import FastACR
+    from acr_ros.acr.pipeline import resolve_device, resolve_precision
+
+    try:
+        device = resolve_device(args.device)
+        dtype = resolve_precision(args.precision, device)
+        net = load_acr_network(args.checkpoint)
+        seconds = build_network_package(net, args.output, device, dtype, checkpoint_id(args.checkpoint))
+    except (ValueError, ImportError, OSError) as error:
+        print(f"acr_export: {error}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.output} ({args.output.stat().st_size / 2**20:.0f} MiB, {str(dtype)[6:]} on {device}, "
+          f"dynamic batch) in {seconds:.0f} s")
+    fast = FastACR(net, dtype=dtype, channels_last=device.type == "cuda").to(device)
+    started = time.perf_counter()
+    network, why = load_network_package(args.output, fast, device)
+    if network is None:
+        print(f"acr_export: {why}", file=sys.stderr)
+        return 1
+    x = photo_input().to(device)
+    with torch.no_grad():
+        got, expected = network(x), fast(x)
+    same = torch.equal(got.cells, expected.cells) and torch.equal(got.detected, expected.detected)
+    worst = float((got.params - expected.params).abs().max())
+    print(f"loaded in {time.perf_counter() - started:.1f} s; against the eager network on a bundled photo: cells "
+          f"{'identical' if same else 'DIFFER'}, largest parameter difference {worst:.2g}")
+    return 0 if same else 1
+
+
+def photo_input():
+    """A bundled photo as the network's (1, 3, 512, 512) input, the official preprocessing."""
+    import cv2
+    import torch
+
+    from acr_ros.acr.preprocess import preprocess_exact
+    from acr_ros.media import SAMPLES_DIR
+
+    rgb, _ = preprocess_exact(cv2.imread(str(SAMPLES_DIR / "two_hands.jpg")))
+    return torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
 
 
 def verify(model, fast, batch: Optional[int]) -> tuple[bool, str]:
@@ -52,16 +112,11 @@ def verify(model, fast, batch: Optional[int]) -> tuple[bool, str]:
         import onnxruntime
     except ImportError:
         return True, "not verified: onnxruntime is not installed"
-    import cv2
     import torch
 
     from acr_ros.acr.onnx_export import NO_SUPPRESSION, OUTPUT_NAMES
-    from acr_ros.acr.preprocess import preprocess_exact
-    from acr_ros.media import SAMPLES_DIR
 
-    rgb, _ = preprocess_exact(cv2.imread(str(SAMPLES_DIR / "two_hands.jpg")))
-    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0 * 2.0 - 1.0
-    x = x.expand(batch or 2, -1, -1, -1).contiguous()
+    x = photo_input().expand(batch or 2, -1, -1, -1).contiguous()
     session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = dict(zip(OUTPUT_NAMES, session.run(None, {
         "images": x.numpy(), "detection_threshold": np.array(fast.detection_threshold, np.float32),
@@ -80,6 +135,8 @@ def verify(model, fast, batch: Optional[int]) -> tuple[bool, str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.aot:
+        return export_aot(args)
     from acr_ros.acr.checkpoint import checkpoint_id, load_acr_network
     from acr_ros.acr.onnx_export import INPUT_NAMES, OPSET, OUTPUT_NAMES, export_form, export_onnx
 

@@ -14,6 +14,15 @@ section finished before its box ran out is kept; a dry run runs them in its own 
     onnx       the onnxruntime runtime against torch (suite's tolerances) and timed side by side
     cpu        the CPU's model and instruction sets, fp32 against bf16 (time, deviation), what
                precision "auto" picks there
+    ros        the node itself (ROS in, ROS out): 1920x1080 images published at 30 Hz, image stamp
+               to ~/hands p50/p95 (benchmarks/latency.py --rate 30). ROS comes from this Python
+               when it has it, else from the wheels in .gpu_carry/ros (scripts/prepare_gpu_carry.sh,
+               carried to the device machine), installed offline into a venv beside this Python's
+               packages, with the interfaces built there (scripts/interfaces.sh: cmake, a compiler);
+               skipped with one line when neither is there
+    aot        acr_export --aot's package built here (fp16; its compile time), loaded by the pipeline
+               (aot_package), timed batch 1 and 8 (a dry run builds none: the missing package's
+               warning and the fallback)
     compile    torch.compile (fp16), batch 1 and 8, its compile time
 
 Writes gpu_check.md and gpu_check.json (and the sections' logs) to --out (default: $OUT, else a
@@ -51,16 +60,18 @@ from typing import Optional
 REPO = Path(__file__).resolve().parents[1]
 TEST_DIR = REPO / "test"
 # (name, time box in seconds on a GPU): compile is last and gets what is left of the budget.
-SECTIONS = (("tests", 50), ("fidelity", 50), ("bench", 100), ("onnx", 75), ("cpu", 30), ("compile", None))
-DEFAULT_BUDGET = 330           # seconds for all sections on a GPU: the whole run stays under 6 minutes
+SECTIONS = (("tests", 50), ("fidelity", 50), ("bench", 100), ("onnx", 75), ("cpu", 30), ("ros", 120),
+            ("aot", 120), ("compile", None))
+DEFAULT_BUDGET = 570           # seconds for all sections on a GPU: the whole run stays under 10 minutes
+ROS_CARRY = REPO / ".gpu_carry" / "ros"
 DRY_RUN_BOX = 240              # a dry-run section that takes this long is broken
 ROS_MODULES = {"rclpy", "rcl_interfaces", "sensor_msgs", "std_msgs", "geometry_msgs", "visualization_msgs",
                "diagnostic_msgs", "tf2_msgs", "tf2_ros", "launch", "launch_ros", "builtin_interfaces",
                "support.ros_harness", "acr_ros.msg"}
 FIXTURE_SHAPES = ((480, 640), (640, 360), (301, 211), (211, 301), (1080, 1920))  # test_pipeline's, plus 1080p
 PHOTOS = ("magic.jpg", "magic_flip.jpg", "two_hands.jpg", "portrait.jpg")
-TARGETS = {"fp16 batch-1 total p50 (ms)": 5.0, "fp16 batch-8 images/s": 400.0,
-           "fp16 vs fp32 on the photos (px / mm)": 1.0}
+TARGETS = {"fp16 batch-1 total p50 (ms)": 3.0, "fp16 batch-8 images/s": 1000.0,
+           "fp16 vs fp32 on the photos (px / mm)": 1.0, "ROS stamp to ~/hands p50, 1080p at 30 Hz (ms)": 12.0}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,22 +143,28 @@ class Plan:
     warmup: int
     memory_frames: int           # fp16 rows run on to this many frames before the last memory reading
     runtime_iterations: int      # onnx and cpu sections
+    ros_size: tuple              # (width, height) of the ros section's images
+    ros_frames: int              # published at 30 Hz
     real_compile: bool           # False: torch.compile replaced by a no-op
     compile_precision: str
     cpu_bf16: str                # "always", or "native": only on a CPU with native bf16 (emulated: seconds a frame)
     all_cpu_threads: bool
 
 
-BENCH_MODES = {"eager": {"cuda_graphs": False}, "CUDA graphs": {"cuda_graphs": True}}
+# "unfused": the plain BatchNorm-folded graph (EngineOptions.fused False), what the fused one gains on.
+BENCH_MODES = {"eager": {"cuda_graphs": False}, "CUDA graphs": {"cuda_graphs": True},
+               "CUDA graphs, unfused": {"cuda_graphs": True, "fused": False}}
 GPU_PLAN = Plan(device="cuda", dry_run=False, fixture_shapes=FIXTURE_SHAPES, photos=PHOTOS,
                 half_precisions=("fp16", "bf16"), graphs=True, bench_precisions=("fp16", "fp32", "bf16"),
                 bench_modes=tuple(BENCH_MODES), batches=(1, 8), sizes=((640, 480), (1920, 1080)), iterations=30,
-                warmup=5, memory_frames=300, runtime_iterations=10, real_compile=True, compile_precision="fp16",
+                warmup=5, memory_frames=300, runtime_iterations=10, ros_size=(1920, 1080), ros_frames=150,
+                real_compile=True, compile_precision="fp16",
                 cpu_bf16="always", all_cpu_threads=True)
 DRY_RUN_PLAN = Plan(device="cpu", dry_run=True, fixture_shapes=(), photos=PHOTOS[2:3],
                     half_precisions=(), graphs=False, bench_precisions=("fp32",), bench_modes=("eager",),
                     batches=(1,), sizes=((64, 48),), iterations=1, warmup=0, memory_frames=0,
-                    runtime_iterations=1, real_compile=False, compile_precision="fp32", cpu_bf16="native",
+                    runtime_iterations=1, ros_size=(64, 48), ros_frames=2, real_compile=False,
+                    compile_precision="fp32", cpu_bf16="native",
                     all_cpu_threads=False)
 
 
@@ -410,7 +427,8 @@ def bench_pipeline(table: Table, pipe, label: list, batch: int, size: tuple, ite
     warm_memory = memory_mib(pipe.device)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = time_pipeline(pipe, images, iterations, 0)
+        # One untimed run by stages: its network graph is not the end-to-end one (that holds the preprocessing).
+        r = time_pipeline(pipe, images, iterations, 1 if warmup else 0)
     frames += 2 * iterations * batch
     while frames < memory_frames:
         pipe(images)
@@ -500,6 +518,12 @@ def section_onnx(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
     nets, mano = fixtures(work)
     available = onnxruntime.get_available_providers()
     rec.note(f"onnxruntime {onnxruntime.__version__}, providers: {', '.join(available)}")
+    # First, before any export in this process: the stalls of MANO + camera beside onnxruntime.
+    from ort_beside_torch import COLUMNS, measure
+
+    beside = rec.table(f"MANO + camera on {plan.device} beside onnxruntime (benchmarks/ort_beside_torch.py; fp32, "
+                       "batch 1)", COLUMNS)
+    measure(beside.add, nets["both"], mano, plan.device, 4 * plan.iterations if not plan.dry_run else 2)
     started = time.perf_counter()
     ort_cpu = ACRPipeline(nets["both"], mano, EngineOptions(device="cpu", runtime="onnxruntime"))
     rec.note(f"export (dynamic batch) and session: {time.perf_counter() - started:.1f} s ({ort_cpu.onnx_export})")
@@ -577,6 +601,129 @@ def section_cpu(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
+# Section: ros
+
+
+ROS_RATE = 30.0
+
+
+def ros_python(rec: Recorder, work: Path, deadline: float) -> Optional[str]:
+    """A Python with ROS 2 and this package's interfaces: this one when it has them, else a venv
+    made from the carried wheels (None, with a note saying why, when neither can be had)."""
+    import shutil
+
+    if all(importlib.util.find_spec(name) for name in ("rclpy", "acr_ros.msg", "tf2_msgs")):
+        rec.note(f"ROS 2 from this Python ({sys.executable}): no carry needed")
+        return sys.executable
+    wheels = sorted(ROS_CARRY.glob("*.whl"))
+    if not wheels:
+        rec.note(f"skipped: no ROS 2 in this Python and no wheels in {ROS_CARRY.relative_to(REPO)} (run "
+                 "scripts/prepare_gpu_carry.sh before the device call and carry .gpu_carry)")
+        return None
+    missing = [tool for tool in ("cmake", "c++", "make") if shutil.which(tool) is None]
+    if missing:
+        rec.note(f"skipped: {', '.join(missing)} not on this machine: the interfaces cannot be built (a cmake wheel "
+                 "is 29 MiB, more than the carry has room for beside the ROS wheels)")
+        return None
+    venv = work / "ros_venv"
+    steps = [([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], "venv"),
+             ([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+               "--no-compile", *map(str, wheels)], f"{len(wheels)} carried wheels installed"),
+             (["bash", str(REPO / "scripts" / "interfaces.sh"), str(venv)], "interfaces built")]
+    for command, done in steps:
+        started = time.perf_counter()
+        with open(work / "ros_setup.log", "a") as log:
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                    timeout=max(5.0, time_left(deadline) - 30))
+        if result.returncode:
+            rec.note(f"failed: {' '.join(command[:3])}... exit {result.returncode} (see ros_setup.log)")
+            return None
+        rec.note(f"{done} in {time.perf_counter() - started:.0f} s")
+    return str(venv / "bin" / "python")
+
+
+def section_ros(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
+    python = ros_python(rec, work, deadline)
+    if python is None:
+        return "skipped"
+    width, height = plan.ros_size
+    result_path = work / "ros_latency.json"
+    command = [python, "benchmarks/latency.py", "--backend", "acr", "--device", plan.device, "--precision",
+               plan.compile_precision, "--sizes", f"{width}x{height}", "--frames", str(plan.ros_frames), "--warmup",
+               str(min(plan.warmup, 3) or 1), "--rate", f"{ROS_RATE:g}", "--json", str(result_path)]
+    rec.note("command: " + " ".join(["python", *command[1:-2]]))
+    env = {"ROS_DOMAIN_ID": str(1 + os.getpid() % 100), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", **os.environ}
+    with open(work / "ros_latency.log", "w") as log:
+        try:
+            result = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env,
+                                    timeout=max(5.0, time_left(deadline) - 5))
+        except subprocess.TimeoutExpired:
+            rec.note("stopped at its time box")
+            return "partial"
+    if result.returncode or not result_path.exists():
+        rec.note(f"latency.py exit code {result.returncode}: "
+                 + " | ".join((work / "ros_latency.log").read_text().strip().splitlines()[-3:])[:400])
+        return "failed"
+    table = rec.table(f"the node on {plan.device}: image stamp to ~/hands, {width}x{height} published at "
+                      f"{ROS_RATE:g} Hz (target p50 at most 12 ms)",
+                      ["input", "sent", "answered", "p50 ms", "p95 ms", "conversion / inference / publish p50 ms"])
+    for row in json.loads(result_path.read_text()):
+        table.add(row["input"], row["sent"], row["answered"], round(row["p50 ms"], 2), round(row["p95 ms"], 2),
+                  " / ".join(str(row[f"{stage} p50 ms"]) for stage in ("conversion", "inference", "publish")))
+    return "ok"
+
+
+# ------------------------------------------------------------------------------------------------
+# Section: aot
+
+
+def section_aot(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
+    import torch
+
+    from acr_ros.acr.aot import build_network_package
+    from acr_ros.acr.options import EngineOptions
+    from acr_ros.acr.pipeline import ACRPipeline, resolve_precision
+    from acr_ros.acr.runtime import tune_process
+
+    nets, mano = fixtures(work)
+    precision = plan.compile_precision
+    package = work / "acr.pt2"
+    if plan.real_compile:
+        device = torch.device(plan.device)
+        seconds = build_network_package(nets["both"], package, device, resolve_precision(precision, device))
+        rec.note(f"acr_export --aot's build ({precision}, dynamic batch): {seconds:.0f} s, "
+                 f"{package.stat().st_size / 2 ** 20:.0f} MiB")
+    else:
+        rec.note("dry run: no package built (test_aot.py builds a small one); the pipeline's path with a missing one")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        started = time.perf_counter()
+        pipe = ACRPipeline(nets["both"], mano, EngineOptions(device=plan.device, precision=precision,
+                                                             aot_package=str(package)))
+        loading = time.perf_counter() - started
+    rec.note(f"pipeline with aot_package built in {loading:.1f} s: {pipe.aot}")
+    refused = [str(w.message) for w in caught if "acr_export --aot" in str(w.message)]
+    if plan.real_compile and refused:
+        rec.note(f"refused: {refused[0]}")
+        return "failed"
+    if not plan.real_compile and len(refused) != 1:
+        rec.note(f"expected one warning for the missing package, got {refused}")
+        return "failed"
+    tune_process(pipe.device, pipe.dtype)
+    table = rec.table(f"AOTInductor package ({precision})", ["precision", "mode"] + MEASURE_COLUMNS)
+    status = "ok"
+    for batch in plan.batches:
+        for size in plan.sizes:
+            if time_left(deadline) < 8:
+                rec.note(f"time box: batch {batch} {size[0]}x{size[1]} not measured")
+                status = "partial"
+                continue
+            bench_pipeline(table, pipe, [precision, "AOT" if plan.real_compile else "eager (no package)"], batch,
+                           size, plan.iterations, min(plan.warmup, 2))
+    return status
+
+
+# ------------------------------------------------------------------------------------------------
 # Section: compile
 
 
@@ -620,7 +767,7 @@ def section_compile(rec: Recorder, work: Path, plan: Plan, deadline: float) -> s
 
 
 RUNNERS = {"tests": section_tests, "fidelity": section_fidelity, "bench": section_bench, "onnx": section_onnx,
-           "cpu": section_cpu, "compile": section_compile}
+           "cpu": section_cpu, "ros": section_ros, "aot": section_aot, "compile": section_compile}
 
 
 def run_section(name: str, work: Path, plan: Plan, deadline: float) -> int:
@@ -681,10 +828,12 @@ def targets(sections: dict) -> list[list]:
     half = [r for r in rows.get("half precision against fp32 on the device (target: within 1 px and 1 mm)", [])
             if r[2] == "fp16" and str(r[1]).startswith("photos")]
     worst = max((max(r[3], r[4], r[5]) for r in half), default=None)
-    measured = [min(p50, default=None), max(ips, default=None), worst]
+    ros = [r[3] for title, table in rows.items() if title.startswith("the node on cuda") for r in table]
+    measured = [min(p50, default=None), max(ips, default=None), worst, min(ros, default=None)]
     met = [None if measured[0] is None else measured[0] <= TARGETS["fp16 batch-1 total p50 (ms)"],
            None if measured[1] is None else measured[1] >= TARGETS["fp16 batch-8 images/s"],
-           None if worst is None else all(r[9] for r in half)]
+           None if worst is None else all(r[9] for r in half),
+           None if measured[3] is None else measured[3] <= TARGETS["ROS stamp to ~/hands p50, 1080p at 30 Hz (ms)"]]
     return [[name, target, measured[i], met[i]] for i, (name, target) in enumerate(TARGETS.items())]
 
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Proves and measures the GPU path in one command (benchmarks/gpu_check.py says what it runs).
 #
-#   scripts/gpu_check.sh [--dry-run] [--out DIR] [--budget SECONDS]   # GPU: at most 6 minutes
+#   scripts/gpu_check.sh [--dry-run] [--out DIR] [--budget SECONDS]   # GPU: at most 10 minutes
 #   scripts/gpu_check.sh --fetch-wheels     # here, before a device run: wheels the device lacks -> .whl/
+#   scripts/prepare_gpu_carry.sh            # here too: the ROS 2 wheels of the ros section -> .gpu_carry/
 #
 # Needs Python with torch, numpy, OpenCV, pytest, hypothesis, onnx, onnxscript and onnxruntime; no ROS.
 # Uses ACR_ROS_PYTHON, else the set-up's venv (ACR_ROS_VENV or .venv) when there is one, else python3

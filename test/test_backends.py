@@ -151,7 +151,7 @@ def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     class FakeACR:
         name = "acr"
         detection_threshold = 0.35
-        precision, precision_reason, device, onnx_export = "fp32", "requested", "cpu", ""
+        precision, precision_reason, device, onnx_export, aot = "fp32", "requested", "cpu", "", ""
 
         def __init__(self, checkpoint, mano_dir, options, smoothing, tune_process):
             made.update(checkpoint=checkpoint, mano_dir=mano_dir, options=options, smoothing=smoothing,

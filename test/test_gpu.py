@@ -38,7 +38,8 @@ def test_precision_auto_is_measured_and_fp32_switches_tf32_off(acr_checkpoint, m
 
 def test_out_of_memory_is_a_typed_error_and_a_single_frame_still_runs(acr_checkpoint, mano_dir):
     backend = ACRBackend(acr_checkpoint, mano_dir, EngineOptions(device="cuda", precision="fp16"))
-    assert len(backend.pipeline._network.graphs.graphs) == 1  # batch 1, captured while loading
+    # The fused graph of batch 1 at the warm-up frame's size (pixels in the graph), captured while loading.
+    assert len(backend.pipeline._pixels_network.graphs.graphs) == 1
     device = torch.device(backend.device)
     torch.cuda.reset_peak_memory_stats(device)
     one = backend.reconstruct([frame(0)], [None], [0.0], ["cam"])  # weights, workspaces and caches in place

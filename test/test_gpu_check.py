@@ -5,12 +5,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-pytestmark = pytest.mark.slow(seconds=45)  # the dry run
+pytestmark = pytest.mark.slow(seconds=70)  # the dry run (its ros section starts the node)
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "gpu_check.sh"
@@ -52,7 +53,7 @@ def test_every_section_runs_and_the_report_is_written_and_printed(dry_run):
     assert markdown.startswith("# GPU check (DRY RUN") and markdown in result.stdout
     assert "RANDOM" in markdown and "SYNTHETIC MANO" in markdown
     assert {name: s["status"] for name, s in report["sections"].items()} == {
-        name: "ok" for name in ("tests", "fidelity", "bench", "onnx", "cpu", "compile")}
+        name: "ok" for name in ("tests", "fidelity", "bench", "onnx", "cpu", "ros", "aot", "compile")}
     assert (out / "pytest.log").exists() and (out / "sections.log").exists()
     assert all(row[2] is None for row in report["targets"])  # nothing measured on the CPU
 
@@ -83,6 +84,26 @@ def test_fidelity_onnx_and_cpu_sections_compare_within_the_suite_tolerances(dry_
     assert preprocessing["rows"] and all(row[preprocessing["columns"].index("within")] for row in preprocessing["rows"])
     assert table(sections["fidelity"], "what rounding does to this random network")["rows"]
     assert table(sections["compile"], "torch.compile")["rows"]
+
+
+def test_the_ros_section_runs_the_node_over_ros(dry_run):
+    """Here ROS comes from the venv; on the device machine from the carried wheels (not in CI: 50 MiB)."""
+    ros = dry_run[2]["sections"]["ros"]
+    assert any(note.startswith("ROS 2 from this Python") for note in ros["notes"])
+    assert any(note.startswith("command: python benchmarks/latency.py --backend acr --device cpu --precision fp32 "
+                               "--sizes 64x48 --frames 2 --warmup 1 --rate 30") for note in ros["notes"])
+    rows = table(ros, "the node on cpu: image stamp to ~/hands, 64x48 published at 30 Hz")["rows"]
+    # The CPU takes longer than a frame: the node may drop one (it keeps the newest).
+    assert len(rows) == 1 and rows[0][1] == 2 and 1 <= rows[0][2] <= 2 and 0 < rows[0][3] <= rows[0][4]
+
+
+def test_without_ros_or_carried_wheels_the_ros_section_is_skipped_in_one_line(module, tmp_path, monkeypatch):
+    monkeypatch.setattr(module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(module, "ROS_CARRY", module.REPO / ".gpu_carry" / "none_here")
+    rec = module.Recorder(tmp_path / "ros.json")
+    assert module.section_ros(rec, tmp_path, module.DRY_RUN_PLAN, time.time() + 60) == "skipped"
+    assert rec.data["notes"] == ["skipped: no ROS 2 in this Python and no wheels in .gpu_carry/none_here (run "
+                                 "scripts/prepare_gpu_carry.sh before the device call and carry .gpu_carry)"]
 
 
 def test_a_section_past_its_time_box_is_stopped(module, tmp_path, monkeypatch):

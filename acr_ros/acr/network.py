@@ -8,6 +8,9 @@ official model builds it but never uses it). It holds weights only: inference ru
 work and no GPU->CPU synchronisation:
 
 * BatchNorm folded into the preceding convolutions (eval mode, so this is exact up to rounding);
+* with ``fuse`` (the default), the fused graph of acr_ros.acr.fusion: one call per convolution +
+  bias (+ residual) + ReLU (oneDNN on the CPU, cuDNN on CUDA), HRNet's branches on concurrent
+  CUDA streams;
 * the segmentation logits evaluated only at the even pixels the attention reads (last conv with
   stride 2, which is the official nearest x0.5 downsampling);
 * only the two center-map towers run densely; the params, cam and prior towers are evaluated on a
@@ -23,13 +26,12 @@ run the same computation at a smaller scale.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from acr_ros.acr import mkldnn_fusion, parser
+from acr_ros.acr import fusion, parser
 from acr_ros.acr.hrnet import BN_EPS, BasicBlock, HRNetW32
 from acr_ros.acr.options import DETECTION_THRESHOLD, DUPLICATE_DISTANCE
 
@@ -250,18 +252,18 @@ class FastACR(nn.Module):
 
     ``dtype`` float16/bfloat16 runs the convolutions in that precision with fp32 softmax, pooling
     and the small fully-connected parts; the center maps and parameters come out as float32.
+    ``fuse`` False keeps the plain folded graph (what the exports trace; the fused graph's reference).
     """
 
     def __init__(self, net: ACRNet, dtype: torch.dtype = torch.float32, channels_last: bool = True,
                  detection_threshold: float = DETECTION_THRESHOLD,
                  suppress_duplicate_hands: bool = False, duplicate_distance: float = DUPLICATE_DISTANCE,
-                 fuse_cpu: Optional[bool] = None):
+                 fuse: bool = True):
         super().__init__()
         # A copy of its own (its tensors cloned: cheaper than deepcopy), folded in place.
         net = ACRNet.from_state_dict({k: v.detach().clone() for k, v in net.state_dict().items()}).float()
         fold_batchnorm(net)
-        # Fused oneDNN ReLU / residual-add convolutions for float32 CPU inference.
-        self.fused_cpu = mkldnn_fusion.available() if fuse_cpu is None else bool(fuse_cpu)
+        self.fused = bool(fuse)
         self.dtype = dtype
         self.channels_last = channels_last
         self.detection_threshold = float(detection_threshold)
@@ -280,9 +282,9 @@ class FastACR(nn.Module):
                 net.l_final_layers[1], net.l_final_layers[3], net.r_final_layers[4],
                 net.r_final_layers[1], net.r_final_layers[3], net.l_final_layers[4],
             ])
-            if self.fused_cpu:  # after the towers took their weights
-                for m in (self.trunk, self.segm, self.center_l, self.center_r, self.contact):
-                    mkldnn_fusion.fuse_conv_activations(m)
+            if self.fused:  # after the towers took their weights
+                self.trunk, self.segm, self.center_l, self.center_r, self.contact = (
+                    fusion.fuse(m) for m in (self.trunk, self.segm, self.center_l, self.center_r, self.contact))
             # fp32 small parts, [left, right]
             proj = net.cam_shape_layers[1][0]
             self.register_buffer("shape_proj_w", proj.weight[:, :, 0, 0].clone())        # (64,256)

@@ -2,7 +2,7 @@
 
 The graph is :class:`~acr_ros.acr.network.FastACR` in float32 (BatchNorm folded, heads evaluated
 only at the detected cells), exported with PyTorch's dynamo-based exporter (needs ``onnx`` and
-``onnxscript``), without the CPU-only oneDNN fusions and in the contiguous layout (a runtime picks
+``onnxscript``), without the fused convolutions and in the contiguous layout (a runtime picks
 its own). Its interface:
 
 inputs
@@ -54,18 +54,16 @@ MAX_DYNAMIC_BATCH = 64
 
 
 def export_form(net: ACRNet, **detection_settings) -> FastACR:
-    """The FastACR that is exported: float32, contiguous layout, no CPU-only oneDNN fusion."""
-    return FastACR(net, dtype=torch.float32, channels_last=False, fuse_cpu=False, **detection_settings)
+    """The FastACR that is exported: float32, contiguous layout, the plain (unfused) graph."""
+    return FastACR(net, dtype=torch.float32, channels_last=False, fuse=False, **detection_settings)
 
 
 class ExportableACR(nn.Module):
-    """A FastACR in export form with the detection settings as tensor inputs and a tuple of
-    tensors (OUTPUT_NAMES) as output."""
+    """A FastACR with the detection settings as tensor inputs and a tuple of tensors (OUTPUT_NAMES)
+    as output: what torch.export traces (for ONNX in export form, export_form)."""
 
     def __init__(self, fast: FastACR):
         super().__init__()
-        if fast.dtype != torch.float32 or fast.fused_cpu or fast.channels_last:
-            raise ValueError("export a FastACR in export form (float32, contiguous, unfused): export_form(net)")
         self.fast = fast
 
     def forward(self, images: torch.Tensor, detection_threshold: torch.Tensor,
@@ -94,14 +92,17 @@ def export_onnx(network: Union[ACRNet, FastACR], path: Union[str, Path, None] = 
         raise ValueError(f"batch must be at least 1 or None (dynamic), got {batch}")
     if opset < OPSET:
         raise ValueError(f"opset must be {OPSET} or newer (what torch's exporter writes), got {opset}")
-    module = ExportableACR(network if isinstance(network, FastACR) else export_form(network)).eval()
+    fast = network if isinstance(network, FastACR) else export_form(network)
+    if fast.dtype != torch.float32 or fast.fused or fast.channels_last:
+        raise ValueError("export a FastACR in export form (float32, contiguous, unfused): export_form(net)")
+    module = ExportableACR(fast).eval()
     # torch.export specialises a size-1 dimension: trace a dynamic batch with 2 images.
     inputs = example_inputs(batch if batch is not None else 2)
     dynamic_shapes = None
     if batch is None:
         dim = torch.export.Dim("batch", min=1, max=MAX_DYNAMIC_BATCH)
         dynamic_shapes = {"images": {0: dim}, "detection_threshold": None, "duplicate_distance": None}
-    with warnings.catch_warnings(), _quiet_exporter():
+    with warnings.catch_warnings(), quiet_torch_logs():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
         program = torch.onnx.export(module, inputs, dynamo=True, opset_version=opset, input_names=list(INPUT_NAMES),
                                     output_names=list(OUTPUT_NAMES), dynamic_shapes=dynamic_shapes,
@@ -123,9 +124,9 @@ def export_onnx(network: Union[ACRNet, FastACR], path: Union[str, Path, None] = 
 
 
 @contextlib.contextmanager
-def _quiet_exporter():
-    """The exporter logs every step, and every torchvision op it cannot find, as warnings."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo",
+def quiet_torch_logs():
+    """The exporters and inductor log every step, and every torchvision op they cannot find, as warnings."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "torch._inductor",
                                                      "torch.fx.experimental.symbolic_shapes")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
@@ -153,7 +154,7 @@ def export_key(fast: FastACR) -> str:
     digest.update(f"{torch.__version__} {OPSET} {MAX_DYNAMIC_BATCH}".encode())
     for name, tensor in fast.state_dict().items():
         digest.update(f"{name} {tuple(tensor.shape)} {tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().data)
+        digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().data)  # logical order
     return digest.hexdigest()
 
 

@@ -39,8 +39,17 @@ class EngineOptions:
         shape (a capture costs a second or so and GPU memory of its own): "auto" (on a CUDA device
         unless torch.compile is on), True (CUDA only) or False.
     channels_last: run the convolutions in channels-last memory format.
+    fused: the fused graph (acr_ros.acr.fusion) with runtime torch: one call per convolution + bias
+        (+ residual) + ReLU (oneDNN on the CPU, cuDNN on CUDA), HRNet's branches on concurrent CUDA
+        streams, the device preprocessing of images of one size inside the network's stage (and its
+        CUDA graph), one device->host copy of all outputs. False: the plain BatchNorm-folded graph
+        (the reference the fused one is checked against).
     runtime: "torch", or "onnxruntime" (the network exported to ONNX at start-up and run by an
         onnxruntime session, fp32; the other stages stay in torch on ``device``).
+    aot_package: with runtime torch, an AOTInductor package of the network built by ``acr_export --aot``
+        for this machine (acr_ros.acr.aot), loaded instead of compiling; one built for another GPU,
+        torch, CUDA, precision or weights is refused with a warning and the eager (or CUDA-graph)
+        network runs. Needs an explicit precision (the one it was built for). "" (default): none.
     onnx_providers: onnxruntime execution providers in order of preference, e.g.
         ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"); empty: CUDA
         then CPU on a CUDA device, CPU otherwise.
@@ -55,8 +64,10 @@ class EngineOptions:
     compile: Union[bool, str] = False
     cuda_graphs: Union[bool, str] = "auto"
     channels_last: bool = True
+    fused: bool = True
     runtime: str = "torch"
     onnx_providers: Sequence[str] = ()
+    aot_package: str = ""
 
     def __post_init__(self):
         # Checked here, before any model loads: torch would say it only once the engine is built.
@@ -78,10 +89,13 @@ class EngineOptions:
                 raise ValueError(f"runtime onnxruntime runs the fp32 export; precision {self.precision} needs "
                                  "runtime torch (TensorRT users: build an fp16 engine from the export, "
                                  "docs/deployment.md)")
-            if self.compile or self.cuda_graphs is True:
-                raise ValueError("compile and cuda_graphs apply to runtime torch only")
+            if self.compile or self.cuda_graphs is True or self.aot_package:
+                raise ValueError("compile, cuda_graphs and aot_package apply to runtime torch only")
         elif self.onnx_providers:
             raise ValueError("onnx_providers apply to runtime onnxruntime only")
+        if self.aot_package and (self.precision == "auto" or self.compile):
+            raise ValueError(f"aot_package {self.aot_package} runs the precision it was built for: set precision to "
+                             "it (fp16, fp32 or bf16), without compile")
 
 
 def parse_providers(text: str) -> tuple[str, ...]:

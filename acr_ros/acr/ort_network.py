@@ -52,7 +52,7 @@ def choose_providers(requested: Sequence[str], device: torch.device, available: 
 class OnnxRuntimeNetwork:
     """Callable like FastACR (normalised images -> NetworkOutput on ``device``), through onnxruntime.
 
-    ``fast`` is a float32 FastACR without CPU fusion; it is exported once here, and its detection
+    ``fast`` is a float32 FastACR in export form (onnx_export.export_form); it is exported once here, and its detection
     settings (detection_threshold, suppress_duplicate_hands, duplicate_distance) are read on every
     call, so changing them on the pipeline takes effect as with the torch runtime.
     """

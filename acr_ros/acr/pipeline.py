@@ -29,7 +29,8 @@ from acr_ros.acr.hands import CameraIntrinsics
 from acr_ros.acr.mano import ManoLayer
 from acr_ros.acr.network import ACRNet, FastACR, NetworkOutput, decide_with_inputs
 from acr_ros.acr.options import EngineOptions
-from acr_ros.acr.preprocess import Letterbox, letterbox_tensor, preprocess_batch, preprocess_exact, upload
+from acr_ros.acr.preprocess import (Letterbox, letterbox_tensor, pixels_to_input, preprocess_batch, preprocess_exact,
+                                    stack_pixels, upload)
 from acr_ros.acr.rotation import axis_angle_to_matrix, matrix_to_axis_angle
 from acr_ros.acr.smoothing import HandSmoother
 
@@ -152,13 +153,22 @@ class _CudaGraphs:
         return graph, _tensors(static), outputs
 
 
+def _network_from_pixels(fast: FastACR, pixels: torch.Tensor, detection_threshold: torch.Tensor,
+                         duplicate_distance: torch.Tensor) -> NetworkOutput:
+    """The device preprocessing and the network as one stage: what the fused CUDA graph holds for
+    a camera size (the letterbox follows from the shape, which keys the graph)."""
+    return decide_with_inputs(fast, pixels_to_input(pixels), detection_threshold, duplicate_distance)
+
+
 class _GraphedNetwork:
     """FastACR replayed as CUDA graphs, with the detection settings as graph inputs: changing one
-    (the node's detection_threshold parameter, say) captures no other graph."""
+    (the node's detection_threshold parameter, say) captures no other graph. ``from_pixels``: the
+    graph takes the uint8 pixels of one camera size and holds the preprocessing too."""
 
-    def __init__(self, fast: FastACR, device: torch.device):
+    def __init__(self, fast: FastACR, device: torch.device, from_pixels: bool = False):
         self.fast = fast
-        self.graphs = _CudaGraphs(functools.partial(decide_with_inputs, fast), device)
+        stage = _network_from_pixels if from_pixels else decide_with_inputs
+        self.graphs = _CudaGraphs(functools.partial(stage, fast), device)
 
     def __call__(self, x: torch.Tensor) -> NetworkOutput:
         threshold, distance = (torch.full((), value, device=x.device) for value in self.fast.detection_inputs())
@@ -190,7 +200,8 @@ class ACRPipeline:
     to the device; the caller's is left where it is); ``options`` how to run (EngineOptions).
     Constructing one changes no process-wide setting (see ``acr_ros.acr.runtime``).
     ``providers``: the onnxruntime execution providers in use, and ``onnx_export`` where the ONNX
-    export came from (the cache or a new export; both empty with runtime torch).
+    export came from (the cache or a new export; both empty with runtime torch); ``aot`` what became
+    of options.aot_package (loaded, or why not; "" without one).
     """
 
     def __init__(self, net: ACRNet, mano: ManoLayer, options: EngineOptions = EngineOptions()):
@@ -208,6 +219,12 @@ class ACRPipeline:
         self.mano_layer = copy.deepcopy(mano).to(self.device)
         self._compiled = False
         self.cuda_graphs = uses_cuda_graphs(options, self.device)
+        # The fused graph's pipeline parts (EngineOptions.fused): the device preprocessing of one
+        # camera size inside the network's graph, and one device->host copy of every field.
+        self.fused = options.fused and options.runtime == "torch"
+        self.packed_readback = self.fused and self.device.type == "cuda"
+        self._pixels_network = None
+        self.aot = ""
         if options.runtime == "onnxruntime":
             from acr_ros.acr.onnx_export import export_form
             from acr_ros.acr.ort_network import OnnxRuntimeNetwork
@@ -218,7 +235,8 @@ class ACRPipeline:
             self.providers = tuple(self._network.providers)
             self.onnx_export = self._network.export_source
         else:
-            self.fast = FastACR(net, dtype=self.dtype, channels_last=options.channels_last, **detection).to(self.device)
+            self.fast = FastACR(net, dtype=self.dtype, channels_last=options.channels_last, fuse=options.fused,
+                                **detection).to(self.device)
             self._network = self._torch_network(options)
             self.providers, self.onnx_export = (), ""
         # Not a bound method: a graph holding the pipeline would keep its GPU memory after close().
@@ -230,10 +248,21 @@ class ACRPipeline:
 
     def _torch_network(self, options: EngineOptions):
         network = self.fast
+        if options.aot_package:
+            from acr_ros.acr.aot import load_network_package
+
+            loaded, self.aot = load_network_package(options.aot_package, self.fast, self.device)
+            if loaded is not None:
+                return loaded
+            instead = "the CUDA graphs" if self.cuda_graphs else "the eager graph"
+            warnings.warn(f"{self.aot}; running {instead} (rebuild it on this machine: acr_export --aot)",
+                          RuntimeWarning, stacklevel=4)
         if options.compile:
             network = self._compile(options.compile)
         if self.cuda_graphs and not self._compiled:
             network = _GraphedNetwork(self.fast, self.device)
+            if self.fused:
+                self._pixels_network = _GraphedNetwork(self.fast, self.device, from_pixels=True)
         return network
 
     # -- configuration ------------------------------------------------------------------------------
@@ -282,6 +311,14 @@ class ACRPipeline:
                     self._network, self._compiled = self.fast, False
             return self._network(x)
 
+    def network_from_pixels(self, pixels: torch.Tensor) -> NetworkOutput:
+        """:meth:`network` on uint8 BGR pixels of one size (B, H, W, 3) on the device, preprocessed on
+        the device (preprocess.pixels_to_input) in the network's CUDA graph where there is one."""
+        with torch.inference_mode():
+            if self._pixels_network is not None:
+                return self._pixels_network(pixels)
+            return self.network(pixels_to_input(pixels))
+
     def decode(self, out: NetworkOutput) -> parser.HandParams:
         """Decode the 109 parameters of every row (6D -> matrices / axis-angle), rows (B, 2, ...)."""
         with torch.inference_mode():
@@ -302,11 +339,16 @@ class ACRPipeline:
                 finger_pose=params.finger_pose, betas=params.betas, joints=joints, vertices=vertices,
                 joint_rotations=joint_rotations, keypoints=keypoints, translation=translation)
 
-    @staticmethod
-    def readback(rows: HandRows[torch.Tensor]) -> HandRows[np.ndarray]:
-        """The one device->host transfer (this is where a CUDA run synchronises)."""
-        return HandRows(**{f.name: getattr(rows, f.name).detach().cpu().numpy()
-                           for f in dataclasses.fields(HandRows)})
+    def readback(self, rows: HandRows[torch.Tensor]) -> HandRows[np.ndarray]:
+        """The device->host transfer (this is where a CUDA run synchronises): with packed_readback
+        every field in one copy (pack_tensors), else one copy per field (none on the CPU)."""
+        names = [f.name for f in dataclasses.fields(HandRows)]
+        tensors = [getattr(rows, name).detach() for name in names]
+        if self.packed_readback:
+            with torch.inference_mode():
+                packed, layout = pack_tensors(tensors)
+            return HandRows(**dict(zip(names, unpack_arrays(packed.cpu().numpy(), layout))))
+        return HandRows(**{name: t.cpu().numpy() for name, t in zip(names, tensors)})
 
     # -- all together ---------------------------------------------------------------------------------
 
@@ -314,7 +356,11 @@ class ACRPipeline:
             smoother: Optional[HandSmoother] = None, streams: Sequence = (), timestamps: Sequence[float] = ()
             ) -> HandRows[torch.Tensor]:
         """Device tensors for a preprocessed batch (no host synchronisation)."""
-        out = self.network(x)
+        return self._after_network(self.network(x), letterbox_params, intrinsics, smoother, streams, timestamps)
+
+    def _after_network(self, out: NetworkOutput, letterbox_params: torch.Tensor, intrinsics: torch.Tensor,
+                       smoother: Optional[HandSmoother], streams: Sequence, timestamps: Sequence[float]
+                       ) -> HandRows[torch.Tensor]:
         params = self.decode(out)
         if smoother is not None:
             with torch.inference_mode():
@@ -330,8 +376,34 @@ class ACRPipeline:
                  smoother: Optional[HandSmoother] = None, streams: Sequence = (),
                  timestamps: Sequence[float] = ()) -> tuple[HandRows[np.ndarray], list[Letterbox]]:
         """Images -> host arrays (rows [left, right] per image) and the letterboxes."""
-        x, lbs = self.preprocess(images)
+        pixels = stack_pixels(images, self.device) if self.fused and self.preprocess_mode == "device" else None
+        if pixels is not None:  # one camera size: the preprocessing runs in the network's stage
+            pixels, lbs = pixels
+        else:
+            x, lbs = self.preprocess(images)
         intr = list(intrinsics) if intrinsics is not None else [None] * len(images)
         lp = letterbox_tensor(lbs, self.device)
         k = intrinsics_tensor(intr, lbs, self.device)
-        return self.readback(self.run(x, lp, k, smoother, streams, timestamps)), lbs
+        out = self.network_from_pixels(pixels) if pixels is not None else self.network(x)
+        return self.readback(self._after_network(out, lp, k, smoother, streams, timestamps)), lbs
+
+
+def pack_tensors(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[tuple]]:
+    """Tensors of any dtypes on one device -> one uint8 buffer there (each part starting at a
+    multiple of 8 bytes) and its layout [(offset, numpy dtype, shape)], for one readback copy."""
+    parts, layout, offset = [], [], 0
+    for t in tensors:
+        data = t.contiguous().reshape(-1).view(torch.uint8)
+        pad = -data.numel() % 8
+        layout.append((offset, torch.empty(0, dtype=t.dtype).numpy().dtype, tuple(t.shape)))
+        parts.append(data)
+        if pad:
+            parts.append(data.new_zeros(pad))
+        offset += data.numel() + pad
+    return torch.cat(parts), layout
+
+
+def unpack_arrays(buffer: np.ndarray, layout: Sequence[tuple]) -> list[np.ndarray]:
+    """The arrays of :func:`pack_tensors`' layout, as views of the host copy of its buffer."""
+    return [buffer[offset:offset + dtype.itemsize * int(np.prod(shape))].view(dtype).reshape(shape)
+            for offset, dtype, shape in layout]

@@ -13,7 +13,7 @@ Images more elongated than 1:MAX_ASPECT are refused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -169,20 +169,47 @@ def preprocess_batch(images: Sequence[np.ndarray], device: Union[str, torch.devi
         lb = letterboxes[idx[0]]
         if _square_is_small(lb):
             batch = images[idx[0]][None] if len(idx) == 1 else np.stack([images[i] for i in idx])
-            x = upload(batch, device).permute(0, 3, 1, 2).flip(1).float()   # (b, 3, H, W) RGB
-            x = F.pad(x, (lb.pad_left, lb.pad_right, lb.pad_top, lb.pad_bottom), value=float(PAD_VALUE))
-            x = F.interpolate(x, size=(input_size, input_size), mode="bicubic", align_corners=False)
-            x = x.round_().clamp_(0.0, 255.0)
+            x = pixels_to_input(upload(batch, device), input_size)
         else:  # a float32 padded square would take 12 bytes per pixel of it: the bounded path, uploaded
             rgb = np.stack([_resize_from_taps(images[i], lb) for i in idx])
-            x = upload(rgb, device).permute(0, 3, 1, 2).float()
-        x = x / 255.0 * 2.0 - 1.0
+            x = upload(rgb, device).permute(0, 3, 1, 2).float() / 255.0 * 2.0 - 1.0
         if len(idx) == len(images):
             out = x.contiguous()
         else:
             for k, i in enumerate(idx):  # plain slices: no index tensor to upload
                 out[i] = x[k]
     return out, letterboxes
+
+
+def fits_on_device(height: int, width: int, input_size: int = INPUT_SIZE) -> bool:
+    """Whether images of this size are padded and resized on the device by :func:`pixels_to_input`
+    (else on the CPU: the padded square would be large)."""
+    return _square_is_small(letterbox(height, width, input_size))
+
+
+def stack_pixels(images: Sequence[np.ndarray], device: Union[str, torch.device],
+                 input_size: int = INPUT_SIZE) -> Optional[tuple[torch.Tensor, list[Letterbox]]]:
+    """BGR uint8 images of one size whose padded square is small, uploaded as one (B, H, W, 3)
+    tensor, and their letterboxes: the input of :func:`pixels_to_input`. None for images of several
+    sizes or a large square (:func:`preprocess_batch` handles those). Bad images raise ValueError."""
+    for img in images:
+        _check_image(img)
+    height, width = images[0].shape[:2]
+    if any(img.shape[:2] != (height, width) for img in images) or not fits_on_device(height, width, input_size):
+        return None
+    batch = images[0][None] if len(images) == 1 else np.stack(images)
+    return upload(batch, torch.device(device)), [letterbox(height, width, input_size)] * len(images)
+
+
+def pixels_to_input(pixels: torch.Tensor, input_size: int = INPUT_SIZE) -> torch.Tensor:
+    """BGR uint8 images of one size (B, H, W, 3) on a device -> (B, 3, input_size, input_size)
+    float32 in [-1, 1] there: :func:`preprocess_batch`'s device path, a function of tensors only (no
+    host synchronisation; the letterbox follows from the shape), so a CUDA graph can hold it."""
+    lb = letterbox(pixels.shape[1], pixels.shape[2], input_size)
+    x = pixels.permute(0, 3, 1, 2).flip(1).float()                       # (b, 3, H, W) RGB
+    x = F.pad(x, (lb.pad_left, lb.pad_right, lb.pad_top, lb.pad_bottom), value=float(PAD_VALUE))
+    x = F.interpolate(x, size=(input_size, input_size), mode="bicubic", align_corners=False)
+    return x.round_().clamp_(0.0, 255.0) / 255.0 * 2.0 - 1.0
 
 
 def letterbox_tensor(letterboxes: Sequence[Letterbox], device: Union[str, torch.device] = "cpu",

@@ -104,8 +104,9 @@ def create_backend(backend: str = "auto", checkpoint: str = "", mano_dir: str = 
         reason = "backend acr requested" if choice == "acr" else "ACR checkpoint and MANO files found"
         reason = (f"{reason}: {Path(checkpoint).name}, MANO from {Path(mano_dir).expanduser()}; network "
                   f"{chosen.precision} ({chosen.precision_reason}) on {chosen.device}")
-        if chosen.onnx_export:
-            reason = f"{reason}; {chosen.onnx_export}"
+        for source in (chosen.onnx_export, chosen.aot):
+            if source:
+                reason = f"{reason}; {source}"
     if detection_threshold is not None:
         chosen.detection_threshold = float(detection_threshold)
     return chosen, reason

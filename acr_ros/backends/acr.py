@@ -61,7 +61,8 @@ class ACRBackend:
     precision "auto", fp16 on CUDA, or bf16 on a CPU with native bf16, is measured against fp32 on
     the bundled photos and kept only when close enough (acr_ros.acr.precision); ``precision`` says
     what runs ("fp32", ...) and ``precision_reason`` why; with runtime onnxruntime ``onnx_export``
-    says whether the network's export was read from the cache or made anew.
+    says whether the network's export was read from the cache or made anew, with an aot_package
+    ``aot`` whether it was loaded (or why not: then a warning, and the network runs without it).
     smoothing: a SmoothingConfig turns on One-Euro smoothing per (stream, side); None keeps the raw
     per-frame results. tune_process: apply the engine's process-wide settings for its device
     (acr_ros.acr.runtime; entry points opt in, libraries leave it off). On CUDA a blank frame runs
@@ -91,6 +92,7 @@ class ACRBackend:
         if self.pipeline.providers:
             self.model = f"{self.model} (onnxruntime: {', '.join(self.pipeline.providers)})"
         self.onnx_export = self.pipeline.onnx_export  # where the runtime's export came from; "" with torch
+        self.aot = self.pipeline.aot  # the aot_package loaded, or why not; "" without one
         if tune_process:
             runtime.tune_process(self.pipeline.device, self.pipeline.dtype)
         self.device = str(self.pipeline.device)

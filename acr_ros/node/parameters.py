@@ -55,8 +55,13 @@ PARAMS = (
           "providers)", True,
           choices=RUNTIMES),
     Param("cuda_graphs", True, "On a CUDA device with runtime torch: replay the network, the decoding and MANO as "
-          "CUDA graphs, captured while loading for one image and on first use for each larger batch (that "
-          "batch waits about a second once); false runs them eagerly, about 4x slower at batch 1", True),
+          "CUDA graphs, captured while loading for one 640x480 image and on first use for each other camera size or "
+          "larger batch (that frame waits about a second once); false runs them eagerly, about 4x slower at "
+          "batch 1", True),
+    Param("aot_package", "", "With runtime torch: an AOTInductor package of the network (acr_export --aot, built "
+          "on this machine) loaded at configure instead of compiling; set precision to the package's. One built "
+          "for another GPU, torch, CUDA, precision or checkpoint is refused with a warning and the CUDA graphs "
+          "(or the eager network) run; empty: none", True),
     Param("onnx_providers", "", "With runtime onnxruntime: execution providers in order of preference, "
           "comma-separated, e.g. 'TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider'; "
           "empty: CUDA then CPU on a CUDA device, CPU otherwise", True),
@@ -200,7 +205,7 @@ def engine_options(get: Get) -> EngineOptions:
     return EngineOptions(device=get("device"), precision=get("precision"),
                          suppress_duplicate_hands=get("suppress_duplicate_hands"), runtime=get("runtime"),
                          cuda_graphs="auto" if get("cuda_graphs") else False,
-                         onnx_providers=parse_providers(get("onnx_providers")))
+                         onnx_providers=parse_providers(get("onnx_providers")), aot_package=get("aot_package"))
 
 
 def decode_settings(get: Get) -> DecodeSettings:
