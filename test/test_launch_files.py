@@ -102,8 +102,19 @@ def test_remapped_topics_are_the_ones_the_nodes_use():
             assert getattr(keyword(node, "remappings"), "id", None) == "CAMERA_REMAPPINGS"
     defaults = yaml.safe_load((REPO / "config" / "hands.yaml").read_text())["/**"]["ros__parameters"]
     assert defaults["image_topics"] == ["image_raw"]  # remapped by the launch file
-    source = (REPO / "acr_ros" / "image_source.py").read_text()
-    assert '"image_raw"' in source and '"camera_info"' in source
+    # image_source publishes on the names remapped there
+    import rclpy
+
+    from acr_ros.image_source import ImageSource
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        source = ImageSource(context=context, cli_args=[
+            "--ros-args", "-r", "image_raw:=/launch_cam/image", "-r", "camera_info:=/launch_cam/info"])
+        assert (source.image_pub.topic_name, source.info_pub.topic_name) == ("/launch_cam/image", "/launch_cam/info")
+        source.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
 
 
 def test_the_package_is_mit_licensed_and_pulls_no_rviz_onto_a_robot():
