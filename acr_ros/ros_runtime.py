@@ -91,7 +91,10 @@ _installed: Optional[StopRequest] = None  # the process's, once start_ros has in
 def loading():
     """Long start-up work in the main thread (loading a model, exporting it) that a stop signal
     abandons by raising LoadingStopped, instead of the process finishing it first (launch would
-    escalate to SIGKILL meanwhile). Without start_ros's signal handling (a node in a test) nothing
+    escalate to SIGKILL meanwhile). The signal's exception lands wherever the main thread is: a
+    library it interrupts may turn it into an error of its own (torch's exporter interrupted inside
+    an import raised AttributeError, then its own export error), so whatever leaves the block after a
+    stop request is LoadingStopped. Without start_ros's signal handling (a node in a test) nothing
     changes."""
     stop = _installed
     if stop is None or threading.current_thread() is not threading.main_thread():
@@ -102,6 +105,10 @@ def loading():
     stop.loading = True
     try:
         yield
+    except BaseException:
+        if stop.requested:
+            raise LoadingStopped() from None
+        raise
     finally:
         stop.loading = False
 
