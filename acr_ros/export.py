@@ -19,6 +19,8 @@ from typing import Optional
 
 import numpy as np
 
+from acr_ros.acr.runtime import passive_openmp_waits
+
 BATCH_HELP = "a fixed batch size (default 1) or 'dynamic' (1 to 64 images, dimension named 'batch')"
 
 
@@ -79,6 +81,7 @@ def verify(model, fast, batch: Optional[int]) -> tuple[bool, str]:
 
 
 def main(argv=None) -> int:
+    passive_openmp_waits()  # before torch loads
     args = parse_args(argv)
     from acr_ros.acr.checkpoint import checkpoint_id, load_acr_network
     from acr_ros.acr.onnx_export import INPUT_NAMES, OPSET, OUTPUT_NAMES, export_form, export_onnx

@@ -84,6 +84,7 @@ import numpy as np
 
 from acr_ros.acr.depth import depth_image_to_metres
 from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions
+from acr_ros.acr.runtime import passive_openmp_waits
 from acr_ros.acr.hands import NUM_JOINTS, NUM_VERTICES, CameraIntrinsics, FrameResult, rotation_to_quaternion
 from acr_ros.backends import BACKENDS, faces_by_side
 from acr_ros.calibration import CalibrationError, load_calibration
@@ -760,6 +761,7 @@ def interrupt_once(number, frame):
 
 
 def main(argv=None) -> int:
+    passive_openmp_waits()  # before torch loads
     previous = {number: signal.signal(number, interrupt_once) for number in STOP_SIGNALS}
     try:
         return run(argv)

@@ -26,6 +26,8 @@ from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
+from acr_ros.acr.runtime import passive_openmp_waits
+
 RCLError = rclpy_implementation.RCLError
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -127,9 +129,11 @@ def logged_transition(transition):
 
 
 def start_ros(program: str, args=None) -> Optional[StopRequest]:
-    """rclpy.init with this module's signal handling; None after printing one line when rclpy
-    refuses the arguments (a parameters file that does not parse, a malformed --ros-args)."""
+    """rclpy.init with this module's signal handling, and idle OpenMP threads that sleep
+    (acr_ros.acr.runtime.passive_openmp_waits); None after printing one line when rclpy refuses the
+    arguments (a parameters file that does not parse, a malformed --ros-args)."""
     global _installed
+    passive_openmp_waits()  # before anything loads torch (the hands node does at configure)
     stop = _installed = StopRequest()
     stop.install()
     try:
