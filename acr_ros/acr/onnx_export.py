@@ -263,6 +263,7 @@ def _export_child(network: str, output: str) -> None:
     parent's own object, not a checkpoint from elsewhere), its export written to ``output``."""
     try:
         fast = torch.load(network, weights_only=False)
+        Path(network).unlink()  # 120 MB that a killed parent could not remove
         Path(output).write_bytes(export_onnx(fast, batch=None).SerializeToString())
     except Exception as error:  # its first line, for the parent's one-line error
         lines = str(error).strip().splitlines()
