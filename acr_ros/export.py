@@ -25,6 +25,8 @@ from typing import Optional
 
 import numpy as np
 
+from acr_ros.acr.runtime import passive_openmp_waits
+
 BATCH_HELP = "a fixed batch size (default 1) or 'dynamic' (1 to 64 images, dimension named 'batch')"
 
 
@@ -134,6 +136,7 @@ def verify(model, fast, batch: Optional[int]) -> tuple[bool, str]:
 
 
 def main(argv=None) -> int:
+    passive_openmp_waits()  # before torch loads
     args = parse_args(argv)
     if args.aot:
         return export_aot(args)

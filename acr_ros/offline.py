@@ -82,6 +82,7 @@ from typing import Optional
 import numpy as np
 
 from acr_ros.acr.options import PRECISIONS, RUNTIMES
+from acr_ros.acr.runtime import passive_openmp_waits
 from acr_ros.backends import BACKENDS
 from acr_ros.media import SAMPLES_DIR, VIDEO_SUFFIXES, is_recording, sample_inputs
 from acr_ros.offline_unit import (RunContext, engine_options, load_backend, model_files_problem, process_spec,
@@ -227,6 +228,7 @@ def interrupt_once(number, frame):
 
 
 def main(argv=None) -> int:
+    passive_openmp_waits()  # before torch loads
     previous = {number: signal.signal(number, interrupt_once) for number in STOP_SIGNALS}
     try:
         return run(argv)

@@ -26,6 +26,8 @@ from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
 
+from acr_ros.acr.runtime import passive_openmp_waits
+
 RCLError = rclpy_implementation.RCLError
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -91,7 +93,10 @@ _installed: Optional[StopRequest] = None  # the process's, once start_ros has in
 def loading():
     """Long start-up work in the main thread (loading a model, exporting it) that a stop signal
     abandons by raising LoadingStopped, instead of the process finishing it first (launch would
-    escalate to SIGKILL meanwhile). Without start_ros's signal handling (a node in a test) nothing
+    escalate to SIGKILL meanwhile). The signal's exception lands wherever the main thread is: a
+    library it interrupts may turn it into an error of its own (torch's exporter interrupted inside
+    an import raised AttributeError, then its own export error), so whatever leaves the block after a
+    stop request is LoadingStopped. Without start_ros's signal handling (a node in a test) nothing
     changes."""
     stop = _installed
     if stop is None or threading.current_thread() is not threading.main_thread():
@@ -102,6 +107,10 @@ def loading():
     stop.loading = True
     try:
         yield
+    except BaseException:
+        if stop.requested:
+            raise LoadingStopped() from None
+        raise
     finally:
         stop.loading = False
 
@@ -120,9 +129,11 @@ def logged_transition(transition):
 
 
 def start_ros(program: str, args=None) -> Optional[StopRequest]:
-    """rclpy.init with this module's signal handling; None after printing one line when rclpy
-    refuses the arguments (a parameters file that does not parse, a malformed --ros-args)."""
+    """rclpy.init with this module's signal handling, and idle OpenMP threads that sleep
+    (acr_ros.acr.runtime.passive_openmp_waits); None after printing one line when rclpy refuses the
+    arguments (a parameters file that does not parse, a malformed --ros-args)."""
     global _installed
+    passive_openmp_waits()  # before anything loads torch (the hands node does at configure)
     stop = _installed = StopRequest()
     stop.install()
     try:

@@ -242,6 +242,7 @@ def image_source(context):
             # a webcam id like "0" must stay a string parameter
             "input": ParameterValue(LaunchConfiguration("input"), value_type=str),
             "frame_id": LaunchConfiguration("frame_id"),
+            "rate": ParameterValue(LaunchConfiguration("rate"), value_type=float),
             "camera_info_url": ParameterValue(LaunchConfiguration("camera_info_url"), value_type=str),
         }],
         remappings=CAMERA_REMAPPINGS,
@@ -281,6 +282,8 @@ def generate_launch_description():
                               description="the source's input: webcam id, video file, image folder or image"),
         DeclareLaunchArgument("frame_id", default_value="camera_optical_frame",
                               description="optical frame of the image source"),
+        DeclareLaunchArgument("rate", default_value="10.0",
+                              description="the image source's frames per second (0: a video's own rate)"),
         DeclareLaunchArgument("camera_info_url", default_value="",
                               description="the image source's calibration YAML (camera_calibration format; "
                                           "path, file:// or package:// URL); empty: uncalibrated"),

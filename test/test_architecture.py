@@ -1,6 +1,7 @@
 """What may import what (docs/architecture.md): the engine is a leaf library, the backends sit on
 it, the ROS layer on both; no import cycles; the embedded backend and the ROS layer load no torch."""
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,19 @@ def test_the_embedded_backend_and_the_ros_layer_load_no_torch():
     assert _loaded_after("acr_ros.backends, acr_ros.backends.mediapipe, acr_ros.hands_node, acr_ros.offline, "
                          "acr_ros.render, acr_ros.ros_messages, acr_ros.recordings, acr_ros.acr.runtime",
                          "'torch' in sys.modules") == "False"
+
+
+def test_importing_leaves_openmp_alone():
+    """Only the executables make idle OpenMP threads sleep (acr_ros.acr.runtime.passive_openmp_waits,
+    called by their entry points; test_load.py checks the node's process); importing anything of the
+    package, the engine included, does not."""
+    env = {name: value for name, value in os.environ.items() if name != "OMP_WAIT_POLICY"}
+    code = ("import os, acr_ros.acr.pipeline, acr_ros.acr.onnx_export, acr_ros.acr.runtime, acr_ros.hands_node, "
+            "acr_ros.image_source, acr_ros.offline, acr_ros.export, acr_ros.ros_runtime; "
+            "print(os.environ.get('OMP_WAIT_POLICY'))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None"
 
 
 def test_building_the_engine_changes_no_process_wide_setting(tmp_path):

@@ -174,22 +174,31 @@ def test_the_runtime_export_is_cached_and_read_back(ort_backend, torch_pipeline,
 
 
 def tiny_model_exporter(calls: list):
-    """A stand-in for export_onnx (the full export takes 10 s): a one-node ONNX model."""
+    """A stand-in for export_in_child (the full export takes 10 s): a one-node ONNX model's bytes."""
     import onnx
     from onnx import TensorProto, helper
 
-    def export(fast, batch=None):
-        calls.append(batch)
+    def export(fast):
+        calls.append(None)
         graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "tiny",
                                   [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=onnx.IR_VERSION)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)],
+                                 ir_version=onnx.IR_VERSION).SerializeToString()
     return export
+
+
+def test_an_export_failing_in_its_process_is_an_error_with_its_reason():
+    """The runtime exports in a child process (a stop while the node configures kills it at once;
+    test_signals.py): what fails there is raised here with the child's last words."""
+    with pytest.raises(RuntimeError, match=r"^the ONNX export failed after .* s \(exit code 1\): RuntimeError: "
+                       r"Error\(s\) in loading state_dict for ACRNet:$"):
+        onnx_export.export_in_child(torch.nn.Identity())  # not an ACRNet: export_form cannot take it
 
 
 def test_an_unwritable_cache_is_a_warning_and_a_damaged_one_is_exported_again(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(onnx_export, "export_onnx", tiny_model_exporter(calls))
+    monkeypatch.setattr(onnx_export, "export_in_child", tiny_model_exporter(calls))
     fast = export_form(random_acr_network(0, "both"))
     monkeypatch.setenv("ACR_ROS_CACHE_DIR", str(tmp_path / "a_file"))
     (tmp_path / "a_file").write_text("not a folder")

@@ -26,7 +26,10 @@ B is fixed (``batch=N``) or dynamic (``batch=None``, named "batch"). MANO, the c
 decoding stay outside the graph (acr_ros.acr.parser / mano / camera).
 
 The runtime's dynamic export is cached on disk (:func:`cached_dynamic_export`): exporting takes 10 to
-25 s, at every start of the node otherwise.
+25 s, at every start of the node otherwise. It runs in a child process (:func:`export_in_child`), so
+that a caller who stops waiting (a stop signal while the node configures) ends it at once: the
+child is killed, nothing half-exported is kept, and the caller's process carries none of the
+exporter's state.
 """
 from __future__ import annotations
 
@@ -37,6 +40,10 @@ import hashlib
 import importlib.util
 import logging
 import os
+import subprocess
+import sys
+import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -84,10 +91,7 @@ def export_onnx(network: Union[ACRNet, FastACR], path: Union[str, Path, None] = 
     and writes it to ``path`` when given. batch: fixed batch size, or None for a dynamic batch dimension (1 to
     MAX_DYNAMIC_BATCH). metadata: extra key/value strings stored in the model (e.g. the checkpoint).
     Raises ImportError naming the packages when onnx / onnxscript are missing."""
-    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ImportError(f"ONNX export needs the packages {', '.join(missing)}: pip install -r "
-                          "scripts/requirements.txt (onnx, onnxscript)")
+    _require_exporter()
     if batch is not None and batch < 1:
         raise ValueError(f"batch must be at least 1 or None (dynamic), got {batch}")
     if opset < OPSET:
@@ -121,6 +125,13 @@ def export_onnx(network: Union[ACRNet, FastACR], path: Union[str, Path, None] = 
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         onnx.save_model(model, str(path))
     return model
+
+
+def _require_exporter() -> None:
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(f"ONNX export needs the packages {', '.join(missing)}: pip install -r "
+                          "scripts/requirements.txt (onnx, onnxscript)")
 
 
 @contextlib.contextmanager
@@ -181,7 +192,7 @@ def cached_dynamic_export(fast: FastACR, refresh: bool = False) -> RuntimeExport
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not refresh and path.is_file():
             return RuntimeExport(path.read_bytes(), f"ONNX export read from the cache {path}", True)
-        model = export_onnx(fast, batch=None).SerializeToString()
+        model = export_in_child(fast)
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         try:
             partial.write_bytes(model)
@@ -196,5 +207,66 @@ def _uncached_export(fast: FastACR, directory: Path, error: OSError, model: Opti
     warnings.warn(f"cannot cache the ONNX export in {directory} ({error.strerror or error}): it is exported again "
                   "at every start; set ACR_ROS_CACHE_DIR to a writable folder", RuntimeWarning, stacklevel=3)
     if model is None:
-        model = export_onnx(fast, batch=None).SerializeToString()
+        model = export_in_child(fast)
     return RuntimeExport(model, "exported to ONNX (not cached)", False)
+
+
+# The child's first lines, before it imports anything heavy: it dies with the process that started
+# it (Linux), and it ends at once if that process is gone already.
+_CHILD = ("import ctypes, os, signal, sys\n"
+          "if sys.platform == 'linux': ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG\n"
+          "if os.getppid() != int(sys.argv[3]): sys.exit(3)\n"
+          "from acr_ros.acr.onnx_export import _export_child\n"
+          "_export_child(sys.argv[1], sys.argv[2])\n")
+
+
+def export_in_child(fast: FastACR, poll_s: float = 0.05) -> bytes:
+    """The serialised dynamic-batch export of ``fast``, made by export_onnx in a child process.
+
+    The caller waits in short polls, so an exception in its thread (a stop signal's, KeyboardInterrupt)
+    ends the wait at once, and the child is killed then. The child runs in a process group of its
+    own (a Ctrl-C to the terminal's group or launch's signals reach only the caller, which decides)
+    and dies with its parent. Raises ImportError (before starting it) when onnx or onnxscript are
+    missing, RuntimeError with the child's last words when the export fails."""
+    _require_exporter()
+    package_root = str(Path(__file__).resolve().parents[2])  # the child imports this very acr_ros
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    with tempfile.TemporaryDirectory(prefix="acr_onnx_export_") as folder:  # private (0700), removed after
+        network, output, words = (Path(folder) / name for name in ("network.pt", "model.onnx", "output.txt"))
+        reason = output.with_suffix(".error")
+        torch.save(fast, network)
+        started = time.monotonic()
+        with open(words, "wb") as log:
+            child = subprocess.Popen([sys.executable, "-c", _CHILD, str(network), str(output), str(os.getpid())],
+                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     process_group=0)
+        try:
+            while True:
+                try:
+                    child.wait(poll_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            if child.poll() is None:  # the caller stopped waiting
+                child.kill()
+                child.wait()
+        if child.returncode != 0:
+            said = reason.read_text() if reason.exists() else (
+                words.read_text(errors="replace").strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"the ONNX export failed after {time.monotonic() - started:.1f} s (exit code "
+                               f"{child.returncode}): {said}")
+        return output.read_bytes()
+
+
+def _export_child(network: str, output: str) -> None:
+    """export_in_child's child: the FastACR its parent saved in a private temporary folder (the
+    parent's own object, not a checkpoint from elsewhere), its export written to ``output``."""
+    try:
+        fast = torch.load(network, weights_only=False)
+        Path(network).unlink()  # 120 MB that a killed parent could not remove
+        Path(output).write_bytes(export_onnx(fast, batch=None).SerializeToString())
+    except Exception as error:  # its first line, for the parent's one-line error
+        lines = str(error).strip().splitlines()
+        Path(output).with_suffix(".error").write_text(f"{type(error).__name__}: {lines[0] if lines else ''}")
+        sys.exit(1)

@@ -2,7 +2,8 @@
 
 The library never changes them by itself (importing or constructing anything leaves the process as
 it was); the node, the offline CLI and the benchmark call :func:`tune_process` once they know the
-device and precision. torch is imported by tune_process only: tune_cpu_allocator serves callers
+device and precision, and every executable calls :func:`passive_openmp_waits` before torch loads.
+torch is imported by tune_process only: tune_cpu_allocator serves callers
 without it too (acr_offline reading recordings with the embedded backend).
 """
 from __future__ import annotations
@@ -42,6 +43,18 @@ def freeze_collector() -> None:
     counting still frees them)."""
     gc.collect()
     gc.freeze()
+
+
+def passive_openmp_waits() -> bool:
+    """Idle OpenMP threads sleep at once instead of spinning (OMP_WAIT_POLICY=PASSIVE, unless the
+    environment sets a policy of its own). Spinning is libgomp's default (GOMP_SPINCOUNT 300000
+    after every parallel region): torch's threads then burn the CPU between the network's layers
+    and after each frame, which on a shared robot computer slows every other process (and the
+    node's own other threads). The OpenMP runtime reads the variable once, when torch loads it: the
+    executables call this first thing, before torch is imported. Returns whether it can still take
+    effect (False when torch is loaded already)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return "torch" not in sys.modules
 
 
 def tune_process(device: torch.device, dtype: torch.dtype) -> None:

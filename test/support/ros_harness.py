@@ -32,14 +32,16 @@ class NodeProcess(LoggedProcess):
     """An acr_ros module's main() run as `python -m`, with its parameters from a YAML file."""
 
     def __init__(self, module: str, params: dict, tmp_path: Path, name: str = "acr_hands",
-                 remaps: dict | None = None):
+                 remaps: dict | None = None, env: dict | None = None):
+        """env: the process's environment (default: this process's)."""
         params_file = tmp_path / f"{name}_params.yaml"
         params_file.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
         command = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}",
                    "--params-file", str(params_file)]
         for source, target in (remaps or {}).items():
             command += ["-r", f"{source}:={target}"]
-        super().__init__(command, tmp_path / f"{name}.log", cwd=REPO, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        super().__init__(command, tmp_path / f"{name}.log", cwd=REPO,
+                         env=dict(os.environ if env is None else env, PYTHONUNBUFFERED="1"))
 
     def stop(self, sig=signal.SIGINT, timeout: float = 10.0) -> int:
         """Sends sig; returns the exit code (killed after timeout: negative)."""

@@ -21,28 +21,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # test/, for `support` when run as a script
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
+from support.process_stats import rss_bytes  # noqa: E402
 from support.ros_harness import REPO, NodeProcess, Probe, image_msg  # noqa: E402
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process and its children (the ROS wheels re-execute python once)."""
-    total = 0
-    for candidate in [pid] + _children(pid):
-        try:
-            for line in Path(f"/proc/{candidate}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except FileNotFoundError:
-            pass
-    return total
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        children = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
-    return children + [g for c in children for g in _children(c)]
 
 
 def soak(seconds: float, warmup: float, backend: str = "mediapipe", rate: float = 30.0, params=None) -> dict:
