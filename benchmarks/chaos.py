@@ -1,7 +1,7 @@
 """The chaos run: the real graph through the faults a robot meets, with figures (docs/reliability.md,
 "Chaos run").
 
-    python benchmarks/chaos.py [--scenario restarts churn] [--backend mediapipe|acr] [--restarts 12]
+    python benchmarks/chaos.py [--scenario restarts churn starvation neighbour] [--backend mediapipe|acr]
 
 The hands node runs as its own process (MediaPipe, or ACR with random weights in the official layout
 and synthetic MANO files: the real model's cost, not hand reconstructions), fed by image_source as a
@@ -18,6 +18,10 @@ churn: 50 subscribers to ~/hands, ~/markers and ~/overlay connecting and disconn
   reliable one that never reads, against the same graph before and after them (a steady subscriber to
   each output, reading, is there throughout, so that the overlay is drawn in every phase): output rate
   and stamp-to-Hands latency p95.
+starvation, neighbour: benchmarks/load_scenarios.py's, with nodes of their own (MediaPipe; ACR with
+  random weights): two CPU burners beside a 30 Hz camera; the idle node's CPU and what it costs
+  CPU-bound neighbours. The 30-minute soak through `ros2 launch` stays there
+  (`load_scenarios.py --scenario soak`).
 """
 from __future__ import annotations
 
@@ -37,6 +41,8 @@ os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
 from support.graph_faults import CameraDriver, Subscribers  # noqa: E402
 from support.ros_harness import NodeProcess, Probe  # noqa: E402
+
+from load_scenarios import good_neighbour, starved  # noqa: E402  (beside this script)
 
 NODE = "chaos_hands"
 CAMERA = "/chaos_camera"
@@ -228,7 +234,23 @@ def churn(graph: Graph, args) -> dict:
     return summary
 
 
-SCENARIOS = {"restarts": restarts, "churn": churn}
+# ---- scenarios 4 and 5, with nodes of their own (benchmarks/load_scenarios.py) -------------------------
+def starvation(graph, args) -> dict:
+    """Two CPU burners for --starvation-seconds beside a 30 Hz camera (10 s alone before and after)."""
+    summary = starved(args.starvation_seconds)
+    print(summary, flush=True)
+    return summary
+
+
+def neighbour(graph, args) -> dict:
+    """The idle node's CPU, and CPU-bound neighbours' work beside a node that answers frames."""
+    summary = good_neighbour()
+    print(summary, flush=True)
+    return summary
+
+
+SCENARIOS = {"restarts": restarts, "churn": churn, "starvation": starvation, "neighbour": neighbour}
+ON_THE_GRAPH = {"restarts", "churn"}  # the others start nodes of their own
 
 
 def main() -> int:
@@ -239,20 +261,22 @@ def main() -> int:
     parser.add_argument("--restarts", type=int, default=12)
     parser.add_argument("--subscribers", type=int, default=50)
     parser.add_argument("--churn-seconds", type=float, default=60.0)
+    parser.add_argument("--starvation-seconds", type=float, default=60.0)
     args = parser.parse_args()
     os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
     print(f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, backend {args.backend}, camera {args.rate:g} Hz, scenarios {args.scenario}",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="acr_chaos_") as tmp:
-        graph = Graph(Path(tmp), args.backend)
+        graph = Graph(Path(tmp), args.backend) if ON_THE_GRAPH & set(args.scenario) else None
         try:
             for name in args.scenario:
                 print(f"\n## {name}", flush=True)
                 SCENARIOS[name](graph, args)
         finally:
-            code = graph.close()
-        print(f"\nthe node exited {code}")
+            code = graph.close() if graph is not None else 0
+        if graph is not None:
+            print(f"\nthe node exited {code}")
     return 0 if code == 0 else 1
 
 
