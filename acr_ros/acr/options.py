@@ -11,8 +11,10 @@ from typing import Sequence, Union
 # a bare ACRPipeline takes fp16 on CUDA, fp32 on the CPU); fp32 with onnxruntime.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PREPROCESSING = ("auto", "exact", "device")    # auto: exact (OpenCV) on CPU, device on CUDA
-# What runs the network stage: PyTorch, or onnxruntime on the ONNX export of the same network.
-RUNTIMES = ("torch", "onnxruntime")
+# What runs the network stage: PyTorch, or onnxruntime on the ONNX export of the same network; auto:
+# ACRBackend measures both on the loaded weights once per machine and keeps the faster
+# (acr_ros.acr.runtime_choice; a bare ACRPipeline runs torch).
+RUNTIMES = ("auto", "torch", "onnxruntime")
 # Official centermap_conf_thresh (configs/demo.yml): a hand is kept when its raw center-map peak
 # (no sigmoid) exceeds this.
 DETECTION_THRESHOLD = 0.35
@@ -40,7 +42,8 @@ class EngineOptions:
         unless torch.compile is on), True (CUDA only) or False.
     channels_last: run the convolutions in channels-last memory format.
     runtime: "torch", or "onnxruntime" (the network exported to ONNX at start-up and run by an
-        onnxruntime session, fp32; the other stages stay in torch on ``device``).
+        onnxruntime session, fp32; the other stages stay in torch on ``device``), or "auto" (ACRBackend
+        measures both and keeps the faster; a bare ACRPipeline runs torch).
     onnx_providers: onnxruntime execution providers in order of preference, e.g.
         ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"); empty: CUDA
         then CPU on a CUDA device, CPU otherwise.
@@ -80,8 +83,8 @@ class EngineOptions:
                                  "docs/deployment.md)")
             if self.compile or self.cuda_graphs is True:
                 raise ValueError("compile and cuda_graphs apply to runtime torch only")
-        elif self.onnx_providers:
-            raise ValueError("onnx_providers apply to runtime onnxruntime only")
+        elif self.onnx_providers and self.runtime != "auto":
+            raise ValueError("onnx_providers apply to runtime onnxruntime (or auto) only")
 
 
 def parse_providers(text: str) -> tuple[str, ...]:
