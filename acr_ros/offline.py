@@ -303,7 +303,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="ACR")
     parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
                         help="what runs the ACR network (onnxruntime: exported to ONNX at start-up, fp32; auto: on "
-                             "a CPU in fp32 the faster of the two, measured once per machine)")
+                             "a CPU in fp32 the faster of the two, measured once the export is cached)")
     parser.add_argument("--onnx-providers", nargs="+", default=(), metavar="PROVIDER",
                         help="onnxruntime execution providers in order of preference (default: CUDA then CPU "
                              "on a CUDA device, CPU otherwise)")

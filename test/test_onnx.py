@@ -208,9 +208,10 @@ def test_an_unwritable_cache_is_a_warning_and_a_damaged_one_is_exported_again(tm
 
 
 def test_runtime_auto_keeps_the_faster_and_remembers_it(ort_backend, mano, onnx_export_cache, tmp_path, monkeypatch):
-    """runtime auto on a CPU in fp32: both runtimes timed (here with given figures: the test asserts
-    the choice, not this machine's speed), the faster kept, the choice remembered per machine and
-    weights; another start builds the remembered runtime without timing anything."""
+    """runtime auto on a CPU in fp32: torch while no export of the weights is cached; with one, both
+    runtimes timed (here with given figures: the test asserts the choice, not this machine's speed),
+    the faster kept, the choice remembered per machine and weights; another start builds the
+    remembered runtime without timing anything."""
     from acr_ros.acr import runtime_choice
 
     net = random_acr_network(0, "both")
@@ -223,6 +224,8 @@ def test_runtime_auto_keeps_the_faster_and_remembers_it(ort_backend, mano, onnx_
 
     monkeypatch.setattr(runtime_choice, "_timed", timed)
     monkeypatch.setenv("ACR_ROS_CACHE_DIR", str(tmp_path))
+    pipe, why = runtime_choice.auto_runtime(net, mano, fp32, IMAGES[-2:])  # no export here: none made at configure
+    assert pipe.providers == () and not seen and "no ONNX export of these weights" in why, why
     # Its own choices (the node tests must not read these figures), the run's export (made once).
     (tmp_path / "onnx").symlink_to(onnx_export_cache / "onnx")
     pipe, why = runtime_choice.auto_runtime(net, mano, fp32, IMAGES[-2:])

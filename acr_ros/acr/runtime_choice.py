@@ -3,12 +3,13 @@ machine, measured once and remembered.
 
 Which is faster depends on the CPU (onnxruntime ran the network in 531 ms against torch's 869 ms on
 a 2-core AMD EPYC; torch's oneDNN wins elsewhere) and on the thread count, so neither is a safe
-default. The first start on a machine exports the network to ONNX (10-30 s, cached on disk by
-acr_ros.acr.onnx_export) and times both on a bundled photo, alternately; the choice and its figures
-are written to the cache folder under a key of the CPU (model, instruction sets), the thread count,
-the torch and onnxruntime versions and the export's own key (the weights and the engine's code),
-so that later starts read it and build only the chosen runtime. On CUDA, with a half precision,
-with torch.compile, or without onnxruntime, auto is torch without measuring.
+default. Once the network's ONNX export is in the cache (acr_ros.acr.onnx_export: made by the first
+start with runtime onnxruntime, 10-30 s, which auto does not spend at configure), the next start
+times both on a bundled photo, alternately (a few seconds); the choice and its figures are written
+to the cache folder under a key of the CPU (model, instruction sets), the thread count, the torch
+and onnxruntime versions and the export's own key (the weights and the engine's code), so that later
+starts read it and build only the chosen runtime. Without the export, on CUDA, with a half
+precision, with torch.compile, or without onnxruntime, auto is torch without measuring, and says why.
 """
 from __future__ import annotations
 
@@ -28,21 +29,22 @@ import torch
 
 from acr_ros.acr import hardware
 from acr_ros.acr.network import ACRNet
-from acr_ros.acr.onnx_export import export_cache_dir, export_form, export_key
+from acr_ros.acr.onnx_export import cached_export_path, export_cache_dir, export_form
 from acr_ros.acr.options import EngineOptions
 from acr_ros.acr.pipeline import ACRPipeline, resolve_device
 
 TIMED_RUNS = 3  # per runtime, alternating, after one untimed run each
 
 
-def decision_path(net: ACRNet, options: EngineOptions) -> Path:
-    """Where the choice for these weights on this machine is remembered."""
+def decision_path(net: ACRNet, options: EngineOptions, export: Optional[Path] = None) -> Path:
+    """Where the choice for these weights on this machine is remembered (``export``: their
+    cached_export_path, when known)."""
     digest = hashlib.blake2b(digest_size=16)
     versions = [importlib.metadata.version(name) for name in ("onnxruntime",)
                 if importlib.util.find_spec(name) is not None]
     digest.update(f"{hardware.cpu_model()} {sorted(hardware.cpu_flags())} {torch.get_num_threads()} "
                   f"{torch.__version__} {versions} {list(options.onnx_providers)}".encode())
-    digest.update(export_key(export_form(net)).encode())
+    digest.update((export or cached_export_path(export_form(net))).name.encode())  # the weights' export key
     return export_cache_dir().parent / "runtime" / f"{digest.hexdigest()}.json"
 
 
@@ -81,9 +83,14 @@ def auto_runtime(net: ACRNet, mano, options: EngineOptions, images: Sequence[np.
                  "no image to measure on" if not images else "")
     if why_torch:
         return torch_pipeline, f"auto: torch ({why_torch})"
-    path = decision_path(net, options)
+    export = cached_export_path(export_form(net))
+    path = decision_path(net, options, export)
     decision = _remembered(path)
     on_onnx = dataclasses.replace(options, runtime="onnxruntime", precision="fp32")
+    if decision is None and not export.is_file():
+        return torch_pipeline, ("auto: torch (not measured against onnxruntime: no ONNX export of these weights "
+                                f"in {export.parent}; one start with runtime onnxruntime makes it, and the start "
+                                "after that measures both)")
     if decision is None:
         try:
             onnx_pipeline = ACRPipeline(net, mano, on_onnx)

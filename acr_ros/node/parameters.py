@@ -51,7 +51,8 @@ PARAMS = (
           "where it stays within 1 px / 1 mm of fp32 on the bundled photos; else fp32), fp32, fp16, bf16",
           True, choices=PRECISIONS),
     Param("runtime", "auto", "What runs the ACR network: auto (on a CPU in fp32, the faster of torch and "
-          "onnxruntime, measured at the first start on the machine and remembered; torch otherwise), torch, or "
+          "onnxruntime, measured once the network's ONNX export is cached and remembered per machine; torch "
+          "otherwise), torch, or "
           "onnxruntime (exported to ONNX at the first start and cached, fp32; needs the onnxruntime package, "
           "onnxruntime-gpu for the CUDA and TensorRT providers)", True,
           choices=RUNTIMES),
