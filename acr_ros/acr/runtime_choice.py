@@ -1,11 +1,13 @@
 """What runtime "auto" picks: the faster of torch and onnxruntime for the loaded weights on this
 machine, measured once and remembered.
 
-Which is faster depends on the CPU (onnxruntime ran the network in 531 ms against torch's 869 ms on
-a 2-core AMD EPYC; torch's oneDNN wins elsewhere) and on the thread count, so neither is a safe
-default. Once the network's ONNX export is in the cache (acr_ros.acr.onnx_export: made by the first
-start with runtime onnxruntime, 10-30 s, which auto does not spend at configure), the next start
-times both on a bundled photo, alternately (a few seconds); the choice and its figures are written
+Which is faster depends on the CPU, the thread count and how busy the machine is (on a quiet 2-core
+Zen 5 they are within 3 %; under load onnxruntime's thread pool holds up far better than torch's
+OpenMP: 531 against 869 ms on a 2-core AMD EPYC; docs/benchmarks.md), so neither is a safe default.
+
+Once the network's ONNX export is in the cache (acr_ros.acr.onnx_export: made by the first start
+with runtime onnxruntime, 10-30 s, which auto does not spend at configure), the next start times
+both on a bundled photo, alternately (a few seconds); the choice and its figures are written
 to the cache folder under a key of the CPU (model, instruction sets), the thread count, the torch
 and onnxruntime versions and the export's own key (the weights and the engine's code), so that later
 starts read it and build only the chosen runtime. Without the export, on CUDA, with a half
