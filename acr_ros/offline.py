@@ -2,7 +2,7 @@
 
     acr_offline [--inputs IMAGE|FOLDER|VIDEO|WEBCAM_ID|BAG ...] [-o OUTPUT_DIR] [-t]
                 [--backend auto|acr|mediapipe] [--checkpoint wild.pkl] [--mano-dir DIR]
-                [--device auto] [--precision auto] [--runtime torch|onnxruntime [--onnx-providers P ...]]
+                [--device auto] [--precision auto] [--runtime auto|torch|onnxruntime [--onnx-providers P ...]]
                 [--threshold T] [--no-render] [--batch-size N]
                 [--calibration camera.yaml | --intrinsics FX FY CX CY] [--depth DEPTH_FOLDER]
                 [--image-topic TOPIC] [--camera-info-topic TOPIC] [--copy-inputs] [--bag-overlay]
@@ -110,8 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                        "(https://mano.is.tue.mpg.de)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (ACR)")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS, help="ACR")
-    parser.add_argument("--runtime", default="torch", choices=RUNTIMES,
-                        help="what runs the ACR network (onnxruntime: exported to ONNX at start-up, fp32)")
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                        help="what runs the ACR network (onnxruntime: exported to ONNX at start-up, fp32; auto: on "
+                             "a CPU in fp32 the faster of the two, measured once the export is cached)")
     parser.add_argument("--onnx-providers", nargs="+", default=(), metavar="PROVIDER",
                         help="onnxruntime execution providers in order of preference (default: CUDA then CPU "
                              "on a CUDA device, CPU otherwise)")

@@ -2,7 +2,7 @@
 
     python benchmarks/engine.py [--device cpu cuda] [--batch 1 8] [--precision fp32 fp16]
                                     [--sizes 640x480 1920x1080] [--iterations 20] [--compile]
-                                    [--runtime torch onnxruntime]
+                                    [--runtime torch onnxruntime] [--interleave]
 
 Uses RANDOM weights in the official layout and SYNTHETIC MANO files (the cost of every stage is
 the same as with the real files; the outputs are not hands). Per stage (preprocess, network,
@@ -15,6 +15,12 @@ translation in numpy (batch 1, as the official demo), run before the benchmark o
 engine's process-wide settings (acr_ros.acr.runtime: glibc malloc thresholds on the CPU, cuDNN
 autotuning on CUDA), as a plain user script would.
 Prints a markdown table.
+
+--interleave compares the engine (fp32, batch 1, each --runtime) with the baseline frame by frame
+instead: baseline, engine, baseline, engine, ... on the same image, so that whatever else loads the
+machine weighs on both alike (the process is tuned for the engine before, which the baseline
+profits from too). It prints both p50s, their ratio, and the median and range of the ratio of each
+pair of frames.
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ import torch
 
 from acr_ros.acr.hardware import describe_cpu
 from acr_ros.acr.options import PRECISIONS, RUNTIMES, EngineOptions
+from acr_ros.acr.pipeline import ACRPipeline
+from acr_ros.acr.runtime import tune_process
 
 # The random weights, the synthetic MANO files and the reference transcription live with the tests.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
@@ -154,6 +162,33 @@ class Baseline:
         return {"stages": {k: _pct(v) for k, v in stages.items()}, "total": _pct(totals)}
 
 
+def interleaved(net, mano, device: torch.device, size: tuple[int, int], runtime: str, iterations: int,
+                warmup: int) -> dict:
+    """The baseline and the engine (fp32, batch 1) alternately on one image, end to end."""
+    pipe = ACRPipeline(net, mano, EngineOptions(device=str(device), precision="fp32", runtime=runtime,
+                                               cuda_graphs=False))
+    tune_process(pipe.device, pipe.dtype)
+    base = Baseline(net, mano, device)
+    image = test_images(size, 1)[0]
+    baseline, engine = [], []
+    for it in range(warmup + iterations):
+        for run, times in ((lambda: base.stages(image), baseline), (lambda: pipe([image]), engine)):
+            _sync(device)
+            t0 = time.perf_counter()
+            run()
+            _sync(device)
+            if it >= warmup:
+                times.append(time.perf_counter() - t0)
+    pairs = np.asarray(baseline) / np.asarray(engine)
+    return {"baseline": float(np.median(baseline)) * 1e3, "engine": float(np.median(engine)) * 1e3,
+            "ratio": float(np.median(baseline) / np.median(engine)), "pair_median": float(np.median(pairs)),
+            "pair_min": float(pairs.min()), "pair_max": float(pairs.max()), "frames": iterations}
+
+
+INTERLEAVED_HEADER = ("| device | input | runtime | baseline p50 (ms) | engine p50 (ms) | **ratio of p50s** "
+                      "| pair ratios: median (min-max) | pairs |\n|---|---|---|---|---|---|---|---|")
+
+
 # ------------------------------------------------------------------------------------------------
 
 
@@ -195,11 +230,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                     help="what runs the network (onnxruntime: fp32 only, its default providers for the device)")
     ap.add_argument("--no-baseline", action="store_true", help="skip the reference-style baseline")
     ap.add_argument("--baseline-iterations", type=int, default=None)
+    ap.add_argument("--interleave", action="store_true",
+                    help="baseline and engine (fp32, batch 1) frame by frame, their ratio (see above)")
     args = ap.parse_args(argv)
 
     from acr_ros.acr.mano import ManoLayer
-    from acr_ros.acr.pipeline import ACRPipeline
-    from acr_ros.acr.runtime import tune_process
     from support.random_weights import random_acr_network
     from support.synthetic_mano import write_synthetic_mano
 
@@ -216,6 +251,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         mano = ManoLayer.from_directory(write_synthetic_mano(tmp, seed=0))
     rows = []
+    if args.interleave:
+        print(INTERLEAVED_HEADER)
+        for dev_name in devices:
+            device = torch.device(dev_name)
+            for size in args.sizes:
+                for runtime in args.runtime:
+                    r = interleaved(net, mano, device, size, runtime, args.iterations or 10,
+                                    args.warmup if args.warmup is not None else 2)
+                    print(f"| {device_name(device)} | {size[0]}x{size[1]} | {runtime} | {r['baseline']:.1f} | "
+                          f"{r['engine']:.1f} | **{r['ratio']:.2f}** | {r['pair_median']:.2f} "
+                          f"({r['pair_min']:.2f}-{r['pair_max']:.2f}) | {r['frames']} |", flush=True)
+        return 0
     for dev_name in devices:
         device = torch.device(dev_name)
         if device.type == "cuda" and not torch.cuda.is_available():

@@ -152,6 +152,7 @@ def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
         name = "acr"
         detection_threshold = 0.35
         precision, precision_reason, device, onnx_export, aot = "fp32", "requested", "cpu", "", ""
+        runtime, runtime_reason = "torch", "requested"
 
         def __init__(self, checkpoint, mano_dir, options, smoothing, tune_process):
             made.update(checkpoint=checkpoint, mano_dir=mano_dir, options=options, smoothing=smoothing,
@@ -164,7 +165,8 @@ def test_auto_with_acr_files_runs_acr(monkeypatch, fake_files):
     backend, reason = create_backend("auto", checkpoint=str(ckpt), mano_dir=str(mano), options=options,
                                      detection_threshold=0.5, smoothing=smoothing)
     assert isinstance(backend, FakeACR) and backend.detection_threshold == 0.5
-    assert reason == f"ACR checkpoint and MANO files found: wild.pkl, MANO from {mano}; network fp32 (requested) on cpu"
+    assert reason == (f"ACR checkpoint and MANO files found: wild.pkl, MANO from {mano}; network fp32 (requested) "
+                      "on cpu, runtime torch (requested)")
     assert made == dict(checkpoint=str(ckpt), mano_dir=str(mano), options=options, smoothing=smoothing,
                         tune_process=False)
     backend, reason = create_backend("acr", checkpoint=str(ckpt), mano_dir=str(mano))

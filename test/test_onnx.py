@@ -214,3 +214,42 @@ def test_an_unwritable_cache_is_a_warning_and_a_damaged_one_is_exported_again(tm
         network = OnnxRuntimeNetwork(fast, torch.device("cpu"))
     assert network.export_source == f"exported to ONNX and cached as {cached}" and calls == [None, None]
     assert onnx_export.cached_dynamic_export(fast).from_cache and calls == [None, None]
+
+
+def test_runtime_auto_keeps_the_faster_and_remembers_it(ort_backend, mano, onnx_export_cache, tmp_path, monkeypatch):
+    """runtime auto on a CPU in fp32: torch while no export of the weights is cached; with one, both
+    runtimes timed (here with given figures: the test asserts the choice, not this machine's speed),
+    the faster kept, the choice remembered per machine and weights; another start builds the
+    remembered runtime without timing anything."""
+    from acr_ros.acr import runtime_choice
+
+    net = random_acr_network(0, "both")
+    fp32 = EngineOptions(device="cpu", precision="fp32", runtime="auto")
+    seen = []
+
+    def timed(pipelines, image):
+        seen.append(sorted(pipelines))
+        return {"torch": 0.9, "onnxruntime": 0.5}
+
+    monkeypatch.setattr(runtime_choice, "_timed", timed)
+    monkeypatch.setenv("ACR_ROS_CACHE_DIR", str(tmp_path))
+    pipe, why = runtime_choice.auto_runtime(net, mano, fp32, IMAGES[-2:])  # no export here: none made at configure
+    assert pipe.providers == () and not seen and "no ONNX export of these weights" in why, why
+    # Its own choices (the node tests must not read these figures), the run's export (made once).
+    (tmp_path / "onnx").symlink_to(onnx_export_cache / "onnx")
+    pipe, why = runtime_choice.auto_runtime(net, mano, fp32, IMAGES[-2:])
+    assert seen == [["onnxruntime", "torch"]] and pipe.providers == ("CPUExecutionProvider",)
+    assert why.startswith("auto: onnxruntime (onnxruntime 500.0 ms, torch 900.0 ms a frame; measured now"), why
+    remembered = runtime_choice.decision_path(net, fp32)
+    assert remembered.parent == tmp_path / "runtime" and '"runtime": "onnxruntime"' in remembered.read_text()
+    monkeypatch.setattr(runtime_choice, "_timed", None)  # timing again would fail
+    again, why = runtime_choice.auto_runtime(net, mano, fp32, IMAGES[-2:])
+    assert again.providers == ("CPUExecutionProvider",) and f"{remembered}" in why, why
+    remembered.write_text('{"runtime": "torch", "torch_ms": 1, "onnxruntime_ms": 2}')
+    assert runtime_choice.auto_runtime(net, mano, fp32, IMAGES[-2:])[0].providers == ()
+    # Where onnxruntime cannot run the network as asked: torch, nothing measured.
+    for options, reason in [(EngineOptions(device="cpu", precision="bf16", runtime="auto"), "runs in bfloat16"),
+                            (EngineOptions(device="cpu", precision="fp32", runtime="auto", compile=True),
+                             "torch.compile is on")]:
+        pipe, why = runtime_choice.auto_runtime(net, mano, options, IMAGES[-2:])
+        assert pipe.providers == () and why.startswith("auto: torch (") and reason in why, why

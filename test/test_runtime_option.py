@@ -24,7 +24,7 @@ def test_runtime_options_are_validated():
                        (dict(runtime="onnxruntime", cuda_graphs=True), "runtime torch only"),
                        (dict(cuda_graphs="yes"), "cuda_graphs must be True, False or 'auto'"),
                        (dict(runtime="onnxruntime", onnx_providers="CPUExecutionProvider"), "sequence of names"),
-                       (dict(onnx_providers=["CPUExecutionProvider"]), "runtime onnxruntime only")]:
+                       (dict(onnx_providers=["CPUExecutionProvider"]), r"runtime onnxruntime \(or auto\) only")]:
         with pytest.raises(ValueError, match=match):
             EngineOptions(**bad)
     assert parse_providers(" TensorrtExecutionProvider,CPUExecutionProvider ,") == (

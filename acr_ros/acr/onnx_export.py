@@ -169,6 +169,11 @@ def export_key(fast: FastACR) -> str:
     return digest.hexdigest()
 
 
+def cached_export_path(fast: FastACR) -> Path:
+    """Where :func:`cached_dynamic_export` keeps the export of ``fast`` (there or not)."""
+    return export_cache_dir() / f"acr_{export_key(fast)}.onnx"
+
+
 @dataclasses.dataclass(frozen=True)
 class RuntimeExport:
     model: bytes      # the serialised ONNX model
@@ -181,8 +186,8 @@ def cached_dynamic_export(fast: FastACR, refresh: bool = False) -> RuntimeExport
     ``refresh``), else exported and written there. Processes exporting the same weights at once take
     turns, and the later ones read the first one's file. A cache that cannot be written is a
     warning: the export is then redone at every start."""
-    directory = export_cache_dir()
-    path = directory / f"acr_{export_key(fast)}.onnx"
+    path = cached_export_path(fast)
+    directory = path.parent
     try:
         directory.mkdir(parents=True, exist_ok=True)
         lock = open(directory / f"{path.name}.lock", "w")

@@ -11,8 +11,10 @@ from typing import Sequence, Union
 # a bare ACRPipeline takes fp16 on CUDA, fp32 on the CPU); fp32 with onnxruntime.
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 PREPROCESSING = ("auto", "exact", "device")    # auto: exact (OpenCV) on CPU, device on CUDA
-# What runs the network stage: PyTorch, or onnxruntime on the ONNX export of the same network.
-RUNTIMES = ("torch", "onnxruntime")
+# What runs the network stage: PyTorch, or onnxruntime on the ONNX export of the same network; auto:
+# ACRBackend measures both on the loaded weights once per machine and keeps the faster
+# (acr_ros.acr.runtime_choice; a bare ACRPipeline runs torch).
+RUNTIMES = ("auto", "torch", "onnxruntime")
 # Official centermap_conf_thresh (configs/demo.yml): a hand is kept when its raw center-map peak
 # (no sigmoid) exceeds this.
 DETECTION_THRESHOLD = 0.35
@@ -45,7 +47,8 @@ class EngineOptions:
         CUDA graph), one device->host copy of all outputs. False: the plain BatchNorm-folded graph
         (the reference the fused one is checked against).
     runtime: "torch", or "onnxruntime" (the network exported to ONNX at start-up and run by an
-        onnxruntime session, fp32; the other stages stay in torch on ``device``).
+        onnxruntime session, fp32; the other stages stay in torch on ``device``), or "auto" (ACRBackend
+        measures both and keeps the faster; a bare ACRPipeline runs torch; with an aot_package, torch).
     aot_package: with runtime torch, an AOTInductor package of the network built by ``acr_export --aot``
         for this machine (acr_ros.acr.aot), loaded instead of compiling; one built for another GPU,
         torch, CUDA, precision or weights is refused with a warning and the eager (or CUDA-graph)
@@ -91,8 +94,8 @@ class EngineOptions:
                                  "docs/deployment.md)")
             if self.compile or self.cuda_graphs is True or self.aot_package:
                 raise ValueError("compile, cuda_graphs and aot_package apply to runtime torch only")
-        elif self.onnx_providers:
-            raise ValueError("onnx_providers apply to runtime onnxruntime only")
+        elif self.onnx_providers and self.runtime != "auto":
+            raise ValueError("onnx_providers apply to runtime onnxruntime (or auto) only")
         if self.aot_package and (self.precision == "auto" or self.compile):
             raise ValueError(f"aot_package {self.aot_package} runs the precision it was built for: set precision to "
                              "it (fp16, fp32 or bf16), without compile")

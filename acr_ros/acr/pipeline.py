@@ -78,7 +78,7 @@ def resolve_device(device: Union[str, torch.device] = "auto") -> torch.device:
 def uses_cuda_graphs(options: EngineOptions, device: torch.device) -> bool:
     """Whether the torch stages run as CUDA graphs: "auto" where the device is CUDA and torch.compile
     is off; True on a CPU is refused (EngineOptions.cuda_graphs)."""
-    if options.runtime != "torch" or options.cuda_graphs is False:
+    if options.runtime == "onnxruntime" or options.cuda_graphs is False:
         return False
     if device.type != "cuda":
         if options.cuda_graphs is True:
@@ -92,7 +92,7 @@ def resolve_precision(precision: str, device: torch.device, runtime: str = "torc
     CUDA and fp32 otherwise (ACRBackend measures the half precision against fp32 first and may keep
     fp32 on CUDA or pick bf16 on a CPU, acr_ros.acr.precision); the onnxruntime runtime runs fp32."""
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" and runtime == "torch" else torch.float32
+        return torch.float16 if device.type == "cuda" and runtime != "onnxruntime" else torch.float32
     return _DTYPES[precision]
 
 

@@ -103,7 +103,8 @@ def create_backend(backend: str = "auto", checkpoint: str = "", mano_dir: str = 
                             smoothing, tune_process)
         reason = "backend acr requested" if choice == "acr" else "ACR checkpoint and MANO files found"
         reason = (f"{reason}: {Path(checkpoint).name}, MANO from {Path(mano_dir).expanduser()}; network "
-                  f"{chosen.precision} ({chosen.precision_reason}) on {chosen.device}")
+                  f"{chosen.precision} ({chosen.precision_reason}) on {chosen.device}, runtime {chosen.runtime} "
+                  f"({chosen.runtime_reason})")
         for source in (chosen.onnx_export, chosen.aot):
             if source:
                 reason = f"{reason}; {source}"

@@ -2,6 +2,7 @@
 backend protocol."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -18,6 +19,7 @@ from acr_ros.acr.options import EngineOptions
 from acr_ros.acr import runtime
 from acr_ros.acr.pipeline import PRECISION_NAMES, ACRPipeline, HandRows, resolve_device
 from acr_ros.acr.precision import auto_pipeline
+from acr_ros.acr.runtime_choice import auto_runtime
 from acr_ros.acr.smoothing import HandSmoother
 from acr_ros.backends.base import ACR_THRESHOLD, BackendOutOfMemoryError, check_batch
 
@@ -60,9 +62,12 @@ class ACRBackend:
     options: how the engine runs (EngineOptions: device, precision, runtime, threshold, ...). With
     precision "auto", fp16 on CUDA, or bf16 on a CPU with native bf16, is measured against fp32 on
     the bundled photos and kept only when close enough (acr_ros.acr.precision); ``precision`` says
-    what runs ("fp32", ...) and ``precision_reason`` why; with runtime onnxruntime ``onnx_export``
-    says whether the network's export was read from the cache or made anew, with an aot_package
-    ``aot`` whether it was loaded (or why not: then a warning, and the network runs without it).
+    what runs ("fp32", ...) and ``precision_reason`` why. With runtime "auto" (CPU, fp32) torch and
+    onnxruntime are measured once per machine and weights and the faster kept
+    (acr_ros.acr.runtime_choice); ``runtime`` says which runs and ``runtime_reason`` why; with
+    onnxruntime ``onnx_export`` says whether the network's export was read from the cache or made anew,
+    with an aot_package ``aot`` whether it was loaded (or why not: then a warning, and the network runs
+    without it).
     smoothing: a SmoothingConfig turns on One-Euro smoothing per (stream, side); None keeps the raw
     per-frame results. tune_process: apply the engine's process-wide settings for its device
     (acr_ros.acr.runtime; entry points opt in, libraries leave it off). On CUDA a blank frame runs
@@ -83,11 +88,15 @@ class ACRBackend:
         net = load_acr_network(checkpoint)
         mano = ManoLayer.from_directory(mano_dir)
         self.checkpoint = checkpoint_id(checkpoint)
-        if options.precision == "auto" and options.runtime == "torch":
-            self.pipeline, self.precision_reason = auto_pipeline(net, mano, options, calibration_images())
+        pipeline, self.precision_reason = None, _precision_reason(options)
+        if options.precision == "auto" and options.runtime != "onnxruntime":
+            on_torch = dataclasses.replace(options, runtime="torch", onnx_providers=())
+            pipeline, self.precision_reason = auto_pipeline(net, mano, on_torch, calibration_images())
+        if options.runtime == "auto":
+            self.pipeline, self.runtime_reason = auto_runtime(net, mano, options, calibration_images(), pipeline)
         else:
-            self.pipeline = ACRPipeline(net, mano, options)
-            self.precision_reason = _precision_reason(options)
+            self.pipeline, self.runtime_reason = pipeline or ACRPipeline(net, mano, options), "requested"
+        self.runtime = "onnxruntime" if self.pipeline.providers else "torch"
         self.precision = PRECISION_NAMES[self.pipeline.dtype]
         if self.pipeline.providers:
             self.model = f"{self.model} (onnxruntime: {', '.join(self.pipeline.providers)})"

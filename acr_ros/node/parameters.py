@@ -50,9 +50,11 @@ PARAMS = (
     Param("precision", "auto", "Network precision: auto (fp16 on CUDA, bf16 on a CPU with native bf16, each only "
           "where it stays within 1 px / 1 mm of fp32 on the bundled photos; else fp32), fp32, fp16, bf16",
           True, choices=PRECISIONS),
-    Param("runtime", "torch", "What runs the ACR network: torch, or onnxruntime (exported to ONNX at the first "
-          "start and cached, fp32; needs the onnxruntime package, onnxruntime-gpu for the CUDA and TensorRT "
-          "providers)", True,
+    Param("runtime", "auto", "What runs the ACR network: auto (on a CPU in fp32, the faster of torch and "
+          "onnxruntime, measured once the network's ONNX export is cached and remembered per machine; torch "
+          "otherwise), torch, or "
+          "onnxruntime (exported to ONNX at the first start and cached, fp32; needs the onnxruntime package, "
+          "onnxruntime-gpu for the CUDA and TensorRT providers)", True,
           choices=RUNTIMES),
     Param("cuda_graphs", True, "On a CUDA device with runtime torch: replay the network, the decoding and MANO as "
           "CUDA graphs, captured while loading for one 640x480 image and on first use for each other camera size or "

@@ -90,10 +90,8 @@ def random_acr_network(seed: int = 0, detect: str = "both", cells: Optional[dict
 
     NOT a hand model: the hands it reports are random poses.
     """
-    if detect not in DETECT_CHOICES:
+    if detect not in DETECT_CHOICES:  # before the weights are built
         raise ValueError(f"detect must be one of {DETECT_CHOICES}, got {detect!r}")
-    defaults = {side: (x * grid // 64, y * grid // 64) for side, (x, y) in DEFAULT_CELLS.items()}
-    where = dict(defaults, **(cells or {}))
     net = ACRNet.from_state_dict({k: v.clone() for k, v in _calibrated_random_state(int(seed)).items()})
     # Fusion: keep the weak-perspective scale positive and moderate (s ~ 2) and the rest O(1).
     for fuse in (net.contact_layers[4], net.contact_layers[5]):
@@ -101,6 +99,17 @@ def random_acr_network(seed: int = 0, detect: str = "both", cells: Optional[dict
         fuse.weight[0].mul_(0.05)
         fuse.bias[0] = 2.0
         fuse.bias[1:3].mul_(0.5)
+    return place_center_peaks(net, detect, cells, grid)
+
+
+@torch.no_grad()
+def place_center_peaks(net: ACRNet, detect: str = "both", cells: Optional[dict] = None, grid: int = 64) -> ACRNet:
+    """In place: the center heads of ``net`` peak at fixed cells whatever the image (see
+    :func:`random_acr_network` for ``detect``, ``cells`` and ``grid``); returns ``net``."""
+    if detect not in DETECT_CHOICES:
+        raise ValueError(f"detect must be one of {DETECT_CHOICES}, got {detect!r}")
+    defaults = {side: (x * grid // 64, y * grid // 64) for side, (x, y) in DEFAULT_CELLS.items()}
+    where = dict(defaults, **(cells or {}))
     # Center heads: a peak at the requested cell from the coordinate channels of the backbone grid
     # (twice the map's size; map cell x sits on backbone column 2x).
     coords = coord_maps(2 * grid)[0]
@@ -131,7 +140,12 @@ def random_checkpoint_state(seed: int = 0, detect: str = "both", cells: Optional
     """Random ACR weights as the official checkpoint holds them (``module.`` keys, including the
     unused ``segmentation_layers.*``); see :func:`random_acr_network` for ``detect`` and ``cells``
     (of the 64 grid: the official input). NOT a hand model."""
-    net = random_acr_network(seed, detect, cells)
+    return official_checkpoint_state(random_acr_network(seed, detect, cells), seed)
+
+
+def official_checkpoint_state(net: ACRNet, seed: int = 0) -> dict:
+    """``net``'s tensors as the official checkpoint holds them: ``module.`` keys, plus the unused
+    ``segmentation_layers.*`` (random, seeded)."""
     state = {PREFIX + k: v.clone() for k, v in net.state_dict().items()}
     g = torch.Generator().manual_seed(seed + 7)
     extra = {
