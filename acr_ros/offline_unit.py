@@ -309,14 +309,16 @@ def process_input(backend, source: MediaSource, spec: str, output_dir: Path, ren
                 continue  # counted and said by the processor
             result = processed.result
             h, w = frame.image.shape[:2]
-            recorder.add(frame.name, frame.timestamp, w, h, result, processed.robot_joints)
+            overlay = None
             if render:
                 overlay = draw_hands(frame.image, result, faces)
                 if views is not None:
                     overlay = beside(overlay, views, _robot_frames(retargeter, processed))
+            with _stop_signals_held():  # a frame is in the results and the overlays, or in neither
+                recorder.add(frame.name, frame.timestamp, w, h, result, processed.robot_joints)
                 if video is not None:
                     video.write(overlay)
-                if frames_dir is not None or source.kind == "image":
+                if overlay is not None and (frames_dir is not None or source.kind == "image"):
                     path = (frames_dir / f"{frame.name}_output.jpg" if frames_dir is not None
                             else output_dir / f"{name}_output.jpg")
                     if not cv2.imwrite(str(path), overlay):
@@ -388,6 +390,25 @@ def camera_intrinsics(args) -> IntrinsicsFor:
 
 # ---- recordings -------------------------------------------------------------------------------------
 _END = object()  # closes a queue of the recording pipeline
+
+
+@contextmanager
+def _stop_signals_held():
+    """SIGINT and SIGTERM that arrive inside take effect at its end (their handler runs then): what is
+    written inside is written whole. Off the main thread (a Ray worker) signals never reach it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = {number: signal.signal(number, lambda number, frame: held.append(number))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if held and callable(previous[held[0]]):
+            previous[held[0]](held[0], None)
 
 
 @contextmanager
