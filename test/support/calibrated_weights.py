@@ -36,10 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from acr_ros.acr.hrnet import BasicBlock, Bottleneck
 from acr_ros.acr.network import NUM_PARAMS, ACRNet
 from acr_ros.acr.preprocess import preprocess_exact
-from support.random_weights import DETECT_CHOICES, official_checkpoint_state, place_center_peaks
+from support.random_weights import (DETECT_CHOICES, he_initialised_network, official_checkpoint_state,
+                                   place_center_peaks)
 from support.reference import dense_maps
 
 SAMPLES = Path(__file__).resolve().parents[2] / "acr_ros" / "data" / "samples"
@@ -151,24 +151,8 @@ def _data_filters(conv: nn.Conv2d, x: torch.Tensor, g: torch.Generator) -> None:
 @lru_cache(maxsize=2)
 def _calibrated_state(seed: int, images: int) -> dict:
     g = torch.Generator().manual_seed(seed)
-    net = ACRNet()
+    net = he_initialised_network(g, gammas=(0.8, 0.4), vector_std=0.05)
     with torch.no_grad():
-        for name, p in net.named_parameters():
-            if p.dim() > 1:
-                fan_in = p[0].numel() if p.dim() != 6 else p.shape[2]
-                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-            elif name.endswith(".weight"):  # BatchNorm gamma
-                p.copy_(0.8 + 0.4 * torch.rand(p.shape, generator=g))
-            else:
-                p.copy_(0.05 * torch.randn(p.shape, generator=g))
-        for m in net.modules():
-            if isinstance(m, BasicBlock):
-                m.bn2.weight.mul_(0.3)
-            elif isinstance(m, Bottleneck):
-                m.bn3.weight.mul_(0.3)
-            if isinstance(m, nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None  # one pass: the running statistics are that pass's
         # One thread: the same weights to the bit in every process.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

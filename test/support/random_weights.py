@@ -32,36 +32,43 @@ def _calibration_image(seed: int) -> torch.Tensor:
     return img.clamp(-1, 1)
 
 
+@torch.no_grad()
+def he_initialised_network(g: torch.Generator, gammas: tuple[float, float], vector_std: float) -> ACRNet:
+    """An ACRNet drawn from g: He-scaled filters, BatchNorm gammas uniform in [low, low + span) (gammas),
+    the other vectors N(0, vector_std); small residual branches (their last BatchNorm's gamma x 0.3)
+    for slower activation growth, so that fp32 rounding is not amplified; running statistics reset,
+    for one train-mode pass to set (momentum None: cumulative)."""
+    net = ACRNet()
+    low, span = gammas
+    for name, p in net.named_parameters():
+        if p.dim() > 1:
+            fan_in = p[0].numel() if p.dim() != 6 else p.shape[2]
+            p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+        elif name.endswith(".weight"):  # BatchNorm gamma
+            p.copy_(low + span * torch.rand(p.shape, generator=g))
+        else:
+            p.copy_(vector_std * torch.randn(p.shape, generator=g))
+    for m in net.modules():
+        if isinstance(m, BasicBlock):
+            m.bn2.weight.mul_(0.3)
+        elif isinstance(m, Bottleneck):
+            m.bn3.weight.mul_(0.3)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    return net
+
+
 @lru_cache(maxsize=4)
 def _calibrated_random_state(seed: int) -> dict:
     """Random ACRNet weights (He-scaled) with BatchNorm statistics measured on a synthetic image,
     so activations stay O(1)-O(10) through the network. Cached per seed (one forward pass)."""
-    g = torch.Generator().manual_seed(seed)
-    net = ACRNet()
+    net = he_initialised_network(torch.Generator().manual_seed(seed), gammas=(0.5, 1.0), vector_std=0.1)
     with torch.no_grad():
-        for name, p in net.named_parameters():
-            if p.dim() > 1:
-                fan_in = p[0].numel() if p.dim() != 6 else p.shape[2]
-                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
-            elif name.endswith(".weight"):  # BatchNorm gamma
-                p.copy_(0.5 + torch.rand(p.shape, generator=g))
-            else:
-                p.copy_(0.1 * torch.randn(p.shape, generator=g))
         for lc in (net.contact_layers[2], net.contact_layers[3]):
             lc.weight.mul_(0.25)
-        # Small residual branches: slower activation growth, so fp32 rounding is not amplified
-        # (the test tolerances compare two fp32 computations of this model).
-        for m in net.modules():
-            if isinstance(m, BasicBlock):
-                m.bn2.weight.mul_(0.3)
-            elif isinstance(m, Bottleneck):
-                m.bn3.weight.mul_(0.3)
         # One train-mode pass with cumulative averaging sets the running statistics. One thread:
         # the same weights to the bit in every process (the ONNX export cache shares their export).
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.reset_running_stats()
-                m.momentum = None
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
