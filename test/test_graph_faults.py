@@ -5,6 +5,11 @@ processes (image_source and test/support/graph_faults.py); the node runs in this
 backend, which records the intrinsics it is given."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.qos import ReliabilityPolicy
@@ -12,6 +17,8 @@ from rclpy.qos import ReliabilityPolicy
 from support.fake_backend import FakeBackend
 from support.graph_faults import CameraDriver, Subscribers
 from support.ros_harness import Session
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def stamp(msg) -> float:
@@ -121,3 +128,33 @@ def test_a_publisher_after_the_messages_stopped_replaces_those_listed_before_the
     assert not Listed(look=2, at=11.0, last_message=0.0).replaces(killed)  # no message yet: both kept
     assert not Listed(look=2, at=20.0, last_message=20.0 - SILENCE_S / 2).replaces(killed)  # still streaming
     assert not Listed(look=2, at=20.0, last_message=15.0).replaces(Listed(look=1, at=16.0, last_message=15.0))
+
+
+def test_quick_discovery_is_set_only_where_the_user_has_no_profile(monkeypatch, tmp_path):
+    """acr_ros's executables announce their Fast DDS participant every 0.25 s (a restarted driver is
+    matched at once: benchmarks/chaos.py), unless the user has a profile of their own or another RMW."""
+    from acr_ros import ros_runtime
+
+    monkeypatch.chdir(tmp_path)
+    for name in (*ros_runtime.PROFILE_VARIABLES, "RMW_IMPLEMENTATION"):
+        monkeypatch.delenv(name, raising=False)
+    assert ros_runtime.quick_discovery()
+    assert all(os.environ[name] == str(ros_runtime.QUICK_DISCOVERY_PROFILE) for name in ros_runtime.PROFILE_VARIABLES)
+    monkeypatch.setenv("FASTRTPS_DEFAULT_PROFILES_FILE", "/theirs.xml")
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE")
+    assert not ros_runtime.quick_discovery() and os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] == "/theirs.xml"
+    monkeypatch.delenv("FASTRTPS_DEFAULT_PROFILES_FILE")
+    (tmp_path / "DEFAULT_FASTRTPS_PROFILES.xml").write_text("<profiles/>")
+    assert not ros_runtime.quick_discovery() and "FASTRTPS_DEFAULT_PROFILES_FILE" not in os.environ
+    (tmp_path / "DEFAULT_FASTRTPS_PROFILES.xml").unlink()
+    monkeypatch.setenv("RMW_IMPLEMENTATION", "rmw_cyclonedds_cpp")
+    assert not ros_runtime.quick_discovery() and "FASTRTPS_DEFAULT_PROFILES_FILE" not in os.environ
+
+
+@pytest.mark.parametrize("profile", ["acr_ros/data/fastdds_quick_discovery.xml", "config/fastdds_large_frames.xml"])
+def test_fast_dds_reads_the_shipped_profiles_without_an_error(profile):
+    """A profile Fast DDS cannot parse is only printed ([XMLPARSER Error]) and the defaults run."""
+    script = "import rclpy; rclpy.init(); rclpy.create_node('profile_check').destroy_node(); rclpy.shutdown()"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                            env=dict(os.environ, FASTRTPS_DEFAULT_PROFILES_FILE=str(REPO / profile)))
+    assert result.returncode == 0 and "XMLPARSER" not in result.stdout + result.stderr, result.stderr
