@@ -208,12 +208,17 @@ def churn(graph: Graph, args) -> dict:
             print(name, phases[name], flush=True)
 
         measure("before", args.churn_seconds / 3)
+        # The phase starts once the helper processes have started (a Python process's imports are a
+        # second or two of CPU on 2 cores: the machine's load, not the subscribers' effect on the node).
         slow = Subscribers("slow", NODE, graph.tmp)
+        graph.probe.spin_until(lambda: "never reading" in slow.log(), 60, graph.process)
         churning = Subscribers("churn", NODE, graph.tmp, "--count", str(args.subscribers),
                                "--seconds", str(args.churn_seconds))
+        graph.probe.spin_until(lambda: "churning" in churning.log(), 60, graph.process)
         measure("churn", args.churn_seconds)
         churned = churning.stop(timeout=120)
         slow.stop()
+        graph.spin(2.0)  # their exits
         measure("after", args.churn_seconds / 3)
         driver.kill()
         graph.spin(2.0)  # a report after the last frame

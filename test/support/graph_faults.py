@@ -103,6 +103,7 @@ def churn(node: str, count: int, seconds: float, seed: int = 0) -> dict:
     live: list[tuple[float, rclpy.Context, SingleThreadedExecutor, object]] = []
     read = {name: 0 for name in OUTPUTS}
     made = 0
+    print("churning", flush=True)  # from here on: the process's own start-up is over
     start = time.monotonic()
 
     def close(entry):
