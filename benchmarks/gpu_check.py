@@ -467,6 +467,21 @@ def first_frames(rec: Recorder, work: Path, plan: Plan) -> None:
               ).add(precision, plan.device, round(loaded, 2), *(round(t, 2) for t in times))
 
 
+def bench_grid(rec: Recorder, table: Table, pipe, label: list, plan: Plan, deadline: float, warmup: int,
+               memory_frames: int = 0) -> bool:
+    """bench_pipeline for every batch and size of the plan while the time box lasts; False when some
+    were left out (each said in a note)."""
+    complete = True
+    for batch in plan.batches:
+        for size in plan.sizes:
+            if time_left(deadline) < 8:
+                rec.note(f"time box: {' '.join(label)} batch {batch} {size[0]}x{size[1]} not measured")
+                complete = False
+                continue
+            bench_pipeline(table, pipe, label, batch, size, plan.iterations, warmup, memory_frames)
+    return complete
+
+
 def section_bench(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
     import torch
 
@@ -490,14 +505,9 @@ def section_bench(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str
             tune_process(pipe.device, pipe.dtype)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            for batch in plan.batches:
-                for size in plan.sizes:
-                    if time_left(deadline) < 8:
-                        rec.note(f"time box: {precision} {mode} batch {batch} {size[0]}x{size[1]} not measured")
-                        status = "partial"
-                        continue
-                    bench_pipeline(table, pipe, [precision, mode], batch, size, plan.iterations, plan.warmup,
-                                   plan.memory_frames if precision == "fp16" else 0)
+            if not bench_grid(rec, table, pipe, [precision, mode], plan, deadline, plan.warmup,
+                              plan.memory_frames if precision == "fp16" else 0):
+                status = "partial"
             del pipe
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -712,14 +722,9 @@ def section_aot(rec: Recorder, work: Path, plan: Plan, deadline: float) -> str:
     tune_process(pipe.device, pipe.dtype)
     table = rec.table(f"AOTInductor package ({precision})", ["precision", "mode"] + MEASURE_COLUMNS)
     status = "ok"
-    for batch in plan.batches:
-        for size in plan.sizes:
-            if time_left(deadline) < 8:
-                rec.note(f"time box: batch {batch} {size[0]}x{size[1]} not measured")
-                status = "partial"
-                continue
-            bench_pipeline(table, pipe, [precision, "AOT" if plan.real_compile else "eager (no package)"], batch,
-                           size, plan.iterations, min(plan.warmup, 2))
+    if not bench_grid(rec, table, pipe, [precision, "AOT" if plan.real_compile else "eager (no package)"], plan,
+                      deadline, min(plan.warmup, 2)):
+        status = "partial"
     return status
 
 
